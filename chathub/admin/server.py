@@ -1,0 +1,252 @@
+"""The admin socket: newline-delimited JSON over a Unix socket (mode 0600).
+
+Requests are ``{"id": N, "cmd": "...", ...}``; each gets one reply
+``{"id": N, "ok": true, ...}`` or ``{"id": N, "ok": false, "error": "..."}``.
+``subscribe`` then pushes ``{"event": "stats", ...}`` every second and other
+events as they happen. docs/admin-protocol.md is the reader's version.
+
+A subscriber that stops reading cannot slow the hub: events go through a bounded
+per-connection queue and are dropped (and counted) when it is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import CacheUnavailable, ServiceError
+
+if TYPE_CHECKING:
+    from ..server import Daemon
+
+log = logging.getLogger("chathub.admin")
+
+ADMIN_PROTOCOL_VERSION = 1
+#: events a subscriber may have waiting before new ones are dropped
+SUBSCRIBER_QUEUE = 1000
+#: seconds between pushed stats snapshots
+STATS_PERIOD = 1.0
+#: longest request line accepted, bytes
+MAX_LINE = 64 * 1024
+
+
+class AdminServer:
+    """Serves the admin protocol for one daemon."""
+
+    def __init__(self, path: Path, daemon: Daemon) -> None:
+        self.path = Path(path)
+        self.daemon = daemon
+        self._server: asyncio.AbstractServer | None = None
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._conns: set[asyncio.Task[Any]] = set()
+        #: events dropped because a subscriber did not keep up
+        self.dropped = 0
+        self._rate: list[tuple[float, int, int]] = []
+
+    def claim(self) -> None:
+        """Refuse when another daemon answers on the socket; remove a stale one.
+
+        Raises:
+            ServiceError: another daemon is running on this socket.
+        """
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            try:
+                s.connect(str(self.path))
+            except OSError:
+                log.info("removing stale admin socket %s", self.path)
+                self.path.unlink(missing_ok=True)
+                return
+        raise ServiceError(f"another chathub daemon is running on admin socket {self.path}")
+
+    async def start(self) -> None:
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._conns):
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Push an event to every subscriber; never blocks."""
+        if not self._subscribers:
+            return
+        event = {"event": event["type"], "ts": int(time.time() * 1000),
+                 **{k: v for k, v in event.items() if k != "type"}}
+        for q in self._subscribers:
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:
+                self.dropped += 1
+
+    # -- one admin connection ---------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        pump = asyncio.create_task(self._pump(out, writer))
+        ticker: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    self._put(out, {"id": None, "ok": False, "error": "request line too long"})
+                    break
+                if not line:
+                    break
+                reply = await self._request(line)
+                if reply.get("subscribed") and ticker is None:
+                    self._subscribers.add(out)
+                    ticker = asyncio.create_task(self._tick(out))
+                self._put(out, reply)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers.discard(out)
+            if ticker is not None:
+                ticker.cancel()
+            pump.cancel()
+            writer.close()
+            self._conns.discard(task)
+
+    def _put(self, out: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
+        try:
+            out.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _pump(self, out: asyncio.Queue[dict[str, Any]], writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                msg = await out.get()
+                writer.write(json.dumps(msg, default=str).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+    async def _tick(self, out: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            await asyncio.sleep(STATS_PERIOD)
+            self._put(out, {"event": "stats", **await self.stats()})
+
+    async def _request(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            return {"id": None, "ok": False, "error": "request is not valid JSON"}
+        if not isinstance(req, dict):
+            return {"id": None, "ok": False, "error": "request must be a JSON object"}
+        rid = req.get("id")
+        cmd = req.get("cmd")
+        handler = getattr(self, f"cmd_{cmd}", None) if isinstance(cmd, str) else None
+        if handler is None:
+            return {"id": rid, "ok": False, "error": f"unknown command {cmd!r}"}
+        try:
+            result = await handler(req)
+        except KeyError as exc:
+            return {"id": rid, "ok": False, "error": f"missing field {exc.args[0]!r}"}
+        except (TypeError, ValueError) as exc:
+            return {"id": rid, "ok": False, "error": str(exc)}
+        except Exception as exc:
+            log.exception("admin command %s failed", cmd)
+            return {"id": rid, "ok": False, "error": f"internal error: {exc}"}
+        return {"id": rid, "ok": True, **result}
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def cmd_hello(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"protocol": ADMIN_PROTOCOL_VERSION, "version": __version__,
+                "node": self.daemon.node_id, "pid": os.getpid()}
+
+    async def cmd_stats(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self.stats()
+
+    async def cmd_clients(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"clients": [c.info() for c in self.daemon.hub.clients()]}
+
+    async def cmd_kick(self, req: dict[str, Any]) -> dict[str, Any]:
+        user = req["user"]
+        if not isinstance(user, str):
+            raise TypeError("field 'user' must be a string")
+        reason = req.get("reason") or "kicked by an operator"
+        if not isinstance(reason, str):
+            raise TypeError("field 'reason' must be a string")
+        return {"user": user, "closed": self.daemon.kick(user, reason[:200])}
+
+    async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"subscribed": True, "stats": await self.stats()}
+
+    async def cmd_cluster(self, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"nodes": await self.daemon.nodes.cluster()}
+        except CacheUnavailable:
+            return {"nodes": [], "error": "valkey unavailable"}
+
+    async def stats(self) -> dict[str, Any]:
+        """The ``stats`` figures (see docs/admin-protocol.md)."""
+        d = self.daemon
+        hub = d.hub
+        s = hub.stats
+        now = time.monotonic()
+        self._rate.append((now, s.messages_in, s.deliveries_out))
+        while len(self._rate) > 2 and now - self._rate[0][0] > 5:
+            self._rate.pop(0)
+        t0, m0, d0 = self._rate[0]
+        span = now - t0
+        msgs_rate = (s.messages_in - m0) / span if span > 0 else 0.0
+        deliv_rate = (s.deliveries_out - d0) / span if span > 0 else 0.0
+        out: dict[str, Any] = {
+            "node": d.node_id,
+            "uptime_s": round(time.time() - d.started, 1),
+            "connections": hub.connection_count,
+            "users": len(hub.users()),
+            "messages_in": s.messages_in,
+            "deliveries_out": s.deliveries_out,
+            "messages_per_s": round(msgs_rate, 1),
+            "deliveries_per_s": round(deliv_rate, 1),
+            "broadcast_queue": len(hub.broadcast_q),
+            "whisper_queue": len(hub.whisper_q),
+            "inbox": hub.inbox_depth(),
+            "max_backlog": hub.max_backlog(),
+            "rate_limit_hits": s.rate_limit_hits,
+            "rate_limit_hits_last_minute": s.hits_last_minute(),
+            "slow_consumers": s.slow_consumers,
+            "kicks": s.kicks,
+            "errors": dict(s.by_error),
+            "refusals": dict(d.guard.refusals),
+            "valkey_up": bool(d.kv and d.kv.up),
+            "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
+            "events_dropped": self.dropped,
+        }
+        try:
+            out["flush_backlog"] = await d.cache.flush_backlog()
+            total, _ = await d.cache.rate_limit_hits()
+            out["rate_limit_hits_cluster"] = total
+        except CacheUnavailable:
+            out["flush_backlog"] = None
+        out["sessions_waiting"] = await d.sessions.waiting()
+        return out

@@ -1,0 +1,176 @@
+#!lua name=chathub
+-- chathub's server-side functions (FUNCTION LOAD REPLACE at start; kept in the AOF).
+-- Each runs atomically in Valkey: one round trip per call, whatever it does.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Rate-limit (GCRA), then stamp: append to the message stream.
+-- KEYS: stream, rate-limit key, hits hash, hits total
+-- ARGV: rate per second, burst, from, text, to ('' for public chat)
+-- Returns {1, id} when accepted, {0, retry_after_ms} when over the limit.
+local function accept(keys, args)
+  local rate = tonumber(args[1])
+  local burst = tonumber(args[2])
+  local now = now_ms()
+  local interval = 1000.0 / rate
+  local tat = tonumber(redis.call('GET', keys[2]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - burst * interval
+  if now < allow_at then
+    redis.call('HINCRBY', keys[3], args[3], 1)
+    redis.call('INCR', keys[4])
+    return {0, math.ceil(allow_at - now)}
+  end
+  redis.call('SET', keys[2], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+  local id
+  if args[5] == '' then
+    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4])
+  else
+    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'to', args[5])
+  end
+  return {1, id}
+end
+
+local function id_lt(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+
+local function is_public(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'to' then return false end
+  end
+  return true
+end
+
+-- Public history older than ARGV[1] ('+' for the newest), at most ARGV[2] entries,
+-- newest first. KEYS: stream. Returns {entries, exhausted(1|0), oldest id scanned or ''}.
+local function history(keys, args)
+  local limit = tonumber(args[2])
+  local upper = args[1]
+  if upper ~= '+' then upper = '(' .. upper end
+  local out = {}
+  local last = ''
+  while #out < limit do
+    local chunk = redis.call('XREVRANGE', keys[1], upper, '-', 'COUNT', 200)
+    if #chunk == 0 then return {out, 1, last} end
+    for _, e in ipairs(chunk) do
+      last = e[1]
+      if is_public(e[2]) then
+        out[#out + 1] = e
+        if #out >= limit then return {out, 0, last} end
+      end
+    end
+    upper = '(' .. last
+  end
+  return {out, 0, last}
+end
+
+-- What a user missed after ARGV[1]: public chat and the user's whispers, oldest first.
+-- KEYS: stream. ARGV: since, user, limit.
+-- Returns {1, entries} when complete, {0} when the stream no longer reaches back to since
+-- or more than limit entries followed it.
+local function recover(keys, args)
+  local since, user, limit = args[1], args[2], tonumber(args[3])
+  local first = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
+  if #first > 0 and id_lt(since, first[1][1]) then
+    -- since is older than the oldest kept entry; complete only if nothing was ever trimmed
+    local info = redis.call('XINFO', 'STREAM', keys[1])
+    local maxdel = '0-0'
+    for i = 1, #info, 2 do
+      if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
+    end
+    if id_lt(since, maxdel) then return {0} end
+  end
+  if #first == 0 and redis.call('EXISTS', keys[1]) == 0 then
+    return {1, {}}
+  end
+  local out = {}
+  local scanned = 0
+  local lower = '(' .. since
+  while true do
+    local chunk = redis.call('XRANGE', keys[1], lower, '+', 'COUNT', 500)
+    if #chunk == 0 then return {1, out} end
+    for _, e in ipairs(chunk) do
+      scanned = scanned + 1
+      local f = e[2]
+      local keep = true
+      local from, to = nil, nil
+      for i = 1, #f, 2 do
+        if f[i] == 'f' then from = f[i + 1] elseif f[i] == 'to' then to = f[i + 1] end
+      end
+      if to ~= nil and from ~= user and to ~= user then keep = false end
+      if keep then
+        out[#out + 1] = e
+        if #out > limit then return {0} end
+      end
+      lower = '(' .. e[1]
+    end
+  end
+end
+
+-- Trim the stream to about ARGV[1] entries, never dropping one the flusher group has
+-- not acknowledged. KEYS: stream. ARGV: keep, group. Returns entries removed.
+local function trim(keys, args)
+  local keep = tonumber(args[1])
+  if redis.call('XLEN', keys[1]) <= keep then return 0 end
+  local groups = redis.call('XINFO', 'GROUPS', keys[1])
+  local floor = nil
+  for _, g in ipairs(groups) do
+    local name, pending, lag, last = nil, 0, nil, nil
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1]
+      elseif g[i] == 'pending' then pending = tonumber(g[i + 1])
+      elseif g[i] == 'lag' then lag = g[i + 1]
+      elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == args[2] then
+      if pending > 0 then
+        local p = redis.call('XPENDING', keys[1], name)
+        floor = p[2]
+      else
+        local ms, seq = string.match(last, '(%d+)-(%d+)')
+        floor = ms .. '-' .. (tonumber(seq) + 1)
+      end
+    end
+  end
+  if floor == nil then return 0 end  -- no flusher group yet: keep everything
+  -- Keep the newest `keep` entries: the oldest of those bounds the cut too.
+  local tail = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', keep)
+  local keep_from = tail[#tail][1]
+  if id_lt(keep_from, floor) then floor = keep_from end
+  return redis.call('XTRIM', keys[1], 'MINID', floor)
+end
+
+-- Close out the open sessions of a node that died without a goodbye.
+-- KEYS: open-sessions hash of the node, heartbeat key of the node, sessions stream,
+--       nodes hash. ARGV: node id, reason, fallback last-alive ms.
+-- Returns the user names whose sessions were closed (empty when the node is alive).
+local function reap(keys, args)
+  if redis.call('EXISTS', keys[2]) == 1 then return {} end
+  local last_alive = tonumber(redis.call('HGET', keys[4], args[1]) or args[3])
+  local open = redis.call('HGETALL', keys[1])
+  local users = {}
+  for i = 1, #open, 2 do
+    local s = cjson.decode(open[i + 1])
+    s['disconnected_at'] = last_alive
+    s['close_reason'] = args[2]
+    redis.call('XADD', keys[3], '*', 's', cjson.encode(s))
+    users[#users + 1] = s['user_name']
+  end
+  redis.call('DEL', keys[1])
+  redis.call('HDEL', keys[4], args[1])
+  return users
+end
+
+redis.register_function('chathub_accept', accept)
+redis.register_function{function_name = 'chathub_history', callback = history, flags = {'no-writes'}}
+redis.register_function{function_name = 'chathub_recover', callback = recover, flags = {'no-writes'}}
+redis.register_function('chathub_trim', trim)
+redis.register_function('chathub_reap', reap)

@@ -1,0 +1,110 @@
+"""Client: one WebSocket connection as the hub sees it, and how frames reach it.
+
+Outgoing frames are written straight into the connection's transport buffer,
+never awaited: the buffer *is* the client's outgoing queue, and its size in
+bytes is the client's backlog. A frame is built once (:func:`text_frame`) and
+the same bytes are written to every recipient: server frames are not masked
+and compression is off, so they are identical for all.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+_OPEN = State.OPEN
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked WebSocket text frame (FIN set) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class Client:
+    """A connection, its user, and the counters its session row records."""
+
+    __slots__ = (
+        "ws", "transport", "user", "session", "remote_addr", "user_agent", "connected_at",
+        "chats_sent", "whispers_sent", "whispers_received", "frames_received", "bytes_in",
+        "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone",
+    )
+
+    def __init__(self, ws: ServerConnection, user: str, remote_addr: str | None = None,
+                 user_agent: str | None = None) -> None:
+        self.ws = ws
+        self.transport = ws.transport
+        self.user = user
+        #: the session id sent in welcome and recorded in PostgreSQL
+        self.session = uuid.uuid4().hex
+        self.remote_addr = remote_addr
+        self.user_agent = user_agent
+        #: epoch milliseconds
+        self.connected_at = int(time.time() * 1000)
+        self.chats_sent = 0
+        self.whispers_sent = 0
+        self.whispers_received = 0
+        self.frames_received = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.rate_limit_hits = 0
+        #: set when the server decides to close (kick, slow consumer, shutdown)
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: True once the hub stopped delivering to this client
+        self.gone = False
+
+    def backlog(self) -> int:
+        """Bytes written to this connection that the peer has not taken yet."""
+        return self.transport.get_write_buffer_size()
+
+    def write(self, frame: bytes) -> bool:
+        """Write a frame built by :func:`text_frame`; False when the connection is not open."""
+        if self.ws.protocol.state is not _OPEN:
+            return False
+        self.transport.write(frame)
+        self.bytes_out += len(frame)
+        return True
+
+    def send(self, payload: bytes) -> bool:
+        """Frame ``payload`` (JSON bytes) and write it; False when not open."""
+        return self.write(text_frame(payload))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Start the closing handshake without waiting for it; the handler records the end."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self.gone = True
+        import asyncio
+
+        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    def info(self) -> dict[str, Any]:
+        """This connection for the admin socket's ``clients`` reply."""
+        return {
+            "user": self.user, "session": self.session, "remote_addr": self.remote_addr,
+            "connected_at": self.connected_at, "chats_sent": self.chats_sent,
+            "whispers_sent": self.whispers_sent, "whispers_received": self.whispers_received,
+            "frames_received": self.frames_received, "backlog": self.backlog(),
+            "rate_limit_hits": self.rate_limit_hits,
+        }
+
+    def record(self, node_id: str, disconnected_at: int | None = None) -> dict[str, Any]:
+        """The session row, as queued in Valkey (times in epoch ms)."""
+        return {
+            "id": self.session, "user_name": self.user, "remote_addr": self.remote_addr,
+            "user_agent": self.user_agent, "node_id": node_id, "connected_at": self.connected_at,
+            "disconnected_at": disconnected_at, "chats_sent": self.chats_sent,
+            "whispers_sent": self.whispers_sent, "whispers_received": self.whispers_received,
+            "frames_received": self.frames_received, "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out, "rate_limit_hits": self.rate_limit_hits,
+            "close_code": self.close_code, "close_reason": self.close_reason,
+        }

@@ -1,0 +1,33 @@
+"""WebSocket close codes chathub uses, each with what it means to a client.
+
+RFC 6455 codes are below 4000; 4000-4999 are private to chathub.
+"""
+
+#: normal close, by the client or the server
+NORMAL = 1000
+#: the daemon is shutting down; sent after a ``shutdown`` frame; reconnect with backoff
+GOING_AWAY = 1001
+#: the client broke a rule the server enforces (e.g. a flood of bad frames)
+POLICY_VIOLATION = 1008
+#: an incoming frame was larger than ``server.max_message_bytes``
+MESSAGE_TOO_BIG = 1009
+#: the server failed unexpectedly while handling this connection
+INTERNAL_ERROR = 1011
+#: an operator kicked this user; sent after a ``kicked`` frame; do not reconnect at once
+KICKED = 4001
+#: the client's outgoing backlog passed ``hub.client_queue_limit``
+SLOW_CONSUMER = 4002
+#: the token used to connect has expired; get a new one
+TOKEN_EXPIRED = 4003
+
+#: the reason recorded in the session row, by close code
+REASONS = {
+    NORMAL: "client closed",
+    GOING_AWAY: "shutdown",
+    POLICY_VIOLATION: "policy violation",
+    MESSAGE_TOO_BIG: "message too big",
+    INTERNAL_ERROR: "internal error",
+    KICKED: "kicked",
+    SLOW_CONSUMER: "slow consumer",
+    TOKEN_EXPIRED: "token expired",
+}

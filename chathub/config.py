@@ -1,0 +1,371 @@
+"""Configuration: dataclasses with defaults, loaded from TOML, environment and flags.
+
+Precedence, lowest first: defaults < file (``--config PATH``, or ``./chathub.toml``
+when present) < environment ``CHATHUB_<SECTION>_<KEY>`` (``CHATHUB_DATA_DIR`` for
+the top-level key) < explicit overrides (CLI flags).
+
+Every problem is a :class:`ConfigError` whose message is one line naming the key
+and where it came from; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "chathub.toml"
+ENV_PREFIX = "CHATHUB_"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: largest incoming WebSocket frame in bytes; larger ones close with 1009
+    max_message_bytes: int = 16 * 1024
+    #: longest chat/whisper text in characters; longer gets error ``too_long``
+    max_text_chars: int = 2000
+    #: seconds between keepalive pings; 0 disables them
+    ping_interval: float = 20.0
+    #: seconds to wait for a pong before closing a dead peer
+    ping_timeout: float = 20.0
+    #: seconds a client has to finish the opening handshake
+    handshake_timeout: float = 10.0
+    #: seconds graceful shutdown may take before the rest is cut
+    drain_timeout: float = 10.0
+    #: browser origins allowed to connect; empty means any
+    allowed_origins: list[str] = field(default_factory=list)
+    #: open connections in total; more are refused with HTTP 503
+    max_connections: int = 20000
+    #: open connections per remote address; more are refused with HTTP 429
+    max_connections_per_ip: int = 10000
+    #: new connections per remote address per second (token bucket rate)
+    connect_rate_per_ip: float = 200.0
+    #: burst of new connections per remote address
+    connect_burst_per_ip: int = 2000
+    #: use uvloop when installed
+    uvloop: bool = True
+    #: share the port with other processes (SO_REUSEPORT; set by serve --workers)
+    reuse_port: bool = False
+
+
+@dataclass
+class HubConfig:
+    #: bytes a client's outgoing backlog may hold before it is a slow consumer
+    client_queue_limit: int = 1024 * 1024
+    #: what happens to a slow consumer: "close" (4002) is the only policy today
+    slow_consumer_policy: str = "close"
+    #: messages stamped per Valkey round trip at most
+    ingest_batch: int = 256
+    #: node id for this hub; empty means hostname-pid
+    node_id: str = ""
+    #: seconds without a heartbeat after which a node counts as dead
+    node_ttl: float = 15.0
+
+
+@dataclass
+class DatabaseConfig:
+    #: PostgreSQL URL; empty starts the embedded server in <data_dir>/pg
+    url: str = ""
+    #: asyncpg pool size
+    pool_size: int = 4
+    #: seconds to wait for a connection or a query
+    timeout: float = 5.0
+    #: migrate on serve even against an external database
+    migrate: bool = False
+
+
+@dataclass
+class ValkeyConfig:
+    #: Valkey URL; empty starts the embedded server in <data_dir>/valkey
+    url: str = ""
+    #: seconds to wait for a reply before the cache counts as unavailable
+    timeout: float = 2.0
+    #: prefix of every key chathub writes
+    key_prefix: str = "chathub:"
+
+
+@dataclass
+class CacheConfig:
+    #: messages kept in the Valkey stream after they reached PostgreSQL
+    history_size: int = 1000
+    #: public messages sent in welcome.history
+    history_on_join: int = 50
+    #: seconds between write-behind flushes to PostgreSQL
+    flush_interval: float = 1.0
+    #: messages per flush batch at most
+    flush_batch: int = 500
+    #: most messages a reconnect with ?since= may recover
+    recover_limit: int = 1000
+
+
+@dataclass
+class RateLimitConfig:
+    #: chat messages per second per user (sustained)
+    chat_rate: float = 5.0
+    #: chat messages a user may send in a burst
+    chat_burst: int = 10
+    #: whispers per second per user (sustained)
+    whisper_rate: float = 2.0
+    #: whispers a user may send in a burst
+    whisper_burst: int = 5
+
+
+@dataclass
+class AdminConfig:
+    #: Unix socket path; empty means <data_dir>/admin.sock
+    socket: str = ""
+
+
+@dataclass
+class AuthConfig:
+    #: "none" (name from ?user=) or "token" (HS256 JWT)
+    mode: str = "none"
+    #: HS256 secret, at least 32 bytes in token mode (prefer env CHATHUB_AUTH_SECRET)
+    secret: str = ""
+
+
+@dataclass
+class ModerationConfig:
+    #: words refused or masked (case-insensitive, whole words)
+    blocklist: list[str] = field(default_factory=list)
+    #: "reject" (error blocked) or "mask" (replace with ***)
+    blocklist_action: str = "reject"
+    #: identical messages from one user within flood_window seconds before refusal
+    flood_repeats: int = 3
+    #: seconds that the flood filter remembers
+    flood_window: float = 10.0
+    #: extra filters, "module:callable"
+    filters: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LogConfig:
+    #: DEBUG, INFO, WARNING, ERROR
+    level: str = "INFO"
+    #: "text" or "json"
+    format: str = "text"
+
+
+@dataclass
+class Config:
+    #: where the embedded services and the admin socket live
+    data_dir: str = ".chathub"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    valkey: ValkeyConfig = field(default_factory=ValkeyConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def admin_socket(self) -> Path:
+        """The admin socket path, defaulting to ``<data_dir>/admin.sock``."""
+        return Path(self.admin.socket or Path(self.data_dir) / "admin.sock")
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "data_dir"}
+
+
+def _coerce(value: Any, typ: Any, key: str, source: str) -> Any:
+    """Check ``value`` against ``typ``; strings from the environment are parsed."""
+    from_env = source.startswith("env")
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} in {source}: expected a list of strings, got {value!r}")
+        return value
+    if typ is bool:
+        if from_env and isinstance(value, str):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} in {source}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} in {source}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} in {source}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} in {source}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
+    """Apply a nested mapping (as TOML gives it) onto ``cfg``."""
+    for name, value in data.items():
+        if name == "data_dir":
+            cfg.data_dir = _coerce(value, str, "data_dir", source)
+            continue
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown key '{name}' in {source}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] in {source}: expected a table, got {value!r}")
+        section = getattr(cfg, name)
+        types_ = _field_types(type(section))
+        for key, v in value.items():
+            if key not in types_:
+                raise ConfigError(f"unknown key '{name}.{key}' in {source}")
+            setattr(section, key, _coerce(v, types_[key], f"{name}.{key}", source))
+
+
+def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    """Collect ``CHATHUB_<SECTION>_<KEY>`` variables into a nested mapping."""
+    out: dict[str, Any] = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var.startswith("CHATHUB_TEST_"):
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        if rest == "data_dir":
+            out["data_dir"] = value
+            continue
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1:]
+                cls = typing.get_type_hints(Config)[section]
+                if key in _field_types(cls):
+                    out.setdefault(section, {})[key] = value
+                break
+    return out
+
+
+def validate(cfg: Config, source: str = "configuration") -> None:
+    """Refuse impossible values with a :class:`ConfigError` naming the key."""
+    def need(cond: bool, key: str, what: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key} in {source}: {what}")
+
+    s = cfg.server
+    need(0 <= s.port <= 65535, "server.port", f"must be 0-65535, got {s.port}")
+    need(s.max_message_bytes >= 256, "server.max_message_bytes", "must be at least 256")
+    need(s.max_text_chars >= 1, "server.max_text_chars", "must be at least 1")
+    need(s.ping_interval >= 0, "server.ping_interval", "must not be negative")
+    need(s.ping_timeout > 0, "server.ping_timeout", "must be positive")
+    need(s.handshake_timeout > 0, "server.handshake_timeout", "must be positive")
+    need(s.drain_timeout > 0, "server.drain_timeout", "must be positive")
+    need(s.max_connections >= 1, "server.max_connections", "must be at least 1")
+    need(s.max_connections_per_ip >= 1, "server.max_connections_per_ip", "must be at least 1")
+    need(s.connect_rate_per_ip > 0, "server.connect_rate_per_ip", "must be positive")
+    need(s.connect_burst_per_ip >= 1, "server.connect_burst_per_ip", "must be at least 1")
+    need(cfg.hub.client_queue_limit >= 1024, "hub.client_queue_limit", "must be at least 1024 bytes")
+    need(cfg.hub.slow_consumer_policy == "close", "hub.slow_consumer_policy", "must be \"close\"")
+    need(cfg.hub.ingest_batch >= 1, "hub.ingest_batch", "must be at least 1")
+    need(cfg.hub.node_ttl >= 1, "hub.node_ttl", "must be at least 1 second")
+    need(cfg.database.pool_size >= 1, "database.pool_size", "must be at least 1")
+    need(cfg.database.timeout > 0, "database.timeout", "must be positive")
+    need(cfg.valkey.timeout > 0, "valkey.timeout", "must be positive")
+    c = cfg.cache
+    need(c.history_size >= 1, "cache.history_size", "must be at least 1")
+    need(0 <= c.history_on_join <= c.history_size, "cache.history_on_join",
+         "must be between 0 and cache.history_size")
+    need(c.flush_interval > 0, "cache.flush_interval", "must be positive")
+    need(c.flush_batch >= 1, "cache.flush_batch", "must be at least 1")
+    need(c.recover_limit >= 1, "cache.recover_limit", "must be at least 1")
+    r = cfg.ratelimit
+    for kind in ("chat", "whisper"):
+        need(getattr(r, f"{kind}_rate") > 0, f"ratelimit.{kind}_rate", "must be positive")
+        need(getattr(r, f"{kind}_burst") >= 1, f"ratelimit.{kind}_burst", "must be at least 1")
+    need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")
+    if cfg.auth.mode == "token":
+        need(len(cfg.auth.secret.encode()) >= 32, "auth.secret",
+             "must be at least 32 bytes in token mode")
+    m = cfg.moderation
+    need(m.blocklist_action in ("reject", "mask"), "moderation.blocklist_action",
+         "must be \"reject\" or \"mask\"")
+    need(m.flood_repeats >= 0, "moderation.flood_repeats", "must not be negative")
+    for spec in m.filters:
+        need(":" in spec, "moderation.filters", f"{spec!r} is not \"module:callable\"")
+    need(cfg.log.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log.level",
+         "must be DEBUG, INFO, WARNING or ERROR")
+    need(cfg.log.format in ("text", "json"), "log.format", "must be \"text\" or \"json\"")
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build a validated :class:`Config`.
+
+    Args:
+        path: a TOML file; ``None`` reads ``./chathub.toml`` when it exists.
+        environ: the environment to read (``os.environ`` by default).
+        overrides: nested mapping from CLI flags, e.g. ``{"server": {"port": 0}}``;
+            ``None`` values are ignored.
+
+    Raises:
+        ConfigError: one line naming the key and its source.
+    """
+    cfg = Config()
+    file: Path | None = Path(path) if path is not None else None
+    if file is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        file = Path(DEFAULT_CONFIG_FILE)
+    source = "configuration"
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+        _apply(cfg, data, str(file))
+        source = str(file)
+    _apply(cfg, _env_overrides(os.environ if environ is None else environ), "environment")
+    if overrides:
+        cleaned = _drop_none(overrides)
+        _apply(cfg, cleaned, "command line")
+    validate(cfg, source)
+    return cfg
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _drop_none(v)
+            if sub:
+                out[k] = sub
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+__all__ = ["Config", "ConfigError", "load", "validate"]

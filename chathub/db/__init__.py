@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool (``pool``), the schema (``migrate``) and the queries (``store``)."""

@@ -1,0 +1,65 @@
+"""Opening PostgreSQL connections with errors a person can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from urllib.parse import parse_qs, urlparse
+
+import asyncpg
+
+from ..errors import DatabaseUnavailable
+
+
+def describe(url: str) -> str:
+    """Where ``url`` points, for messages: ``host:port/db`` or the socket folder."""
+    u = urlparse(url)
+    host = u.hostname or parse_qs(u.query).get("host", ["localhost"])[0]
+    port = f":{u.port}" if u.port else ""
+    return f"{host}{port}{u.path or ''}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, FileNotFoundError):
+        return "no server socket there"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                   asyncpg.InterfaceError, socket.gaierror)
+
+
+async def connect(url: str, timeout: float = 5.0) -> asyncpg.Connection:
+    """One connection.
+
+    Raises:
+        DatabaseUnavailable: one line: where, and why.
+    """
+    try:
+        return await asyncpg.connect(url, timeout=timeout)
+    except _CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None
+
+
+async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.Pool:
+    """A pool of ``size`` connections, opened now.
+
+    Raises:
+        DatabaseUnavailable: one line: where, and why.
+    """
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=1, max_size=size, timeout=timeout, command_timeout=timeout * 6,
+            server_settings={"application_name": f"chathub-{os.getpid()}"})
+    except _CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None

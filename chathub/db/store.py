@@ -1,0 +1,75 @@
+"""The queries chathub runs against PostgreSQL, each idempotent where it writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from ..protocol import Message
+
+SESSION_COLUMNS = (
+    "id", "user_name", "remote_addr", "user_agent", "node_id", "connected_at",
+    "disconnected_at", "duration_ms", "chats_sent", "whispers_sent", "whispers_received",
+    "frames_received", "bytes_in", "bytes_out", "rate_limit_hits", "close_code", "close_reason",
+)
+MESSAGE_COLUMNS = ("id", "id_ms", "id_seq", "sender", "recipient", "text", "ts")
+
+
+def _ts(ms: float | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def session_row(s: dict[str, Any]) -> tuple[Any, ...]:
+    """A session record (as queued in Valkey, times in epoch ms) as a row tuple."""
+    connected, disconnected = s["connected_at"], s.get("disconnected_at")
+    duration = None if disconnected is None else int(disconnected - connected)
+    return (
+        s["id"], s["user_name"], s.get("remote_addr"), s.get("user_agent"), s["node_id"],
+        _ts(connected), _ts(disconnected), duration,
+        s.get("chats_sent", 0), s.get("whispers_sent", 0), s.get("whispers_received", 0),
+        s.get("frames_received", 0), s.get("bytes_in", 0), s.get("bytes_out", 0),
+        s.get("rate_limit_hits", 0), s.get("close_code"), s.get("close_reason"),
+    )
+
+
+async def _copy_upsert(conn: asyncpg.Connection, table: str, columns: Sequence[str],
+                       rows: Sequence[tuple[Any, ...]]) -> int:
+    """COPY ``rows`` into a temporary table, then insert the new ones; returns rows added."""
+    tmp = f"_in_{table}"
+    async with conn.transaction():
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        await conn.copy_records_to_table(tmp, records=rows, columns=list(columns))
+        status = await conn.execute(
+            f"INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT (id) DO NOTHING")
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def insert_sessions(pool: asyncpg.Pool, sessions: Sequence[dict[str, Any]]) -> int:
+    """Write finished sessions; a session id already present is left as it is."""
+    async with pool.acquire() as conn:
+        return await _copy_upsert(conn, "sessions", SESSION_COLUMNS,
+                                  [session_row(s) for s in sessions])
+
+
+async def insert_messages(pool: asyncpg.Pool, messages: Sequence[Message]) -> int:
+    """Write stamped messages; an id already present is left as it is."""
+    rows = []
+    for m in messages:
+        ms, seq = m.id.split("-")
+        rows.append((m.id, int(ms), int(seq), m.from_, m.to, m.text, _ts(m.ts)))
+    async with pool.acquire() as conn:
+        return await _copy_upsert(conn, "messages", MESSAGE_COLUMNS, rows)
+
+
+async def older_public(pool: asyncpg.Pool, ms: int, seq: int, limit: int) -> list[Message]:
+    """Public messages strictly older than id (ms, seq), newest first."""
+    rows = await pool.fetch(
+        "SELECT id, sender, text, id_ms FROM messages WHERE recipient IS NULL "
+        "AND (id_ms, id_seq) < ($1, $2) ORDER BY id_ms DESC, id_seq DESC LIMIT $3",
+        ms, seq, limit)
+    return [Message(type="chat", id=r["id"], from_=r["sender"], text=r["text"], ts=r["id_ms"])
+            for r in rows]

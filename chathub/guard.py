@@ -1,0 +1,135 @@
+"""Who may connect, and what a message must pass before it gets an id.
+
+:class:`Guard` decides every upgrade before it happens (identity from ``?user=``
+or a token, allowed origins, connection limits, connection-attempt rate per
+address) and runs the moderation chain on every chat and whisper. Each refusal
+is counted by reason (``refusals``) for the admin socket and /metrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from . import auth, moderation
+from .config import Config
+from .protocol import Chat, Whisper
+from .routes import Admission, admit_user, query_one, refuse
+
+log = logging.getLogger("chathub.guard")
+
+#: remembered per-address buckets before the idle ones are dropped
+_BUCKETS_MAX = 100_000
+
+
+class _Bucket:
+    """Token bucket for connection attempts from one address."""
+
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, burst: float) -> None:
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+
+class Guard:
+    """Admission and moderation for one daemon."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        #: refusals by reason
+        self.refusals: dict[str, int] = defaultdict(int)
+        self._per_ip: dict[str, int] = defaultdict(int)
+        self._buckets: dict[str, _Bucket] = {}
+        self.filters: list[moderation.Filter] = moderation.build_chain(cfg.moderation, _import)
+
+    # -- admission -----------------------------------------------------------------
+
+    def _take(self, ip: str) -> bool:
+        s = self.cfg.server
+        b = self._buckets.get(ip)
+        if b is None:
+            if len(self._buckets) > _BUCKETS_MAX:
+                self._buckets.clear()
+            b = self._buckets[ip] = _Bucket(s.connect_burst_per_ip)
+        now = time.monotonic()
+        b.tokens = min(s.connect_burst_per_ip, b.tokens + (now - b.stamp) * s.connect_rate_per_ip)
+        b.stamp = now
+        if b.tokens < 1:
+            return False
+        b.tokens -= 1
+        return True
+
+    def _refuse(self, reason: str, status: int, text: str) -> Response:
+        self.refusals[reason] += 1
+        return refuse(status, text)
+
+    def admit(self, connection: ServerConnection, request: Request,
+              query: dict[str, list[str]], connections: int) -> Admission | Response:
+        """Decide an upgrade request: an :class:`Admission`, or a refusal response."""
+        s = self.cfg.server
+        peer = connection.remote_address
+        ip = peer[0] if peer else "unknown"
+        if not self._take(ip):
+            return self._refuse("connect_rate", 429, "too many connection attempts; slow down")
+        if connections >= s.max_connections:
+            return self._refuse("max_connections", 503, "the server is full; try again later")
+        if self._per_ip[ip] >= s.max_connections_per_ip:
+            return self._refuse("max_connections_per_ip", 429, "too many connections from your address")
+        origin = request.headers.get("Origin")
+        if s.allowed_origins and origin is not None and origin not in s.allowed_origins:
+            return self._refuse("origin", 403, f"origin {origin[:100]} is not allowed")
+        expires_at = None
+        if self.cfg.auth.mode == "token":
+            token = query_one(query, "token") or _bearer(request)
+            try:
+                user, expires_at = auth.verify(token, self.cfg.auth.secret)
+            except auth.TokenError as exc:
+                return self._refuse("auth", 401, str(exc))
+            since = query_one(query, "since")
+            probe: dict[str, list[str]] = {"user": [user]}
+            if since is not None:
+                probe["since"] = [since]
+            user_ok, since, bad = admit_user(probe)
+        else:
+            user_ok, since, bad = admit_user(query)
+        if bad is not None:
+            self.refusals["bad_request"] += 1
+            return bad
+        assert user_ok is not None
+        return Admission(user_ok, since, f"{ip}", request.headers.get("User-Agent", "")[:256],
+                         expires_at)
+
+    def opened(self, ip: str | None) -> None:
+        self._per_ip[ip or "unknown"] += 1
+
+    def closed(self, ip: str | None) -> None:
+        key = ip or "unknown"
+        self._per_ip[key] -= 1
+        if self._per_ip[key] <= 0:
+            del self._per_ip[key]
+
+    # -- moderation ----------------------------------------------------------------
+
+    def moderate(self, user: str, msg: Chat | Whisper) -> Chat | Whisper:
+        """Run the filter chain; returns the message (maybe masked) or raises ProtocolError."""
+        return moderation.run_chain(self.filters, user, msg)
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    if value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return None
+
+
+def _import(spec: str) -> Callable[..., Any]:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,413 @@
+"""The Hub: who is connected, and getting every message to every recipient.
+
+The Hub owns the connection map (user → that user's connections). All changes to
+it happen in one loop, :meth:`Hub.run`, which consumes a single queue of
+register, unregister and inbound-message events in order. Inbound chat and
+whispers are stamped by the :class:`~chathub.cache.MessageCache` in batches
+(one Valkey round trip per batch), then handed to two delivery queues — one for
+broadcasts (chat, join, leave), one for whispers — each drained by its own task.
+Delivery writes the frame, built once, into each recipient's transport buffer and
+never awaits a client: a client whose backlog passes ``client_queue_limit`` is a
+slow consumer and is closed with 4002 while everyone else keeps receiving.
+
+Callers (the connection handlers and the admin server) use :meth:`register`,
+:meth:`unregister`, :meth:`submit`, :meth:`users`, :meth:`kick` and
+:meth:`shutdown`; they never touch the map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import closecodes, protocol
+from .cache import Accepted, MessageCache, Outgoing
+from .client import Client, text_frame
+from .config import HubConfig
+from .errors import CacheUnavailable
+from .protocol import Chat, Message, ProtocolError, Whisper
+
+log = logging.getLogger("chathub.hub")
+
+#: inbound chat/whisper events that may wait for the hub loop before readers block
+INBOX_LIMIT = 10_000
+#: seconds of rate-limit hits kept for the "last minute" figure
+RATE_WINDOW = 60.0
+
+
+@dataclass(slots=True)
+class _Register:
+    client: Client
+    since: str | None
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Unregister:
+    client: Client
+
+
+@dataclass(slots=True)
+class _Inbound:
+    client: Client
+    message: Chat | Whisper
+
+
+@dataclass
+class HubStats:
+    """Counters the admin socket and /metrics read; only the hub writes them."""
+
+    messages_in: int = 0
+    deliveries_out: int = 0
+    rate_limit_hits: int = 0
+    slow_consumers: int = 0
+    kicks: int = 0
+    connects: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+    recent_hits: deque[float] = field(default_factory=deque)
+
+    def hits_last_minute(self) -> int:
+        cutoff = time.monotonic() - RATE_WINDOW
+        while self.recent_hits and self.recent_hits[0] < cutoff:
+            self.recent_hits.popleft()
+        return len(self.recent_hits)
+
+
+class Hub:
+    """Connection registry and fan-out; see the module docstring.
+
+    Build it with its cache and start :meth:`run` as a task before registering clients.
+    """
+
+    def __init__(self, cache: MessageCache, cfg: HubConfig, node_id: str) -> None:
+        self.cache = cache
+        self.cfg = cfg
+        self.node_id = node_id
+        self.stats = HubStats()
+        #: user -> that user's connections, in connection order
+        self._by_user: dict[str, list[Client]] = {}
+        #: every registered connection
+        self._clients: dict[Client, None] = {}
+        self._events: asyncio.Queue[_Register | _Unregister | _Inbound] = asyncio.Queue(INBOX_LIMIT)
+        #: (frame, client to skip, that client's own frame or None)
+        self.broadcast_q: deque[tuple[bytes, Client | None, bytes | None]] = deque()
+        #: (message, frame, sending client, its own frame)
+        self.whisper_q: deque[tuple[Message, bytes, Client, bytes]] = deque()
+        self._broadcast_ready = asyncio.Event()
+        self._whisper_ready = asyncio.Event()
+        #: called with an event dict (type, ...) for the admin socket's subscribers
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
+        #: called with the seconds one broadcast fan-out took (for /metrics)
+        self.on_fanout: Callable[[float], None] | None = None
+        self.started = time.monotonic()
+        self._stopping = False
+
+    # -- reading state --------------------------------------------------------
+
+    def users(self) -> list[str]:
+        """Names of the users online, sorted."""
+        return sorted(self._by_user)
+
+    def online(self, user: str) -> bool:
+        return user in self._by_user
+
+    def clients(self) -> list[Client]:
+        """Every registered connection."""
+        return list(self._clients)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._clients)
+
+    def inbox_depth(self) -> int:
+        """Events waiting for the hub loop."""
+        return self._events.qsize()
+
+    def max_backlog(self) -> int:
+        """The largest outgoing backlog of any client, in bytes."""
+        return max((c.backlog() for c in self._clients), default=0)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- calls from connection handlers -----------------------------------------
+
+    async def register(self, client: Client, since: str | None = None) -> None:
+        """Add ``client``; returns once its ``welcome`` was written.
+
+        Raises:
+            ConnectionError: the hub is shutting down.
+        """
+        if self._stopping:
+            raise ConnectionError("hub is shutting down")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._events.put(_Register(client, since, done))
+        await done
+
+    def unregister(self, client: Client) -> None:
+        """Remove ``client`` (its handler is ending). Does not wait."""
+        client.gone = True
+        self._events.put_nowait(_Unregister(client)) if not self._events.full() else \
+            asyncio.get_running_loop().create_task(self._events.put(_Unregister(client)))
+
+    async def submit(self, client: Client, message: Chat | Whisper) -> None:
+        """Queue a validated chat or whisper; waits only when the inbox is full (backpressure)."""
+        await self._events.put(_Inbound(client, message))
+
+    def kick(self, user: str, reason: str) -> int:
+        """Send ``kicked`` and close 4001 on every connection of ``user``; return how many."""
+        conns = [c for c in self._by_user.get(user, ()) if not c.gone]
+        frame = protocol.encode_kicked(reason)
+        for c in conns:
+            c.send(frame)
+            c.close_soon(closecodes.KICKED, reason or "kicked")
+        if conns:
+            self.stats.kicks += len(conns)
+            log.info("kicked %s (%d connections): %s", user, len(conns), reason)
+            self._emit({"type": "kick", "user": user, "reason": reason, "connections": len(conns)})
+        return len(conns)
+
+    def shutdown(self) -> list[Client]:
+        """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
+        self._stopping = True
+        self._deliver_all()
+        frame = text_frame(protocol.SHUTDOWN_FRAME)
+        clients = list(self._clients)
+        for c in clients:
+            c.write(frame)
+            c.close_soon(closecodes.GOING_AWAY, "shutdown")
+        return clients
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The hub loop and its two delivery tasks; runs until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._deliver_broadcasts())
+            tg.create_task(self._deliver_whispers())
+            tg.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        events = self._events
+        batch_max = self.cfg.ingest_batch
+        carry: _Register | _Unregister | _Inbound | None = None
+        while True:
+            ev = carry if carry is not None else await events.get()
+            carry = None
+            try:
+                if isinstance(ev, _Inbound):
+                    batch = [ev]
+                    while len(batch) < batch_max and not events.empty():
+                        nxt = events.get_nowait()
+                        if isinstance(nxt, _Inbound):
+                            batch.append(nxt)
+                        else:
+                            carry = nxt
+                            break
+                    await self._stamp(batch)
+                elif isinstance(ev, _Register):
+                    await self._register(ev)
+                else:
+                    self._unregister(ev.client)
+            except Exception:  # nothing a client sends may stop the loop
+                log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
+                if isinstance(ev, _Register) and not ev.done.done():
+                    ev.done.set_exception(ConnectionError("internal error"))
+
+    def _error(self, client: Client, code: str, message: str, ref: str | None,
+               retry_after_ms: int | None = None) -> None:
+        self.stats.by_error[code] = self.stats.by_error.get(code, 0) + 1
+        client.send(protocol.encode_error(code, message, ref, retry_after_ms))
+
+    async def _stamp(self, batch: list[_Inbound]) -> None:
+        todo: list[_Inbound] = []
+        for ev in batch:
+            m = ev.message
+            if ev.client.gone:
+                continue
+            if isinstance(m, Whisper) and m.to not in self._by_user:
+                self._error(ev.client, protocol.UNKNOWN_USER, f"{m.to} is not online", m.ref)
+                continue
+            todo.append(ev)
+        if not todo:
+            return
+        outs = [Outgoing(ev.client.user, ev.message.text,
+                         ev.message.to if isinstance(ev.message, Whisper) else None) for ev in todo]
+        try:
+            results = await self.cache.accept(outs)
+        except CacheUnavailable:
+            for ev in todo:
+                self._error(ev.client, protocol.UNAVAILABLE,
+                            "the message cache is unavailable; nothing was sent", ev.message.ref)
+            return
+        for ev, res in zip(todo, results, strict=True):
+            c, ref = ev.client, ev.message.ref
+            if not isinstance(res, Accepted):
+                c.rate_limit_hits += 1
+                self.stats.rate_limit_hits += 1
+                self.stats.recent_hits.append(time.monotonic())
+                kind = "whisper" if isinstance(ev.message, Whisper) else "chat"
+                self._error(c, protocol.RATE_LIMITED,
+                            f"too many {kind} messages; retry in {res.retry_after_ms} ms", ref,
+                            res.retry_after_ms)
+                self._emit({"type": "rate_limited", "user": c.user, "kind": kind,
+                            "retry_after_ms": res.retry_after_ms})
+                continue
+            msg = res.message
+            self.stats.messages_in += 1
+            frame = text_frame(protocol.encode(msg))
+            own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
+            if msg.to is None:
+                c.chats_sent += 1
+                self.broadcast_q.append((frame, c, own))
+            else:
+                c.whispers_sent += 1
+                self.whisper_q.append((msg, frame, c, own))
+        self._broadcast_ready.set()
+        self._whisper_ready.set()
+
+    async def _register(self, ev: _Register) -> None:
+        c = ev.client
+        # Deliver what is queued first: the welcome's history and the live frames that
+        # follow it then meet exactly, with nothing missed and nothing twice.
+        self._deliver_all()
+        recovered: bool | None = None
+        history: list[Message] = []
+        try:
+            if ev.since is not None:
+                missed = await self.cache.recover(ev.since, c.user)
+                recovered = missed is not None
+                history = missed if missed is not None else await self.cache.recent()
+            else:
+                history = await self.cache.recent()
+        except CacheUnavailable:
+            recovered = False if ev.since is not None else None
+        first = c.user not in self._by_user
+        users = self.users() if not first else sorted([*self._by_user, c.user])
+        c.send(protocol.encode_welcome(c.user, c.session, users, history, recovered))
+        self._by_user.setdefault(c.user, []).append(c)
+        self._clients[c] = None
+        self.stats.connects += 1
+        if first:
+            frame = text_frame(protocol.encode_presence("join", c.user, _now_ms()))
+            self.broadcast_q.append((frame, c, None))
+            self._broadcast_ready.set()
+        self._emit({"type": "connect", "user": c.user, "session": c.session,
+                    "remote_addr": c.remote_addr})
+        if not ev.done.done():
+            ev.done.set_result(None)
+
+    def _unregister(self, c: Client) -> None:
+        if c not in self._clients:
+            return
+        del self._clients[c]
+        conns = self._by_user.get(c.user, [])
+        if c in conns:
+            conns.remove(c)
+        if not conns:
+            self._by_user.pop(c.user, None)
+            reason = c.close_reason or "left"
+            frame = text_frame(protocol.encode_presence("leave", c.user, _now_ms(), reason))
+            self.broadcast_q.append((frame, None, None))
+            self._broadcast_ready.set()
+        self._emit({"type": "disconnect", "user": c.user, "session": c.session,
+                    "code": c.close_code, "reason": c.close_reason})
+
+    # -- delivery ---------------------------------------------------------------
+
+    def _slow(self, c: Client) -> None:
+        if c.gone:
+            return
+        self.stats.slow_consumers += 1
+        log.warning("slow consumer: %s (%s) backlog %d bytes; closing with 4002",
+                    c.user, c.remote_addr, c.backlog())
+        self._emit({"type": "slow_consumer", "user": c.user, "session": c.session,
+                    "backlog": c.backlog()})
+        c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
+
+    def _fanout(self, frame: bytes, skip: Client | None, own: bytes | None) -> None:
+        limit = self.cfg.client_queue_limit
+        slow: list[Client] = []
+        n = 0
+        size = len(frame)
+        for c in self._clients:
+            if c is skip or c.gone:
+                continue
+            tr = c.transport
+            if tr.get_write_buffer_size() > limit:
+                slow.append(c)
+                continue
+            if c.ws.protocol.state is _OPEN:
+                tr.write(frame)
+                c.bytes_out += size
+                n += 1
+        if skip is not None and own is not None and not skip.gone:
+            if skip.write(own):
+                n += 1
+        self.stats.deliveries_out += n
+        for c in slow:
+            self._slow(c)
+
+    def _deliver_whisper(self, msg: Message, frame: bytes, sender: Client, own: bytes) -> None:
+        limit = self.cfg.client_queue_limit
+        n = 0
+        for user in (msg.to, msg.from_) if msg.to != msg.from_ else (msg.to,):
+            for c in self._by_user.get(user or "", ()):
+                if c.gone:
+                    continue
+                if c.backlog() > limit:
+                    self._slow(c)
+                    continue
+                if c.write(own if c is sender else frame):
+                    n += 1
+                    if user == msg.to:
+                        c.whispers_received += 1
+        self.stats.deliveries_out += n
+
+    def _deliver_all(self) -> None:
+        """Deliver everything queued, now (used before a welcome and at shutdown)."""
+        on_fanout = self.on_fanout
+        while self.broadcast_q:
+            started = time.perf_counter()
+            self._fanout(*self.broadcast_q.popleft())
+            if on_fanout is not None:
+                on_fanout(time.perf_counter() - started)
+        while self.whisper_q:
+            self._deliver_whisper(*self.whisper_q.popleft())
+
+    async def _deliver_broadcasts(self) -> None:
+        ready = self._broadcast_ready
+        q = self.broadcast_q
+        on_fanout = self.on_fanout
+        while True:
+            await ready.wait()
+            ready.clear()
+            while q:
+                started = time.perf_counter()
+                self._fanout(*q.popleft())
+                if on_fanout is not None:
+                    on_fanout(time.perf_counter() - started)
+
+    async def _deliver_whispers(self) -> None:
+        ready = self._whisper_ready
+        q = self.whisper_q
+        while True:
+            await ready.wait()
+            ready.clear()
+            while q:
+                self._deliver_whisper(*q.popleft())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+from .client import _OPEN  # noqa: E402  (shared constant)
+
+__all__ = ["Hub", "HubStats", "ProtocolError"]

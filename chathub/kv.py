@@ -1,0 +1,138 @@
+"""The Valkey connection every part of the daemon shares, with an availability switch.
+
+:class:`KV` wraps one ``valkey.asyncio`` client. When a call fails with a
+connection error or times out, KV marks Valkey *down*: further calls fail at
+once with :class:`CacheUnavailable` (no caller waits on a dead server) while a
+probe pings every :data:`PROBE_INTERVAL` seconds. When Valkey answers again,
+the functions in ``cache.lua`` are loaded again, listeners are told, and calls
+flow. Use :meth:`call` for everything on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TypeVar
+
+import valkey.asyncio as valkey
+from valkey.exceptions import ConnectionError as VConnectionError
+from valkey.exceptions import ResponseError
+from valkey.exceptions import TimeoutError as VTimeoutError
+
+from .errors import CacheUnavailable
+
+log = logging.getLogger("chathub.kv")
+
+#: seconds between pings while Valkey is down
+PROBE_INTERVAL = 0.5
+#: connections in the client's pool (hub loop, flusher, session writer, admin, probes)
+POOL_SIZE = 16
+
+T = TypeVar("T")
+_DOWN_ERRORS = (VConnectionError, VTimeoutError, asyncio.TimeoutError, OSError)
+
+
+def _functions_source() -> str:
+    return resources.files("chathub").joinpath("cache.lua").read_text()
+
+
+class KV:
+    """One Valkey client plus an up/down switch; see the module docstring."""
+
+    def __init__(self, url: str, timeout: float, prefix: str = "chathub:") -> None:
+        self.url = url
+        self.prefix = prefix
+        #: whether the last call reached Valkey
+        self.up = False
+        self.timeout = timeout
+        self.client = valkey.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            decode_responses=True, max_connections=POOL_SIZE, retry=None,
+            retry_on_error=[], retry_on_timeout=False, health_check_interval=0)
+        self._probe: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[bool], None]] = []
+        self._closed = False
+
+    def key(self, *parts: str) -> str:
+        """A key under the configured prefix: ``key("msgs")`` → ``chathub:msgs``."""
+        return self.prefix + ":".join(parts)
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(up)`` whenever Valkey goes down or comes back."""
+        self._listeners.append(listener)
+
+    async def connect(self) -> None:
+        """Reach Valkey and load the server-side functions.
+
+        Raises:
+            CacheUnavailable: Valkey cannot be reached now.
+        """
+        try:
+            await asyncio.wait_for(self._load(), self.timeout * 2)
+        except _DOWN_ERRORS as exc:
+            raise CacheUnavailable(f"cannot reach Valkey at {self.url}: {exc or type(exc).__name__}") from None
+        self._set(True)
+
+    async def _load(self) -> None:
+        await self.client.ping()
+        await self.client.function_load(_functions_source(), replace=True)
+
+    def _set(self, up: bool) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        if up:
+            log.info("Valkey is reachable at %s", self.url)
+        else:
+            log.warning("Valkey is unreachable at %s; chat answers 'unavailable' until it returns", self.url)
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
+        for listener in self._listeners:
+            try:
+                listener(up)
+            except Exception:  # a listener must not break the switch
+                log.exception("Valkey availability listener failed")
+
+    async def _probe_loop(self) -> None:
+        while not self._closed and not self.up:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                await asyncio.wait_for(self._load(), self.timeout)
+            except (*_DOWN_ERRORS, ResponseError):
+                continue
+            self._set(True)
+
+    def mark_down(self) -> None:
+        """Record that Valkey failed (for callers that used :attr:`client` directly)."""
+        self._set(False)
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args)`` against Valkey, or fail fast while it is down.
+
+        Raises:
+            CacheUnavailable: Valkey is down or just failed.
+        """
+        if not self.up:
+            raise CacheUnavailable("Valkey is unreachable")
+        try:
+            return await fn(*args, **kwargs)
+        except _DOWN_ERRORS as exc:
+            self._set(False)
+            raise CacheUnavailable(f"Valkey is unreachable: {exc or type(exc).__name__}") from None
+        except ResponseError as exc:
+            if "Function not found" in str(exc):  # Valkey restarted without our functions
+                self._set(False)
+                raise CacheUnavailable("Valkey lost chathub's functions; reloading") from None
+            raise
+
+    async def close(self) -> None:
+        """Stop probing and close the client's connections."""
+        self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a dead connection may fail; nothing to do
+            pass

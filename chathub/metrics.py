@@ -1,0 +1,89 @@
+"""/metrics: the admin ``stats`` figures in Prometheus text format, plus two histograms.
+
+Gauges and counters are read from the hub's own counters at scrape time (a
+custom collector), so the hot path pays nothing for them. Only the fan-out and
+PostgreSQL-write histograms are observed as things happen: one ``observe`` per
+broadcast (not per recipient) and per batch written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from .server import Daemon
+
+#: fan-out latency buckets, seconds (one broadcast to every local connection)
+FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+#: PostgreSQL batch write buckets, seconds
+PG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _HubCollector:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        hub = d.hub
+        s = hub.stats
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"chathub_{name}", doc, value=value)
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"chathub_{name}", doc, value=value)
+
+        yield gauge("connections", "Open WebSocket connections on this node", hub.connection_count)
+        yield gauge("users", "Users online on this node", len(hub.users()))
+        yield gauge("broadcast_queue_depth", "Broadcasts waiting for fan-out", len(hub.broadcast_q))
+        yield gauge("whisper_queue_depth", "Whispers waiting for delivery", len(hub.whisper_q))
+        yield gauge("inbox_depth", "Events waiting for the hub loop", hub.inbox_depth())
+        yield gauge("max_client_backlog_bytes", "Largest outgoing backlog of a client", hub.max_backlog())
+        yield gauge("valkey_up", "1 when Valkey answers", 1 if d.kv and d.kv.up else 0)
+        yield gauge("postgres_up", "1 when the last PostgreSQL write succeeded",
+                    1 if d.message_flusher.pg_up and d.session_flusher.pg_up else 0)
+        yield gauge("sessions_unsent", "Finished sessions held in memory while Valkey is down",
+                    len(d.sessions.unsent))
+        yield counter("messages_in", "Chat and whisper messages accepted", s.messages_in)
+        yield counter("deliveries_out", "Frames delivered to clients", s.deliveries_out)
+        yield counter("rate_limit_hits", "Messages refused by the rate limit on this node", s.rate_limit_hits)
+        yield counter("slow_consumer_disconnects", "Clients closed as slow consumers", s.slow_consumers)
+        yield counter("kicks", "Connections closed by kick", s.kicks)
+        yield counter("connects", "Connections registered", s.connects)
+        yield counter("messages_flushed", "Messages written to PostgreSQL", d.message_flusher.written)
+        yield counter("sessions_written", "Sessions written to PostgreSQL", d.session_flusher.written)
+        errors = CounterMetricFamily("chathub_errors", "Error frames sent, by code", labels=["code"])
+        for code, n in sorted(s.by_error.items()):
+            errors.add_metric([code], n)
+        yield errors
+        refusals = CounterMetricFamily("chathub_refusals", "Connections refused, by reason", labels=["reason"])
+        for reason, n in sorted(d.guard.refusals.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
+
+
+class Metrics:
+    """The daemon's Prometheus registry."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_HubCollector(daemon))  # type: ignore[arg-type]
+        self.fanout = Histogram("chathub_fanout_seconds", "Time to fan one broadcast out to local clients",
+                                buckets=FANOUT_BUCKETS, registry=self.registry)
+        self.pg_write = Histogram("chathub_pg_write_seconds", "Time to write one batch to PostgreSQL",
+                                  buckets=PG_BUCKETS, registry=self.registry)
+
+    def observe_fanout(self, seconds: float) -> None:
+        self.fanout.observe(seconds)
+
+    def observe_pg_write(self, seconds: float, rows: int) -> None:
+        self.pg_write.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

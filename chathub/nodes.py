@@ -1,0 +1,123 @@
+"""Node liveness: a heartbeat key with a TTL per hub, and closing out nodes that died.
+
+Every hub process is a *node* with an id (``[hub] node_id``, default
+``hostname-pid``). :class:`NodeWatch` refreshes ``node:<id>`` (TTL ``node_ttl``)
+and ``nodes[<id>]`` (last time alive, ms) every third of the TTL. It also looks
+for nodes whose heartbeat expired — or, on this host, whose process is gone —
+and closes out their open sessions atomically (``chathub_reap``), so exactly one
+survivor does it, with reason "daemon crashed" and the last time it was alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from .errors import CacheUnavailable
+from .kv import KV
+
+log = logging.getLogger("chathub.nodes")
+
+CRASHED = "daemon crashed"
+
+
+def default_node_id() -> str:
+    """``hostname-pid``: unique per process, and tells this host which pid to check."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _dead_here(node_id: str) -> bool:
+    """True when ``node_id`` names a process of this host that no longer runs."""
+    host, _, pid = node_id.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class NodeWatch:
+    """Heartbeat for this node; close-out of dead ones. Run :meth:`run` as a task."""
+
+    def __init__(self, kv: KV, node_id: str, ttl: float,
+                 connections: Callable[[], int]) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.ttl = ttl
+        self.connections = connections
+        self.nodes_key = kv.key("nodes")
+        #: called with (node id, users) after a dead node's sessions were closed out
+        self.on_reaped: Callable[[str, list[str]], None] | None = None
+        self.started = int(time.time() * 1000)
+
+    def heartbeat_key(self, node_id: str) -> str:
+        return self.kv.key("node", node_id)
+
+    async def beat(self) -> None:
+        """Refresh this node's heartbeat."""
+        now = int(time.time() * 1000)
+        info = json.dumps({"connections": self.connections(), "started": self.started, "last": now})
+        pipe = self.kv.client.pipeline(transaction=False)
+        pipe.set(self.heartbeat_key(self.node_id), info, px=int(self.ttl * 1000))
+        pipe.hset(self.nodes_key, self.node_id, now)
+        await self.kv.call(pipe.execute)
+
+    async def reap(self) -> dict[str, list[str]]:
+        """Close out the open sessions of every dead node; return users by node."""
+        nodes = await self.kv.call(self.kv.client.hgetall, self.nodes_key)
+        reaped: dict[str, list[str]] = {}
+        for node_id in nodes:
+            if node_id == self.node_id:
+                continue
+            if _dead_here(node_id):
+                await self.kv.call(self.kv.client.delete, self.heartbeat_key(node_id))
+            users = await self.kv.call(
+                self.kv.client.fcall, "chathub_reap", 4, self.kv.key("open", node_id),
+                self.heartbeat_key(node_id), self.kv.key("sessions"), self.nodes_key,
+                node_id, CRASHED, int(time.time() * 1000))
+            if users or not await self.kv.call(self.kv.client.hexists, self.nodes_key, node_id):
+                log.warning("node %s is gone; closed out %d open sessions", node_id, len(users))
+                reaped[node_id] = list(users)
+                if self.on_reaped is not None:
+                    self.on_reaped(node_id, list(users))
+        return reaped
+
+    async def cluster(self) -> list[dict[str, object]]:
+        """Every live node: id, connections, started, last heartbeat (ms)."""
+        nodes = await self.kv.call(self.kv.client.hgetall, self.nodes_key)
+        if not nodes:
+            return []
+        values = await self.kv.call(self.kv.client.mget, [self.heartbeat_key(n) for n in nodes])
+        out = []
+        for node_id, raw in zip(nodes, values, strict=True):
+            if raw:
+                out.append({"node": node_id, **json.loads(raw)})
+        return sorted(out, key=lambda n: str(n["node"]))
+
+    async def goodbye(self) -> None:
+        """Remove this node's heartbeat at a clean stop."""
+        pipe = self.kv.client.pipeline(transaction=False)
+        pipe.delete(self.heartbeat_key(self.node_id))
+        pipe.hdel(self.nodes_key, self.node_id)
+        await self.kv.call(pipe.execute)
+
+    async def run(self) -> None:
+        """Beat and reap every third of the TTL, forever."""
+        while True:
+            try:
+                await self.beat()
+                await self.reap()
+            except CacheUnavailable:
+                pass
+            except Exception:
+                log.exception("node watch failed; retrying")
+            await asyncio.sleep(self.ttl / 3)

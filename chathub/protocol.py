@@ -1,0 +1,270 @@
+"""The wire protocol, sans I/O: frame text in, typed messages out, and back.
+
+Nothing here touches a socket. :func:`parse` turns one client frame into a
+:class:`Chat`, :class:`Whisper`, :class:`Users` or :class:`History`, or raises
+:class:`ProtocolError` carrying the error code to send back. The ``encode_*``
+functions build server frames as UTF-8 JSON bytes, ready to be written once and
+sent to many connections. docs/protocol.md is the reader's version of this module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+#: longest ``ref`` a client may attach to a frame
+MAX_REF_CHARS = 64
+#: most messages one ``history`` request may ask for
+MAX_HISTORY_LIMIT = 200
+#: messages a ``history`` request returns when it names no limit
+DEFAULT_HISTORY_LIMIT = 50
+
+#: user names: 1-32 of A-Z a-z 0-9 _ - .
+USER_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+#: message ids are Valkey stream ids: "<ms>-<seq>"
+ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+#: control characters refused in text (all of C0 but tab and newline, DEL, C1)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+# Error codes (docs/protocol.md, "Error codes").
+BAD_REQUEST = "bad_request"
+UNKNOWN_TYPE = "unknown_type"
+TOO_LONG = "too_long"
+UNKNOWN_USER = "unknown_user"
+RATE_LIMITED = "rate_limited"
+BLOCKED = "blocked"
+UNAVAILABLE = "unavailable"
+
+Ref = Annotated[str, msgspec.Meta(max_length=MAX_REF_CHARS)]
+
+
+class ProtocolError(Exception):
+    """A client frame that cannot be served; send :meth:`frame` back and keep the connection."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None,
+                 retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.retry_after_ms = retry_after_ms
+
+    def frame(self) -> bytes:
+        """The ``error`` frame for this error."""
+        return encode_error(self.code, self.message, self.ref, self.retry_after_ms)
+
+
+class _Base(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
+    ref: Ref | None = None
+
+
+class Chat(_Base, tag="chat", frozen=True):
+    """``{"type":"chat","text":T}``: a public message."""
+
+    text: str
+
+
+class Whisper(_Base, tag="whisper", frozen=True):
+    """``{"type":"whisper","to":V,"text":T}``: a private message to user V."""
+
+    to: str
+    text: str
+
+
+class Users(_Base, tag="users", frozen=True):
+    """``{"type":"users"}``: who is online."""
+
+
+class History(_Base, tag="history", frozen=True):
+    """``{"type":"history","before":ID,"limit":N}``: older public messages."""
+
+    before: str | None = None
+    limit: int = DEFAULT_HISTORY_LIMIT
+
+
+ClientMessage = Chat | Whisper | Users | History
+KNOWN_TYPES = ("chat", "whisper", "users", "history")
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def _explain(data: str | bytes, exc: msgspec.DecodeError) -> ProtocolError:
+    """Work out the error code for a frame the fast decoder refused (the slow path)."""
+    try:
+        obj = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return ProtocolError(BAD_REQUEST, "frame is not valid JSON")
+    if not isinstance(obj, dict):
+        return ProtocolError(BAD_REQUEST, "frame must be a JSON object")
+    ref = obj.get("ref")
+    ref = ref if isinstance(ref, str) and len(ref) <= MAX_REF_CHARS else None
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        return ProtocolError(BAD_REQUEST, "field 'type' must be a string", ref)
+    if kind not in KNOWN_TYPES:
+        return ProtocolError(UNKNOWN_TYPE, f"unknown type {kind[:40]!r}", ref)
+    detail = str(exc).replace("`$.", "'").replace("`", "'")
+    return ProtocolError(BAD_REQUEST, detail, ref)
+
+
+def validate_text(text: str, max_chars: int, ref: str | None) -> None:
+    """Refuse text that is empty, too long or holds control characters.
+
+    Raises:
+        ProtocolError: ``too_long`` or ``bad_request``.
+    """
+    if len(text) > max_chars:
+        raise ProtocolError(TOO_LONG, f"text is longer than {max_chars} characters", ref)
+    if not text or text.isspace():
+        raise ProtocolError(BAD_REQUEST, "text must not be empty", ref)
+    if _CONTROL_RE.search(text):
+        raise ProtocolError(BAD_REQUEST, "text must not contain control characters", ref)
+
+
+def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
+    """Turn one client text frame into a message.
+
+    Args:
+        data: the frame's payload (text frames arrive as ``str``).
+        max_text_chars: the server's ``max_text_chars``.
+
+    Returns:
+        A :class:`Chat`, :class:`Whisper`, :class:`Users` or :class:`History`,
+        fully validated: the caller may act on it at once.
+
+    Raises:
+        ProtocolError: with the code to send back; the connection stays open.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(BAD_REQUEST, "binary frames are not accepted; send JSON text")
+    try:
+        msg = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _explain(data, exc) from None
+    if isinstance(msg, Chat):
+        validate_text(msg.text, max_text_chars, msg.ref)
+    elif isinstance(msg, Whisper):
+        if not USER_RE.fullmatch(msg.to):
+            raise ProtocolError(BAD_REQUEST, "field 'to' must be a valid user name", msg.ref)
+        validate_text(msg.text, max_text_chars, msg.ref)
+    elif isinstance(msg, History):
+        if msg.before is not None and not ID_RE.fullmatch(msg.before):
+            raise ProtocolError(BAD_REQUEST, "field 'before' must be a message id", msg.ref)
+        if not 1 <= msg.limit <= MAX_HISTORY_LIMIT:
+            raise ProtocolError(
+                BAD_REQUEST, f"field 'limit' must be 1-{MAX_HISTORY_LIMIT}", msg.ref)
+    return msg
+
+
+def valid_user(name: str | None) -> bool:
+    """Whether ``name`` is an acceptable user name."""
+    return name is not None and USER_RE.fullmatch(name) is not None
+
+
+def parse_id(value: str) -> tuple[int, int]:
+    """Split a message id into its two integers, for ordering.
+
+    Raises:
+        ValueError: when ``value`` is not an id.
+    """
+    if not ID_RE.fullmatch(value):
+        raise ValueError(f"not a message id: {value!r}")
+    ms, seq = value.split("-")
+    return int(ms), int(seq)
+
+
+# -- server frames ----------------------------------------------------------
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A stamped chat or whisper, as stored in the cache and sent to clients."""
+
+    type: str
+    id: str
+    from_: str = msgspec.field(name="from")
+    text: str = ""
+    ts: int = 0
+    to: str | None = None
+
+    @property
+    def public(self) -> bool:
+        """True for public chat, False for a whisper."""
+        return self.to is None
+
+
+def encode(obj: Any) -> bytes:
+    """Encode any frame (a dict or a :class:`Message`) to JSON bytes."""
+    return _encoder.encode(obj)
+
+
+def encode_error(code: str, message: str, ref: str | None = None,
+                 retry_after_ms: int | None = None) -> bytes:
+    """An ``error`` frame."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    if retry_after_ms is not None:
+        frame["retry_after_ms"] = retry_after_ms
+    return _encoder.encode(frame)
+
+
+def encode_message(msg: Message, ref: str | None = None) -> bytes:
+    """A ``chat`` or ``whisper`` frame; ``ref`` only on the copy for the sending connection."""
+    if ref is None:
+        return _encoder.encode(msg)
+    d = msgspec.structs.asdict(msg)
+    d["from"] = d.pop("from_")
+    if d["to"] is None:
+        del d["to"]
+    d["ref"] = ref
+    return _encoder.encode(d)
+
+
+def encode_welcome(user: str, session: str, users: list[str], history: list[Message],
+                   recovered: bool | None) -> bytes:
+    """The ``welcome`` frame, first after the upgrade."""
+    frame: dict[str, Any] = {
+        "type": "welcome", "protocol": PROTOCOL_VERSION, "user": user, "session": session,
+        "users": users, "history": history,
+    }
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return _encoder.encode(frame)
+
+
+def encode_presence(kind: str, user: str, ts: int, reason: str | None = None) -> bytes:
+    """A ``join`` or ``leave`` frame."""
+    frame: dict[str, Any] = {"type": kind, "user": user, "ts": ts}
+    if reason is not None:
+        frame["reason"] = reason
+    return _encoder.encode(frame)
+
+
+def encode_users(users: list[str], ref: str | None = None) -> bytes:
+    """The reply to ``users``."""
+    frame: dict[str, Any] = {"type": "users", "users": users}
+    if ref is not None:
+        frame["ref"] = ref
+    return _encoder.encode(frame)
+
+
+def encode_history(messages: list[Message], ref: str | None = None) -> bytes:
+    """The reply to ``history``."""
+    frame: dict[str, Any] = {"type": "history", "messages": messages}
+    if ref is not None:
+        frame["ref"] = ref
+    return _encoder.encode(frame)
+
+
+def encode_kicked(reason: str) -> bytes:
+    """Sent before close 4001."""
+    return _encoder.encode({"type": "kicked", "reason": reason})
+
+
+SHUTDOWN_FRAME = b'{"type":"shutdown"}'

@@ -1,0 +1,130 @@
+"""HTTP on the WebSocket port: refusals before the upgrade, ``/healthz``, ``/metrics``, ``/``.
+
+websockets calls :meth:`Routes.process_request` for every request before the
+handshake. Returning a :class:`Response` answers the request as plain HTTP;
+returning None lets the upgrade to ``/ws`` go ahead. Everything that can refuse
+a connection (bad name, bad token, wrong origin, limits) refuses it here, with a
+status code and a one-line reason, before any WebSocket state exists.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from . import protocol
+
+WS_PATH = "/ws"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Who a connection is, decided before the upgrade."""
+
+    user: str
+    since: str | None
+    remote_addr: str | None
+    user_agent: str | None
+    #: epoch seconds when the token expires (token mode), else None
+    expires_at: float | None = None
+
+
+def respond(status: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8",
+            extra: dict[str, str] | None = None) -> Response:
+    """A complete HTTP response."""
+    if isinstance(body, str):
+        body = body.encode()
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+    for k, v in (extra or {}).items():
+        headers[k] = v
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def refuse(status: int, reason: str) -> Response:
+    """A refusal: status and a one-line plain-text reason."""
+    return respond(status, reason.rstrip("\n") + "\n")
+
+
+def json_response(status: int, obj: Any) -> Response:
+    return respond(status, json.dumps(obj), "application/json")
+
+
+class Routes:
+    """Answers HTTP requests and admits WebSocket upgrades.
+
+    Args:
+        admit: checks an upgrade request (auth, origin, limits) and returns the
+            :class:`Admission` or a refusal :class:`Response`.
+        health: returns (ok, body) for ``/healthz``.
+        metrics: returns the Prometheus text for ``/metrics``.
+    """
+
+    def __init__(self, admit: Callable[[ServerConnection, Request, dict[str, list[str]]], Admission | Response],
+                 health: Callable[[], tuple[bool, dict[str, Any]]],
+                 metrics: Callable[[], tuple[bytes, str]]) -> None:
+        self.admit = admit
+        self.health = health
+        self.metrics = metrics
+        self.admissions: dict[ServerConnection, Admission] = {}
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
+        if path == WS_PATH:
+            if "upgrade" not in request.headers.get("Connection", "").lower():
+                return refuse(426, "this is the WebSocket endpoint; connect with a WebSocket client")
+            result = self.admit(connection, request, parse_qs(url.query))
+            if isinstance(result, Response):
+                return result
+            self.admissions[connection] = result
+            return None
+        if path == "/healthz":
+            ok, body = self.health()
+            return json_response(200 if ok else 503, body)
+        if path == "/metrics":
+            data, ctype = self.metrics()
+            return respond(200, data, ctype)
+        return self.static(path)
+
+    def static(self, path: str) -> Response:
+        """Files of the browser client, from ``chathub/web``."""
+        name = "index.html" if path in ("/", "") else path.lstrip("/")
+        if "/" in name or name.startswith(".") or not name:
+            return refuse(404, "not found")
+        f = resources.files("chathub").joinpath("web").joinpath(name)
+        if not f.is_file():
+            return refuse(404, "not found")
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/javascript",):
+            ctype += "; charset=utf-8"
+        csp = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+               "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+        return respond(200, f.read_bytes(), ctype, {"Content-Security-Policy": csp})
+
+
+def query_one(query: dict[str, list[str]], name: str) -> str | None:
+    """The single value of a query parameter, or None."""
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def admit_user(query: dict[str, list[str]]) -> tuple[str | None, str | None, Response | None]:
+    """Validate ``user`` and ``since`` from the query (auth mode "none")."""
+    user = query_one(query, "user")
+    if not protocol.valid_user(user):
+        return None, None, refuse(400, "missing or invalid user name: use ?user=NAME with 1-32 of A-Z a-z 0-9 _ - .")
+    since = query_one(query, "since")
+    if since is not None and not protocol.ID_RE.fullmatch(since):
+        return None, None, refuse(400, "invalid since: use the id of the last message you saw")
+    return user, since, None

@@ -1,0 +1,337 @@
+"""serve(): wiring the daemon together, handling connections, and stopping cleanly.
+
+:class:`Daemon` starts, in order: the embedded services (when no URLs are
+configured), Valkey and PostgreSQL clients, the schema check, the message cache,
+the flushers, the node watch, the hub, the admin socket, and the WebSocket/HTTP
+listener. :meth:`Daemon.stop` undoes it in reverse, so that every open session is
+recorded and every message flushed before the services stop. Use :func:`run`
+from Python (``await chathub.run(config)``) or ``chathub serve`` from a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import asyncpg
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import __version__, closecodes, protocol
+from .admin.server import AdminServer
+from .cache import MessageCache
+from .client import Client
+from .config import Config
+from .db import migrate as migrations
+from .db import pool as dbpool
+from .db import store
+from .errors import CacheUnavailable, ChathubError, MigrationError
+from .flusher import MessageFlusher, SessionFlusher
+from .guard import Guard
+from .hub import Hub
+from .kv import KV
+from .metrics import Metrics
+from .nodes import NodeWatch, default_node_id
+from .protocol import Chat, History, ProtocolError, Users, Whisper
+from .routes import Admission, Routes, refuse
+from .services import EmbeddedPostgres, EmbeddedValkey
+from .sessions import SessionRecorder
+
+log = logging.getLogger("chathub.server")
+
+#: seconds websockets waits for the peer's close frame before dropping the TCP connection
+CLOSE_TIMEOUT = 2.0
+
+
+class Daemon:
+    """One chathub process. ``await start()``, then ``await stop()`` (idempotent)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.hub.node_id or default_node_id()
+        self.pg_service: EmbeddedPostgres | None = None
+        self.valkey_service: EmbeddedValkey | None = None
+        self.kv: KV | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.server: Server | None = None
+        self.admin: AdminServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self.started = time.time()
+        #: the port actually bound (useful with port 0)
+        self.port: int = 0
+
+    # -- start --------------------------------------------------------------------
+
+    async def _services(self) -> tuple[str, str]:
+        db_url, kv_url = self.cfg.database.url, self.cfg.valkey.url
+        if not kv_url:
+            self.valkey_service = EmbeddedValkey(self.cfg.data_dir)
+            kv_url = await asyncio.to_thread(self.valkey_service.start)
+        if not db_url:
+            self.pg_service = EmbeddedPostgres(self.cfg.data_dir)
+            db_url = await asyncio.to_thread(self.pg_service.start)
+        return db_url, kv_url
+
+    async def _schema(self, db_url: str) -> None:
+        conn = await dbpool.connect(db_url, self.cfg.database.timeout)
+        try:
+            if self.pg_service is not None or self.cfg.database.migrate:
+                done = await migrations.migrate(conn)
+                for m in done:
+                    log.info("applied migration %04d_%s", m.version, m.name)
+            else:
+                st = await migrations.status(conn)
+                if st.pending:
+                    raise MigrationError(
+                        f"the database schema is behind ({len(st.pending)} pending migrations): "
+                        "run 'chathub migrate' or start with --migrate")
+        finally:
+            await conn.close()
+
+    async def start(self) -> None:
+        """Bring everything up; raises a :class:`ChathubError` with one clear line on failure."""
+        from pathlib import Path
+
+        Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg
+        self.admin = AdminServer(cfg.admin_socket, self)
+        self.admin.claim()  # refuse early when another daemon owns the socket
+        db_url, kv_url = await self._services()
+        await self._schema(db_url)
+        self.pool = await dbpool.create_pool(db_url, cfg.database.pool_size, cfg.database.timeout)
+        self.kv = KV(kv_url, cfg.valkey.timeout, cfg.valkey.key_prefix)
+        await self.kv.connect()
+        self.cache = MessageCache(self.kv, cfg.cache, cfg.ratelimit)
+        await self.cache.setup()
+        pool = self.pool
+        self.cache.older = lambda ms, seq, limit: store.older_public(pool, ms, seq, limit)
+        self.metrics = Metrics(self)
+        self.message_flusher = MessageFlusher(
+            self.kv, self.pool, self.cache.stream, self.node_id, cfg.cache.flush_batch,
+            cfg.cache.flush_interval, history_size=cfg.cache.history_size)
+        self.session_flusher = SessionFlusher(
+            self.kv, self.pool, self.kv.key("sessions"), self.node_id, cfg.cache.flush_batch,
+            cfg.cache.flush_interval)
+        for f in (self.message_flusher, self.session_flusher):
+            await f.setup()
+            f.on_write = self.metrics.observe_pg_write
+            f.on_pg_change = lambda up: self._service_event("postgres", up)
+        self.sessions = SessionRecorder(self.kv, self.node_id)
+        self.hub = Hub(self.cache, cfg.hub, self.node_id)
+        self.hub.on_fanout = self.metrics.observe_fanout
+        self.nodes = NodeWatch(self.kv, self.node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count)
+        self.kv.on_change(lambda up: self._service_event("valkey", up))
+        self.guard = Guard(cfg)
+        self.hub.on_event = self.admin.publish
+        await self.nodes.beat()
+        await self.nodes.reap()
+        for coro in (self.hub.run(), self.message_flusher.run(), self.session_flusher.run(),
+                     self.nodes.run()):
+            self._tasks.append(asyncio.create_task(coro))
+        await self.admin.start()
+        self.routes = Routes(self._admit, self.health, self.metrics.render)
+        self.server = await serve(
+            self._handle, cfg.server.host, cfg.server.port,
+            process_request=self.routes.process_request,
+            compression=None,
+            max_size=cfg.server.max_message_bytes,
+            ping_interval=cfg.server.ping_interval or None,
+            ping_timeout=cfg.server.ping_timeout,
+            open_timeout=cfg.server.handshake_timeout,
+            close_timeout=CLOSE_TIMEOUT,
+            server_header=f"chathub/{__version__}",
+            reuse_port=cfg.server.reuse_port,
+        )
+        sock = next(iter(self.server.sockets))
+        self.port = sock.getsockname()[1]
+        log.info("chathub %s node %s listening on ws://%s:%d/ws (admin socket %s)",
+                 __version__, self.node_id, cfg.server.host, self.port, cfg.admin_socket)
+
+    def _service_event(self, name: str, up: bool) -> None:
+        if self.admin is not None:
+            self.admin.publish({"type": f"{name}_{'up' if up else 'down'}"})
+
+    # -- connections ----------------------------------------------------------------
+
+    def _admit(self, connection: ServerConnection, request: Request,
+               query: dict[str, list[str]]) -> Admission | Response:
+        if self._stopping:
+            return refuse(503, "the server is shutting down")
+        return self.guard.admit(connection, request, query, self.hub.connection_count)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        adm = self.routes.admissions.pop(ws, None)
+        if adm is None:  # pragma: no cover - process_request always admits first
+            await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
+            return
+        client = Client(ws, adm.user, adm.remote_addr, adm.user_agent)
+        self.guard.opened(adm.remote_addr)
+        try:
+            try:
+                await self.hub.register(client, adm.since)
+            except ConnectionError:
+                await ws.close(closecodes.GOING_AWAY, "shutdown")
+                return
+            log.info("connect %s session=%s from %s", client.user, client.session, client.remote_addr)
+            await self.sessions.opened(client.record(self.node_id))
+            expiry = None
+            if adm.expires_at is not None:
+                expiry = asyncio.get_running_loop().call_at(
+                    asyncio.get_running_loop().time() + max(0.0, adm.expires_at - time.time()),
+                    client.close_soon, closecodes.TOKEN_EXPIRED, "token expired")
+            try:
+                await self._read(client)
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
+        finally:
+            self.guard.closed(adm.remote_addr)
+            if client.close_code is None:
+                code = ws.close_code if ws.close_code is not None else 1006
+                client.close_code = code
+                client.close_reason = closecodes.REASONS.get(code, "connection lost")
+            self.hub.unregister(client)
+            log.info("disconnect %s session=%s code=%s reason=%s", client.user, client.session,
+                     client.close_code, client.close_reason)
+            await self.sessions.closed(client.record(self.node_id, int(time.time() * 1000)))
+
+    async def _read(self, client: Client) -> None:
+        ws = client.ws
+        max_chars = self.cfg.server.max_text_chars
+        moderate = self.guard.moderate
+        hub = self.hub
+        try:
+            async for data in ws:
+                client.frames_received += 1
+                client.bytes_in += len(data)
+                try:
+                    msg = protocol.parse(data, max_chars)
+                    if isinstance(msg, (Chat, Whisper)):
+                        msg = moderate(client.user, msg)
+                        await hub.submit(client, msg)
+                    elif isinstance(msg, Users):
+                        client.send(protocol.encode_users(hub.users(), msg.ref))
+                    elif isinstance(msg, History):
+                        await self._history(client, msg)
+                except ProtocolError as err:
+                    hub.stats.by_error[err.code] = hub.stats.by_error.get(err.code, 0) + 1
+                    client.send(err.frame())
+        except ConnectionClosed:
+            pass
+
+    async def _history(self, client: Client, msg: History) -> None:
+        try:
+            msgs = await self.cache.history(msg.before, msg.limit)
+        except (CacheUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now", msg.ref) from None
+        client.send(protocol.encode_history(msgs, msg.ref))
+
+    def kick(self, user: str, reason: str) -> int:
+        """Close every connection of ``user`` on this node; return how many."""
+        return self.hub.kick(user, reason)
+
+    # -- health and stats -------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(ok, body) for /healthz: the hub, Valkey and PostgreSQL reachable."""
+        down = []
+        if self.kv is None or not self.kv.up:
+            down.append("valkey")
+        if not (self.message_flusher.pg_up and self.session_flusher.pg_up):
+            down.append("postgres")
+        body: dict[str, Any] = {
+            "status": "ok" if not down else "unavailable",
+            "connections": self.hub.connection_count,
+            "uptime_s": round(time.time() - self.started, 1),
+            "node": self.node_id,
+        }
+        if down:
+            body["down"] = down
+        return not down, body
+
+    # -- stop ---------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, tell clients, record sessions, flush, stop services."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        deadline = time.monotonic() + self.cfg.server.drain_timeout
+        hub: Hub | None = getattr(self, "hub", None)
+        log.info("shutting down: closing %d connections", hub.connection_count if hub else 0)
+        try:
+            if self.server is not None and hub is not None:
+                self.server.close(close_connections=False)
+                hub.shutdown()
+                try:
+                    await asyncio.wait_for(self.server.wait_closed(),
+                                           max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    log.warning("some connections did not close within the drain timeout")
+            if self.kv is not None and hasattr(self, "sessions"):
+                await self.sessions.resend()
+                await self.message_flusher.drain(deadline)
+                await self.session_flusher.drain(deadline)
+                await self.sessions.last_resort(self.pool)
+                try:
+                    await self.nodes.goodbye()
+                except ChathubError:
+                    pass
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.admin is not None:
+                await self.admin.stop()
+            if self.pool is not None:
+                await self.pool.close()
+            if self.kv is not None:
+                await self.kv.close()
+            await asyncio.to_thread(self._stop_services)
+            self._stopped.set()
+            log.info("stopped")
+
+    def _stop_services(self) -> None:
+        if self.valkey_service is not None:
+            self.valkey_service.stop()
+        if self.pg_service is not None:
+            self.pg_service.stop()
+
+
+async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event | None = None,
+              daemon_box: list[Daemon] | None = None) -> None:
+    """Run a daemon until SIGTERM/SIGINT (or cancellation), then stop it gracefully.
+
+    A second signal exits at once. ``ready`` is set once the listener is up;
+    ``daemon_box`` receives the :class:`Daemon` (for tests that run it in-process).
+    """
+    daemon = Daemon(cfg)
+    if daemon_box is not None:
+        daemon_box.append(daemon)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("second signal: exiting now")
+                import os
+
+                os._exit(1)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        await daemon.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        await asyncio.shield(daemon.stop())
