@@ -52,6 +52,9 @@ class ServerConfig:
     connect_burst_per_ip: int = 2000
     #: use uvloop when installed
     uvloop: bool = True
+    #: kernel send buffer per connection in bytes (SO_SNDBUF); bounds what hides below the
+    #: client backlog so slow consumers are seen early; 0 keeps the kernel's autotuning
+    socket_send_buffer: int = 128 * 1024
     #: share the port with other processes (SO_REUSEPORT; set by serve --workers)
     reuse_port: bool = False
 
@@ -280,6 +283,7 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(s.ping_timeout > 0, "server.ping_timeout", "must be positive")
     need(s.handshake_timeout > 0, "server.handshake_timeout", "must be positive")
     need(s.drain_timeout > 0, "server.drain_timeout", "must be positive")
+    need(s.socket_send_buffer >= 0, "server.socket_send_buffer", "must not be negative")
     need(s.max_connections >= 1, "server.max_connections", "must be at least 1")
     need(s.max_connections_per_ip >= 1, "server.max_connections_per_ip", "must be at least 1")
     need(s.connect_rate_per_ip > 0, "server.connect_rate_per_ip", "must be positive")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from typing import Any
 
@@ -171,6 +172,10 @@ class Daemon:
             await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
             return
         client = Client(ws, adm.user, adm.remote_addr, adm.user_agent)
+        if self.cfg.server.socket_send_buffer:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.server.socket_send_buffer)
         self.guard.opened(adm.remote_addr)
         try:
             try:

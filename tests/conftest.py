@@ -1,0 +1,169 @@
+"""Real services for the suite: one PostgreSQL and one Valkey per run, isolated per test.
+
+PostgreSQL and Valkey are the same embedded servers ``chathub serve`` starts (or
+external ones from CHATHUB_TEST_DATABASE_URL / CHATHUB_TEST_VALKEY_URL). Each test
+gets its own database (created from scratch) and its own Valkey key prefix, so
+tests never see each other's data. Daemons run in-process on port 0
+(:func:`daemon`) or as real subprocesses (:mod:`tests.procs`) when a test kills one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from chathub import config as config_mod
+from chathub.server import Daemon
+from chathub.services import EmbeddedPostgres, EmbeddedValkey
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    """A short private folder for the run's services (Unix socket paths must be short)."""
+    d = Path(tempfile.mkdtemp(prefix="chs"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_service(services_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("CHATHUB_TEST_DATABASE_URL"):
+        yield None
+        return
+    pg = EmbeddedPostgres(services_dir)
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_service: EmbeddedPostgres | None) -> str:
+    """URL of the server (maintenance database) where per-test databases are created."""
+    return os.environ.get("CHATHUB_TEST_DATABASE_URL") or (pg_service.url if pg_service else "")
+
+
+@pytest.fixture(scope="session")
+def valkey_service(services_dir: Path) -> Iterator[EmbeddedValkey | None]:
+    if os.environ.get("CHATHUB_TEST_VALKEY_URL"):
+        yield None
+        return
+    v = EmbeddedValkey(services_dir)
+    v.start()
+    yield v
+    v.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_url(valkey_service: EmbeddedValkey | None) -> str:
+    return os.environ.get("CHATHUB_TEST_VALKEY_URL") or (valkey_service.url if valkey_service else "")
+
+
+def _with_db(url: str, db: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + db, parts.query, parts.fragment))
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database for this test."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _with_db(pg_admin_url, name)
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Valkey key prefix of this test's own."""
+    return f"t{os.getpid()}x{next(_counter)}:"
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short temp folder (for admin sockets and data dirs)."""
+    d = Path(tempfile.mkdtemp(prefix="cht"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_config(database_url: str, valkey_url: str, key_prefix: str, data_dir: Path,
+                **sections: dict[str, Any]) -> config_mod.Config:
+    """A test configuration: port 0, real services, generous limits unless overridden."""
+    base: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "server": {"port": 0, "ping_interval": 5.0},
+        "database": {"url": database_url, "migrate": True},
+        "valkey": {"url": valkey_url, "key_prefix": key_prefix},
+        "cache": {"flush_interval": 0.2},
+        "ratelimit": {"chat_rate": 10000.0, "chat_burst": 10000, "whisper_rate": 10000.0,
+                      "whisper_burst": 10000},
+        "moderation": {"flood_repeats": 0},
+        "hub": {"node_ttl": 3.0},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            base.setdefault(name, {}).update(values)
+        else:
+            base[name] = values
+    return config_mod.load(None, environ={}, overrides=base)
+
+
+DaemonFactory = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def daemon_factory(database_url: str, valkey_url: str, key_prefix: str,
+                         short_dir: Path) -> AsyncIterator[DaemonFactory]:
+    """Start in-process daemons sharing this test's database and key prefix."""
+    started: list[Daemon] = []
+    count = itertools.count()
+
+    async def start(**sections: dict[str, Any]) -> Daemon:
+        d = short_dir / f"d{next(count)}"
+        cfg = make_config(database_url, valkey_url, key_prefix, d, **sections)
+        daemon = Daemon(cfg)
+        try:
+            await daemon.start()
+        except BaseException:
+            await daemon.stop()
+            raise
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        await daemon.stop()
+
+
+@pytest.fixture
+async def daemon(daemon_factory: DaemonFactory) -> Daemon:
+    """One running daemon with default test settings."""
+    return await daemon_factory()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()

@@ -1,0 +1,89 @@
+"""Real WebSocket clients for tests, with waits on events instead of sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+#: seconds a test waits for an expected frame before failing
+RECV_TIMEOUT = 10.0
+
+
+def ws_url(port: int, host: str = "127.0.0.1", **query: str) -> str:
+    return f"ws://{host}:{port}/ws?{urlencode(query)}"
+
+
+class Chatter:
+    """A test client: a real WebSocket connection plus the welcome it got."""
+
+    def __init__(self, ws: ClientConnection, welcome: dict[str, Any]) -> None:
+        self.ws = ws
+        self.welcome = welcome
+
+    @classmethod
+    async def connect(cls, port: int, user: str | None = None, host: str = "127.0.0.1",
+                      **query: str) -> Chatter:
+        q = dict(query)
+        if user is not None:
+            q["user"] = user
+        # max_queue=None: a test client never stops reading, so close() is never stuck
+        # behind frames the test did not consume.
+        ws = await websockets.connect(ws_url(port, host, **q), max_size=2**24, open_timeout=10,
+                                      max_queue=None)
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
+        assert welcome["type"] == "welcome", welcome
+        return cls(ws, welcome)
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def chat(self, text: str, **extra: Any) -> None:
+        await self.send(type="chat", text=text, **extra)
+
+    async def whisper(self, to: str, text: str, **extra: Any) -> None:
+        await self.send(type="whisper", to=to, text=text, **extra)
+
+    async def recv(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def recv_type(self, *types: str, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """The next frame of one of ``types``, skipping others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["type"] in types:
+                return frame
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def __aenter__(self) -> Chatter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+                   what: str = "condition") -> None:
+    """Poll ``predicate`` (sync or async) until true; fail after ``timeout`` seconds.
+
+    For state that has no event to await (rows in PostgreSQL, a counter in the daemon).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
