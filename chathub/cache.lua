@@ -159,7 +159,8 @@ local function reap(keys, args)
   local users = {}
   for i = 1, #open, 2 do
     local s = cjson.decode(open[i + 1])
-    s['disconnected_at'] = last_alive
+    -- alive at least until the last heartbeat, and at least when this session opened
+    s['disconnected_at'] = math.max(last_alive, tonumber(s['connected_at']) or 0)
     s['close_reason'] = args[2]
     redis.call('XADD', keys[3], '*', 's', cjson.encode(s))
     users[#users + 1] = s['user_name']

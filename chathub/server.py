@@ -270,7 +270,9 @@ class Daemon:
         self._stopping = True
         deadline = time.monotonic() + self.cfg.server.drain_timeout
         hub: Hub | None = getattr(self, "hub", None)
-        log.info("shutting down: closing %d connections", hub.connection_count if hub else 0)
+        started = self.server is not None
+        if started:
+            log.info("shutting down: closing %d connections", hub.connection_count if hub else 0)
         try:
             if self.server is not None and hub is not None:
                 self.server.close(close_connections=False)
@@ -301,7 +303,8 @@ class Daemon:
                 await self.kv.close()
             await asyncio.to_thread(self._stop_services)
             self._stopped.set()
-            log.info("stopped")
+            if started:
+                log.info("stopped")
 
     def _stop_services(self) -> None:
         if self.valkey_service is not None:

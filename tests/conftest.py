@@ -167,3 +167,36 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def spawn(database_url: str, valkey_url: str, key_prefix: str,
+                short_dir: Path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start ``chathub serve`` subprocesses sharing this test's database and key prefix."""
+    from tests.procs import DaemonProcess, free_port, write_config
+
+    procs: list[DaemonProcess] = []
+    count = itertools.count()
+
+    async def start(port: int | None = None, workers: int = 1, **sections: dict[str, Any]) -> DaemonProcess:
+        n = next(count)
+        base: dict[str, dict[str, Any]] = {
+            "database": {"url": database_url, "migrate": True},
+            "valkey": {"url": valkey_url, "key_prefix": key_prefix},
+            "cache": {"flush_interval": 0.2},
+            "ratelimit": {"chat_rate": 10000.0, "chat_burst": 10000, "whisper_rate": 10000.0,
+                          "whisper_burst": 10000},
+            "moderation": {"flood_repeats": 0},
+            "hub": {"node_ttl": 3.0},
+            "log": {"level": "INFO"},
+        }
+        for name, values in sections.items():
+            base.setdefault(name, {}).update(values)
+        cfg = write_config(short_dir / f"p{n}.toml", short_dir / f"p{n}", base)
+        proc = DaemonProcess(cfg, port or free_port(), short_dir / f"p{n}.log", workers)
+        procs.append(proc)
+        return await proc.start()
+
+    yield start
+    for p in procs:
+        p.stop()
