@@ -75,30 +75,19 @@ end
 -- What a user missed after ARGV[1]: public chat and the user's whispers, oldest first.
 -- KEYS: stream. ARGV: since, user, limit.
 -- Returns {1, entries} when complete, {0} when the stream no longer reaches back to since
--- or more than limit entries followed it.
+-- (or is empty: a new Valkey) or more than limit entries followed it.
 local function recover(keys, args)
   local since, user, limit = args[1], args[2], tonumber(args[3])
   local first = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
-  if #first > 0 and id_lt(since, first[1][1]) then
-    -- since is older than the oldest kept entry; complete only if nothing was ever trimmed
-    local info = redis.call('XINFO', 'STREAM', keys[1])
-    local maxdel = '0-0'
-    for i = 1, #info, 2 do
-      if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
-    end
-    if id_lt(since, maxdel) then return {0} end
-  end
-  if #first == 0 and redis.call('EXISTS', keys[1]) == 0 then
-    return {1, {}}
-  end
+  -- Every id a client saw came from this stream: if since is no longer in it (older
+  -- than the first entry kept), entries after it may have been trimmed too.
+  if #first == 0 or id_lt(since, first[1][1]) then return {0} end
   local out = {}
-  local scanned = 0
   local lower = '(' .. since
   while true do
     local chunk = redis.call('XRANGE', keys[1], lower, '+', 'COUNT', 500)
     if #chunk == 0 then return {1, out} end
     for _, e in ipairs(chunk) do
-      scanned = scanned + 1
       local f = e[2]
       local keep = true
       local from, to = nil, nil
