@@ -44,6 +44,11 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownUser:
+    """The whisper's recipient is online on no hub: nothing stored."""
+
+
+@dataclass(frozen=True, slots=True)
 class Limited:
     """Over the sender's budget: nothing stored; try again after ``retry_after_ms``."""
 
@@ -76,8 +81,9 @@ class MessageCache:
     ``unavailable``.
     """
 
-    def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig) -> None:
+    def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig, node_id: str) -> None:
         self.kv = kv
+        self.node_id = node_id
         self.cfg = cache
         self.limits = limits
         self.stream = kv.key("msgs")
@@ -94,8 +100,10 @@ class MessageCache:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def accept(self, batch: Sequence[Outgoing]) -> list[Accepted | Limited]:
+    async def accept(self, batch: Sequence[Outgoing]) -> list[Accepted | Limited | UnknownUser]:
         """Rate-limit and stamp ``batch`` in one round trip; results in the same order.
+
+        Accepted messages are also published to the other hubs, in id order.
 
         Raises:
             CacheUnavailable: Valkey is down; nothing was stored.
@@ -108,25 +116,28 @@ class MessageCache:
             else:
                 rl_key, rate, burst = self.kv.key("rl", "whisper", out.sender), lim.whisper_rate, lim.whisper_burst
             pipe.fcall("chathub_accept", 4, self.stream, rl_key, self.hits_key, self.hits_total_key,
-                       rate, burst, out.sender, out.text, out.to or "")
+                       rate, burst, out.sender, out.text, out.to or "", self.kv.prefix, self.node_id)
         replies = await self.kv.call(pipe.execute)
-        results: list[Accepted | Limited] = []
-        for out, (ok, value) in zip(batch, replies, strict=True):
-            if ok:
-                mid = str(value)
+        results: list[Accepted | Limited | UnknownUser] = []
+        for out, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if reply[0] == 2:
+                results.append(UnknownUser())
+            elif reply[0] == 1:
+                mid = str(reply[1])
                 results.append(Accepted(Message(
                     type="chat" if out.to is None else "whisper", id=mid, from_=out.sender,
                     text=out.text, ts=int(mid.split("-", 1)[0]), to=out.to)))
             else:
-                results.append(Limited(int(value)))
+                results.append(Limited(int(reply[1])))
         return results
 
-    async def recent(self, limit: int | None = None) -> list[Message]:
-        """The newest ``limit`` (default ``history_on_join``) public messages, oldest first."""
+    async def recent(self, limit: int | None = None) -> tuple[list[Message], str]:
+        """The newest ``limit`` (default ``history_on_join``) public messages, oldest first,
+        and the stream's last id at that moment (nothing up to it is left to deliver)."""
         limit = self.cfg.history_on_join if limit is None else limit
-        if limit == 0:
-            return []
-        return await self.history(None, limit)
+        return await self._history(None, max(limit, 0))
 
     async def history(self, before: str | None, limit: int) -> list[Message]:
         """Public messages older than ``before`` (newest when None), oldest first.
@@ -134,7 +145,10 @@ class MessageCache:
         Served from the stream while it reaches back, then from PostgreSQL: paging
         back from the newest message returns every public message exactly once.
         """
-        entries, exhausted, oldest = await self.kv.call(
+        return (await self._history(before, limit))[0]
+
+    async def _history(self, before: str | None, limit: int) -> tuple[list[Message], str]:
+        entries, exhausted, oldest, top = await self.kv.call(
             self.kv.client.fcall, "chathub_history", 1, self.stream, before or "+", limit)
         msgs = [entry_to_message(e) for e in entries]
         if len(msgs) < limit and exhausted and self.older is not None:
@@ -145,20 +159,21 @@ class MessageCache:
             elif before is None:
                 msgs.extend(await self.older(2**62, 0, limit))
         msgs.reverse()
-        return msgs
+        return msgs, str(top)
 
-    async def recover(self, since: str, user: str) -> list[Message] | None:
+    async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
         """What ``user`` missed after ``since``: public chat and their whispers, oldest first.
 
         Returns:
-            The messages, or None when the cache no longer reaches back to ``since``
-            (or more than ``recover_limit`` followed it): page with :meth:`history`.
+            (messages, the stream's last id); messages is None when the cache no longer
+            reaches back to ``since`` (or more than ``recover_limit`` followed it): then
+            page with :meth:`history`.
         """
         reply = await self.kv.call(self.kv.client.fcall, "chathub_recover", 1, self.stream,
                                    since, user, self.cfg.recover_limit)
         if not reply[0]:
-            return None
-        return [entry_to_message(e) for e in reply[1]]
+            return None, ""
+        return [entry_to_message(e) for e in reply[1]], str(reply[2])
 
     async def rate_limit_hits(self) -> tuple[int, dict[str, int]]:
         """Rate-limit hits in total and per user, cluster-wide."""

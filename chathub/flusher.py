@@ -116,7 +116,7 @@ class StreamFlusher(Generic[T]):
         started = time.perf_counter()
         try:
             added = await self.write(items)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if self.pg_up:
                 log.warning("%s: cannot write to PostgreSQL (%s); %d entries wait in Valkey",
                             self.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -146,7 +146,7 @@ class StreamFlusher(Generic[T]):
                 n = 0
                 await self._sleep(MAX_BACKOFF if not self.kv.up else backoff)
                 continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue

@@ -10,9 +10,14 @@ Delivery writes the frame, built once, into each recipient's transport buffer an
 never awaits a client: a client whose backlog passes ``client_queue_limit`` is a
 slow consumer and is closed with 4002 while everyone else keeps receiving.
 
+Several hubs sharing one Valkey behave as one (docs/scaling.md): presence is
+kept cluster-wide by :class:`~chathub.presence.Presence`, and what other hubs
+stamp or announce arrives from the :class:`~chathub.bus.Bus` as events on the same
+queue, so it is ordered with everything else this hub does.
+
 Callers (the connection handlers and the admin server) use :meth:`register`,
-:meth:`unregister`, :meth:`submit`, :meth:`users`, :meth:`kick` and
-:meth:`shutdown`; they never touch the map.
+:meth:`unregister`, :meth:`submit`, :meth:`users`, :meth:`kick`, :meth:`remote`
+and :meth:`shutdown`; they never touch the map.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import closecodes, protocol
-from .cache import Accepted, MessageCache, Outgoing
-from .client import Client, text_frame
+from .cache import Accepted, Limited, MessageCache, Outgoing
+from .client import _OPEN, Client, text_frame
 from .config import HubConfig
 from .errors import CacheUnavailable
-from .protocol import Chat, Message, ProtocolError, Whisper
+from .presence import Presence
+from .protocol import Chat, Message, ProtocolError, Whisper, parse_id
 
 log = logging.getLogger("chathub.hub")
 
@@ -58,6 +64,21 @@ class _Inbound:
     message: Chat | Whisper
 
 
+@dataclass(slots=True)
+class _Remote:
+    """A payload from another hub (see :mod:`chathub.bus`)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Resync:
+    """Valkey or the bus came back: write this node's presence again."""
+
+
+_Event = _Register | _Unregister | _Inbound | _Remote | _Resync
+
+
 @dataclass
 class HubStats:
     """Counters the admin socket and /metrics read; only the hub writes them."""
@@ -68,6 +89,7 @@ class HubStats:
     slow_consumers: int = 0
     kicks: int = 0
     connects: int = 0
+    remote_in: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
     recent_hits: deque[float] = field(default_factory=deque)
 
@@ -84,8 +106,9 @@ class Hub:
     Build it with its cache and start :meth:`run` as a task before registering clients.
     """
 
-    def __init__(self, cache: MessageCache, cfg: HubConfig, node_id: str) -> None:
+    def __init__(self, cache: MessageCache, presence: Presence, cfg: HubConfig, node_id: str) -> None:
         self.cache = cache
+        self.presence = presence
         self.cfg = cfg
         self.node_id = node_id
         self.stats = HubStats()
@@ -93,7 +116,12 @@ class Hub:
         self._by_user: dict[str, list[Client]] = {}
         #: every registered connection
         self._clients: dict[Client, None] = {}
-        self._events: asyncio.Queue[_Register | _Unregister | _Inbound] = asyncio.Queue(INBOX_LIMIT)
+        self._events: asyncio.Queue[_Event] = asyncio.Queue(INBOX_LIMIT)
+        #: clients that joined recently: (ms, seq) of the stream's last id at their welcome.
+        #: Messages from other hubs up to that id were in their welcome already.
+        self._fresh: dict[Client, tuple[int, int]] = {}
+        #: presence in Valkey may be stale (a write failed while Valkey was down)
+        self._presence_dirty = False
         #: (frame, client to skip, that client's own frame or None)
         self.broadcast_q: deque[tuple[bytes, Client | None, bytes | None]] = deque()
         #: (message, frame, sending client, its own frame)
@@ -102,6 +130,8 @@ class Hub:
         self._whisper_ready = asyncio.Event()
         #: called with an event dict (type, ...) for the admin socket's subscribers
         self.on_event: Callable[[dict[str, Any]], None] | None = None
+        #: called with bus payloads the hub does not handle itself (kick traffic)
+        self.on_remote: Callable[[dict[str, Any]], None] | None = None
         #: called with the seconds one broadcast fan-out took (for /metrics)
         self.on_fanout: Callable[[float], None] | None = None
         self.started = time.monotonic()
@@ -110,8 +140,15 @@ class Hub:
     # -- reading state --------------------------------------------------------
 
     def users(self) -> list[str]:
-        """Names of the users online, sorted."""
+        """Names of the users online on this hub, sorted."""
         return sorted(self._by_user)
+
+    async def users_everywhere(self) -> list[str]:
+        """Names of the users online on any hub, sorted (this hub's when Valkey is down)."""
+        try:
+            return await self.presence.users()
+        except CacheUnavailable:
+            return self.users()
 
     def online(self, user: str) -> bool:
         return user in self._by_user
@@ -153,15 +190,28 @@ class Hub:
     def unregister(self, client: Client) -> None:
         """Remove ``client`` (its handler is ending). Does not wait."""
         client.gone = True
-        self._events.put_nowait(_Unregister(client)) if not self._events.full() else \
-            asyncio.get_running_loop().create_task(self._events.put(_Unregister(client)))
+        self._put_soon(_Unregister(client))
+
+    def remote(self, payload: dict[str, Any]) -> None:
+        """A payload from another hub; handled in order with everything else. Does not wait."""
+        self._put_soon(_Remote(payload))
+
+    def resync(self) -> None:
+        """Ask the loop to write this hub's presence to Valkey again. Does not wait."""
+        self._put_soon(_Resync())
+
+    def _put_soon(self, ev: _Event) -> None:
+        try:
+            self._events.put_nowait(ev)
+        except asyncio.QueueFull:
+            asyncio.get_running_loop().create_task(self._events.put(ev))
 
     async def submit(self, client: Client, message: Chat | Whisper) -> None:
         """Queue a validated chat or whisper; waits only when the inbox is full (backpressure)."""
         await self._events.put(_Inbound(client, message))
 
     def kick(self, user: str, reason: str) -> int:
-        """Send ``kicked`` and close 4001 on every connection of ``user``; return how many."""
+        """Send ``kicked`` and close 4001 on every connection of ``user`` on this hub; return how many."""
         conns = [c for c in self._by_user.get(user, ()) if not c.gone]
         frame = protocol.encode_kicked(reason)
         for c in conns:
@@ -196,7 +246,7 @@ class Hub:
     async def _loop(self) -> None:
         events = self._events
         batch_max = self.cfg.ingest_batch
-        carry: _Register | _Unregister | _Inbound | None = None
+        carry: _Event | None = None
         while True:
             ev = carry if carry is not None else await events.get()
             carry = None
@@ -213,8 +263,12 @@ class Hub:
                     await self._stamp(batch)
                 elif isinstance(ev, _Register):
                     await self._register(ev)
+                elif isinstance(ev, _Unregister):
+                    await self._unregister(ev.client)
+                elif isinstance(ev, _Remote):
+                    self._remote(ev.payload)
                 else:
-                    self._unregister(ev.client)
+                    await self._resync()
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
                 if isinstance(ev, _Register) and not ev.done.done():
@@ -228,13 +282,8 @@ class Hub:
     async def _stamp(self, batch: list[_Inbound]) -> None:
         todo: list[_Inbound] = []
         for ev in batch:
-            m = ev.message
-            if ev.client.gone:
-                continue
-            if isinstance(m, Whisper) and m.to not in self._by_user:
-                self._error(ev.client, protocol.UNKNOWN_USER, f"{m.to} is not online", m.ref)
-                continue
-            todo.append(ev)
+            if not ev.client.gone:
+                todo.append(ev)
         if not todo:
             return
         outs = [Outgoing(ev.client.user, ev.message.text,
@@ -248,7 +297,7 @@ class Hub:
             return
         for ev, res in zip(todo, results, strict=True):
             c, ref = ev.client, ev.message.ref
-            if not isinstance(res, Accepted):
+            if isinstance(res, Limited):
                 c.rate_limit_hits += 1
                 self.stats.rate_limit_hits += 1
                 self.stats.recent_hits.append(time.monotonic())
@@ -258,6 +307,10 @@ class Hub:
                             res.retry_after_ms)
                 self._emit({"type": "rate_limited", "user": c.user, "kind": kind,
                             "retry_after_ms": res.retry_after_ms})
+                continue
+            if not isinstance(res, Accepted):
+                to = ev.message.to if isinstance(ev.message, Whisper) else ""
+                self._error(c, protocol.UNKNOWN_USER, f"{to} is not online", ref)
                 continue
             msg = res.message
             self.stats.messages_in += 1
@@ -279,20 +332,31 @@ class Hub:
         self._deliver_all()
         recovered: bool | None = None
         history: list[Message] = []
+        top = ""
         try:
             if ev.since is not None:
-                missed = await self.cache.recover(ev.since, c.user)
+                missed, top = await self.cache.recover(ev.since, c.user)
                 recovered = missed is not None
-                history = missed if missed is not None else await self.cache.recent()
+                if missed is None:
+                    history, top = await self.cache.recent()
+                else:
+                    history = missed
             else:
-                history = await self.cache.recent()
+                history, top = await self.cache.recent()
         except CacheUnavailable:
             recovered = False if ev.since is not None else None
-        first = c.user not in self._by_user
-        users = self.users() if not first else sorted([*self._by_user, c.user])
+        first_here = c.user not in self._by_user
+        try:
+            first, users = await self.presence.connect(c.user)
+        except CacheUnavailable:
+            self._presence_dirty = True
+            first = first_here
+            users = sorted({*self._by_user, c.user})
         c.send(protocol.encode_welcome(c.user, c.session, users, history, recovered))
         self._by_user.setdefault(c.user, []).append(c)
         self._clients[c] = None
+        if top:
+            self._fresh[c] = parse_id(top)
         self.stats.connects += 1
         if first:
             frame = text_frame(protocol.encode_presence("join", c.user, _now_ms()))
@@ -303,21 +367,77 @@ class Hub:
         if not ev.done.done():
             ev.done.set_result(None)
 
-    def _unregister(self, c: Client) -> None:
+    async def _unregister(self, c: Client) -> None:
         if c not in self._clients:
             return
         del self._clients[c]
+        self._fresh.pop(c, None)
         conns = self._by_user.get(c.user, [])
         if c in conns:
             conns.remove(c)
         if not conns:
             self._by_user.pop(c.user, None)
-            reason = c.close_reason or "left"
-            frame = text_frame(protocol.encode_presence("leave", c.user, _now_ms(), reason))
-            self.broadcast_q.append((frame, None, None))
-            self._broadcast_ready.set()
+        reason = c.close_reason or "left"
+        try:
+            last = await self.presence.disconnect(c.user, reason)
+        except CacheUnavailable:
+            self._presence_dirty = True
+            last = not conns
+        if last:
+            self._leave(c.user, reason)
         self._emit({"type": "disconnect", "user": c.user, "session": c.session,
                     "code": c.close_code, "reason": c.close_reason})
+
+    def _leave(self, user: str, reason: str, ts: int | None = None) -> None:
+        frame = text_frame(protocol.encode_presence("leave", user, ts or _now_ms(), reason))
+        self.broadcast_q.append((frame, None, None))
+        self._broadcast_ready.set()
+
+    def users_left(self, users: list[str], reason: str) -> None:
+        """Announce ``users`` as gone (their hub died); called by the node watch."""
+        for u in users:
+            if u not in self._by_user:
+                self._leave(u, reason)
+
+    async def _resync(self) -> None:
+        try:
+            await self.presence.resync({u: len(cs) for u, cs in self._by_user.items()})
+            self._presence_dirty = False
+        except CacheUnavailable:
+            self._presence_dirty = True
+
+    def _remote(self, p: dict[str, Any]) -> None:
+        kind = p.get("k")
+        if kind == "m":
+            msg = Message(type="whisper" if p.get("to") else "chat", id=p["id"], from_=p["f"],
+                          text=p["t"], ts=int(p["id"].split("-", 1)[0]), to=p.get("to"))
+            frame = text_frame(protocol.encode(msg))
+            skip = self._skip_fresh(parse_id(msg.id)) if self._fresh else None
+            self.stats.remote_in += 1
+            if msg.to is None:
+                self._fanout(frame, None, None, skip)
+            else:
+                self._deliver_whisper(msg, frame, None, frame, skip)
+        elif kind == "join":
+            if p["u"] not in self._by_user:
+                frame = text_frame(protocol.encode_presence("join", p["u"], int(p["ts"])))
+                self.broadcast_q.append((frame, None, None))
+                self._broadcast_ready.set()
+        elif kind == "leave":
+            if p["u"] not in self._by_user:
+                self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
+        elif self.on_remote is not None:
+            self.on_remote(p)
+
+    def _skip_fresh(self, mid: tuple[int, int]) -> set[Client]:
+        """Fresh clients that already have ``mid`` (in their welcome); forget the others."""
+        skip = set()
+        for c, floor in list(self._fresh.items()):
+            if mid <= floor:
+                skip.add(c)
+            else:
+                del self._fresh[c]
+        return skip
 
     # -- delivery ---------------------------------------------------------------
 
@@ -331,13 +451,14 @@ class Hub:
                     "backlog": c.backlog()})
         c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
 
-    def _fanout(self, frame: bytes, skip: Client | None, own: bytes | None) -> None:
+    def _fanout(self, frame: bytes, skip: Client | None, own: bytes | None,
+                exclude: set[Client] | None = None) -> None:
         limit = self.cfg.client_queue_limit
         slow: list[Client] = []
         n = 0
         size = len(frame)
         for c in self._clients:
-            if c is skip or c.gone:
+            if c is skip or c.gone or (exclude and c in exclude):
                 continue
             tr = c.transport
             if tr.get_write_buffer_size() > limit:
@@ -354,12 +475,13 @@ class Hub:
         for c in slow:
             self._slow(c)
 
-    def _deliver_whisper(self, msg: Message, frame: bytes, sender: Client, own: bytes) -> None:
+    def _deliver_whisper(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
+                         exclude: set[Client] | None = None) -> None:
         limit = self.cfg.client_queue_limit
         n = 0
         for user in (msg.to, msg.from_) if msg.to != msg.from_ else (msg.to,):
             for c in self._by_user.get(user or "", ()):
-                if c.gone:
+                if c.gone or (exclude and c in exclude):
                     continue
                 if c.backlog() > limit:
                     self._slow(c)
@@ -384,10 +506,10 @@ class Hub:
     async def _deliver_broadcasts(self) -> None:
         ready = self._broadcast_ready
         q = self.broadcast_q
-        on_fanout = self.on_fanout
         while True:
             await ready.wait()
             ready.clear()
+            on_fanout = self.on_fanout
             while q:
                 started = time.perf_counter()
                 self._fanout(*q.popleft())
@@ -407,7 +529,5 @@ class Hub:
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
-
-from .client import _OPEN  # noqa: E402  (shared constant)
 
 __all__ = ["Hub", "HubStats", "ProtocolError"]

@@ -72,7 +72,7 @@ class NodeWatch:
         await self.kv.call(pipe.execute)
 
     async def reap(self) -> dict[str, list[str]]:
-        """Close out the open sessions of every dead node; return users by node."""
+        """Close out every dead node; return, by node, the users now online nowhere."""
         nodes = await self.kv.call(self.kv.client.hgetall, self.nodes_key)
         reaped: dict[str, list[str]] = {}
         for node_id in nodes:
@@ -80,15 +80,17 @@ class NodeWatch:
                 continue
             if _dead_here(node_id):
                 await self.kv.call(self.kv.client.delete, self.heartbeat_key(node_id))
-            users = await self.kv.call(
+            gone, closed = await self.kv.call(
                 self.kv.client.fcall, "chathub_reap", 4, self.kv.key("open", node_id),
                 self.heartbeat_key(node_id), self.kv.key("sessions"), self.nodes_key,
-                node_id, CRASHED, int(time.time() * 1000))
-            if users or not await self.kv.call(self.kv.client.hexists, self.nodes_key, node_id):
-                log.warning("node %s is gone; closed out %d open sessions", node_id, len(users))
-                reaped[node_id] = list(users)
-                if self.on_reaped is not None:
-                    self.on_reaped(node_id, list(users))
+                node_id, CRASHED, int(time.time() * 1000), self.kv.prefix, self.node_id)
+            if closed < 0:
+                continue  # alive
+            log.warning("node %s is gone; closed out %d open sessions, %d users left",
+                        node_id, closed, len(gone))
+            reaped[node_id] = list(gone)
+            if self.on_reaped is not None:
+                self.on_reaped(node_id, list(gone))
         return reaped
 
     async def cluster(self) -> list[dict[str, object]]:
@@ -104,10 +106,11 @@ class NodeWatch:
         return sorted(out, key=lambda n: str(n["node"]))
 
     async def goodbye(self) -> None:
-        """Remove this node's heartbeat at a clean stop."""
+        """Remove this node's heartbeat and presence at a clean stop."""
         pipe = self.kv.client.pipeline(transaction=False)
         pipe.delete(self.heartbeat_key(self.node_id))
         pipe.hdel(self.nodes_key, self.node_id)
+        pipe.delete(self.kv.key("conns", self.node_id))
         await self.kv.call(pipe.execute)
 
     async def run(self) -> None:

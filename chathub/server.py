@@ -15,6 +15,7 @@ import logging
 import signal
 import socket
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from . import __version__, closecodes, protocol
 from .admin.server import AdminServer
+from .bus import Bus
 from .cache import MessageCache
 from .client import Client
 from .config import Config
@@ -36,7 +38,8 @@ from .guard import Guard
 from .hub import Hub
 from .kv import KV
 from .metrics import Metrics
-from .nodes import NodeWatch, default_node_id
+from .nodes import CRASHED, NodeWatch, default_node_id
+from .presence import Presence
 from .protocol import Chat, History, ProtocolError, Users, Whisper
 from .routes import Admission, Routes, refuse
 from .services import EmbeddedPostgres, EmbeddedValkey
@@ -46,6 +49,8 @@ log = logging.getLogger("chathub.server")
 
 #: seconds websockets waits for the peer's close frame before dropping the TCP connection
 CLOSE_TIMEOUT = 2.0
+#: seconds a kick waits for the other hubs to say how many connections they closed
+KICK_REPLY_TIMEOUT = 2.0
 
 
 class Daemon:
@@ -61,6 +66,8 @@ class Daemon:
         self.server: Server | None = None
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._kick_replies: dict[str, asyncio.Queue[int]] = {}
         self._stopped = asyncio.Event()
         self._stopping = False
         self.started = time.time()
@@ -108,7 +115,7 @@ class Daemon:
         self.pool = await dbpool.create_pool(db_url, cfg.database.pool_size, cfg.database.timeout)
         self.kv = KV(kv_url, cfg.valkey.timeout, cfg.valkey.key_prefix)
         await self.kv.connect()
-        self.cache = MessageCache(self.kv, cfg.cache, cfg.ratelimit)
+        self.cache = MessageCache(self.kv, cfg.cache, cfg.ratelimit, self.node_id)
         await self.cache.setup()
         pool = self.pool
         self.cache.older = lambda ms, seq, limit: store.older_public(pool, ms, seq, limit)
@@ -124,17 +131,23 @@ class Daemon:
             f.on_write = self.metrics.observe_pg_write
             f.on_pg_change = lambda up: self._service_event("postgres", up)
         self.sessions = SessionRecorder(self.kv, self.node_id)
-        self.hub = Hub(self.cache, cfg.hub, self.node_id)
+        self.hub = Hub(self.cache, Presence(self.kv, self.node_id), cfg.hub, self.node_id)
         self.hub.on_fanout = self.metrics.observe_fanout
+        self.hub.on_remote = self._on_remote
+        self.bus = Bus(self.kv, self.node_id, self.hub.remote, self.hub.resync)
         self.nodes = NodeWatch(self.kv, self.node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count)
+        self.nodes.on_reaped = lambda node, users: self.hub.users_left(users, CRASHED)
         self.kv.on_change(lambda up: self._service_event("valkey", up))
+        self.kv.on_change(lambda up: self.hub.resync() if up else None)
         self.guard = Guard(cfg)
         self.hub.on_event = self.admin.publish
         await self.nodes.beat()
-        await self.nodes.reap()
         for coro in (self.hub.run(), self.message_flusher.run(), self.session_flusher.run(),
-                     self.nodes.run()):
+                     self.bus.run()):
             self._tasks.append(asyncio.create_task(coro))
+        await self.bus.wait_subscribed()
+        await self.nodes.reap()
+        self._tasks.append(asyncio.create_task(self.nodes.run()))
         await self.admin.start()
         self.routes = Routes(self._admit, self.health, self.metrics.render)
         self.server = await serve(
@@ -221,7 +234,7 @@ class Daemon:
                         msg = moderate(client.user, msg)
                         await hub.submit(client, msg)
                     elif isinstance(msg, Users):
-                        client.send(protocol.encode_users(hub.users(), msg.ref))
+                        client.send(protocol.encode_users(await hub.users_everywhere(), msg.ref))
                     elif isinstance(msg, History):
                         await self._history(client, msg)
                 except ProtocolError as err:
@@ -237,9 +250,43 @@ class Daemon:
             raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now", msg.ref) from None
         client.send(protocol.encode_history(msgs, msg.ref))
 
-    def kick(self, user: str, reason: str) -> int:
-        """Close every connection of ``user`` on this node; return how many."""
-        return self.hub.kick(user, reason)
+    async def kick(self, user: str, reason: str) -> int:
+        """Close every connection of ``user`` on every hub; return how many were closed."""
+        total = self.hub.kick(user, reason)
+        try:
+            others = [n for n in await self.nodes.cluster() if n["node"] != self.node_id]
+        except CacheUnavailable:
+            return total
+        if not others:
+            return total
+        req = uuid.uuid4().hex
+        replies: asyncio.Queue[int] = asyncio.Queue()
+        self._kick_replies[req] = replies
+        try:
+            await self.bus.publish({"k": "kick", "u": user, "r": reason, "q": req})
+            deadline = time.monotonic() + KICK_REPLY_TIMEOUT
+            for _ in others:
+                total += await asyncio.wait_for(replies.get(), max(0.01, deadline - time.monotonic()))
+        except (TimeoutError, CacheUnavailable):
+            log.warning("kick %s: not every hub answered; the count may be low", user)
+        finally:
+            del self._kick_replies[req]
+        return total
+
+    def _on_remote(self, p: dict[str, Any]) -> None:
+        """Kick traffic from other hubs."""
+        if p.get("k") == "kick":
+            n = self.hub.kick(str(p["u"]), str(p.get("r") or ""))
+            self._spawn(self.bus.publish({"k": "kick_reply", "q": p["q"], "c": n}))
+        elif p.get("k") == "kick_reply":
+            q = self._kick_replies.get(str(p.get("q")))
+            if q is not None:
+                q.put_nowait(int(p.get("c") or 0))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- health and stats -------------------------------------------------------------
 

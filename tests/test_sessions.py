@@ -60,7 +60,7 @@ async def _eq(aw, value) -> bool:
 async def test_kick_is_recorded_with_code_and_reason(daemon, db):
     """A kicked session is recorded with 4001 and reason kicked."""
     c = await Chatter.connect(daemon.port, "rowdy")
-    assert daemon.kick("rowdy", "be nice") == 1
+    assert await daemon.kick("rowdy", "be nice") == 1
     frame = await c.recv_type("kicked")
     assert frame == {"type": "kicked", "reason": "be nice"}
     await wait_for(lambda: c.ws.close_code == closecodes.KICKED, what="close 4001")

@@ -195,7 +195,7 @@ class AdminServer:
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
-        return {"user": user, "closed": self.daemon.kick(user, reason[:200])}
+        return {"user": user, "closed": await self.daemon.kick(user, reason[:200])}
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"subscribed": True, "stats": await self.stats()}

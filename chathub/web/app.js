@@ -155,6 +155,7 @@
     state.olderDone = false;
     ui.olderState.textContent = "";
     ui.older.disabled = false;
+    show(ui.older, true);
   }
 
   function renderMessage(m) {
@@ -451,7 +452,8 @@
     if (list.length === 0) {
       state.olderDone = true;
       ui.olderState.textContent = "This is the beginning of the history.";
-      ui.older.disabled = true;
+      if (document.activeElement === ui.older) ui.scroller.focus();
+      show(ui.older, false);
       return;
     }
     const n = addOlder(list);
