@@ -1,0 +1,235 @@
+"""Several hubs sharing one Valkey and one PostgreSQL behave as one chat."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+
+import pytest
+
+from chathub import closecodes
+from chathub.admin.client import call
+from tests.helpers import Chatter, wait_for
+
+needs_embedded_valkey = pytest.mark.skipif(
+    bool(os.environ.get("CHATHUB_TEST_VALKEY_URL")),
+    reason="restarts Valkey: needs the suite's embedded server")
+
+
+@pytest.fixture
+async def trio(daemon_factory):
+    """Three in-process hubs with distinct node ids on three ports."""
+    return [await daemon_factory(hub={"node_id": f"node{i}", "node_ttl": 3.0}) for i in range(3)]
+
+
+async def _eq(aw, value) -> bool:
+    return (await aw) == value
+
+
+async def test_broadcast_reaches_every_hub_once_with_one_id(trio):
+    """A chat sent to one hub reaches every connection on every hub, once, same id."""
+    clients = [await Chatter.connect(d.port, f"u{i}{j}") for i, d in enumerate(trio) for j in range(3)]
+    await clients[4].chat("across")
+    got = [await c.recv_type("chat") for c in clients]
+    assert {g["id"] for g in got} == {got[0]["id"]} and all(g["from"] == "u11" for g in got)
+    await clients[0].chat("marker")
+    for c in clients:
+        assert (await c.recv_type("chat"))["text"] == "marker"  # nothing twice in between
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_whisper_reaches_recipient_tabs_on_other_hubs(trio):
+    """A whisper reaches each connection of the recipient wherever it is, and nobody else."""
+    a = await Chatter.connect(trio[0].port, "alice")
+    b1 = await Chatter.connect(trio[1].port, "bob")
+    b2 = await Chatter.connect(trio[2].port, "bob")
+    c = await Chatter.connect(trio[2].port, "carol")
+    await a.whisper("bob", "psst")
+    for x in (a, b1, b2):
+        w = await x.recv_type("whisper")
+        assert (w["from"], w["to"], w["text"]) == ("alice", "bob", "psst")
+    await a.chat("marker")
+    assert (await c.recv_type("chat", "whisper"))["type"] == "chat"
+    await a.whisper("nobody", "x")
+    assert (await a.recv_type("error"))["code"] == "unknown_user"
+    await asyncio.gather(*(x.close() for x in (a, b1, b2, c)))
+
+
+async def test_users_and_welcome_list_everyone_online(trio):
+    """users and welcome.users list users of every hub."""
+    a = await Chatter.connect(trio[0].port, "amy")
+    b = await Chatter.connect(trio[1].port, "ben")
+    c = await Chatter.connect(trio[2].port, "cat")
+    assert c.welcome["users"] == ["amy", "ben", "cat"]
+    await a.send(type="users")
+    assert (await a.recv_type("users"))["users"] == ["amy", "ben", "cat"]
+    await asyncio.gather(*(x.close() for x in (a, b, c)))
+
+
+async def test_join_and_leave_once_for_the_cluster(trio):
+    """join on a user's first connection anywhere, leave on the last anywhere, once each."""
+    w = await Chatter.connect(trio[0].port, "watcher")
+    t1 = await Chatter.connect(trio[1].port, "tabby")
+    assert (await w.recv_type("join")) ["user"] == "tabby"
+    t2 = await Chatter.connect(trio[2].port, "tabby")
+    await t1.close()
+    await t2.chat("still here")
+    assert (await w.recv_type("join", "leave", "chat"))["type"] == "chat"
+    await t2.close()
+    leave = await w.recv_type("join", "leave", "chat")
+    assert leave["type"] == "leave" and leave["user"] == "tabby"
+    await w.chat("marker")
+    assert (await w.recv_type("join", "leave", "chat"))["type"] == "chat"
+    await w.close()
+
+
+async def test_per_sender_order_under_load(trio):
+    """5 senders x 200 messages over 3 hubs: every receiver sees each sequence in order, once."""
+    senders = [await Chatter.connect(trio[i % 3].port, f"s{i}") for i in range(5)]
+    receivers = [await Chatter.connect(d.port, f"r{i}") for i, d in enumerate(trio)]
+    n = 200
+
+    async def send(i: int, s: Chatter) -> None:
+        for k in range(n):
+            await s.chat(f"{i}:{k}")
+
+    async def receive(r: Chatter) -> dict[str, list[int]]:
+        seen: dict[str, list[int]] = defaultdict(list)
+        while sum(len(v) for v in seen.values()) < 5 * n:
+            f = await r.recv_type("chat", timeout=30)
+            sender, k = f["text"].split(":")
+            seen[sender].append(int(k))
+        return seen
+
+    results = await asyncio.gather(*(send(i, s) for i, s in enumerate(senders)),
+                                   *(receive(r) for r in receivers))
+    for seen in results[5:]:
+        assert set(seen) == {str(i) for i in range(5)}
+        for seq in seen.values():
+            assert seq == list(range(n))
+    await asyncio.gather(*(c.close() for c in senders + receivers))
+
+
+async def test_kick_from_another_hub_closes_everywhere(trio):
+    """Kicking through one hub's admin socket closes the user's connections on every hub."""
+    tabs = [await Chatter.connect(d.port, "rowdy") for d in trio[1:]] + \
+           [await Chatter.connect(trio[1].port, "rowdy")]
+    reply = await call(trio[0].cfg.admin_socket, "kick", user="rowdy", reason="cool off")
+    assert reply["closed"] == 3
+    for t in tabs:
+        assert (await t.recv_type("kicked"))["reason"] == "cool off"
+        await t.ws.wait_closed()
+        assert t.ws.close_code == closecodes.KICKED
+
+
+async def test_rate_limit_is_shared_across_hubs(daemon_factory):
+    """One user's budget is the same on every hub."""
+    d0 = await daemon_factory(hub={"node_id": "rl0"}, ratelimit={"chat_rate": 0.2, "chat_burst": 4})
+    d1 = await daemon_factory(hub={"node_id": "rl1"}, ratelimit={"chat_rate": 0.2, "chat_burst": 4})
+    a0 = await Chatter.connect(d0.port, "a")
+    a1 = await Chatter.connect(d1.port, "a")
+    for i in range(3):
+        await a0.chat(f"x{i}")
+    for _ in range(3):
+        await a0.recv_type("chat")
+    for i in range(3):
+        await a1.chat(f"y{i}")
+    res = [await a1.recv_type("chat", "error") for _ in range(6)]
+    assert sum(1 for r in res if r["type"] == "error" and r["code"] == "rate_limited") == 2
+    await a0.close()
+    await a1.close()
+
+
+async def test_sigkill_of_one_hub_gives_leave_and_closes_sessions(spawn, daemon_factory, db):
+    """A hub killed without goodbye: the others announce its users' leave within node_ttl."""
+    survivor = await daemon_factory(hub={"node_id": "survivor", "node_ttl": 3.0})
+    victim = await spawn(hub={"node_ttl": 3.0})
+    w = await Chatter.connect(survivor.port, "watcher")
+    doomed = [await Chatter.connect(victim.port, f"d{i}") for i in range(3)]
+    both = await Chatter.connect(victim.port, "both")
+    both_here = await Chatter.connect(survivor.port, "both")
+    joined = {(await w.recv_type("join"))["user"] for _ in range(4)}
+    assert joined == {"d0", "d1", "d2", "both"}
+    killed_at = time.monotonic()
+    victim.kill()
+    left = set()
+    while len(left) < 3:
+        f = await w.recv_type("leave", timeout=15)
+        left.add(f["user"])
+        assert f["reason"] == "daemon crashed"
+    assert left == {"d0", "d1", "d2"}  # "both" is still online on the survivor
+    assert time.monotonic() - killed_at < 3.0 + 3.0  # node_ttl plus one watch period
+    await wait_for(lambda: _eq(db.fetchval(
+        "SELECT count(*) FROM sessions WHERE close_reason='daemon crashed'"), 4), what="sessions closed out")
+    await w.send(type="users")
+    assert (await w.recv_type("users"))["users"] == ["both", "watcher"]
+    for c in (*doomed, both):
+        await c.ws.wait_closed()
+    await w.close()
+    await both_here.close()
+
+
+@needs_embedded_valkey
+async def test_valkey_restart_traffic_resumes(trio, valkey_service):
+    """After Valkey restarts, hubs resubscribe and chat crosses hubs again."""
+    a = await Chatter.connect(trio[0].port, "a")
+    b = await Chatter.connect(trio[1].port, "b")
+    await asyncio.to_thread(valkey_service.stop)
+    await asyncio.to_thread(valkey_service.start)
+    await wait_for(lambda: all(d.kv.up and d.bus.subscribed for d in trio), timeout=20,
+                   what="hubs reconnected and resubscribed")
+    got = None
+    deadline = time.monotonic() + 10
+    while got is None and time.monotonic() < deadline:
+        await a.chat("after restart")
+        f = await a.recv_type("chat", "error")
+        if f["type"] == "chat":
+            got = f
+    assert got is not None
+    assert (await b.recv_type("chat"))["id"] == got["id"]
+    await b.send(type="users")
+    assert (await b.recv_type("users"))["users"] == ["a", "b"]
+    await a.close()
+    await b.close()
+
+
+async def test_status_cluster_sums_nodes(trio):
+    """The cluster command lists every node with its connection count."""
+    cs = [await Chatter.connect(trio[i].port, f"c{i}") for i in (0, 1, 1)]
+    for d in trio:  # a heartbeat now rather than within node_ttl / 3
+        await d.nodes.beat()
+    assert await _nodes_report(trio[2], {"node0": 1, "node1": 2, "node2": 0})
+    await asyncio.gather(*(c.close() for c in cs))
+
+
+async def _nodes_report(d, expected: dict[str, int]) -> bool:
+    reply = await call(d.cfg.admin_socket, "cluster")
+    got = {n["node"]: n["connections"] for n in reply["nodes"]}
+    return got == expected
+
+
+async def test_workers_two_processes_share_a_port(spawn):
+    """serve --workers 2: both workers take connections and chat crosses between them."""
+    proc = await spawn(workers=2)
+    clients = []
+    nodes = set()
+    deadline = time.monotonic() + 20
+    while len(nodes) < 2 and time.monotonic() < deadline:
+        c = await Chatter.connect(proc.port, f"w{len(clients)}")
+        clients.append(c)
+        sock = proc.config.parent / proc.config.stem / "admin.sock"
+        for s in (sock, sock.with_name("admin-1.sock")):
+            try:
+                st = await call(s, "stats")
+            except Exception:
+                continue
+            if st["connections"]:
+                nodes.add(st["node"])
+    assert len(nodes) == 2, "both workers took connections"
+    await clients[0].chat("between workers")
+    for c in clients:
+        assert (await c.recv_type("chat"))["text"] == "between workers"
+    await asyncio.gather(*(c.close() for c in clients))
+    assert await proc.terminate() == 0
