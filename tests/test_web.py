@@ -216,7 +216,7 @@ async def test_kick_shows_a_notice_and_does_not_reconnect_by_itself(daemon, open
     alice = await open_page(daemon.port, "alice")
     closed = daemon.kick("alice", "flooding the channel")
     assert (await closed if inspect.isawaitable(closed) else closed) == 1
-    await expect(alice.banner).to_contain_text("disconnected by an operator: flooding the channel")
+    await expect(alice.banner).to_contain_text("disconnected by an operator (reason: flooding the channel)")
     await expect(alice.conn).to_have_text("Disconnected")
     reconnect = alice.page.get_by_role("button", name="Reconnect")
     await expect(reconnect).to_be_focused()

@@ -47,6 +47,8 @@
     everConnected: false,
     /** no automatic reconnect (kicked, left, gave up) */
     stopped: false,
+    /** why the connection dropped, for the banner while reconnecting */
+    why: null,
     /** the server said it is shutting down */
     shutdownSeen: false,
     attempt: 0,
@@ -300,6 +302,7 @@
     const params = state.creds.token ? { token: state.creds.token } : { user: state.creds.user };
     if (state.lastId) params.since = state.lastId;
     setConn("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
+    if (state.everConnected && state.why) setBanner(state.why + " Reconnecting now…", "Reconnect now");
     let ws;
     try {
       ws = new WebSocket(wsUrl(params));
@@ -339,6 +342,7 @@
     "the server may also be full or limiting new connections — try again in a moment.";
 
   async function closed(ev, opened) {
+    ui.users.classList.add("stale");  // presence is unknown until the next welcome
     state.pending.clear();
     state.olderRef = null;
     ui.older.disabled = state.olderDone;
@@ -374,6 +378,7 @@
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
     const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     state.attempt++;
+    state.why = why;
     setConn("reconnecting", "Reconnecting…");
     setBanner(why + " Reconnecting in " + Math.max(1, Math.round(delay / 1000)) + " s…", "Reconnect now");
     state.timer = setTimeout(connect, delay);
@@ -423,10 +428,12 @@
     state.attempt = 0;
     state.refusals = 0;
     state.shutdownSeen = false;
+    state.why = null;
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
     setBanner(null);
     setConn("online", "Connected");
     setUsers(Array.isArray(f.users) ? f.users : []);
+    ui.users.classList.remove("stale");
     showChat();
     if (!again) {
       resetMessages();
@@ -497,8 +504,8 @@
     state.stopped = true;
     clearTimeout(state.timer);
     setConn("offline", "Disconnected");
-    setBanner("You were disconnected by an operator" + (f.reason ? ": " + f.reason : ".") +
-      " You will not be reconnected automatically.", "Reconnect");
+    setBanner("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You will not be reconnected automatically.", "Reconnect");
     ui.reconnect.focus();
   }
 
