@@ -1,0 +1,82 @@
+"""Messages between the feed worker and the main screen.
+
+The worker (:mod:`tui.feed`, run by :class:`tui.screens.main.DashScreen`) only
+posts these; the screen's handlers update the widgets. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from textual.message import Message
+
+
+class LinkState(enum.Enum):
+    """Where the dashboard stands with the daemon's admin socket."""
+
+    CONNECTING = "connecting"
+    """First attempt, nothing known yet."""
+    CONNECTED = "connected"
+    """Subscribed: stats and events are flowing."""
+    RECONNECTING = "reconnecting"
+    """The connection was lost a moment ago; trying again."""
+    DOWN = "daemon not running"
+    """Nothing answers on the socket; retrying with backoff."""
+
+
+class LinkChanged(Message):
+    """The admin connection came up, went away, or a retry was scheduled."""
+
+    def __init__(self, state: LinkState, *, detail: str = "",
+                 hello: dict[str, Any] | None = None, retry_in: float | None = None) -> None:
+        super().__init__()
+        self.state = state
+        #: one line saying why (the error, or "node X, pid Y")
+        self.detail = detail
+        #: the daemon's ``hello`` reply when ``state`` is CONNECTED
+        self.hello = hello
+        #: seconds until the next attempt, when one is scheduled
+        self.retry_in = retry_in
+
+
+class StatsReceived(Message):
+    """A ``stats`` snapshot: pushed every second by the subscription, or requested."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        super().__init__()
+        self.stats = stats
+
+
+class ClientsReceived(Message):
+    """The reply to a ``clients`` request: every connection on the node."""
+
+    def __init__(self, clients: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.clients = clients
+
+
+class DaemonEvent(Message):
+    """One pushed event other than ``stats`` (connect, disconnect, kick, ...)."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__()
+        self.event = event
+
+
+class FeedProblem(Message):
+    """A request failed while the connection stayed up (an error reply, a timeout)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class KickDone(Message):
+    """A ``kick`` request finished: ``closed`` connections, or ``error``."""
+
+    def __init__(self, user: str, *, closed: int | None = None, error: str | None = None) -> None:
+        super().__init__()
+        self.user = user
+        self.closed = closed
+        self.error = error

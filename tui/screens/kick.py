@@ -1,0 +1,55 @@
+"""The confirmation dialog shown by ``k`` before a user is kicked."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+
+class KickScreen(ModalScreen[str | None]):
+    """Asks whether to kick ``user``; dismisses with the reason (possibly ``""``) or None.
+
+    Enter in the reason field or the Kick button confirms; Escape or Cancel does not.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, user: str, connections: int) -> None:
+        super().__init__()
+        self.user = user
+        self.connections = connections
+
+    def compose(self) -> ComposeResult:
+        n = self.connections
+        with Vertical(id="kick-dialog"):
+            yield Label(Text.assemble("Kick ", (self.user, "bold"), "?"), id="kick-question")
+            yield Label(f"This closes {n} connection{'s' if n != 1 else ''} with code 4001.",
+                        id="kick-detail")
+            yield Input(placeholder="reason (optional)", max_length=200, id="kick-reason")
+            with Horizontal(id="kick-buttons"):
+                yield Button("Kick", variant="error", id="kick-confirm")
+                yield Button("Cancel", id="kick-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#kick-reason", Input).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "kick-confirm":
+            self._confirm()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._confirm()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _confirm(self) -> None:
+        self.dismiss(self.query_one("#kick-reason", Input).value.strip())

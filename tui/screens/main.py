@@ -1,0 +1,206 @@
+"""The main screen: header, figures, sparklines, clients, events, footer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from chathub.admin.client import call
+
+from ..feed import LINK_ERRORS, Feed, FeedOptions
+from ..messages import (
+    ClientsReceived,
+    DaemonEvent,
+    FeedProblem,
+    KickDone,
+    LinkChanged,
+    LinkState,
+    StatsReceived,
+)
+from ..widgets import ClientsTable, EventLog, StatsPanel, StatusHeader, Trends
+from .kick import KickScreen
+
+
+class DashScreen(Screen[None]):
+    """The dashboard's one view of a daemon, fed by a :class:`~tui.feed.Feed` worker.
+
+    The worker posts messages; the handlers here store what they carry and, unless
+    updates are paused, show it. Kicks go out in their own workers.
+    """
+
+    BINDINGS = [
+        Binding("k", "kick", "Kick"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("p", "pause", "Pause"),
+        Binding("q", "app.quit", "Quit"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    paused: reactive[bool] = reactive(False, init=False)
+    """True while figures, sparklines and the table are frozen (the log keeps going)."""
+    link: reactive[LinkState] = reactive(LinkState.CONNECTING, init=False)
+    """The state of the admin connection, as last reported by the feed."""
+
+    def __init__(self, socket_path: Path, options: FeedOptions) -> None:
+        super().__init__()
+        self.socket_path = socket_path
+        self.options = options
+        #: the last ``stats`` received (shown unless paused)
+        self.latest_stats: dict[str, Any] = {}
+        #: the last ``clients`` list received (shown unless paused)
+        self.latest_clients: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        with Horizontal(id="top"):
+            yield StatsPanel(id="stats")
+            yield Trends(id="trends")
+        yield Input(placeholder="filter clients by name (Enter: keep, Esc: clear)", id="filter")
+        yield ClientsTable(id="clients")
+        yield EventLog(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#stats").border_title = "Node"
+        self.query_one("#trends").border_title = "Last 3 minutes"
+        self.query_one("#events").border_title = "Events"
+        table = self.query_one(ClientsTable)
+        table.border_title = "Clients"
+        table.focus()
+        self.add_class("-stale")
+        self.run_feed()
+
+    # -- the worker ---------------------------------------------------------------------
+
+    @work(exclusive=True, group="feed")
+    async def run_feed(self) -> None:
+        """Keep the admin link open for as long as the screen lives."""
+        await Feed(self.socket_path, self.post_message, self.options).run()
+
+    async def _kick(self, user: str, reason: str) -> None:
+        """Send one ``kick`` on a connection of its own (run as a worker per user)."""
+        fields = {"reason": reason} if reason else {}
+        try:
+            reply = await call(self.socket_path, "kick", user=user, **fields)
+        except LINK_ERRORS as exc:
+            self.post_message(KickDone(user, error=str(exc) or type(exc).__name__))
+            return
+        self.post_message(KickDone(user, closed=int(reply.get("closed", 0))))
+
+    # -- messages from workers ----------------------------------------------------------
+
+    def on_link_changed(self, message: LinkChanged) -> None:
+        header = self.query_one(StatusHeader)
+        log = self.query_one(EventLog)
+        previous, self.link = self.link, message.state
+        header.state = message.state
+        if message.state is LinkState.CONNECTED:
+            hello = message.hello or {}
+            header.node = str(hello.get("node", ""))
+            header.detail = ""
+            log.note(f"connected to node {hello.get('node')} (pid {hello.get('pid')}, "
+                     f"chathub {hello.get('version')})", "bold green")
+            return
+        header.uptime = None
+        retry = f"retry in {message.retry_in:g}s" if message.retry_in else ""
+        header.detail = retry
+        if message.state is LinkState.RECONNECTING:
+            log.note(f"lost the daemon: {message.detail}", "bold red")
+        elif message.state is LinkState.DOWN and previous is not LinkState.DOWN:
+            log.note(f"daemon not running: {message.detail}", "bold red")
+
+    def on_stats_received(self, message: StatsReceived) -> None:
+        self.latest_stats = message.stats
+        header = self.query_one(StatusHeader)
+        header.uptime = message.stats.get("uptime_s")
+        header.node = str(message.stats.get("node") or header.node)
+        trends = self.query_one(Trends)
+        trends.record(message.stats)
+        if not self.paused:
+            self.query_one(StatsPanel).stats = message.stats
+            trends.show()
+
+    def on_clients_received(self, message: ClientsReceived) -> None:
+        self.latest_clients = message.clients
+        if not self.paused:
+            self.query_one(ClientsTable).sync(message.clients)
+
+    def on_daemon_event(self, message: DaemonEvent) -> None:
+        self.query_one(EventLog).add_event(message.event)
+
+    def on_feed_problem(self, message: FeedProblem) -> None:
+        self.query_one(EventLog).note(message.text, "yellow")
+
+    def on_kick_done(self, message: KickDone) -> None:
+        if message.error is not None:
+            self.query_one(EventLog).note(f"kick {message.user} failed: {message.error}", "bold red")
+            self.notify(f"Could not kick {message.user}: {message.error}", severity="error")
+        else:
+            n = message.closed or 0
+            self.notify(f"Kicked {message.user} ({n} connection{'s' if n != 1 else ''})")
+
+    # -- state --------------------------------------------------------------------------
+
+    def watch_paused(self, paused: bool) -> None:
+        self.query_one(StatusHeader).paused = paused
+        if not paused:
+            self.query_one(StatsPanel).stats = self.latest_stats
+            self.query_one(Trends).show()
+            self.query_one(ClientsTable).sync(self.latest_clients)
+
+    def watch_link(self, state: LinkState) -> None:
+        self.set_class(state is not LinkState.CONNECTED, "-stale")
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_kick(self) -> None:
+        table = self.query_one(ClientsTable)
+        client = table.selected
+        if client is None:
+            self.notify("No client selected", severity="warning")
+            return
+        user = str(client.get("user"))
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.run_worker(self._kick(user, reason), group=f"kick-{user}",
+                                exclusive=True, exit_on_error=False)
+
+        self.app.push_screen(KickScreen(user, table.connections_of(user)), done)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("-shown")
+        self.query_one(ClientsTable).focus()
+
+    def action_sort(self) -> None:
+        self.query_one(ClientsTable).cycle_sort()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(ClientsTable).filter_text = event.value.strip()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.remove_class("-shown")
+        self.query_one(ClientsTable).focus()
+
