@@ -7,7 +7,13 @@ RFC 6455 codes are below 4000; 4000-4999 are private to chathub.
 NORMAL = 1000
 #: the daemon is shutting down; sent after a ``shutdown`` frame; reconnect with backoff
 GOING_AWAY = 1001
-#: the client broke a rule the server enforces (e.g. a flood of bad frames)
+#: the connection dropped without a closing handshake (never sent on the wire)
+ABNORMAL = 1006
+#: the client broke the WebSocket protocol (bad framing, unmasked frame, ...)
+PROTOCOL_ERROR = 1002
+#: a text frame was not valid UTF-8
+INVALID_DATA = 1007
+#: the client broke a rule the server enforces
 POLICY_VIOLATION = 1008
 #: an incoming frame was larger than ``server.max_message_bytes``
 MESSAGE_TOO_BIG = 1009
@@ -24,10 +30,22 @@ TOKEN_EXPIRED = 4003
 REASONS = {
     NORMAL: "client closed",
     GOING_AWAY: "shutdown",
+    PROTOCOL_ERROR: "protocol error",
+    ABNORMAL: "connection lost",
+    INVALID_DATA: "invalid utf-8",
     POLICY_VIOLATION: "policy violation",
     MESSAGE_TOO_BIG: "message too big",
-    INTERNAL_ERROR: "internal error",
+    INTERNAL_ERROR: "internal error",  # also websockets' keepalive timeout, see reason_for()
     KICKED: "kicked",
     SLOW_CONSUMER: "slow consumer",
     TOKEN_EXPIRED: "token expired",
 }
+
+
+def reason_for(code: int | None, text: str | None) -> str:
+    """The session's close reason for a close the client (or the network) caused."""
+    if code == INTERNAL_ERROR and text and "keepalive" in text:
+        return "keepalive timeout"
+    if code is None:
+        return REASONS[ABNORMAL]
+    return REASONS.get(code, f"closed with {code}")

@@ -56,6 +56,7 @@ class _Register:
 @dataclass(slots=True)
 class _Unregister:
     client: Client
+    done: asyncio.Future[None]
 
 
 @dataclass(slots=True)
@@ -91,6 +92,8 @@ class HubStats:
     connects: int = 0
     remote_in: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
+    #: finished connections by close reason
+    by_close: dict[str, int] = field(default_factory=dict)
     recent_hits: deque[float] = field(default_factory=deque)
 
     def hits_last_minute(self) -> int:
@@ -187,10 +190,17 @@ class Hub:
         await self._events.put(_Register(client, since, done))
         await done
 
-    def unregister(self, client: Client) -> None:
-        """Remove ``client`` (its handler is ending). Does not wait."""
+    def unregister(self, client: Client) -> asyncio.Future[None]:
+        """Remove ``client`` (its handler is ending); returns at once.
+
+        The returned future completes once the hub has handled everything the
+        client sent before, so its counters are final: await it before recording
+        the session.
+        """
         client.gone = True
-        self._put_soon(_Unregister(client))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put_soon(_Unregister(client, done))
+        return done
 
     def remote(self, payload: dict[str, Any]) -> None:
         """A payload from another hub; handled in order with everything else. Does not wait."""
@@ -264,7 +274,11 @@ class Hub:
                 elif isinstance(ev, _Register):
                     await self._register(ev)
                 elif isinstance(ev, _Unregister):
-                    await self._unregister(ev.client)
+                    try:
+                        await self._unregister(ev.client)
+                    finally:
+                        if not ev.done.done():
+                            ev.done.set_result(None)
                 elif isinstance(ev, _Remote):
                     self._remote(ev.payload)
                 else:
@@ -280,12 +294,9 @@ class Hub:
         client.send(protocol.encode_error(code, message, ref, retry_after_ms))
 
     async def _stamp(self, batch: list[_Inbound]) -> None:
-        todo: list[_Inbound] = []
-        for ev in batch:
-            if not ev.client.gone:
-                todo.append(ev)
-        if not todo:
-            return
+        # A client that left after sending still has its messages delivered: they were
+        # read before it left, and writes to its own closed connection are skipped.
+        todo = batch
         outs = [Outgoing(ev.client.user, ev.message.text,
                          ev.message.to if isinstance(ev.message, Whisper) else None) for ev in todo]
         try:

@@ -66,6 +66,10 @@ class _HubCollector:
         for reason, n in sorted(d.guard.refusals.items()):
             refusals.add_metric([reason], n)
         yield refusals
+        closes = CounterMetricFamily("chathub_closes", "Connections ended, by close reason", labels=["reason"])
+        for reason, n in sorted(s.by_close.items()):
+            closes.add_metric([reason], n)
+        yield closes
 
 
 class Metrics:

@@ -49,6 +49,8 @@ log = logging.getLogger("chathub.server")
 
 #: seconds websockets waits for the peer's close frame before dropping the TCP connection
 CLOSE_TIMEOUT = 2.0
+#: seconds a finished connection waits for the hub to settle its counters before recording
+UNREGISTER_WAIT = 5.0
 #: seconds a kick waits for the other hubs to say how many connections they closed
 KICK_REPLY_TIMEOUT = 2.0
 
@@ -150,8 +152,21 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.nodes.run()))
         await self.admin.start()
         self.routes = Routes(self._admit, self.health, self.metrics.render)
+        guard = self.guard
+
+        class Connection(ServerConnection):
+            """Counts opening handshakes cut by the handshake timeout."""
+
+            async def handshake(self, *args: Any, **kwargs: Any) -> None:
+                try:
+                    await super().handshake(*args, **kwargs)
+                except asyncio.CancelledError:
+                    guard.refusals["handshake_timeout"] += 1
+                    raise
+
         self.server = await serve(
             self._handle, cfg.server.host, cfg.server.port,
+            create_connection=Connection,
             process_request=self.routes.process_request,
             compression=None,
             max_size=cfg.server.max_message_bytes,
@@ -211,10 +226,13 @@ class Daemon:
         finally:
             self.guard.closed(adm.remote_addr)
             if client.close_code is None:
-                code = ws.close_code if ws.close_code is not None else 1006
-                client.close_code = code
-                client.close_reason = closecodes.REASONS.get(code, "connection lost")
-            self.hub.unregister(client)
+                client.close_code, client.close_reason = _close_of(ws)
+            closes = self.hub.stats.by_close
+            closes[client.close_reason] = closes.get(client.close_reason, 0) + 1
+            try:
+                await asyncio.wait_for(asyncio.shield(self.hub.unregister(client)), UNREGISTER_WAIT)
+            except TimeoutError:
+                log.warning("hub did not confirm unregistering %s in time", client.session)
             log.info("disconnect %s session=%s code=%s reason=%s", client.user, client.session,
                      client.close_code, client.close_reason)
             await self.sessions.closed(client.record(self.node_id, int(time.time() * 1000)))
@@ -358,6 +376,17 @@ class Daemon:
             self.valkey_service.stop()
         if self.pg_service is not None:
             self.pg_service.stop()
+
+
+def _close_of(ws: ServerConnection) -> tuple[int, str]:
+    """The close code and reason to record for a connection that ended by itself."""
+    sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
+    if sent is not None and (rcvd is None or not ws.protocol.close_rcvd_then_sent):
+        # websockets closed it: frame too big, keepalive timeout, protocol error, ...
+        return sent.code, closecodes.reason_for(sent.code, sent.reason)
+    if rcvd is not None:
+        return rcvd.code, closecodes.reason_for(rcvd.code, rcvd.reason)
+    return closecodes.ABNORMAL, closecodes.reason_for(None, None)
 
 
 async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event | None = None,

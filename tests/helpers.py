@@ -29,14 +29,16 @@ class Chatter:
 
     @classmethod
     async def connect(cls, port: int, user: str | None = None, host: str = "127.0.0.1",
-                      **query: str) -> Chatter:
+                      local_host: str | None = None, **query: str) -> Chatter:
+        """Connect (from ``local_host`` when given, e.g. 127.0.0.2) and read the welcome."""
         q = dict(query)
         if user is not None:
             q["user"] = user
+        extra = {"local_addr": (local_host, 0)} if local_host else {}
         # max_queue=None: a test client never stops reading, so close() is never stuck
         # behind frames the test did not consume.
         ws = await websockets.connect(ws_url(port, host, **q), max_size=2**24, open_timeout=10,
-                                      max_queue=None)
+                                      max_queue=None, **extra)
         welcome = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
         assert welcome["type"] == "welcome", welcome
         return cls(ws, welcome)

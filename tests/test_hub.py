@@ -208,3 +208,19 @@ async def test_healthz_reports_ok(daemon):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert json.loads(body)["status"] == "ok"
+
+
+async def test_message_sent_just_before_closing_is_delivered_and_counted(daemon, db):
+    """A chat sent right before the sender closes still reaches others and its session row."""
+    watcher = await Chatter.connect(daemon.port, "watcher")
+    for i in range(10):
+        s = await Chatter.connect(daemon.port, f"quick{i}")
+        await s.chat(f"bye {i}")
+        await s.close()
+        assert (await watcher.recv_type("chat"))["text"] == f"bye {i}"
+
+    async def all_counted() -> bool:
+        return await db.fetchval("SELECT count(*) FROM sessions WHERE chats_sent = 1") == 10
+
+    await wait_for(all_counted, what="ten sessions with chats_sent = 1")
+    await watcher.close()

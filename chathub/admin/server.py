@@ -238,6 +238,7 @@ class AdminServer:
             "kicks": s.kicks,
             "errors": dict(s.by_error),
             "refusals": dict(d.guard.refusals),
+            "closes": dict(s.by_close),
             "valkey_up": bool(d.kv and d.kv.up),
             "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
             "events_dropped": self.dropped,
