@@ -100,6 +100,8 @@ def _explain(data: str | bytes, exc: msgspec.DecodeError) -> ProtocolError:
         obj = _any_decoder.decode(data)
     except msgspec.DecodeError:
         return ProtocolError(BAD_REQUEST, "frame is not valid JSON")
+    except RecursionError:
+        return ProtocolError(BAD_REQUEST, "frame is nested too deeply")
     if not isinstance(obj, dict):
         return ProtocolError(BAD_REQUEST, "frame must be a JSON object")
     ref = obj.get("ref")
@@ -147,6 +149,8 @@ def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
         msg = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _explain(data, exc) from None
+    except RecursionError:
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from None
     if isinstance(msg, Chat):
         validate_text(msg.text, max_text_chars, msg.ref)
     elif isinstance(msg, Whisper):

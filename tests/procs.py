@@ -57,7 +57,8 @@ class DaemonProcess:
         if self.workers != 1:
             args += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATHUB_")}
-        self.proc = subprocess.Popen(args, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

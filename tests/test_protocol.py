@@ -57,6 +57,13 @@ def test_bad_frames_raise_the_documented_code(frame, code):
     assert err(frame).code == code
 
 
+def test_deep_nesting_is_bad_request_not_a_crash():
+    """Thousands of nested arrays or objects are refused cleanly (no RecursionError)."""
+    assert err("[" * 5000 + "]" * 5000).code == "bad_request"
+    assert err('{"a":' * 5000 + "1" + "}" * 5000).code == "bad_request"
+    assert err('{"type":"chat","text":"x","extra":' + "[" * 5000 + "]" * 5000 + "}").code == "bad_request"
+
+
 def test_binary_frame_is_bad_request():
     """Binary payloads are refused with bad_request."""
     assert err(b'{"type":"chat","text":"x"}').code == "bad_request"

@@ -49,7 +49,11 @@ class AdminClient:
         except (OSError, ValueError) as exc:
             raise AdminError(f"no chathub daemon answers on {self.path} ({exc.strerror or exc})") from None
         self._reader_task = asyncio.create_task(self._read())
-        return await self.request("hello")
+        try:
+            return await self.request("hello")
+        except BaseException:
+            await self.close()
+            raise
 
     async def __aenter__(self) -> AdminClient:
         await self.connect()
@@ -110,14 +114,21 @@ class AdminClient:
             reply = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
         except TimeoutError:
             raise AdminError(f"no reply to {cmd!r} within {REQUEST_TIMEOUT:.0f}s") from None
+        finally:
+            self._pending.pop(rid, None)
         if not reply.get("ok"):
             raise AdminError(reply.get("error", "error"))
         return reply
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        """Subscribe and yield events (``stats`` every second, others as they happen)
-        until the daemon goes away."""
-        await self.request("subscribe")
+        """Subscribe and yield events until the daemon goes away.
+
+        The first event is a ``stats`` snapshot taken as the subscription started: once
+        it arrives, no later event can be missed. Then ``stats`` follows every second,
+        and other events as they happen.
+        """
+        reply = await self.request("subscribe")
+        yield {"event": "stats", **reply["stats"]}
         while True:
             ev = await self._events.get()
             if ev is None:

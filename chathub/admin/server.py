@@ -242,6 +242,7 @@ class AdminServer:
             "valkey_up": bool(d.kv and d.kv.up),
             "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
             "events_dropped": self.dropped,
+            "tasks": len(asyncio.all_tasks()),
         }
         try:
             out["flush_backlog"] = await d.cache.flush_backlog()
