@@ -32,9 +32,10 @@ from typing import Any
 
 from . import closecodes, protocol
 from .cache import Accepted, Limited, MessageCache, Outgoing
-from .client import _OPEN, Client, text_frame
+from .client import Client, text_frame
 from .config import HubConfig
 from .errors import CacheUnavailable
+from .fanout import Fanout
 from .presence import Presence
 from .protocol import Chat, Message, ProtocolError, Whisper, parse_id
 
@@ -125,18 +126,13 @@ class Hub:
         self._fresh: dict[Client, tuple[int, int]] = {}
         #: presence in Valkey may be stale (a write failed while Valkey was down)
         self._presence_dirty = False
-        #: (frame, client to skip, that client's own frame or None)
-        self.broadcast_q: deque[tuple[bytes, Client | None, bytes | None]] = deque()
-        #: (message, frame, sending client, its own frame)
-        self.whisper_q: deque[tuple[Message, bytes, Client, bytes]] = deque()
-        self._broadcast_ready = asyncio.Event()
-        self._whisper_ready = asyncio.Event()
         #: called with an event dict (type, ...) for the admin socket's subscribers
         self.on_event: Callable[[dict[str, Any]], None] | None = None
         #: called with bus payloads the hub does not handle itself (kick traffic)
         self.on_remote: Callable[[dict[str, Any]], None] | None = None
-        #: called with the seconds one broadcast fan-out took (for /metrics)
-        self.on_fanout: Callable[[float], None] | None = None
+        #: the broadcast and whisper queues and their delivery tasks
+        self.fanout = Fanout(self._clients, self._by_user, cfg.client_queue_limit, self.stats,
+                             self._emit)
         self.started = time.monotonic()
         self._stopping = False
 
@@ -236,7 +232,7 @@ class Hub:
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
-        self._deliver_all()
+        self.fanout.drain()
         frame = text_frame(protocol.SHUTDOWN_FRAME)
         clients = list(self._clients)
         for c in clients:
@@ -249,8 +245,7 @@ class Hub:
     async def run(self) -> None:
         """The hub loop and its two delivery tasks; runs until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._deliver_broadcasts())
-            tg.create_task(self._deliver_whispers())
+            tg.create_task(self.fanout.run())
             tg.create_task(self._loop())
 
     async def _loop(self) -> None:
@@ -329,18 +324,16 @@ class Hub:
             own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
             if msg.to is None:
                 c.chats_sent += 1
-                self.broadcast_q.append((frame, c, own))
+                self.fanout.broadcast(frame, c, own)
             else:
                 c.whispers_sent += 1
-                self.whisper_q.append((msg, frame, c, own))
-        self._broadcast_ready.set()
-        self._whisper_ready.set()
+                self.fanout.whisper(msg, frame, c, own)
 
     async def _register(self, ev: _Register) -> None:
         c = ev.client
         # Deliver what is queued first: the welcome's history and the live frames that
         # follow it then meet exactly, with nothing missed and nothing twice.
-        self._deliver_all()
+        self.fanout.drain()
         recovered: bool | None = None
         history: list[Message] = []
         top = ""
@@ -370,9 +363,7 @@ class Hub:
             self._fresh[c] = parse_id(top)
         self.stats.connects += 1
         if first:
-            frame = text_frame(protocol.encode_presence("join", c.user, _now_ms()))
-            self.broadcast_q.append((frame, c, None))
-            self._broadcast_ready.set()
+            self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, _now_ms())), c)
         self._emit({"type": "connect", "user": c.user, "session": c.session,
                     "remote_addr": c.remote_addr})
         if not ev.done.done():
@@ -400,9 +391,7 @@ class Hub:
                     "code": c.close_code, "reason": c.close_reason})
 
     def _leave(self, user: str, reason: str, ts: int | None = None) -> None:
-        frame = text_frame(protocol.encode_presence("leave", user, ts or _now_ms(), reason))
-        self.broadcast_q.append((frame, None, None))
-        self._broadcast_ready.set()
+        self.fanout.broadcast(text_frame(protocol.encode_presence("leave", user, ts or _now_ms(), reason)))
 
     def users_left(self, users: list[str], reason: str) -> None:
         """Announce ``users`` as gone (their hub died); called by the node watch."""
@@ -426,14 +415,12 @@ class Hub:
             skip = self._skip_fresh(parse_id(msg.id)) if self._fresh else None
             self.stats.remote_in += 1
             if msg.to is None:
-                self._fanout(frame, None, None, skip)
+                self.fanout.broadcast(frame, exclude=skip)
             else:
-                self._deliver_whisper(msg, frame, None, frame, skip)
+                self.fanout.whisper(msg, frame, None, frame, skip)
         elif kind == "join":
             if p["u"] not in self._by_user:
-                frame = text_frame(protocol.encode_presence("join", p["u"], int(p["ts"])))
-                self.broadcast_q.append((frame, None, None))
-                self._broadcast_ready.set()
+                self.fanout.broadcast(text_frame(protocol.encode_presence("join", p["u"], int(p["ts"]))))
         elif kind == "leave":
             if p["u"] not in self._by_user:
                 self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
@@ -449,92 +436,6 @@ class Hub:
             else:
                 del self._fresh[c]
         return skip
-
-    # -- delivery ---------------------------------------------------------------
-
-    def _slow(self, c: Client) -> None:
-        if c.gone:
-            return
-        self.stats.slow_consumers += 1
-        log.warning("slow consumer: %s (%s) backlog %d bytes; closing with 4002",
-                    c.user, c.remote_addr, c.backlog())
-        self._emit({"type": "slow_consumer", "user": c.user, "session": c.session,
-                    "backlog": c.backlog()})
-        c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
-
-    def _fanout(self, frame: bytes, skip: Client | None, own: bytes | None,
-                exclude: set[Client] | None = None) -> None:
-        limit = self.cfg.client_queue_limit
-        slow: list[Client] = []
-        n = 0
-        size = len(frame)
-        for c in self._clients:
-            if c is skip or c.gone or (exclude and c in exclude):
-                continue
-            tr = c.transport
-            if tr.get_write_buffer_size() > limit:
-                slow.append(c)
-                continue
-            if c.ws.protocol.state is _OPEN:
-                tr.write(frame)
-                c.bytes_out += size
-                n += 1
-        if skip is not None and own is not None and not skip.gone:
-            if skip.write(own):
-                n += 1
-        self.stats.deliveries_out += n
-        for c in slow:
-            self._slow(c)
-
-    def _deliver_whisper(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
-                         exclude: set[Client] | None = None) -> None:
-        limit = self.cfg.client_queue_limit
-        n = 0
-        for user in (msg.to, msg.from_) if msg.to != msg.from_ else (msg.to,):
-            for c in self._by_user.get(user or "", ()):
-                if c.gone or (exclude and c in exclude):
-                    continue
-                if c.backlog() > limit:
-                    self._slow(c)
-                    continue
-                if c.write(own if c is sender else frame):
-                    n += 1
-                    if user == msg.to:
-                        c.whispers_received += 1
-        self.stats.deliveries_out += n
-
-    def _deliver_all(self) -> None:
-        """Deliver everything queued, now (used before a welcome and at shutdown)."""
-        on_fanout = self.on_fanout
-        while self.broadcast_q:
-            started = time.perf_counter()
-            self._fanout(*self.broadcast_q.popleft())
-            if on_fanout is not None:
-                on_fanout(time.perf_counter() - started)
-        while self.whisper_q:
-            self._deliver_whisper(*self.whisper_q.popleft())
-
-    async def _deliver_broadcasts(self) -> None:
-        ready = self._broadcast_ready
-        q = self.broadcast_q
-        while True:
-            await ready.wait()
-            ready.clear()
-            on_fanout = self.on_fanout
-            while q:
-                started = time.perf_counter()
-                self._fanout(*q.popleft())
-                if on_fanout is not None:
-                    on_fanout(time.perf_counter() - started)
-
-    async def _deliver_whispers(self) -> None:
-        ready = self._whisper_ready
-        q = self.whisper_q
-        while True:
-            await ready.wait()
-            ready.clear()
-            while q:
-                self._deliver_whisper(*q.popleft())
 
 
 def _now_ms() -> int:

@@ -41,8 +41,8 @@ class _HubCollector:
 
         yield gauge("connections", "Open WebSocket connections on this node", hub.connection_count)
         yield gauge("users", "Users online on this node", len(hub.users()))
-        yield gauge("broadcast_queue_depth", "Broadcasts waiting for fan-out", len(hub.broadcast_q))
-        yield gauge("whisper_queue_depth", "Whispers waiting for delivery", len(hub.whisper_q))
+        yield gauge("broadcast_queue_depth", "Broadcasts waiting for fan-out", len(hub.fanout.broadcast_q))
+        yield gauge("whisper_queue_depth", "Whispers waiting for delivery", len(hub.fanout.whisper_q))
         yield gauge("inbox_depth", "Events waiting for the hub loop", hub.inbox_depth())
         yield gauge("max_client_backlog_bytes", "Largest outgoing backlog of a client", hub.max_backlog())
         yield gauge("valkey_up", "1 when Valkey answers", 1 if d.kv and d.kv.up else 0)

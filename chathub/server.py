@@ -13,22 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import time
 import uuid
 from typing import Any
 
 import asyncpg
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import __version__, closecodes, protocol
+from . import __version__
 from .admin.server import AdminServer
 from .bus import Bus
 from .cache import MessageCache
-from .client import Client
 from .config import Config
+from .connection import ConnectionHandler
 from .db import migrate as migrations
 from .db import pool as dbpool
 from .db import store
@@ -40,7 +38,6 @@ from .kv import KV
 from .metrics import Metrics
 from .nodes import CRASHED, NodeWatch, default_node_id
 from .presence import Presence
-from .protocol import Chat, History, ProtocolError, Users, Whisper
 from .routes import Admission, Routes, refuse
 from .services import EmbeddedPostgres, EmbeddedValkey
 from .sessions import SessionRecorder
@@ -49,8 +46,6 @@ log = logging.getLogger("chathub.server")
 
 #: seconds websockets waits for the peer's close frame before dropping the TCP connection
 CLOSE_TIMEOUT = 2.0
-#: seconds a finished connection waits for the hub to settle its counters before recording
-UNREGISTER_WAIT = 5.0
 #: seconds a kick waits for the other hubs to say how many connections they closed
 KICK_REPLY_TIMEOUT = 2.0
 
@@ -134,7 +129,7 @@ class Daemon:
             f.on_pg_change = lambda up: self._service_event("postgres", up)
         self.sessions = SessionRecorder(self.kv, self.node_id)
         self.hub = Hub(self.cache, Presence(self.kv, self.node_id), cfg.hub, self.node_id)
-        self.hub.on_fanout = self.metrics.observe_fanout
+        self.hub.fanout.on_fanout = self.metrics.observe_fanout
         self.hub.on_remote = self._on_remote
         self.bus = Bus(self.kv, self.node_id, self.hub.remote, self.hub.resync)
         self.nodes = NodeWatch(self.kv, self.node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count)
@@ -164,8 +159,10 @@ class Daemon:
                     guard.refusals["handshake_timeout"] += 1
                     raise
 
+        self.connections = ConnectionHandler(cfg, self.node_id, self.hub, self.cache, self.sessions,
+                                             self.guard, self.routes.admissions)
         self.server = await serve(
-            self._handle, cfg.server.host, cfg.server.port,
+            self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=Connection,
             process_request=self.routes.process_request,
             compression=None,
@@ -193,80 +190,6 @@ class Daemon:
         if self._stopping:
             return refuse(503, "the server is shutting down")
         return self.guard.admit(connection, request, query, self.hub.connection_count)
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        adm = self.routes.admissions.pop(ws, None)
-        if adm is None:  # pragma: no cover - process_request always admits first
-            await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
-            return
-        client = Client(ws, adm.user, adm.remote_addr, adm.user_agent)
-        if self.cfg.server.socket_send_buffer:
-            sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.server.socket_send_buffer)
-        self.guard.opened(adm.remote_addr)
-        try:
-            try:
-                await self.hub.register(client, adm.since)
-            except ConnectionError:
-                await ws.close(closecodes.GOING_AWAY, "shutdown")
-                return
-            log.info("connect %s session=%s from %s", client.user, client.session, client.remote_addr)
-            await self.sessions.opened(client.record(self.node_id))
-            expiry = None
-            if adm.expires_at is not None:
-                expiry = asyncio.get_running_loop().call_at(
-                    asyncio.get_running_loop().time() + max(0.0, adm.expires_at - time.time()),
-                    client.close_soon, closecodes.TOKEN_EXPIRED, "token expired")
-            try:
-                await self._read(client)
-            finally:
-                if expiry is not None:
-                    expiry.cancel()
-        finally:
-            self.guard.closed(adm.remote_addr)
-            if client.close_code is None:
-                client.close_code, client.close_reason = _close_of(ws)
-            closes = self.hub.stats.by_close
-            closes[client.close_reason] = closes.get(client.close_reason, 0) + 1
-            try:
-                await asyncio.wait_for(asyncio.shield(self.hub.unregister(client)), UNREGISTER_WAIT)
-            except TimeoutError:
-                log.warning("hub did not confirm unregistering %s in time", client.session)
-            log.info("disconnect %s session=%s code=%s reason=%s", client.user, client.session,
-                     client.close_code, client.close_reason)
-            await self.sessions.closed(client.record(self.node_id, int(time.time() * 1000)))
-
-    async def _read(self, client: Client) -> None:
-        ws = client.ws
-        max_chars = self.cfg.server.max_text_chars
-        moderate = self.guard.moderate
-        hub = self.hub
-        try:
-            async for data in ws:
-                client.frames_received += 1
-                client.bytes_in += len(data)
-                try:
-                    msg = protocol.parse(data, max_chars)
-                    if isinstance(msg, (Chat, Whisper)):
-                        msg = moderate(client.user, msg)
-                        await hub.submit(client, msg)
-                    elif isinstance(msg, Users):
-                        client.send(protocol.encode_users(await hub.users_everywhere(), msg.ref))
-                    elif isinstance(msg, History):
-                        await self._history(client, msg)
-                except ProtocolError as err:
-                    hub.stats.by_error[err.code] = hub.stats.by_error.get(err.code, 0) + 1
-                    client.send(err.frame())
-        except ConnectionClosed:
-            pass
-
-    async def _history(self, client: Client, msg: History) -> None:
-        try:
-            msgs = await self.cache.history(msg.before, msg.limit)
-        except (CacheUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now", msg.ref) from None
-        client.send(protocol.encode_history(msgs, msg.ref))
 
     async def kick(self, user: str, reason: str) -> int:
         """Close every connection of ``user`` on every hub; return how many were closed."""
@@ -376,17 +299,6 @@ class Daemon:
             self.valkey_service.stop()
         if self.pg_service is not None:
             self.pg_service.stop()
-
-
-def _close_of(ws: ServerConnection) -> tuple[int, str]:
-    """The close code and reason to record for a connection that ended by itself."""
-    sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
-    if sent is not None and (rcvd is None or not ws.protocol.close_rcvd_then_sent):
-        # websockets closed it: frame too big, keepalive timeout, protocol error, ...
-        return sent.code, closecodes.reason_for(sent.code, sent.reason)
-    if rcvd is not None:
-        return rcvd.code, closecodes.reason_for(rcvd.code, rcvd.reason)
-    return closecodes.ABNORMAL, closecodes.reason_for(None, None)
 
 
 async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event | None = None,

@@ -144,7 +144,7 @@ async def test_chat_and_whisper_budgets_are_independent_and_exact(daemon_factory
     """A burst above the limit gets exactly the expected rate_limited errors, per kind."""
     d = await daemon_factory(ratelimit={"chat_rate": 0.2, "chat_burst": 10, "whisper_rate": 0.2,
                                         "whisper_burst": 5})
-    async with await Chatter.connect(d.port, "a") as a, await Chatter.connect(d.port, "b") as b:
+    async with await Chatter.connect(d.port, "a") as a, await Chatter.connect(d.port, "b"):
         for i in range(15):
             await a.chat(f"c{i}", ref=str(i))
         results = [await a.recv_type("chat", "error") for _ in range(15)]

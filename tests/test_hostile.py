@@ -13,7 +13,6 @@ import pytest
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from websockets.sync.client import connect as connect_sync
 
 from chathub import closecodes

@@ -1,0 +1,137 @@
+"""One WebSocket connection, from the upgrade to its session record.
+
+:meth:`ConnectionHandler.handle` is what websockets runs for each admitted
+connection: register with the hub (which sends ``welcome``), note the open
+session, read frames until the connection ends — parsing, moderating and
+submitting each — then unregister and record the finished session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import asyncpg
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from . import closecodes, protocol
+from .cache import MessageCache
+from .client import Client
+from .config import Config
+from .errors import CacheUnavailable
+from .guard import Guard
+from .hub import Hub
+from .protocol import Chat, History, ProtocolError, Users, Whisper
+from .routes import Admission
+from .sessions import SessionRecorder
+
+log = logging.getLogger("chathub.connection")
+
+#: seconds a finished connection waits for the hub to settle its counters before recording
+UNREGISTER_WAIT = 5.0
+
+
+class ConnectionHandler:
+    """Runs each connection; one per daemon."""
+
+    def __init__(self, cfg: Config, node_id: str, hub: Hub, cache: MessageCache,
+                 sessions: SessionRecorder, guard: Guard,
+                 admissions: dict[ServerConnection, Admission]) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.hub = hub
+        self.cache = cache
+        self.sessions = sessions
+        self.guard = guard
+        self.admissions = admissions
+
+    async def handle(self, ws: ServerConnection) -> None:
+        """The websockets handler: the whole life of one connection."""
+        adm = self.admissions.pop(ws, None)
+        if adm is None:  # pragma: no cover - process_request always admits first
+            await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
+            return
+        client = Client(ws, adm.user, adm.remote_addr, adm.user_agent)
+        if self.cfg.server.socket_send_buffer:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.server.socket_send_buffer)
+        self.guard.opened(adm.remote_addr)
+        try:
+            try:
+                await self.hub.register(client, adm.since)
+            except ConnectionError:
+                await ws.close(closecodes.GOING_AWAY, "shutdown")
+                return
+            log.info("connect %s session=%s from %s", client.user, client.session, client.remote_addr)
+            await self.sessions.opened(client.record(self.node_id))
+            expiry = None
+            if adm.expires_at is not None:
+                loop = asyncio.get_running_loop()
+                expiry = loop.call_at(loop.time() + max(0.0, adm.expires_at - time.time()),
+                                      client.close_soon, closecodes.TOKEN_EXPIRED, "token expired")
+            try:
+                await self._read(client)
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
+        finally:
+            await self._finish(client, adm)
+
+    async def _finish(self, client: Client, adm: Admission) -> None:
+        self.guard.closed(adm.remote_addr)
+        if client.close_code is None:
+            client.close_code, client.close_reason = close_of(client.ws)
+        closes = self.hub.stats.by_close
+        closes[client.close_reason] = closes.get(client.close_reason, 0) + 1
+        try:
+            await asyncio.wait_for(asyncio.shield(self.hub.unregister(client)), UNREGISTER_WAIT)
+        except TimeoutError:
+            log.warning("hub did not confirm unregistering %s in time", client.session)
+        log.info("disconnect %s session=%s code=%s reason=%s", client.user, client.session,
+                 client.close_code, client.close_reason)
+        await self.sessions.closed(client.record(self.node_id, int(time.time() * 1000)))
+
+    async def _read(self, client: Client) -> None:
+        ws = client.ws
+        max_chars = self.cfg.server.max_text_chars
+        moderate = self.guard.moderate
+        hub = self.hub
+        try:
+            async for data in ws:
+                client.frames_received += 1
+                client.bytes_in += len(data)
+                try:
+                    msg = protocol.parse(data, max_chars)
+                    if isinstance(msg, (Chat, Whisper)):
+                        await hub.submit(client, moderate(client.user, msg))
+                    elif isinstance(msg, Users):
+                        client.send(protocol.encode_users(await hub.users_everywhere(), msg.ref))
+                    elif isinstance(msg, History):
+                        await self._history(client, msg)
+                except ProtocolError as err:
+                    hub.stats.by_error[err.code] = hub.stats.by_error.get(err.code, 0) + 1
+                    client.send(err.frame())
+        except ConnectionClosed:
+            pass
+
+    async def _history(self, client: Client, msg: History) -> None:
+        try:
+            msgs = await self.cache.history(msg.before, msg.limit)
+        except (CacheUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now", msg.ref) from None
+        client.send(protocol.encode_history(msgs, msg.ref))
+
+
+def close_of(ws: ServerConnection) -> tuple[int, str]:
+    """The close code and reason to record for a connection that ended by itself."""
+    sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
+    if sent is not None and (rcvd is None or not ws.protocol.close_rcvd_then_sent):
+        # websockets closed it: frame too big, keepalive timeout, protocol error, ...
+        return sent.code, closecodes.reason_for(sent.code, sent.reason)
+    if rcvd is not None:
+        return rcvd.code, closecodes.reason_for(rcvd.code, rcvd.reason)
+    return closecodes.ABNORMAL, closecodes.reason_for(None, None)
