@@ -55,7 +55,8 @@ class EmbeddedPostgres:
         self.pgdata = self.root / "data"
         self.logfile = self.root / "postgres.log"
         self.socket_dir = _short_socket_dir(self.root, ".s.PGSQL.5432", "pg")
-        self._user: str | None = None
+        #: PostgreSQL refuses to run as root: then it runs as SYSTEM_USER
+        self._user: str | None = self.SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -93,7 +94,6 @@ class EmbeddedPostgres:
                 )
 
             ensure_user_exists(self.SYSTEM_USER)
-            self._user = self.SYSTEM_USER
             ensure_prefix_permissions(self.root)
             ensure_prefix_permissions(POSTGRES_BIN_PATH)
             ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
@@ -251,6 +251,11 @@ class EmbeddedValkey:
                 if self._proc.poll() is not None:
                     return
             else:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child (a zombie now)
+                        return
+                except ChildProcessError:
+                    pass  # started by another process
                 try:
                     os.kill(pid, 0)
                 except ProcessLookupError:
