@@ -86,6 +86,8 @@ class HubStats:
     """Counters the admin socket and /metrics read; only the hub writes them."""
 
     messages_in: int = 0
+    #: accepted messages by type (chat, whisper)
+    by_type: dict[str, int] = field(default_factory=dict)
     deliveries_out: int = 0
     rate_limit_hits: int = 0
     slow_consumers: int = 0
@@ -320,6 +322,7 @@ class Hub:
                 continue
             msg = res.message
             self.stats.messages_in += 1
+            self.stats.by_type[msg.type] = self.stats.by_type.get(msg.type, 0) + 1
             frame = text_frame(protocol.encode(msg))
             own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
             if msg.to is None:

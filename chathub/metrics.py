@@ -58,6 +58,10 @@ class _HubCollector:
         yield counter("connects", "Connections registered", s.connects)
         yield counter("messages_flushed", "Messages written to PostgreSQL", d.message_flusher.written)
         yield counter("sessions_written", "Sessions written to PostgreSQL", d.session_flusher.written)
+        by_type = CounterMetricFamily("chathub_messages_accepted", "Messages accepted, by type", labels=["type"])
+        for kind, n in sorted(s.by_type.items()):
+            by_type.add_metric([kind], n)
+        yield by_type
         errors = CounterMetricFamily("chathub_errors", "Error frames sent, by code", labels=["code"])
         for code, n in sorted(s.by_error.items()):
             errors.add_metric([code], n)

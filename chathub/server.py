@@ -234,6 +234,8 @@ class Daemon:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(ok, body) for /healthz: the hub, Valkey and PostgreSQL reachable."""
         down = []
+        if any(t.done() for t in self._tasks):
+            down.append("hub")
         if self.kv is None or not self.kv.up:
             down.append("valkey")
         if not (self.message_flusher.pg_up and self.session_flusher.pg_up):

@@ -248,7 +248,9 @@ class AdminServer:
             out["flush_backlog"] = await d.cache.flush_backlog()
             total, _ = await d.cache.rate_limit_hits()
             out["rate_limit_hits_cluster"] = total
+            out["cluster"] = await d.nodes.cluster()
         except CacheUnavailable:
             out["flush_backlog"] = None
+            out["cluster"] = []
         out["sessions_waiting"] = await d.sessions.waiting()
         return out

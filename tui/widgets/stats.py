@@ -18,6 +18,14 @@ def _up(value: Any) -> Text:
     return Text("● up", style="green") if value else Text("✕ down", style="bold red")
 
 
+def _cluster(nodes: Any) -> str:
+    """``3 nodes · 120 conns`` for the hubs sharing this daemon's Valkey."""
+    if not isinstance(nodes, list) or not nodes:
+        return "—"
+    total = sum(int(n.get("connections") or 0) for n in nodes if isinstance(n, dict))
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} · {fmt.count(total)} conns"
+
+
 class StatsPanel(Widget):
     """The node's figures from ``stats``: connections, rates, queues, limits, services."""
 
@@ -42,6 +50,7 @@ class StatsPanel(Widget):
             ("flush backlog", fmt.count(get("flush_backlog"))),
             ("sessions waiting", fmt.count(get("sessions_waiting"))),
             ("kicks", fmt.count(get("kicks"))),
+            ("cluster", _cluster(get("cluster"))),
             ("valkey", _up(get("valkey_up"))),
             ("postgres", _up(get("postgres_up"))),
         ]
