@@ -16,6 +16,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from .tasks import spawn
+
 _OPEN = State.OPEN
 
 
@@ -83,9 +85,7 @@ class Client:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self.gone = True
-        import asyncio
-
-        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+        spawn(self.ws.close(code, reason))
 
     def info(self) -> dict[str, Any]:
         """This connection for the admin socket's ``clients`` reply."""

@@ -38,6 +38,7 @@ from .errors import CacheUnavailable
 from .fanout import Fanout
 from .presence import Presence
 from .protocol import Chat, Message, ProtocolError, Whisper, parse_id
+from .tasks import spawn
 
 log = logging.getLogger("chathub.hub")
 
@@ -212,7 +213,7 @@ class Hub:
         try:
             self._events.put_nowait(ev)
         except asyncio.QueueFull:
-            asyncio.get_running_loop().create_task(self._events.put(ev))
+            spawn(self._events.put(ev))
 
     async def submit(self, client: Client, message: Chat | Whisper) -> None:
         """Queue a validated chat or whisper; waits only when the inbox is full (backpressure)."""

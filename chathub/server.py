@@ -41,6 +41,7 @@ from .presence import Presence
 from .routes import Admission, Routes, refuse
 from .services import EmbeddedPostgres, EmbeddedValkey
 from .sessions import SessionRecorder
+from .tasks import spawn
 
 log = logging.getLogger("chathub.server")
 
@@ -63,7 +64,6 @@ class Daemon:
         self.server: Server | None = None
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._background: set[asyncio.Task[Any]] = set()
         self._kick_replies: dict[str, asyncio.Queue[int]] = {}
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -218,16 +218,12 @@ class Daemon:
         """Kick traffic from other hubs."""
         if p.get("k") == "kick":
             n = self.hub.kick(str(p["u"]), str(p.get("r") or ""))
-            self._spawn(self.bus.publish({"k": "kick_reply", "q": p["q"], "c": n}))
+            spawn(self.bus.publish({"k": "kick_reply", "q": p["q"], "c": n}))
         elif p.get("k") == "kick_reply":
             q = self._kick_replies.get(str(p.get("q")))
             if q is not None:
                 q.put_nowait(int(p.get("c") or 0))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # -- health and stats -------------------------------------------------------------
 

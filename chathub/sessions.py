@@ -21,6 +21,7 @@ import asyncpg
 from .db import store
 from .errors import CacheUnavailable
 from .kv import KV
+from .tasks import spawn
 
 log = logging.getLogger("chathub.sessions")
 
@@ -39,9 +40,7 @@ class SessionRecorder:
 
     def _valkey_changed(self, up: bool) -> None:
         if up and self.unsent:
-            import asyncio
-
-            asyncio.get_running_loop().create_task(self.resend())
+            spawn(self.resend())
 
     async def opened(self, record: dict[str, Any]) -> None:
         """Note an open session (so a crash can close it out later)."""
