@@ -19,11 +19,11 @@ def _up(value: Any) -> Text:
 
 
 def _cluster(nodes: Any) -> str:
-    """``3 nodes · 120 conns`` for the hubs sharing this daemon's Valkey."""
+    """``3 (120 conns)``: the hubs sharing this daemon's Valkey and their connections."""
     if not isinstance(nodes, list) or not nodes:
         return "—"
     total = sum(int(n.get("connections") or 0) for n in nodes if isinstance(n, dict))
-    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} · {fmt.count(total)} conns"
+    return f"{len(nodes)} ({fmt.count(total)} conns)"
 
 
 class StatsPanel(Widget):
@@ -50,7 +50,7 @@ class StatsPanel(Widget):
             ("flush backlog", fmt.count(get("flush_backlog"))),
             ("sessions waiting", fmt.count(get("sessions_waiting"))),
             ("kicks", fmt.count(get("kicks"))),
-            ("cluster", _cluster(get("cluster"))),
+            ("nodes", _cluster(get("cluster"))),
             ("valkey", _up(get("valkey_up"))),
             ("postgres", _up(get("postgres_up"))),
         ]
