@@ -76,7 +76,7 @@ local function all_users(prefix)
 end
 
 -- A connection opened. ARGV: prefix, node, user, ts.
--- Returns {first (1 when the user's first connection anywhere), users online}.
+-- Returns 1 when this is the user's first connection anywhere (then join is due).
 local function connect(keys, args)
   local prefix, node, user = args[1], args[2], args[3]
   local n = redis.call('HINCRBY', prefix .. 'conns:' .. node, user, 1)
@@ -84,7 +84,7 @@ local function connect(keys, args)
   if first then
     publish(prefix, {k = 'join', n = node, u = user, ts = tonumber(args[4])})
   end
-  return {first and 1 or 0, all_users(prefix)}
+  return first and 1 or 0
 end
 
 -- A connection closed. ARGV: prefix, node, user, ts, reason.
@@ -100,8 +100,10 @@ local function disconnect(keys, args)
   return 1
 end
 
--- Everyone online, sorted. ARGV: prefix.
+-- Everyone online, sorted. ARGV: prefix, and 'cluster' to answer only when this hub
+-- is not alone (a hub alone knows its users already).
 local function users(keys, args)
+  if args[2] == 'cluster' and redis.call('HLEN', args[1] .. 'nodes') <= 1 then return false end
   return all_users(args[1])
 end
 

@@ -36,7 +36,7 @@ from .client import Client, text_frame
 from .config import HubConfig
 from .errors import CacheUnavailable
 from .fanout import Fanout
-from .presence import Presence
+from .presence import Online, Presence
 from .protocol import Chat, Message, ProtocolError, Whisper, parse_id
 from .tasks import spawn
 
@@ -129,6 +129,10 @@ class Hub:
         self._fresh: dict[Client, tuple[int, int]] = {}
         #: presence in Valkey may be stale (a write failed while Valkey was down)
         self._presence_dirty = False
+        #: who is online on any hub (a mirror of Valkey's presence; see presence.py)
+        self.online = Online()
+        #: whether other hubs shared this Valkey at the last look
+        self.clustered = False
         #: called with an event dict (type, ...) for the admin socket's subscribers
         self.on_event: Callable[[dict[str, Any]], None] | None = None
         #: called with bus payloads the hub does not handle itself (kick traffic)
@@ -146,11 +150,17 @@ class Hub:
         return sorted(self._by_user)
 
     async def users_everywhere(self) -> list[str]:
-        """Names of the users online on any hub, sorted (this hub's when Valkey is down)."""
-        try:
-            return await self.presence.users()
-        except CacheUnavailable:
-            return self.users()
+        """Names of the users online on any hub, sorted.
+
+        A hub alone answers from its mirror; in a cluster it asks Valkey, which is
+        exact even while a join from another hub is still on its way.
+        """
+        if self.clustered:
+            try:
+                return await self.presence.users()
+            except CacheUnavailable:
+                pass
+        return self.online.sorted()
 
     def online(self, user: str) -> bool:
         return user in self._by_user
@@ -270,7 +280,21 @@ class Hub:
                             break
                     await self._stamp(batch)
                 elif isinstance(ev, _Register):
-                    await self._register(ev)
+                    regs = [ev]
+                    while len(regs) < batch_max and not events.empty():
+                        nxt = events.get_nowait()
+                        if isinstance(nxt, _Register):
+                            regs.append(nxt)
+                        else:
+                            carry = nxt
+                            break
+                    try:
+                        await self._register(regs)
+                    except Exception:
+                        for r in regs:
+                            if not r.done.done():
+                                r.done.set_exception(ConnectionError("internal error"))
+                        raise
                 elif isinstance(ev, _Unregister):
                     try:
                         await self._unregister(ev.client)
@@ -283,8 +307,6 @@ class Hub:
                     await self._resync()
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
-                if isinstance(ev, _Register) and not ev.done.done():
-                    ev.done.set_exception(ConnectionError("internal error"))
 
     def _error(self, client: Client, code: str, message: str, ref: str | None,
                retry_after_ms: int | None = None) -> None:
@@ -333,45 +355,54 @@ class Hub:
                 c.whispers_sent += 1
                 self.fanout.whisper(msg, frame, c, own)
 
-    async def _register(self, ev: _Register) -> None:
-        c = ev.client
+    async def _register(self, regs: list[_Register]) -> None:
+        """Welcome a batch of new connections: one history read, one presence round trip."""
         # Deliver what is queued first: the welcome's history and the live frames that
         # follow it then meet exactly, with nothing missed and nothing twice.
         self.fanout.drain()
-        recovered: bool | None = None
-        history: list[Message] = []
-        top = ""
+        recent: tuple[list[Message], str] | None = None
+        welcome: list[tuple[list[Message], str, bool | None]] = []
+        for ev in regs:
+            history: list[Message] = []
+            top, recovered = "", None
+            try:
+                if ev.since is not None:
+                    missed, top = await self.cache.recover(ev.since, ev.client.user)
+                    recovered = missed is not None
+                    if missed is not None:
+                        history = missed
+                if not history and recovered is not True:
+                    if recent is None:
+                        recent = await self.cache.recent()
+                    history, top = recent
+            except CacheUnavailable:
+                recovered = False if ev.since is not None else None
+            welcome.append((history, top, recovered))
+        users = [ev.client.user for ev in regs]
         try:
-            if ev.since is not None:
-                missed, top = await self.cache.recover(ev.since, c.user)
-                recovered = missed is not None
-                if missed is None:
-                    history, top = await self.cache.recent()
-                else:
-                    history = missed
-            else:
-                history, top = await self.cache.recent()
-        except CacheUnavailable:
-            recovered = False if ev.since is not None else None
-        first_here = c.user not in self._by_user
-        try:
-            first, users = await self.presence.connect(c.user)
+            firsts, everyone = await self.presence.connect(users)
+            self.clustered = everyone is not None
+            if everyone is not None:  # other hubs: take Valkey's word over the mirror
+                self.online.replace([*everyone, *self._by_user])
         except CacheUnavailable:
             self._presence_dirty = True
-            first = first_here
-            users = sorted({*self._by_user, c.user})
-        c.send(protocol.encode_welcome(c.user, c.session, users, history, recovered))
-        self._by_user.setdefault(c.user, []).append(c)
-        self._clients[c] = None
-        if top:
-            self._fresh[c] = parse_id(top)
-        self.stats.connects += 1
-        if first:
-            self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, _now_ms())), c)
-        self._emit({"type": "connect", "user": c.user, "session": c.session,
-                    "remote_addr": c.remote_addr})
-        if not ev.done.done():
-            ev.done.set_result(None)
+            firsts = [u not in self._by_user and u not in users[:i] for i, u in enumerate(users)]
+        now = _now_ms()
+        for ev, (history, top, recovered), first in zip(regs, welcome, firsts, strict=True):
+            c = ev.client
+            self.online.add(c.user)
+            c.send(protocol.encode_welcome(c.user, c.session, self.online.sorted(), history, recovered))
+            self._by_user.setdefault(c.user, []).append(c)
+            self._clients[c] = None
+            if top:
+                self._fresh[c] = parse_id(top)
+            self.stats.connects += 1
+            if first:
+                self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, now)), c)
+            self._emit({"type": "connect", "user": c.user, "session": c.session,
+                        "remote_addr": c.remote_addr})
+            if not ev.done.done():
+                ev.done.set_result(None)
 
     async def _unregister(self, c: Client) -> None:
         if c not in self._clients:
@@ -390,6 +421,7 @@ class Hub:
             self._presence_dirty = True
             last = not conns
         if last:
+            self.online.discard(c.user)
             self._leave(c.user, reason)
         self._emit({"type": "disconnect", "user": c.user, "session": c.session,
                     "code": c.close_code, "reason": c.close_reason})
@@ -401,11 +433,14 @@ class Hub:
         """Announce ``users`` as gone (their hub died); called by the node watch."""
         for u in users:
             if u not in self._by_user:
+                self.online.discard(u)
                 self._leave(u, reason)
 
     async def _resync(self) -> None:
+        """Write this hub's presence to Valkey again and reload the cluster's list."""
         try:
-            await self.presence.resync({u: len(cs) for u, cs in self._by_user.items()})
+            everyone = await self.presence.resync({u: len(cs) for u, cs in self._by_user.items()})
+            self.online.replace([*everyone, *self._by_user])
             self._presence_dirty = False
         except CacheUnavailable:
             self._presence_dirty = True
@@ -423,10 +458,12 @@ class Hub:
             else:
                 self.fanout.whisper(msg, frame, None, frame, skip)
         elif kind == "join":
+            self.online.add(p["u"])
             if p["u"] not in self._by_user:
                 self.fanout.broadcast(text_frame(protocol.encode_presence("join", p["u"], int(p["ts"]))))
         elif kind == "leave":
             if p["u"] not in self._by_user:
+                self.online.discard(p["u"])
                 self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
         elif self.on_remote is not None:
             self.on_remote(p)

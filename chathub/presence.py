@@ -1,18 +1,56 @@
-"""Who is online, cluster-wide, in Valkey.
+"""Who is online, cluster-wide: kept in Valkey, mirrored in each hub.
 
-Each node keeps ``conns:<node>`` (user → that node's connections); a user is
-online while any live node lists them. :meth:`Presence.connect` and
+Each node keeps ``conns:<node>`` in Valkey (user → that node's connections); a
+user is online while any live node lists them. :meth:`Presence.connect` and
 :meth:`disconnect` update it atomically and tell whether this was the user's
 first (or last) connection anywhere, which is when ``join`` (or ``leave``) is
 due — once for the cluster, not once per hub. The server-side functions also
 publish that ``join``/``leave`` to the other hubs (see :mod:`chathub.bus`).
+
+Each hub mirrors the cluster's list in an :class:`Online` set, kept current from
+its own connections and the other hubs' join/leave, and reloaded from Valkey
+after an outage, so ``welcome.users`` and ``users`` cost no round trip.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections.abc import Iterable
 
 from .kv import KV
+
+
+class Online:
+    """A sorted set of user names (the hub's mirror of who is online anywhere)."""
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._set: set[str] = set()
+
+    def __contains__(self, user: str) -> bool:
+        return user in self._set
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, user: str) -> None:
+        if user not in self._set:
+            self._set.add(user)
+            bisect.insort(self._names, user)
+
+    def discard(self, user: str) -> None:
+        if user in self._set:
+            self._set.discard(user)
+            del self._names[bisect.bisect_left(self._names, user)]
+
+    def replace(self, users: Iterable[str]) -> None:
+        self._set = set(users)
+        self._names = sorted(self._set)
+
+    def sorted(self) -> list[str]:
+        """The names, sorted (the caller must not change the list)."""
+        return self._names
 
 
 class Presence:
@@ -23,12 +61,20 @@ class Presence:
         self.node_id = node_id
         self.prefix = kv.prefix
 
-    async def connect(self, user: str) -> tuple[bool, list[str]]:
-        """Count a new connection of ``user``; return (first anywhere, users online)."""
-        first, users = await self.kv.call(
-            self.kv.client.fcall, "chathub_connect", 0, self.prefix, self.node_id, user,
-            int(time.time() * 1000))
-        return bool(first), list(users)
+    async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
+        """Count a new connection for each of ``users``, in one round trip.
+
+        Returns, for each, whether it was that user's first connection anywhere;
+        and, when other hubs share this Valkey, everyone online (None when this
+        hub is alone: its mirror is exact then).
+        """
+        now = int(time.time() * 1000)
+        pipe = self.kv.client.pipeline(transaction=False)
+        for user in users:
+            pipe.fcall("chathub_connect", 0, self.prefix, self.node_id, user, now)
+        pipe.fcall("chathub_users", 0, self.prefix, "cluster")
+        *firsts, everyone = await self.kv.call(pipe.execute)
+        return [bool(x) for x in firsts], (list(everyone) if everyone else None)
 
     async def disconnect(self, user: str, reason: str) -> bool:
         """Count a closed connection of ``user``; True when it was the last anywhere."""
@@ -38,12 +84,14 @@ class Presence:
         return bool(last)
 
     async def users(self) -> list[str]:
-        """Everyone online on any node, sorted."""
+        """Everyone online on any node, sorted (from Valkey)."""
         return list(await self.kv.call(self.kv.client.fcall, "chathub_users", 0, self.prefix))
 
-    async def resync(self, counts: dict[str, int]) -> None:
-        """Replace this node's presence with ``counts`` (user → connections here)."""
+    async def resync(self, counts: dict[str, int]) -> list[str]:
+        """Replace this node's presence with ``counts`` (user → connections here);
+        return everyone online on any node."""
         args: list[object] = []
         for user, n in counts.items():
             args += [user, n]
         await self.kv.call(self.kv.client.fcall, "chathub_resync", 0, self.prefix, self.node_id, *args)
+        return await self.users()

@@ -143,6 +143,7 @@ class Daemon:
                      self.bus.run()):
             self._tasks.append(asyncio.create_task(coro))
         await self.bus.wait_subscribed()
+        self.hub.resync()  # load who is online elsewhere before the first welcome
         await self.nodes.reap()
         self._tasks.append(asyncio.create_task(self.nodes.run()))
         await self.admin.start()
