@@ -1,0 +1,163 @@
+"""``python -m bench``: start the servers, run the scenarios against each, print the figures.
+
+Both servers (chathub and the reference) are started by the harness as
+subprocesses on loopback ports, pinned to CPU 0 when the machine has two or more;
+the harness and its generator processes then run on the other CPUs. Scenarios
+run in turn against the reference and then chathub, so the two figures of a row
+are taken close together. Everything is stopped by PID at the end, also on errors
+and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .loadgen import raise_nofile
+from .scenarios import FULL, QUICK, SCENARIOS, Ctx
+from .servers import ServerProc
+
+TARGETS = ("reference", "chathub")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="comma-separated: chathub, reference (default: both)")
+    ap.add_argument("--quick", action="store_true", help="small N and 2 s runs: a smoke test")
+    ap.add_argument("--duration", type=float, help="seconds of sending per run (overrides)")
+    ap.add_argument("--procs", type=int, help="generator processes (default: the generator's CPUs)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each scenario this many times per server and keep the run least "
+                         "disturbed by other processes (for shared machines)")
+    ap.add_argument("--concurrency", type=int, default=100, help="connections opening at once")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin server and generator to CPUs")
+    ap.add_argument("--profile", metavar="PATH",
+                    help="py-spy the chathub daemon during fanout; collapsed stacks to PATH")
+    ap.add_argument("--json", metavar="PATH", help="also append the JSON lines to PATH")
+    ap.add_argument("--markdown", metavar="PATH", help="write the results as markdown to PATH")
+    ap.add_argument("--server-log-level", default="INFO", help="chathub's log level (default INFO)")
+    ap.add_argument("--chathub-src", metavar="DIR",
+                    help="run the chathub package found in DIR (e.g. an exported commit) "
+                         "instead of the installed one")
+    args = ap.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for s in args.scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    for t in args.targets:
+        if t not in TARGETS:
+            ap.error(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+    return args
+
+
+def pin(no_pin: bool) -> tuple[str | None, int]:
+    """Pin this process (and so its generators) away from CPU 0; (server CPUs, generator CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if no_pin or len(cpus) < 2:
+        return None, len(cpus)
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return str(cpus[0]), len(cpus) - 1
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _calmer(row: dict[str, Any], kept: dict[str, Any]) -> bool:
+    """Whether ``row`` was less disturbed by other processes than ``kept``."""
+    return (row.get("others_cpu") or 0.0) < (kept.get("others_cpu") or 0.0)
+
+
+def _brief(row: dict[str, Any]) -> str:
+    keys = ("msgs_per_s", "deliveries_per_s", "delivery_ratio", "p50_ms", "p99_ms", "rss_per_conn_kb",
+            "ramp_s", "conns_per_s", "rows_per_s", "generator_cpu", "server_cpu", "others_cpu")
+    return " ".join(f"{k}={row[k]}" for k in keys if k in row)
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    raise_nofile()
+    server_cpus, gen_cpus = pin(args.no_pin)
+    sizes = QUICK if args.quick else FULL
+    if args.duration:
+        sizes = replace(sizes, duration=args.duration)
+    ctx = Ctx(sizes=sizes, procs=args.procs or gen_cpus, gen_cpus=gen_cpus,
+              concurrency=args.concurrency, profile=args.profile)
+    _log(f"server CPUs {server_cpus or 'any'}, generator CPUs {gen_cpus}, "
+         f"{ctx.procs} generator process(es)")
+    src = str(Path(args.chathub_src).resolve()) if args.chathub_src else None
+    servers = {t: ServerProc(t, server_cpus, log_level=args.server_log_level,
+                                 chathub_src=src) for t in args.targets}
+    results: dict[str, dict[str, Any]] = {t: {} for t in args.targets}
+    try:
+        for t, srv in servers.items():
+            await srv.start()
+            _log(f"{t} pid {srv.pid} on 127.0.0.1:{srv.port}")
+        for name in args.scenarios:
+            for k in range(max(1, args.repeat)):
+                for t in TARGETS:
+                    if t not in servers:
+                        continue
+                    _log(f"{name} on {t} ..." + (f" (run {k + 1} of {args.repeat})" if args.repeat > 1 else ""))
+                    for row in await SCENARIOS[name](servers[t], ctx):
+                        _log(f"  {row['scenario']} {t}: {_brief(row)}")
+                        kept = results[t].get(row["scenario"])
+                        if kept is None or _calmer(row, kept):
+                            results[t][row["scenario"]] = row
+    finally:
+        for t, srv in servers.items():
+            await srv.stop()
+            _log(f"{t} stopped")
+    return results
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join(["python -m bench", *map(shlex.quote, argv)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    started = time.monotonic()
+    try:
+        import uvloop
+    except ImportError:
+        results = asyncio.run(run(args))
+    else:
+        results = uvloop.run(run(args))
+    meta = {"machine": report.machine(), "command": command_line(argv),
+            "quick": args.quick, "elapsed_s": round(time.monotonic() - started, 1)}
+    print(f"chathub benchmark — {meta['machine']['date']} — nproc {meta['machine']['nproc']}, "
+          f"{meta['machine']['cpu']} — {meta['command']}")
+    print(report.text_table(results))
+    lines = report.json_lines(results, meta)
+    for line in lines:
+        print(line)
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write("\n".join(lines) + "\n")
+    if args.markdown:
+        md = [f"Measured {meta['machine']['date']} on nproc={meta['machine']['nproc']}, "
+              f"`{meta['machine']['cpu']}`, Linux {meta['machine']['kernel']}, "
+              f"Python {meta['machine']['python']}, in {meta['elapsed_s']} s, with:", "",
+              f"    {meta['command']}", "", report.markdown_table(results), ""]
+        if args.profile and Path(args.profile).exists():
+            from .profile import render, summarize
+
+            md += [f"py-spy profile of the chathub daemon during fanout ({args.profile}):", "",
+                   render(summarize(args.profile)), ""]
+        Path(args.markdown).write_text("\n".join(md))
+    print(json.dumps({"elapsed_s": meta["elapsed_s"]}), file=sys.stderr)
+    return 0
