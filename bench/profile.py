@@ -69,8 +69,8 @@ def _line(raw: str) -> str:
 def summarize(path: str | Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
     """Top functions by self and by inclusive share, and top source lines (percent of samples).
 
-    Frames on (nearly) every stack — the CLI and event-loop entry points — are left
-    out of the inclusive list: they say nothing.
+    Frames on (nearly) every stack of the busiest thread — the CLI and event-loop
+    entry points — are left out of the inclusive list: they say nothing.
     """
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -97,7 +97,8 @@ def summarize(path: str | Path, top: int = 15) -> dict[str, list[tuple[str, floa
     def pct(c: Counter[str]) -> list[tuple[str, float]]:
         return [(f, round(100 * n / total, 1)) for f, n in c.most_common(top)]
 
-    inner = Counter({f: n for f, n in incl.items() if n < 0.99 * total})
+    root = max(incl.values())
+    inner = Counter({f: n for f, n in incl.items() if n < 0.99 * root})
     return {"self": pct(own), "inclusive": pct(inner), "lines": pct(lines)[:8],
             "samples": [("total", float(total))]}
 
