@@ -27,8 +27,9 @@ log = logging.getLogger("chathub.kv")
 
 #: seconds between pings while Valkey is down
 PROBE_INTERVAL = 0.5
-#: connections in the client's pool (hub loop, flusher, session writer, admin, probes)
-POOL_SIZE = 16
+#: connections in the client's pool (hub loop, flushers, session records, admin, probes);
+#: callers beyond it wait up to the Valkey timeout for a free one
+POOL_SIZE = 32
 
 T = TypeVar("T")
 _DOWN_ERRORS = (VConnectionError, VTimeoutError, asyncio.TimeoutError, OSError)
@@ -47,10 +48,13 @@ class KV:
         #: whether the last call reached Valkey
         self.up = False
         self.timeout = timeout
-        self.client = valkey.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            decode_responses=True, max_connections=POOL_SIZE, retry=None,
+        # A blocking pool: when every connection is busy a caller waits (back-pressure)
+        # instead of failing with "Too many connections", which is no outage.
+        pool = valkey.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=timeout, decode_responses=True, retry=None,
             retry_on_error=[], retry_on_timeout=False, health_check_interval=0)
+        self.client = valkey.Valkey(connection_pool=pool)
         self._probe: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[bool], None]] = []
         self._closed = False
