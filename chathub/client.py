@@ -9,6 +9,7 @@ and compression is off, so they are identical for all.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -19,6 +20,8 @@ from websockets.protocol import State
 from .tasks import spawn
 
 _OPEN = State.OPEN
+#: seconds a server-initiated close may take before the TCP connection is dropped
+CLOSE_DEADLINE = 3.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -37,7 +40,7 @@ class Client:
     __slots__ = (
         "ws", "transport", "user", "session", "remote_addr", "user_agent", "connected_at",
         "chats_sent", "whispers_sent", "whispers_received", "frames_received", "bytes_in",
-        "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone",
+        "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone", "ping_at",
     )
 
     def __init__(self, ws: ServerConnection, user: str, remote_addr: str | None = None,
@@ -63,6 +66,8 @@ class Client:
         self.close_reason: str | None = None
         #: True once the hub stopped delivering to this client
         self.gone = False
+        #: loop time of the last keepalive ping (0.0: none yet)
+        self.ping_at = 0.0
 
     def backlog(self) -> int:
         """Bytes written to this connection that the peer has not taken yet."""
@@ -80,12 +85,22 @@ class Client:
         """Frame ``payload`` (JSON bytes) and write it; False when not open."""
         return self.write(text_frame(payload))
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Start the closing handshake without waiting for it; the handler records the end."""
+    def close_soon(self, code: int, reason: str, recorded: str | None = None) -> None:
+        """Start the closing handshake without waiting for it; the handler records the end.
+
+        ``reason`` goes to the client; ``recorded`` (default: ``reason``) to the session row.
+        """
         if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
+            self.close_code, self.close_reason = code, recorded or reason
         self.gone = True
-        spawn(self.ws.close(code, reason))
+        spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # A peer that does not read never takes the close frame; cut it at the deadline.
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_DEADLINE)
+        except TimeoutError:
+            self.transport.abort()
 
     def info(self) -> dict[str, Any]:
         """This connection for the admin socket's ``clients`` reply."""

@@ -67,6 +67,10 @@ class Guard:
         b.tokens -= 1
         return True
 
+    def count_refusal(self, reason: str) -> None:
+        """Count a refusal that happened outside :meth:`admit` (e.g. a handshake timeout)."""
+        self.refusals[reason] += 1
+
     def _refuse(self, reason: str, status: int, text: str) -> Response:
         self.refusals[reason] += 1
         return refuse(status, text)

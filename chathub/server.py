@@ -34,6 +34,7 @@ from .errors import CacheUnavailable, ChathubError, MigrationError
 from .flusher import MessageFlusher, SessionFlusher
 from .guard import Guard
 from .hub import Hub
+from .keepalive import Keepalive, TrackedConnection
 from .kv import KV
 from .metrics import Metrics
 from .nodes import CRASHED, NodeWatch, default_node_id
@@ -146,19 +147,15 @@ class Daemon:
         self.hub.resync()  # load who is online elsewhere before the first welcome
         await self.nodes.reap()
         self._tasks.append(asyncio.create_task(self.nodes.run()))
+        if cfg.server.ping_interval > 0:
+            self.keepalive = Keepalive(self.hub.clients, cfg.server.ping_interval, cfg.server.ping_timeout)
+            self._tasks.append(asyncio.create_task(self.keepalive.run()))
         await self.admin.start()
         self.routes = Routes(self._admit, self.health, self.metrics.render)
         guard = self.guard
 
-        class Connection(ServerConnection):
-            """Counts opening handshakes cut by the handshake timeout."""
-
-            async def handshake(self, *args: Any, **kwargs: Any) -> None:
-                try:
-                    await super().handshake(*args, **kwargs)
-                except asyncio.CancelledError:
-                    guard.refusals["handshake_timeout"] += 1
-                    raise
+        class Connection(TrackedConnection):
+            on_handshake_timeout = staticmethod(lambda: guard.count_refusal("handshake_timeout"))
 
         self.connections = ConnectionHandler(cfg, self.node_id, self.hub, self.cache, self.sessions,
                                              self.guard, self.routes.admissions)
@@ -168,8 +165,8 @@ class Daemon:
             process_request=self.routes.process_request,
             compression=None,
             max_size=cfg.server.max_message_bytes,
-            ping_interval=cfg.server.ping_interval or None,
-            ping_timeout=cfg.server.ping_timeout,
+            ping_interval=None,  # one Keepalive task for all connections instead
+
             open_timeout=cfg.server.handshake_timeout,
             close_timeout=CLOSE_TIMEOUT,
             server_header=f"chathub/{__version__}",
