@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chathub-src", metavar="DIR",
                     help="run the chathub package found in DIR (e.g. an exported commit) "
                          "instead of the installed one")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run chathub as 'serve --workers N' (combine with --no-pin so the "
+                         "workers can use every CPU; per-process figures then cover the parent only)")
     args = ap.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -99,7 +102,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
          f"{ctx.procs} generator process(es)")
     src = str(Path(args.chathub_src).resolve()) if args.chathub_src else None
     servers = {t: ServerProc(t, server_cpus, log_level=args.server_log_level,
-                                 chathub_src=src) for t in args.targets}
+                             chathub_src=src, workers=args.workers if t == "chathub" else 1)
+               for t in args.targets}
     results: dict[str, dict[str, Any]] = {t: {} for t in args.targets}
     try:
         for t, srv in servers.items():

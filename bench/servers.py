@@ -130,9 +130,11 @@ class ServerProc:
     """One server under test: ``await start()``, measure, ``await stop()``."""
 
     def __init__(self, kind: str, cpus: str | None = None, env: dict[str, str] | None = None,
-                 log_level: str = "INFO", chathub_src: str | None = None) -> None:
+                 log_level: str = "INFO", chathub_src: str | None = None, workers: int = 1) -> None:
         assert kind in ("chathub", "reference")
         self.kind = kind
+        #: hub processes (``chathub serve --workers``)
+        self.workers = workers
         #: a folder holding a ``chathub`` package to run instead of the installed one
         self.chathub_src = chathub_src
         self.cpus = cpus
@@ -156,6 +158,8 @@ class ServerProc:
         else:
             cmd = [sys.executable, "-c", "from chathub.cli import app; app()", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
                    "--host", "127.0.0.1", "--log-level", self.log_level]
+            if self.workers != 1:
+                cmd += ["--workers", str(self.workers)]
         if self.cpus and shutil.which("taskset"):
             cmd = ["taskset", "-c", self.cpus, *cmd]
         return cmd

@@ -48,6 +48,9 @@ log = logging.getLogger("chathub.server")
 
 #: seconds websockets waits for the peer's close frame before dropping the TCP connection
 CLOSE_TIMEOUT = 2.0
+#: pending TCP connections the kernel queues before the hub accepts them (asyncio's
+#: default of 100 makes a connection storm wait for SYN retries)
+LISTEN_BACKLOG = 2048
 #: seconds a kick waits for the other hubs to say how many connections they closed
 KICK_REPLY_TIMEOUT = 2.0
 
@@ -171,6 +174,7 @@ class Daemon:
             close_timeout=CLOSE_TIMEOUT,
             server_header=f"chathub/{__version__}",
             reuse_port=cfg.server.reuse_port,
+            backlog=LISTEN_BACKLOG,
         )
         sock = next(iter(self.server.sockets))
         self.port = sock.getsockname()[1]
