@@ -88,21 +88,19 @@ class Fanout:
         on_fanout = self.on_fanout
         while q:
             started = time.perf_counter()
-            if len(q) == 1:
-                self._broadcast_now(*q.popleft())
-            else:
-                batch = list(q)
-                q.clear()
-                self._broadcast_batch(batch)
+            batch = list(q)
+            q.clear()
+            self._broadcast_batch(batch)
             if on_fanout is not None:
                 on_fanout(time.perf_counter() - started)
 
     def _broadcast_batch(self, batch: list[Broadcast]) -> None:
-        """Several broadcasts at once: one write per client carrying all of its frames.
+        """The queued broadcasts at once: one write per client carrying all of its frames.
 
         Every frame stays a frame of its own on the wire; only the writes are
-        coalesced, so a client gets them in one system call instead of one each.
-        Clients that a broadcast skips or excludes get their own selection.
+        coalesced, so under load a client gets several in one system call instead
+        of one each. Clients that a broadcast skips or excludes get their own
+        selection.
         """
         special: set[Client] = set()
         for _, skip, _, exclude in batch:
@@ -164,29 +162,6 @@ class Fanout:
         self._emit({"type": "slow_consumer", "user": c.user, "session": c.session,
                     "backlog": c.backlog()})
         c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
-
-    def _broadcast_now(self, frame: bytes, skip: Client | None, own: bytes | None,
-                       exclude: set[Client] | None) -> None:
-        limit = self.queue_limit
-        slow: list[Client] = []
-        n = 0
-        size = len(frame)
-        for c in self._clients:
-            if c is skip or c.gone or (exclude and c in exclude):
-                continue
-            tr = c.transport
-            if tr.get_write_buffer_size() > limit:
-                slow.append(c)
-                continue
-            if c.ws.protocol.state is _OPEN:
-                tr.write(frame)
-                c.bytes_out += size
-                n += 1
-        if skip is not None and own is not None and not skip.gone and skip.write(own):
-            n += 1
-        self.stats.deliveries_out += n
-        for c in slow:
-            self.slow(c)
 
     def _whisper_now(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
                      exclude: set[Client] | None) -> None:

@@ -269,29 +269,22 @@ class Hub:
             ev = carry if carry is not None else await events.get()
             carry = None
             try:
-                if isinstance(ev, _Inbound):
-                    batch = [ev]
+                if isinstance(ev, _Inbound | _Register):
+                    # Take the run of events of the same kind that waits behind this one.
+                    batch: list[Any] = [ev]
                     while len(batch) < batch_max and not events.empty():
                         nxt = events.get_nowait()
-                        if isinstance(nxt, _Inbound):
-                            batch.append(nxt)
-                        else:
+                        if type(nxt) is not type(ev):
                             carry = nxt
                             break
+                        batch.append(nxt)
+                if isinstance(ev, _Inbound):
                     await self._stamp(batch)
                 elif isinstance(ev, _Register):
-                    regs = [ev]
-                    while len(regs) < batch_max and not events.empty():
-                        nxt = events.get_nowait()
-                        if isinstance(nxt, _Register):
-                            regs.append(nxt)
-                        else:
-                            carry = nxt
-                            break
                     try:
-                        await self._register(regs)
+                        await self._register(batch)
                     except Exception:
-                        for r in regs:
+                        for r in batch:
                             if not r.done.done():
                                 r.done.set_exception(ConnectionError("internal error"))
                         raise

@@ -58,22 +58,18 @@ class _HubCollector:
         yield counter("connects", "Connections registered", s.connects)
         yield counter("messages_flushed", "Messages written to PostgreSQL", d.message_flusher.written)
         yield counter("sessions_written", "Sessions written to PostgreSQL", d.session_flusher.written)
-        by_type = CounterMetricFamily("chathub_messages_accepted", "Messages accepted, by type", labels=["type"])
-        for kind, n in sorted(s.by_type.items()):
-            by_type.add_metric([kind], n)
-        yield by_type
-        errors = CounterMetricFamily("chathub_errors", "Error frames sent, by code", labels=["code"])
-        for code, n in sorted(s.by_error.items()):
-            errors.add_metric([code], n)
-        yield errors
-        refusals = CounterMetricFamily("chathub_refusals", "Connections refused, by reason", labels=["reason"])
-        for reason, n in sorted(d.guard.refusals.items()):
-            refusals.add_metric([reason], n)
-        yield refusals
-        closes = CounterMetricFamily("chathub_closes", "Connections ended, by close reason", labels=["reason"])
-        for reason, n in sorted(s.by_close.items()):
-            closes.add_metric([reason], n)
-        yield closes
+        yield _labelled("messages_accepted", "Messages accepted, by type", "type", s.by_type)
+        yield _labelled("errors", "Error frames sent, by code", "code", s.by_error)
+        yield _labelled("refusals", "Connections refused, by reason", "reason", d.guard.refusals)
+        yield _labelled("closes", "Connections ended, by close reason", "reason", s.by_close)
+
+
+def _labelled(name: str, doc: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter family with one series per key of ``counts``."""
+    family = CounterMetricFamily(f"chathub_{name}", doc, labels=[label])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    return family
 
 
 class Metrics:

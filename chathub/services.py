@@ -44,6 +44,15 @@ def _short_socket_dir(preferred: Path, name: str, tag: str) -> Path:
     return short
 
 
+def _log_tail(logfile: Path) -> str:
+    """The last lines of a server's log, on one line, for an error message."""
+    try:
+        lines = logfile.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(lines[-3:])
+
+
 class EmbeddedPostgres:
     """A private PostgreSQL 16 in ``<data_dir>/pg``, reached over a Unix socket."""
 
@@ -138,7 +147,7 @@ class EmbeddedPostgres:
         ], timeout=START_TIMEOUT + 5)
         if res.returncode != 0:
             raise ServiceError(
-                f"embedded PostgreSQL did not start (see {self.logfile}): {self._log_tail()}")
+                f"embedded PostgreSQL did not start (see {self.logfile}): {_log_tail(self.logfile)}")
         log.info("embedded PostgreSQL running on %s", self.socket_dir)
         return self.url
 
@@ -151,12 +160,6 @@ class EmbeddedPostgres:
         if res.returncode != 0 and "No such process" not in res.stderr:
             log.warning("embedded PostgreSQL stop: %s", res.stderr.strip())
 
-    def _log_tail(self) -> str:
-        try:
-            lines = self.logfile.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return " | ".join(lines[-3:])
 
 
 class EmbeddedValkey:
@@ -234,7 +237,7 @@ class EmbeddedValkey:
             if self._proc.poll() is not None:
                 break
             time.sleep(0.02)
-        raise ServiceError(f"embedded Valkey did not start (see {self.logfile}): {self._log_tail()}")
+        raise ServiceError(f"embedded Valkey did not start (see {self.logfile}): {_log_tail(self.logfile)}")
 
     def stop(self) -> None:
         """Shut Valkey down (the AOF is fsynced first). Idempotent."""
@@ -264,9 +267,3 @@ class EmbeddedValkey:
         log.warning("embedded Valkey did not stop in %.0fs; killing it", STOP_TIMEOUT)
         os.kill(pid, signal.SIGKILL)
 
-    def _log_tail(self) -> str:
-        try:
-            lines = self.logfile.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return " | ".join(lines[-3:])

@@ -35,15 +35,21 @@ def services_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_service(services_dir: Path) -> Iterator[EmbeddedPostgres | None]:
-    if os.environ.get("CHATHUB_TEST_DATABASE_URL"):
+def _embedded(cls: type, env: str, folder: Path) -> Iterator[Any]:
+    """Start an embedded server for the run, unless ``env`` names an external one."""
+    if os.environ.get(env):
         yield None
         return
-    pg = EmbeddedPostgres(services_dir)
-    pg.start()
-    yield pg
-    pg.stop()
+    service = cls(folder)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_service(services_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+    """The run's PostgreSQL (None when CHATHUB_TEST_DATABASE_URL is set)."""
+    yield from _embedded(EmbeddedPostgres, "CHATHUB_TEST_DATABASE_URL", services_dir)
 
 
 @pytest.fixture(scope="session")
@@ -54,17 +60,13 @@ def pg_admin_url(pg_service: EmbeddedPostgres | None) -> str:
 
 @pytest.fixture(scope="session")
 def valkey_service(services_dir: Path) -> Iterator[EmbeddedValkey | None]:
-    if os.environ.get("CHATHUB_TEST_VALKEY_URL"):
-        yield None
-        return
-    v = EmbeddedValkey(services_dir)
-    v.start()
-    yield v
-    v.stop()
+    """The run's Valkey (None when CHATHUB_TEST_VALKEY_URL is set)."""
+    yield from _embedded(EmbeddedValkey, "CHATHUB_TEST_VALKEY_URL", services_dir)
 
 
 @pytest.fixture(scope="session")
 def valkey_url(valkey_service: EmbeddedValkey | None) -> str:
+    """URL of the run's Valkey; tests isolate themselves with a key prefix."""
     return os.environ.get("CHATHUB_TEST_VALKEY_URL") or (valkey_service.url if valkey_service else "")
 
 
