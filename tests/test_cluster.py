@@ -233,3 +233,34 @@ async def test_workers_two_processes_share_a_port(spawn):
         assert (await c.recv_type("chat"))["text"] == "between workers"
     await asyncio.gather(*(c.close() for c in clients))
     assert await proc.terminate() == 0
+
+
+async def test_workers_parent_restarts_a_dead_worker_and_stops_all(spawn):
+    """A worker killed with SIGKILL is restarted by the parent; SIGTERM stops everyone cleanly."""
+    import signal
+
+    proc = await spawn(workers=2)
+    sock = proc.config.parent / proc.config.stem / "admin-1.sock"
+    await wait_for(lambda: _answers(sock), timeout=20, what="worker 1 up")
+    first = (await call(sock, "hello"))["pid"]
+    os.kill(first, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        try:
+            return (await call(sock, "hello"))["pid"] != first
+        except Exception:
+            return False
+
+    await wait_for(restarted, timeout=20, what="worker 1 restarted with a new pid")
+    async with await Chatter.connect(proc.port, "after") as c:
+        assert c.welcome["type"] == "welcome"
+    assert await proc.terminate() == 0
+    assert not sock.exists()
+
+
+async def _answers(sock) -> bool:
+    try:
+        await call(sock, "hello")
+        return True
+    except Exception:
+        return False
