@@ -13,7 +13,7 @@ from tui.app import DashApp
 from tui.feed import Feed, FeedOptions
 from tui.messages import LinkChanged, LinkState
 from tui.screens import DashScreen, KickScreen
-from tui.widgets import ClientsTable, EventLog, StatsPanel, StatusHeader, Trends
+from tui.widgets import ClientsTable, EventLog, NodesPanel, StatsPanel, StatusHeader, Trends
 
 #: short timings so that reconnects and refreshes do not slow the suite
 FAST = FeedOptions(min_poll_gap=0.05, retry_min=0.05, retry_max=0.3)
@@ -217,3 +217,18 @@ async def test_feed_backs_off_between_attempts(short_dir: Path) -> None:
     assert posted[0].state is LinkState.CONNECTING
     assert all(m.state is LinkState.DOWN for m in posted[1:])
     assert [m.retry_in for m in posted[1:6]] == [0.01, 0.02, 0.04, 0.04, 0.04]
+
+
+async def test_nodes_panel_lists_every_hub(daemon_factory: DaemonFactory) -> None:
+    """Two hubs on one Valkey: the nodes panel lists both, marks this one, and sums connections."""
+    here = await daemon_factory(hub={"node_id": "dash-a"})
+    there = await daemon_factory(hub={"node_id": "dash-b"})
+    app = dash(here.cfg.admin_socket)
+    async with app.run_test(size=SIZE):
+        main, _, _, _ = parts(app)
+        await connected(app, "dash-a")
+        panel = main.query_one(NodesPanel)
+        async with await Chatter.connect(there.port, "far"), await Chatter.connect(there.port, "away"):
+            await there.nodes.beat()  # a heartbeat now instead of within node_ttl / 3
+            await wait_for(lambda: [(r[0], r[1]) for r in panel.rows()] == [("dash-a *", "0"), ("dash-b", "2")],
+                           what="both nodes listed with their connections")

@@ -25,7 +25,7 @@ from ..messages import (
     LinkState,
     StatsReceived,
 )
-from ..widgets import ClientsTable, EventLog, StatsPanel, StatusHeader, Trends
+from ..widgets import ClientsTable, EventLog, NodesPanel, StatsPanel, StatusHeader, Trends
 from .kick import KickScreen
 
 
@@ -66,13 +66,16 @@ class DashScreen(Screen[None]):
             yield Trends(id="trends")
         yield Input(placeholder="filter clients by name (Enter: keep, Esc: clear)", id="filter")
         yield ClientsTable(id="clients")
-        yield EventLog(id="events")
+        with Horizontal(id="bottom"):
+            yield EventLog(id="events")
+            yield NodesPanel(id="nodes")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#stats").border_title = "Node"
         self.query_one("#trends").border_title = "Last 3 minutes"
         self.query_one("#events").border_title = "Events"
+        self.query_one("#nodes").border_title = "Nodes (* this one)"
         table = self.query_one(ClientsTable)
         table.border_title = "Clients"
         table.focus()
@@ -126,7 +129,7 @@ class DashScreen(Screen[None]):
         trends = self.query_one(Trends)
         trends.record(message.stats)
         if not self.paused:
-            self.query_one(StatsPanel).stats = message.stats
+            self._show_stats(message.stats)
             trends.show()
 
     def on_clients_received(self, message: ClientsReceived) -> None:
@@ -148,12 +151,19 @@ class DashScreen(Screen[None]):
             n = message.closed or 0
             self.notify(f"Kicked {message.user} ({n} connection{'s' if n != 1 else ''})")
 
+    def _show_stats(self, stats: dict[str, Any]) -> None:
+        self.query_one(StatsPanel).stats = stats
+        nodes = self.query_one(NodesPanel)
+        nodes.own = str(stats.get("node") or "")
+        cluster = stats.get("cluster")
+        nodes.nodes = cluster if isinstance(cluster, list) else []
+
     # -- state --------------------------------------------------------------------------
 
     def watch_paused(self, paused: bool) -> None:
         self.query_one(StatusHeader).paused = paused
         if not paused:
-            self.query_one(StatsPanel).stats = self.latest_stats
+            self._show_stats(self.latest_stats)
             self.query_one(Trends).show()
             self.query_one(ClientsTable).sync(self.latest_clients)
 

@@ -3,7 +3,8 @@
 from .clients import ClientsTable
 from .events import EventLog
 from .header import StatusHeader
+from .nodes import NodesPanel
 from .stats import StatsPanel
 from .trends import Trends
 
-__all__ = ["ClientsTable", "EventLog", "StatsPanel", "StatusHeader", "Trends"]
+__all__ = ["ClientsTable", "EventLog", "NodesPanel", "StatsPanel", "StatusHeader", "Trends"]

@@ -18,14 +18,6 @@ def _up(value: Any) -> Text:
     return Text("● up", style="green") if value else Text("✕ down", style="bold red")
 
 
-def _cluster(nodes: Any) -> str:
-    """``3 (120 conns)``: the hubs sharing this daemon's Valkey and their connections."""
-    if not isinstance(nodes, list) or not nodes:
-        return "—"
-    total = sum(int(n.get("connections") or 0) for n in nodes if isinstance(n, dict))
-    return f"{len(nodes)} ({fmt.count(total)} conns)"
-
-
 class StatsPanel(Widget):
     """The node's figures from ``stats``: connections, rates, queues, limits, services."""
 
@@ -50,7 +42,6 @@ class StatsPanel(Widget):
             ("flush backlog", fmt.count(get("flush_backlog"))),
             ("sessions waiting", fmt.count(get("sessions_waiting"))),
             ("kicks", fmt.count(get("kicks"))),
-            ("nodes", _cluster(get("cluster"))),
             ("valkey", _up(get("valkey_up"))),
             ("postgres", _up(get("postgres_up"))),
         ]
