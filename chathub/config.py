@@ -119,6 +119,10 @@ class RateLimitConfig:
     whisper_rate: float = 2.0
     #: whispers a user may send in a burst
     whisper_burst: int = 5
+    #: users/history requests per second per connection (sustained)
+    request_rate: float = 10.0
+    #: users/history requests a connection may send in a burst
+    request_burst: int = 20
 
 
 @dataclass
@@ -303,7 +307,7 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(c.flush_batch >= 1, "cache.flush_batch", "must be at least 1")
     need(c.recover_limit >= 1, "cache.recover_limit", "must be at least 1")
     r = cfg.ratelimit
-    for kind in ("chat", "whisper"):
+    for kind in ("chat", "whisper", "request"):
         need(getattr(r, f"{kind}_rate") > 0, f"ratelimit.{kind}_rate", "must be positive")
         need(getattr(r, f"{kind}_burst") >= 1, f"ratelimit.{kind}_burst", "must be at least 1")
     need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
 
@@ -18,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import closecodes, protocol
+from .bucket import TokenBucket
 from .cache import MessageCache
 from .client import Client
 from .config import Config
@@ -100,6 +102,9 @@ class ConnectionHandler:
         max_chars = self.cfg.server.max_text_chars
         moderate = self.guard.moderate
         hub = self.hub
+        limits = self.cfg.ratelimit
+        #: users/history requests cost a round trip each: a budget per connection
+        requests = TokenBucket(limits.request_rate, limits.request_burst)
         try:
             async for data in ws:
                 client.frames_received += 1
@@ -108,9 +113,14 @@ class ConnectionHandler:
                     msg = protocol.parse(data, max_chars)
                     if isinstance(msg, (Chat, Whisper)):
                         await hub.submit(client, moderate(client.user, msg))
-                    elif isinstance(msg, Users):
+                        continue
+                    wait = requests.take()
+                    if wait:
+                        raise ProtocolError(protocol.RATE_LIMITED, "too many requests", msg.ref,
+                                            math.ceil(wait * 1000))
+                    if isinstance(msg, Users):
                         client.send(protocol.encode_users(await hub.users_everywhere(), msg.ref))
-                    elif isinstance(msg, History):
+                    else:
                         await self._history(client, msg)
                 except ProtocolError as err:
                     hub.stats.by_error[err.code] = hub.stats.by_error.get(err.code, 0) + 1

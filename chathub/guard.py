@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from . import auth, moderation
+from .bucket import TokenBucket
 from .config import Config
 from .protocol import Chat, Whisper
 from .routes import Admission, admit_user, query_one, refuse
@@ -29,16 +29,6 @@ log = logging.getLogger("chathub.guard")
 _BUCKETS_MAX = 100_000
 
 
-class _Bucket:
-    """Token bucket for connection attempts from one address."""
-
-    __slots__ = ("tokens", "stamp")
-
-    def __init__(self, burst: float) -> None:
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-
 class Guard:
     """Admission and moderation for one daemon."""
 
@@ -47,25 +37,19 @@ class Guard:
         #: refusals by reason
         self.refusals: dict[str, int] = defaultdict(int)
         self._per_ip: dict[str, int] = defaultdict(int)
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.filters: list[moderation.Filter] = moderation.build_chain(cfg.moderation, _import)
 
     # -- admission -----------------------------------------------------------------
 
     def _take(self, ip: str) -> bool:
-        s = self.cfg.server
         b = self._buckets.get(ip)
         if b is None:
             if len(self._buckets) > _BUCKETS_MAX:
                 self._buckets.clear()
-            b = self._buckets[ip] = _Bucket(s.connect_burst_per_ip)
-        now = time.monotonic()
-        b.tokens = min(s.connect_burst_per_ip, b.tokens + (now - b.stamp) * s.connect_rate_per_ip)
-        b.stamp = now
-        if b.tokens < 1:
-            return False
-        b.tokens -= 1
-        return True
+            s = self.cfg.server
+            b = self._buckets[ip] = TokenBucket(s.connect_rate_per_ip, s.connect_burst_per_ip)
+        return b.take() == 0.0
 
     def count_refusal(self, reason: str) -> None:
         """Count a refusal that happened outside :meth:`admit` (e.g. a handshake timeout)."""

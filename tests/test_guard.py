@@ -252,3 +252,17 @@ async def test_custom_filters_and_failing_filter(daemon_factory):
         assert (await a.recv_type("error"))["code"] == "unavailable"
         await a.send(type="users")
         assert (await a.recv_type("users"))["users"] == ["a"]
+
+
+async def test_users_and_history_requests_have_a_budget_per_connection(daemon_factory):
+    """Past request_burst, users/history get rate_limited with a wait; another connection is unaffected."""
+    d = await daemon_factory(ratelimit={"request_rate": 0.5, "request_burst": 3})
+    async with await Chatter.connect(d.port, "curious") as a, await Chatter.connect(d.port, "calm") as b:
+        for i in range(5):
+            await a.send(type="users" if i % 2 else "history", ref=str(i))
+        replies = [await a.recv_type("users", "history", "error") for _ in range(5)]
+        assert [r["type"] for r in replies].count("error") == 2
+        errors = [r for r in replies if r["type"] == "error"]
+        assert all(e["code"] == "rate_limited" and 0 < e["retry_after_ms"] <= 2000 for e in errors)
+        await b.send(type="users")
+        assert (await b.recv_type("users", "error"))["type"] == "users"

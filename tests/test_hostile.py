@@ -167,7 +167,7 @@ def fuzz_daemon(database_url, valkey_url, key_prefix, short_dir):
         "database": {"url": database_url, "migrate": True},
         "valkey": {"url": valkey_url, "key_prefix": key_prefix},
         "ratelimit": {"chat_rate": 10000.0, "chat_burst": 10000, "whisper_rate": 10000.0,
-                      "whisper_burst": 10000},
+                      "whisper_burst": 10000, "request_rate": 10000.0, "request_burst": 10000},
         "moderation": {"flood_repeats": 0},
         "server": {"ping_interval": 1.0, "ping_timeout": 1.0},
     })
