@@ -9,8 +9,8 @@ nothing for this.
 
 Pub/sub is at-most-once: a hub whose subscription drops misses what is published
 meanwhile. :class:`Bus` reconnects and resubscribes by itself, and then asks the
-hub to resync its presence; clients that missed messages recover them with
-``?since=`` or ``history`` (docs/scaling.md).
+hub to resync its presence and to deliver the gap from the message stream, where
+every entry names the hub that stamped it (docs/scaling.md).
 """
 
 from __future__ import annotations

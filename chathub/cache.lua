@@ -25,7 +25,8 @@ local function publish(prefix, payload)
   end
 end
 
--- Rate-limit (GCRA), then stamp: append to the message stream and tell the other hubs.
+-- Rate-limit (GCRA), then stamp: append to the message stream (with the stamping node,
+-- so a hub can fill a gap in its subscription from it) and tell the other hubs.
 -- KEYS: stream, rate-limit key, hits hash, hits total
 -- ARGV: rate per second, burst, from, text, to ('' for public chat), key prefix, node id
 -- Returns {1, id} when accepted, {0, retry_after_ms} when over the limit,
@@ -52,10 +53,10 @@ local function accept(keys, args)
   redis.call('SET', keys[2], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
   local id
   if args[5] == '' then
-    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4])
+    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'n', node)
     publish(prefix, {k = 'm', n = node, id = id, f = args[3], t = args[4]})
   else
-    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'to', args[5])
+    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'to', args[5], 'n', node)
     publish(prefix, {k = 'm', n = node, id = id, f = args[3], t = args[4], to = args[5]})
   end
   return {1, id}

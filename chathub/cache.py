@@ -175,6 +175,16 @@ class MessageCache:
             return None, ""
         return [entry_to_message(e) for e in reply[1]], str(reply[2])
 
+    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]:
+        """Up to ``limit`` stream entries after ``after``, oldest first, as (origin node, message)."""
+        entries = await self.kv.call(self.kv.client.xrange, self.stream, f"({after}", "+", count=limit)
+        return [(entry_fields(e).get("n", ""), entry_to_message(e)) for e in entries]
+
+    async def last_id(self) -> str:
+        """The id of the newest message ever stamped ("0-0" before the first)."""
+        info = await self.kv.call(self.kv.client.xinfo_stream, self.stream)
+        return str(info.get("last-generated-id") or "0-0")
+
     async def rate_limit_hits(self) -> tuple[int, dict[str, int]]:
         """Rate-limit hits in total and per user, cluster-wide."""
         pipe = self.kv.client.pipeline(transaction=False)

@@ -46,6 +46,9 @@ log = logging.getLogger("chathub.hub")
 INBOX_LIMIT = 10_000
 #: seconds of rate-limit hits kept for the "last minute" figure
 RATE_WINDOW = 60.0
+#: most messages delivered from the stream after the bus resubscribed (a longer gap is
+#: left to the clients' own recovery with ?since=)
+GAP_FILL_LIMIT = 10_000
 
 
 @dataclass(slots=True)
@@ -76,7 +79,10 @@ class _Remote:
 
 @dataclass(slots=True)
 class _Resync:
-    """Valkey or the bus came back: write this node's presence again."""
+    """Valkey or the bus came back: write this node's presence again; after the bus
+    resubscribed, also deliver what other hubs published during the gap."""
+
+    gap: bool = False
 
 
 _Event = _Register | _Unregister | _Inbound | _Remote | _Resync
@@ -133,6 +139,11 @@ class Hub:
         self.online = Online()
         #: whether other hubs shared this Valkey at the last look
         self.clustered = False
+        #: (ms, seq) of the newest message delivered from another hub; the bus delivers in
+        #: id order, so anything at or below it is a duplicate
+        self._last_remote: tuple[int, int] | None = None
+        #: the stream's last id when the bus first subscribed
+        self._gap_floor = "0-0"
         #: called with an event dict (type, ...) for the admin socket's subscribers
         self.on_event: Callable[[dict[str, Any]], None] | None = None
         #: called with bus payloads the hub does not handle itself (kick traffic)
@@ -219,6 +230,14 @@ class Hub:
         """Ask the loop to write this hub's presence to Valkey again. Does not wait."""
         self._put_soon(_Resync())
 
+    def resubscribed(self) -> None:
+        """The bus came back: resync presence and fill the gap in remote messages."""
+        self._put_soon(_Resync(gap=True))
+
+    async def mark_subscribed(self) -> None:
+        """Note where the stream stood when the bus first subscribed (where gap fills start)."""
+        self._gap_floor = await self.cache.last_id()
+
     def _put_soon(self, ev: _Event) -> None:
         try:
             self._events.put_nowait(ev)
@@ -298,6 +317,8 @@ class Hub:
                     self._remote(ev.payload)
                 else:
                     await self._resync()
+                    if ev.gap:
+                        await self._fill_gap()
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
 
@@ -441,15 +462,9 @@ class Hub:
     def _remote(self, p: dict[str, Any]) -> None:
         kind = p.get("k")
         if kind == "m":
-            msg = Message(type="whisper" if p.get("to") else "chat", id=p["id"], from_=p["f"],
-                          text=p["t"], ts=int(p["id"].split("-", 1)[0]), to=p.get("to"))
-            frame = text_frame(protocol.encode(msg))
-            skip = self._skip_fresh(parse_id(msg.id)) if self._fresh else None
-            self.stats.remote_in += 1
-            if msg.to is None:
-                self.fanout.broadcast(frame, exclude=skip)
-            else:
-                self.fanout.whisper(msg, frame, None, frame, skip)
+            self._deliver_remote(Message(
+                type="whisper" if p.get("to") else "chat", id=p["id"], from_=p["f"], text=p["t"],
+                ts=int(p["id"].split("-", 1)[0]), to=p.get("to")))
         elif kind == "join":
             self.online.add(p["u"])
             if p["u"] not in self._by_user:
@@ -460,6 +475,38 @@ class Hub:
                 self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
         elif self.on_remote is not None:
             self.on_remote(p)
+
+    def _deliver_remote(self, msg: Message) -> None:
+        """Deliver a message another hub stamped, once, to this hub's clients."""
+        mid = parse_id(msg.id)
+        if self._last_remote is not None and mid <= self._last_remote:
+            return  # already delivered (a gap fill got here first)
+        self._last_remote = mid
+        frame = text_frame(protocol.encode(msg))
+        skip = self._skip_fresh(mid) if self._fresh else None
+        self.stats.remote_in += 1
+        if msg.to is None:
+            self.fanout.broadcast(frame, exclude=skip)
+        else:
+            self.fanout.whisper(msg, frame, None, frame, skip)
+
+    async def _fill_gap(self) -> None:
+        """Deliver what other hubs stamped while the bus was down (it is in the stream)."""
+        after = self._gap_floor
+        if self._last_remote is not None:
+            ms, seq = self._last_remote
+            after = f"{ms}-{seq}"
+        try:
+            entries = await self.cache.since(after, GAP_FILL_LIMIT)
+        except CacheUnavailable:
+            return
+        filled = 0
+        for origin, msg in entries:
+            if origin != self.node_id:
+                self._deliver_remote(msg)
+                filled += 1
+        if filled:
+            log.info("bus gap: delivered %d messages from other hubs", filled)
 
     def _skip_fresh(self, mid: tuple[int, int]) -> set[Client]:
         """Fresh clients that already have ``mid`` (in their welcome); forget the others."""

@@ -135,7 +135,7 @@ class Daemon:
         self.hub = Hub(self.cache, Presence(self.kv, self.node_id), cfg.hub, self.node_id)
         self.hub.fanout.on_fanout = self.metrics.observe_fanout
         self.hub.on_remote = self._on_remote
-        self.bus = Bus(self.kv, self.node_id, self.hub.remote, self.hub.resync)
+        self.bus = Bus(self.kv, self.node_id, self.hub.remote, self.hub.resubscribed)
         self.nodes = NodeWatch(self.kv, self.node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count)
         self.nodes.on_reaped = lambda node, users: self.hub.users_left(users, CRASHED)
         self.kv.on_change(lambda up: self._service_event("valkey", up))
@@ -147,6 +147,7 @@ class Daemon:
                      self.bus.run()):
             self._tasks.append(asyncio.create_task(coro))
         await self.bus.wait_subscribed()
+        await self.hub.mark_subscribed()
         self.hub.resync()  # load who is online elsewhere before the first welcome
         await self.nodes.reap()
         self._tasks.append(asyncio.create_task(self.nodes.run()))

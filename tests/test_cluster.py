@@ -264,3 +264,23 @@ async def _answers(sock) -> bool:
         return True
     except Exception:
         return False
+
+
+async def test_messages_published_while_a_bus_is_down_are_delivered_once(trio):
+    """A hub whose subscription drops fills the gap from the stream: nothing missed, nothing twice."""
+    a = await Chatter.connect(trio[0].port, "sender")
+    b = await Chatter.connect(trio[1].port, "listener")
+    # Drop every hub's subscription; none can resubscribe for RESUBSCRIBE_INTERVAL.
+    await trio[0].kv.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    for i in range(5):
+        await a.chat(f"gap {i}")
+    for i in range(5):
+        assert (await a.recv_type("chat"))["text"] == f"gap {i}"
+    await wait_for(lambda: all(d.bus.subscribed for d in trio), what="hubs resubscribed")
+    await a.chat("after")
+    got = [(await b.recv_type("chat"))["text"] for _ in range(6)]
+    assert got == [f"gap {i}" for i in range(5)] + ["after"]
+    await b.send(type="users")
+    assert (await b.recv_type("users", "chat"))["type"] == "users"  # no stray duplicate before it
+    await a.close()
+    await b.close()
