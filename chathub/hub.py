@@ -37,7 +37,7 @@ from .config import HubConfig
 from .errors import CacheUnavailable
 from .fanout import Fanout
 from .presence import Online, Presence
-from .protocol import Chat, Message, ProtocolError, Whisper, parse_id
+from .protocol import Chat, Message, Whisper, parse_id
 from .tasks import spawn
 
 log = logging.getLogger("chathub.hub")
@@ -133,8 +133,6 @@ class Hub:
         #: clients that joined recently: (ms, seq) of the stream's last id at their welcome.
         #: Messages from other hubs up to that id were in their welcome already.
         self._fresh: dict[Client, tuple[int, int]] = {}
-        #: presence in Valkey may be stale (a write failed while Valkey was down)
-        self._presence_dirty = False
         #: who is online on any hub (a mirror of Valkey's presence; see presence.py)
         self.online = Online()
         #: whether other hubs shared this Valkey at the last look
@@ -151,7 +149,6 @@ class Hub:
         #: the broadcast and whisper queues and their delivery tasks
         self.fanout = Fanout(self._clients, self._by_user, cfg.client_queue_limit, self.stats,
                              self._emit)
-        self.started = time.monotonic()
         self._stopping = False
 
     # -- reading state --------------------------------------------------------
@@ -172,9 +169,6 @@ class Hub:
             except CacheUnavailable:
                 pass
         return self.online.sorted()
-
-    def online(self, user: str) -> bool:
-        return user in self._by_user
 
     def clients(self) -> list[Client]:
         """Every registered connection."""
@@ -399,7 +393,6 @@ class Hub:
             if everyone is not None:  # other hubs: take Valkey's word over the mirror
                 self.online.replace([*everyone, *self._by_user])
         except CacheUnavailable:
-            self._presence_dirty = True
             firsts = [u not in self._by_user and u not in users[:i] for i, u in enumerate(users)]
         now = _now_ms()
         for ev, (history, top, recovered), first in zip(regs, welcome, firsts, strict=True):
@@ -432,7 +425,6 @@ class Hub:
         try:
             last = await self.presence.disconnect(c.user, reason)
         except CacheUnavailable:
-            self._presence_dirty = True
             last = not conns
         if last:
             self.online.discard(c.user)
@@ -455,9 +447,8 @@ class Hub:
         try:
             everyone = await self.presence.resync({u: len(cs) for u, cs in self._by_user.items()})
             self.online.replace([*everyone, *self._by_user])
-            self._presence_dirty = False
         except CacheUnavailable:
-            self._presence_dirty = True
+            pass  # Valkey is down again; its return triggers another resync
 
     def _remote(self, p: dict[str, Any]) -> None:
         kind = p.get("k")
@@ -523,4 +514,4 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-__all__ = ["Hub", "HubStats", "ProtocolError"]
+__all__ = ["Hub", "HubStats"]

@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -105,8 +106,6 @@ class Daemon:
 
     async def start(self) -> None:
         """Bring everything up; raises a :class:`ChathubError` with one clear line on failure."""
-        from pathlib import Path
-
         Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         self.admin = AdminServer(cfg.admin_socket, self)
@@ -170,7 +169,6 @@ class Daemon:
             compression=None,
             max_size=cfg.server.max_message_bytes,
             ping_interval=None,  # one Keepalive task for all connections instead
-
             open_timeout=cfg.server.handshake_timeout,
             close_timeout=CLOSE_TIMEOUT,
             server_header=f"chathub/{__version__}",
