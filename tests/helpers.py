@@ -89,3 +89,19 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def assert_shared_budget(first: Chatter, second: Chatter) -> None:
+    """Two connections of one user with a chat burst of 4: after three chats on ``first``,
+    ``second`` gets one through and two ``rate_limited``."""
+    for i in range(3):
+        await first.chat(f"first {i}")
+    for _ in range(3):
+        await first.recv_type("chat")
+    for i in range(3):
+        await second.chat(f"second {i}")
+    # second also sees first's three chats (same user, another tab): six frames in all
+    res = [await second.recv_type("chat", "error") for _ in range(6)]
+    own = [r for r in res if r["type"] == "chat" and r["text"].startswith("second")]
+    limited = [r for r in res if r["type"] == "error" and r["code"] == "rate_limited"]
+    assert len(own) == 1 and len(limited) == 2

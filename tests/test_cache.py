@@ -9,7 +9,7 @@ import os
 import pytest
 
 from chathub.protocol import parse_id
-from tests.helpers import Chatter, wait_for
+from tests.helpers import Chatter, assert_shared_budget, wait_for
 
 needs_embedded = pytest.mark.skipif(
     bool(os.environ.get("CHATHUB_TEST_DATABASE_URL") or os.environ.get("CHATHUB_TEST_VALKEY_URL")),
@@ -165,16 +165,7 @@ async def test_two_connections_of_one_user_share_a_budget(daemon_factory):
     d = await daemon_factory(ratelimit={"chat_rate": 0.2, "chat_burst": 4})
     t1 = await Chatter.connect(d.port, "a")
     t2 = await Chatter.connect(d.port, "a")
-    for i in range(3):
-        await t1.chat(f"one{i}")
-    for _ in range(3):
-        await t1.recv_type("chat")
-    for i in range(3):
-        await t2.chat(f"two{i}")
-    res = [await t2.recv_type("error", "chat") for _ in range(6)]
-    own = [r for r in res if r["type"] == "chat" and r["text"].startswith("two")]
-    errors = [r for r in res if r["type"] == "error"]
-    assert len(own) == 1 and len(errors) == 2
+    await assert_shared_budget(t1, t2)
     await t1.close()
     await t2.close()
 

@@ -11,7 +11,7 @@ import pytest
 
 from chathub import closecodes
 from chathub.admin.client import call
-from tests.helpers import Chatter, wait_for
+from tests.helpers import Chatter, assert_shared_budget, wait_for
 
 needs_embedded_valkey = pytest.mark.skipif(
     bool(os.environ.get("CHATHUB_TEST_VALKEY_URL")),
@@ -130,14 +130,7 @@ async def test_rate_limit_is_shared_across_hubs(daemon_factory):
     d1 = await daemon_factory(hub={"node_id": "rl1"}, ratelimit={"chat_rate": 0.2, "chat_burst": 4})
     a0 = await Chatter.connect(d0.port, "a")
     a1 = await Chatter.connect(d1.port, "a")
-    for i in range(3):
-        await a0.chat(f"x{i}")
-    for _ in range(3):
-        await a0.recv_type("chat")
-    for i in range(3):
-        await a1.chat(f"y{i}")
-    res = [await a1.recv_type("chat", "error") for _ in range(6)]
-    assert sum(1 for r in res if r["type"] == "error" and r["code"] == "rate_limited") == 2
+    await assert_shared_budget(a0, a1)
     await a0.close()
     await a1.close()
 
