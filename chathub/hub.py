@@ -100,7 +100,6 @@ class HubStats:
     slow_consumers: int = 0
     kicks: int = 0
     connects: int = 0
-    remote_in: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
     #: finished connections by close reason
     by_close: dict[str, int] = field(default_factory=dict)
@@ -475,7 +474,6 @@ class Hub:
         self._last_remote = mid
         frame = text_frame(protocol.encode(msg))
         skip = self._skip_fresh(mid) if self._fresh else None
-        self.stats.remote_in += 1
         if msg.to is None:
             self.fanout.broadcast(frame, exclude=skip)
         else:

@@ -108,10 +108,6 @@ class KV:
                 continue
             self._set(True)
 
-    def mark_down(self) -> None:
-        """Record that Valkey failed (for callers that used :attr:`client` directly)."""
-        self._set(False)
-
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args)`` against Valkey, or fail fast while it is down.
 

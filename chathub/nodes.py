@@ -114,8 +114,10 @@ class NodeWatch:
         await self.kv.call(pipe.execute)
 
     async def run(self) -> None:
-        """Beat and reap every third of the TTL, forever."""
+        """Beat and reap every third of the TTL, forever (the daemon did the first round
+        itself before serving)."""
         while True:
+            await asyncio.sleep(self.ttl / 3)
             try:
                 await self.beat()
                 await self.reap()
@@ -123,4 +125,3 @@ class NodeWatch:
                 pass
             except Exception:
                 log.exception("node watch failed; retrying")
-            await asyncio.sleep(self.ttl / 3)

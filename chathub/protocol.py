@@ -196,11 +196,6 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     ts: int = 0
     to: str | None = None
 
-    @property
-    def public(self) -> bool:
-        """True for public chat, False for a whisper."""
-        return self.to is None
-
 
 def encode(obj: Any) -> bytes:
     """Encode any frame (a dict or a :class:`Message`) to JSON bytes."""
