@@ -1,13 +1,16 @@
 """Tokens for auth mode "token": HS256 JWTs whose ``sub`` is the user name.
 
 :func:`mint` makes one (``chathub token``); :func:`verify` checks one at the upgrade.
-Only HS256 is accepted (``alg: none`` and every other algorithm are refused), and
-``exp`` is required.
+Only HS256 is accepted (``alg: none`` and every other algorithm are refused),
+``exp`` is required, and ``iat``, ``nbf`` and ``exp`` are checked with ``auth.clock_skew``
+seconds of leeway.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 
 import jwt
 
@@ -15,6 +18,8 @@ from .errors import ChathubError
 from .protocol import valid_user
 
 ALGORITHM = "HS256"
+#: seconds of clock difference tolerated by default (``auth.clock_skew``)
+DEFAULT_CLOCK_SKEW = 30.0
 
 
 class TokenError(ChathubError, ValueError):
@@ -29,28 +34,63 @@ def mint(user: str, secret: str, ttl_seconds: float) -> str:
     return jwt.encode({"sub": user, "iat": now, "exp": now + int(ttl_seconds)}, secret, ALGORITHM)
 
 
-def verify(token: str | None, secret: str) -> tuple[str, float]:
-    """Return (user, expiry as epoch seconds) for a valid token.
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 section 2: a JSON number of seconds), or None if absent.
 
     Raises:
-        TokenError: with a one-line reason for the 401.
+        TokenError: the claim is not a finite number (a string, a boolean, NaN, ...).
+    """
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TokenError(f"token claim {name!r} must be a number of seconds (RFC 7519 NumericDate)")
+    return float(value)
+
+
+def verify(token: str | None, secret: str, clock_skew: float = DEFAULT_CLOCK_SKEW,
+           now: float | None = None) -> tuple[str, float]:
+    """Return (user, expiry as epoch seconds, skew included) for a valid token.
+
+    The signature is checked first (HS256 only); then every registered claim chathub
+    reads is checked for its RFC 7519 type: ``sub`` a string that is a valid user name,
+    ``exp`` (required), ``nbf`` and ``iat`` NumericDates. Times allow ``clock_skew``
+    seconds either way, for servers whose clocks differ a little.
+
+    Raises:
+        TokenError: with a one-line reason for the 401 ("token is not yet valid",
+            "token expired", "token claim 'exp' must be ...", ...).
     """
     if not token:
         raise TokenError("missing token: pass ?token= or Authorization: Bearer")
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                            options={"require": ["exp", "sub"]})
-    except jwt.ExpiredSignatureError:
-        raise TokenError("token expired") from None
+                            options={"verify_exp": False, "verify_nbf": False,
+                                     "verify_iat": False, "verify_aud": False,
+                                     "verify_iss": False})
     except jwt.InvalidSignatureError:
         raise TokenError("token signature is invalid") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise TokenError(f"token lacks the {exc.claim!r} claim") from None
     except jwt.InvalidAlgorithmError:
         raise TokenError("token algorithm not allowed (HS256 only)") from None
     except jwt.PyJWTError:
         raise TokenError("token is malformed") from None
-    user = claims.get("sub")
+    if not isinstance(claims, dict):  # pragma: no cover - PyJWT returns the payload object
+        raise TokenError("token is malformed")
+    now = time.time() if now is None else now
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp is None:
+        raise TokenError("token lacks the 'exp' claim")
+    if "sub" not in claims:
+        raise TokenError("token lacks the 'sub' claim")
+    user = claims["sub"]
     if not isinstance(user, str) or not valid_user(user):
         raise TokenError("token subject is not a valid user name")
-    return user, float(claims["exp"])
+    if nbf is not None and nbf > now + clock_skew:
+        raise TokenError("token is not yet valid (nbf is in the future)")
+    if iat is not None and iat > now + clock_skew:
+        raise TokenError("token is not yet valid (issued in the future)")
+    if exp + clock_skew <= now:
+        raise TokenError("token expired")
+    return user, exp + clock_skew

@@ -119,11 +119,19 @@ local function resync(keys, args)
   return (#args - 2) / 2
 end
 
+-- Decimal strings without leading zeros compared exactly (Lua numbers are doubles and
+-- lose precision above 2^53, while each part of an id goes up to 2^64-1).
+local function dec_lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+-- a < b for ids '<ms>-<seq>' in canonical form (chathub canonicalises every id it takes in)
 local function id_lt(a, b)
   local ams, aseq = string.match(a, '(%d+)-(%d+)')
   local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams < bms or (ams == bms and aseq < bseq)
+  if ams ~= bms then return dec_lt(ams, bms) end
+  return dec_lt(aseq, bseq)
 end
 
 local function last_id(key)
@@ -169,13 +177,17 @@ end
 -- What a user missed after ARGV[1]: public chat and the user's whispers, oldest first.
 -- KEYS: stream. ARGV: since, user, limit.
 -- Returns {1, entries, the stream's last id} when complete, {0} when the stream no longer
--- reaches back to since (or is empty: a new Valkey) or more than limit entries followed it.
+-- reaches back to since (or is empty: a new Valkey), since is newer than the stream's last
+-- id, or more than limit entries followed it.
 local function recover(keys, args)
   local since, user, limit = args[1], args[2], tonumber(args[3])
   local first = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
   -- Every id a client saw came from this stream: if since is no longer in it (older
   -- than the first entry kept), entries after it may have been trimmed too.
   if #first == 0 or id_lt(since, first[1][1]) then return {0} end
+  -- A since newer than anything this stream issued was seen in another (or a lost)
+  -- stream: nothing can be said about what followed it.
+  if id_lt(last_id(keys[1]), since) then return {0} end
   local out = {}
   local lower = '(' .. since
   while true do

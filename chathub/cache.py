@@ -13,18 +13,17 @@ dropped connection is read from the stream; older pages come from PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .archive import Archive
 from .config import CacheConfig, RateLimitConfig
+from .errors import CacheUnavailable
 from .kv import KV
-from .protocol import Message, parse_id
+from .protocol import Message, before_first
 
 #: the consumer group that flushes the stream to PostgreSQL
 FLUSH_GROUP = "flusher"
-
-#: loads public messages older than (ms, seq) from PostgreSQL, newest first
-OlderLoader = Callable[[int, int, int], Awaitable[list[Message]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +45,23 @@ class Accepted:
 @dataclass(frozen=True, slots=True)
 class UnknownUser:
     """The whisper's recipient is online on no hub: nothing stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Valkey refused this one message (an error reply): nothing stored."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A welcome's history: ``messages`` oldest first; ``top`` the stream's last id when
+    read; ``partial`` when older messages that PostgreSQL holds were left out."""
+
+    messages: list[Message]
+    top: str
+    partial: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +97,8 @@ class MessageCache:
     ``unavailable``.
     """
 
-    def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig, node_id: str) -> None:
+    def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig, node_id: str,
+                 archive: Archive) -> None:
         self.kv = kv
         self.node_id = node_id
         self.cfg = cache
@@ -89,8 +106,8 @@ class MessageCache:
         self.stream = kv.key("msgs")
         self.hits_key = kv.key("rl", "hits")
         self.hits_total_key = kv.key("rl", "hits_total")
-        #: where older public pages come from once the stream runs out (set by the daemon)
-        self.older: OlderLoader | None = None
+        #: where older public pages come from once the stream runs out
+        self.archive = archive
 
     async def setup(self) -> None:
         """Create the stream and its flusher group if they are missing."""
@@ -100,7 +117,7 @@ class MessageCache:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def accept(self, batch: Sequence[Outgoing]) -> list[Accepted | Limited | UnknownUser]:
+    async def accept(self, batch: Sequence[Outgoing]) -> list[Accepted | Limited | UnknownUser | Failed]:
         """Rate-limit and stamp ``batch`` in one round trip; results in the same order.
 
         Accepted messages are also published to the other hubs, in id order.
@@ -117,11 +134,12 @@ class MessageCache:
                 rl_key, rate, burst = self.kv.key("rl", "whisper", out.sender), lim.whisper_rate, lim.whisper_burst
             pipe.fcall("chathub_accept", 4, self.stream, rl_key, self.hits_key, self.hits_total_key,
                        rate, burst, out.sender, out.text, out.to or "", self.kv.prefix, self.node_id)
-        replies = await self.kv.call(pipe.execute)
-        results: list[Accepted | Limited | UnknownUser] = []
+        replies = await self.kv.call(pipe.execute, False)  # errors come back per message
+        results: list[Accepted | Limited | UnknownUser | Failed] = []
         for out, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
+            if isinstance(reply, Exception):  # this message alone failed
+                results.append(Failed(str(reply)))
+                continue
             if reply[0] == 2:
                 results.append(UnknownUser())
             elif reply[0] == 1:
@@ -133,33 +151,68 @@ class MessageCache:
                 results.append(Limited(int(reply[1])))
         return results
 
-    async def recent(self, limit: int | None = None) -> tuple[list[Message], str]:
-        """The newest ``limit`` (default ``history_on_join``) public messages, oldest first,
-        and the stream's last id at that moment (nothing up to it is left to deliver)."""
-        limit = self.cfg.history_on_join if limit is None else limit
-        return await self._history(None, max(limit, 0))
+    async def recent(self, limit: int | None = None) -> Recent:
+        """The newest ``limit`` (default ``history_on_join``) public messages for a welcome.
+
+        Reads Valkey only: the hub loop calls it. When the stream holds fewer than
+        ``limit`` public messages the rest comes from the archive's fetched page, or,
+        when none fits, is left out (``partial``) while the archive fetches one.
+        """
+        limit = self.cfg.history_on_join if limit is None else max(limit, 0)
+        entries, exhausted, oldest, top = await self._stream_page(None, limit)
+        msgs = [entry_to_message(e) for e in entries]
+        partial = False
+        if len(msgs) < limit and exhausted:
+            bound = str(oldest) if oldest else None
+            page = self.archive.page_for(bound, limit - len(msgs))
+            if page is None:
+                partial = True
+                self.archive.prefetch(bound)
+            else:
+                msgs.extend(page)
+        msgs.reverse()
+        return Recent(msgs, str(top), partial)
+
+    async def warm(self) -> None:
+        """Read a welcome's history once, so that the archive fetches the page welcomes
+        need before the first client arrives (bounded by the archive's deadline)."""
+        try:
+            await self.recent()
+        except CacheUnavailable:
+            return
+        await self.archive.ready()
+
+    async def prepare_welcome(self) -> None:
+        """Wait, bounded, for an archive page being fetched for welcomes. Not for the hub loop."""
+        await self.archive.ready()
 
     async def history(self, before: str | None, limit: int) -> list[Message]:
         """Public messages older than ``before`` (newest when None), oldest first.
 
-        Served from the stream while it reaches back, then from PostgreSQL: paging
-        back from the newest message returns every public message exactly once.
-        """
-        return (await self._history(before, limit))[0]
+        Served from the stream while it reaches back, then from the archive (PostgreSQL,
+        bounded by its deadline): paging back from the newest message returns every
+        public message exactly once. ``before`` is a valid id (see
+        :func:`~chathub.protocol.parse_id`); at or below the first id Valkey can issue
+        the page is empty without a round trip. Not for the hub loop.
 
-    async def _history(self, before: str | None, limit: int) -> tuple[list[Message], str]:
-        entries, exhausted, oldest, top = await self.kv.call(
-            self.kv.client.fcall, "chathub_history", 1, self.stream, before or "+", limit)
+        Raises:
+            CacheUnavailable: Valkey is down.
+            DatabaseUnavailable: the page needs PostgreSQL, which is down or slow.
+        """
+        if before is not None and before_first(before):
+            return []
+        entries, exhausted, oldest, _ = await self._stream_page(before, limit)
         msgs = [entry_to_message(e) for e in entries]
-        if len(msgs) < limit and exhausted and self.older is not None:
-            bound = oldest or before
-            if bound:
-                ms, seq = parse_id(bound)
-                msgs.extend(await self.older(ms, seq, limit - len(msgs)))
-            elif before is None:
-                msgs.extend(await self.older(2**62, 0, limit))
+        if len(msgs) < limit and exhausted:
+            msgs.extend(await self.archive.older(str(oldest) if oldest else before,
+                                                 limit - len(msgs)))
         msgs.reverse()
-        return msgs, str(top)
+        return msgs
+
+    async def _stream_page(self, before: str | None, limit: int) -> tuple[list, int, str, str]:
+        """(entries newest first, whether the stream ran out, oldest id scanned, last id)."""
+        return await self.kv.call(
+            self.kv.client.fcall, "chathub_history", 1, self.stream, before or "+", limit)
 
     async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
         """What ``user`` missed after ``since``: public chat and their whispers, oldest first.
@@ -167,7 +220,9 @@ class MessageCache:
         Returns:
             (messages, the stream's last id); messages is None when the cache no longer
             reaches back to ``since`` (or more than ``recover_limit`` followed it): then
-            page with :meth:`history`.
+            page with :meth:`history`. It is None too when ``since`` is newer than any id
+            this cache has issued: the client's view came from another (or a lost) cache,
+            so nothing can be said about what it missed (docs/protocol.md, "Recovery").
         """
         reply = await self.kv.call(self.kv.client.fcall, "chathub_recover", 1, self.stream,
                                    since, user, self.cfg.recover_limit)

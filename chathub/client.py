@@ -10,6 +10,7 @@ and compression is off, so they are identical for all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -17,7 +18,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from .closecodes import wire_reason
 from .tasks import spawn
+
+log = logging.getLogger("chathub.client")
 
 _OPEN = State.OPEN
 #: seconds a server-initiated close may take before the TCP connection is dropped
@@ -88,7 +92,9 @@ class Client:
     def close_soon(self, code: int, reason: str, recorded: str | None = None) -> None:
         """Start the closing handshake without waiting for it; the handler records the end.
 
-        ``reason`` goes to the client; ``recorded`` (default: ``reason``) to the session row.
+        ``reason`` goes to the client, cut to what a close frame holds
+        (:func:`~chathub.closecodes.wire_reason`); ``recorded`` (default: ``reason``) goes
+        to the session row whole.
         """
         if self.close_code is None:
             self.close_code, self.close_reason = code, recorded or reason
@@ -97,9 +103,14 @@ class Client:
 
     async def _close(self, code: int, reason: str) -> None:
         # A peer that does not read never takes the close frame; cut it at the deadline.
+        # Whatever else goes wrong, a close the server decided on must happen: drop the
+        # TCP connection rather than leave it open.
         try:
-            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_DEADLINE)
+            await asyncio.wait_for(self.ws.close(code, wire_reason(reason)), CLOSE_DEADLINE)
         except TimeoutError:
+            self.transport.abort()
+        except Exception:
+            log.exception("closing %s with %d failed; dropping the connection", self.session, code)
             self.transport.abort()
 
     def info(self) -> dict[str, Any]:

@@ -25,6 +25,13 @@ KICKED = 4001
 SLOW_CONSUMER = 4002
 #: the token used to connect has expired; get a new one
 TOKEN_EXPIRED = 4003
+#: a dependency (Valkey) failed while this connection was being registered; reconnect
+#: with backoff (RFC 6455 registry: "Try Again Later")
+TRY_AGAIN_LATER = 1013
+
+#: most bytes of UTF-8 a close frame's reason may hold: a control frame's payload is at
+#: most 125 bytes, two of which carry the code (RFC 6455, sections 5.5 and 5.5.1)
+MAX_REASON_BYTES = 123
 
 #: the reason recorded in the session row, by close code
 REASONS = {
@@ -39,7 +46,21 @@ REASONS = {
     KICKED: "kicked",
     SLOW_CONSUMER: "slow consumer",
     TOKEN_EXPIRED: "token expired",
+    TRY_AGAIN_LATER: "try again later",
 }
+
+
+def wire_reason(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON_BYTES` of UTF-8 on a character boundary.
+
+    Every close chathub starts passes its reason through here: a longer reason makes
+    websockets refuse to send the close frame, and the connection would stay open.
+    The full text may travel in a frame sent before the close (``kicked``).
+    """
+    data = reason.encode("utf-8")
+    if len(data) <= MAX_REASON_BYTES:
+        return reason
+    return data[:MAX_REASON_BYTES].decode("utf-8", "ignore")
 
 
 def reason_for(code: int | None, text: str | None) -> str:

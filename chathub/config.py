@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .protocol import max_frame_bytes
 
 DEFAULT_CONFIG_FILE = "chathub.toml"
 ENV_PREFIX = "CHATHUB_"
@@ -28,8 +29,9 @@ ENV_PREFIX = "CHATHUB_"
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    #: largest incoming WebSocket frame in bytes; larger ones close with 1009
-    max_message_bytes: int = 16 * 1024
+    #: largest incoming WebSocket frame in bytes; larger ones close with 1009. Must admit a
+    #: frame of max_text_chars in the worst legal JSON encoding (see protocol.max_frame_bytes)
+    max_message_bytes: int = 32 * 1024
     #: longest chat/whisper text in characters; longer gets error ``too_long``
     max_text_chars: int = 2000
     #: seconds between keepalive pings; 0 disables them
@@ -137,6 +139,9 @@ class AuthConfig:
     mode: str = "none"
     #: HS256 secret, at least 32 bytes in token mode (prefer env CHATHUB_AUTH_SECRET)
     secret: str = ""
+    #: seconds of clock difference allowed between the token's issuer and this server when
+    #: checking iat, nbf and exp (RFC 7519 section 4.1 allows "some small leeway")
+    clock_skew: float = 30.0
 
 
 @dataclass
@@ -283,6 +288,10 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(0 <= s.port <= 65535, "server.port", f"must be 0-65535, got {s.port}")
     need(s.max_message_bytes >= 256, "server.max_message_bytes", "must be at least 256")
     need(s.max_text_chars >= 1, "server.max_text_chars", "must be at least 1")
+    frame = max_frame_bytes(s.max_text_chars)
+    need(s.max_message_bytes >= frame, "server.max_message_bytes",
+         f"must be at least {frame} to admit server.max_text_chars = {s.max_text_chars} in the "
+         "worst legal JSON encoding (12 bytes a character); raise it or lower max_text_chars")
     need(s.ping_interval >= 0, "server.ping_interval", "must not be negative")
     need(s.ping_timeout > 0, "server.ping_timeout", "must be positive")
     need(s.handshake_timeout > 0, "server.handshake_timeout", "must be positive")
@@ -310,6 +319,7 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     for kind in ("chat", "whisper", "request"):
         need(getattr(r, f"{kind}_rate") > 0, f"ratelimit.{kind}_rate", "must be positive")
         need(getattr(r, f"{kind}_burst") >= 1, f"ratelimit.{kind}_burst", "must be at least 1")
+    need(0 <= cfg.auth.clock_skew <= 3600, "auth.clock_skew", "must be 0-3600 seconds")
     need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")
     if cfg.auth.mode == "token":
         need(len(cfg.auth.secret.encode()) >= 32, "auth.secret",

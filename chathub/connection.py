@@ -14,7 +14,6 @@ import math
 import socket
 import time
 
-import asyncpg
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -23,9 +22,11 @@ from .bucket import TokenBucket
 from .cache import MessageCache
 from .client import Client
 from .config import Config
-from .errors import CacheUnavailable
+from .archive import RETRY_AFTER_MS
+from .errors import CacheUnavailable, DatabaseUnavailable
 from .guard import Guard
-from .hub import Hub
+from .hub import Hub, RegistrationFailed
+from .keepalive import TrackedConnection
 from .protocol import Chat, History, ProtocolError, Users, Whisper
 from .routes import Admission
 from .sessions import SessionRecorder
@@ -40,19 +41,17 @@ class ConnectionHandler:
     """Runs each connection; one per daemon."""
 
     def __init__(self, cfg: Config, node_id: str, hub: Hub, cache: MessageCache,
-                 sessions: SessionRecorder, guard: Guard,
-                 admissions: dict[ServerConnection, Admission]) -> None:
+                 sessions: SessionRecorder, guard: Guard) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.hub = hub
         self.cache = cache
         self.sessions = sessions
         self.guard = guard
-        self.admissions = admissions
 
-    async def handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: TrackedConnection) -> None:
         """The websockets handler: the whole life of one connection."""
-        adm = self.admissions.pop(ws, None)
+        adm = ws.admission
         if adm is None:  # pragma: no cover - process_request always admits first
             await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
             return
@@ -65,8 +64,9 @@ class ConnectionHandler:
         try:
             try:
                 await self.hub.register(client, adm.since)
-            except ConnectionError:
-                await ws.close(closecodes.GOING_AWAY, "shutdown")
+            except RegistrationFailed as exc:
+                client.close_code, client.close_reason = exc.code, exc.reason
+                await ws.close(exc.code, closecodes.wire_reason(exc.reason))
                 return
             log.info("connect %s session=%s from %s", client.user, client.session, client.remote_addr)
             await self.sessions.opened(client.record(self.node_id))
@@ -131,8 +131,12 @@ class ConnectionHandler:
     async def _history(self, client: Client, msg: History) -> None:
         try:
             msgs = await self.cache.history(msg.before, msg.limit)
-        except (CacheUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now", msg.ref) from None
+        except DatabaseUnavailable as exc:
+            raise ProtocolError(protocol.UNAVAILABLE, "older history is unavailable right now",
+                                msg.ref, exc.retry_after_ms) from None
+        except CacheUnavailable:
+            raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now",
+                                msg.ref, RETRY_AFTER_MS) from None
         client.send(protocol.encode_history(msgs, msg.ref))
 
 

@@ -25,7 +25,14 @@ class ServiceError(ChathubError, RuntimeError):
 
 
 class DatabaseUnavailable(ChathubError, ConnectionError):
-    """PostgreSQL cannot be reached; the message says where and why."""
+    """PostgreSQL cannot be reached; the message says where and why.
+
+    ``retry_after_ms``, when set, is what a client is told to wait before asking again.
+    """
+
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class CacheUnavailable(ChathubError, ConnectionError):

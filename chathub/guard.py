@@ -21,7 +21,15 @@ from . import auth, moderation
 from .bucket import TokenBucket
 from .config import Config
 from .protocol import Chat, Whisper
-from .routes import Admission, admit_user, query_one, refuse
+from .routes import (
+    Admission,
+    AmbiguousHeader,
+    admit_user,
+    first_header,
+    query_one,
+    refuse,
+    single_header,
+)
 
 log = logging.getLogger("chathub.guard")
 
@@ -71,14 +79,21 @@ class Guard:
             return self._refuse("max_connections", 503, "the server is full; try again later")
         if self._per_ip[ip] >= s.max_connections_per_ip:
             return self._refuse("max_connections_per_ip", 429, "too many connections from your address")
-        origin = request.headers.get("Origin")
+        try:
+            origin = single_header(request.headers, "Origin")
+        except AmbiguousHeader as exc:
+            return self._refuse("origin", 403, str(exc))
         if s.allowed_origins and origin is not None and origin not in s.allowed_origins:
             return self._refuse("origin", 403, f"origin {origin[:100]} is not allowed")
         expires_at = None
         if self.cfg.auth.mode == "token":
-            token = query_one(query, "token") or _bearer(request)
             try:
-                user, expires_at = auth.verify(token, self.cfg.auth.secret)
+                token = query_one(query, "token") or _bearer(request)
+            except AmbiguousHeader as exc:
+                return self._refuse("auth", 401, str(exc))
+            try:
+                user, expires_at = auth.verify(token, self.cfg.auth.secret,
+                                               self.cfg.auth.clock_skew)
             except auth.TokenError as exc:
                 return self._refuse("auth", 401, str(exc))
             since = query_one(query, "since")
@@ -92,8 +107,8 @@ class Guard:
             self.refusals["bad_request"] += 1
             return bad
         assert user_ok is not None
-        return Admission(user_ok, since, f"{ip}", request.headers.get("User-Agent", "")[:256],
-                         expires_at)
+        return Admission(user_ok, since, f"{ip}",
+                         (first_header(request.headers, "User-Agent") or "")[:256], expires_at)
 
     def opened(self, ip: str | None) -> None:
         self._per_ip[ip or "unknown"] += 1
@@ -112,7 +127,7 @@ class Guard:
 
 
 def _bearer(request: Request) -> str | None:
-    value = request.headers.get("Authorization", "")
+    value = single_header(request.headers, "Authorization") or ""
     if value.lower().startswith("bearer "):
         return value[7:].strip()
     return None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import closecodes, protocol
-from .cache import Accepted, Limited, MessageCache, Outgoing
+from .cache import Accepted, Failed, Limited, MessageCache, Outgoing, Recent
 from .client import Client, text_frame
 from .config import HubConfig
 from .errors import CacheUnavailable
@@ -110,6 +110,15 @@ class HubStats:
         while self.recent_hits and self.recent_hits[0] < cutoff:
             self.recent_hits.popleft()
         return len(self.recent_hits)
+
+
+class RegistrationFailed(ConnectionError):
+    """A connection could not be registered; close it with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class Hub:
@@ -194,11 +203,16 @@ class Hub:
     async def register(self, client: Client, since: str | None = None) -> None:
         """Add ``client``; returns once its ``welcome`` was written.
 
+        Runs in the caller's task: waiting for what the welcome needs from PostgreSQL
+        (bounded, see :mod:`chathub.archive`) happens here, never in the hub loop.
+
         Raises:
-            ConnectionError: the hub is shutting down.
+            RegistrationFailed: the hub is shutting down (1001), or preparing this
+                client's welcome failed; close with the code and reason it carries.
         """
         if self._stopping:
-            raise ConnectionError("hub is shutting down")
+            raise RegistrationFailed(closecodes.GOING_AWAY, "shutdown")
+        await self.cache.prepare_welcome()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._events.put(_Register(client, since, done))
         await done
@@ -295,10 +309,11 @@ class Hub:
                 elif isinstance(ev, _Register):
                     try:
                         await self._register(batch)
-                    except Exception:
+                    except BaseException:
                         for r in batch:
                             if not r.done.done():
-                                r.done.set_exception(ConnectionError("internal error"))
+                                r.done.set_exception(RegistrationFailed(
+                                    closecodes.INTERNAL_ERROR, "internal error"))
                         raise
                 elif isinstance(ev, _Unregister):
                     try:
@@ -346,6 +361,11 @@ class Hub:
                 self._emit({"type": "rate_limited", "user": c.user, "kind": kind,
                             "retry_after_ms": res.retry_after_ms})
                 continue
+            if isinstance(res, Failed):
+                log.error("stamping a message from %s failed: %s", c.user, res.error)
+                self._error(c, protocol.UNAVAILABLE,
+                            "the message cache refused this message; nothing was sent", ref)
+                continue
             if not isinstance(res, Accepted):
                 to = ev.message.to if isinstance(ev.message, Whisper) else ""
                 self._error(c, protocol.UNKNOWN_USER, f"{to} is not online", ref)
@@ -363,45 +383,48 @@ class Hub:
                 self.fanout.whisper(msg, frame, c, own)
 
     async def _register(self, regs: list[_Register]) -> None:
-        """Welcome a batch of new connections: one history read, one presence round trip."""
+        """Welcome a batch of new connections: one history read, one presence round trip.
+
+        A failure while preparing one connection's welcome fails that connection alone
+        (:class:`RegistrationFailed`); the others in the batch are welcomed as usual.
+        """
         # Deliver what is queued first: the welcome's history and the live frames that
         # follow it then meet exactly, with nothing missed and nothing twice.
         self.fanout.drain()
-        recent: tuple[list[Message], str] | None = None
-        welcome: list[tuple[list[Message], str, bool | None]] = []
+        recent: Recent | None = None
+        ready: list[tuple[_Register, Recent, bool | None]] = []
         for ev in regs:
-            history: list[Message] = []
-            top, recovered = "", None
             try:
-                if ev.since is not None:
-                    missed, top = await self.cache.recover(ev.since, ev.client.user)
-                    recovered = missed is not None
-                    if missed is not None:
-                        history = missed
-                if not history and recovered is not True:
-                    if recent is None:
-                        recent = await self.cache.recent()
-                    history, top = recent
-            except CacheUnavailable:
-                recovered = False if ev.since is not None else None
-            welcome.append((history, top, recovered))
-        users = [ev.client.user for ev in regs]
+                welcome, recovered = await self._welcome_history(ev, recent)
+            except Exception:
+                log.exception("registering %s failed", ev.client.session)
+                if not ev.done.done():
+                    ev.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR,
+                                                             "internal error"))
+                continue
+            if ev.since is None or recovered is False:
+                recent = welcome
+            ready.append((ev, welcome, recovered))
+        users = [ev.client.user for ev, _, _ in ready]
         try:
             firsts, everyone = await self.presence.connect(users)
             self.clustered = everyone is not None
             if everyone is not None:  # other hubs: take Valkey's word over the mirror
                 self.online.replace([*everyone, *self._by_user])
-        except CacheUnavailable:
+        except Exception as exc:
+            if not isinstance(exc, CacheUnavailable):
+                log.exception("presence: recording %d connections failed", len(users))
             firsts = [u not in self._by_user and u not in users[:i] for i, u in enumerate(users)]
         now = _now_ms()
-        for ev, (history, top, recovered), first in zip(regs, welcome, firsts, strict=True):
+        for (ev, welcome, recovered), first in zip(ready, firsts, strict=True):
             c = ev.client
             self.online.add(c.user)
-            c.send(protocol.encode_welcome(c.user, c.session, self.online.sorted(), history, recovered))
+            c.send(protocol.encode_welcome(c.user, c.session, self.online.sorted(),
+                                           welcome.messages, recovered, welcome.partial))
             self._by_user.setdefault(c.user, []).append(c)
             self._clients[c] = None
-            if top:
-                self._fresh[c] = parse_id(top)
+            if welcome.top:
+                self._fresh[c] = parse_id(welcome.top)
             self.stats.connects += 1
             if first:
                 self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, now)), c)
@@ -409,6 +432,24 @@ class Hub:
                         "remote_addr": c.remote_addr})
             if not ev.done.done():
                 ev.done.set_result(None)
+
+    async def _welcome_history(self, ev: _Register, recent: Recent | None
+                               ) -> tuple[Recent, bool | None]:
+        """The welcome's history for one registration and its ``recovered`` flag.
+
+        ``recent`` is the batch's plain welcome history once read (one read per batch).
+        With ``since`` the client gets what it missed when the cache still holds it,
+        else ``recovered: false`` and the recent history. Valkey being down gives an
+        empty history (and ``recovered: false`` for a ``since``), never a refusal.
+        """
+        try:
+            if ev.since is not None:
+                missed, top = await self.cache.recover(ev.since, ev.client.user)
+                if missed is not None:
+                    return Recent(missed, top, False), True
+            return recent or await self.cache.recent(), (False if ev.since is not None else None)
+        except CacheUnavailable:
+            return Recent([], "", False), (False if ev.since is not None else None)
 
     async def _unregister(self, c: Client) -> None:
         if c not in self._clients:
@@ -512,4 +553,4 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-__all__ = ["Hub", "HubStats"]
+__all__ = ["Hub", "HubStats", "RegistrationFailed"]

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 
 from . import closecodes
 from .client import _OPEN, Client
+from .routes import Admission
 
 log = logging.getLogger("chathub.keepalive")
 
@@ -28,7 +29,7 @@ PING_DATA = b"chathub"
 
 
 class TrackedConnection(ServerConnection):
-    """A server connection that remembers when its last pong arrived.
+    """A server connection that remembers when its last pong arrived, and who it is.
 
     ``on_handshake_timeout`` (a class attribute, set by the daemon) is called when
     the opening handshake is cut by ``handshake_timeout``.
@@ -40,6 +41,10 @@ class TrackedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         #: loop time of the last pong (0.0: none yet)
         self.last_pong = 0.0
+        #: who this connection is, decided before the upgrade (None until admitted). It
+        #: lives on the connection, so a handshake that fails after admission leaves
+        #: nothing behind.
+        self.admission: Admission | None = None
 
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         try:

@@ -25,8 +25,12 @@ DEFAULT_HISTORY_LIMIT = 50
 
 #: user names: 1-32 of A-Z a-z 0-9 _ - .
 USER_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
-#: message ids are Valkey stream ids: "<ms>-<seq>"
+#: message ids are Valkey stream ids: "<ms>-<seq>", each part an unsigned 64-bit integer
 ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+#: the largest value of either part of an id (Valkey's streamID is two uint64_t)
+ID_PART_MAX = 2**64 - 1
+#: the lowest id Valkey ever issues: XADD refuses 0-0, so nothing is older than 0-1
+FIRST_ID = (0, 1)
 #: control characters refused in text (all of C0 but tab and newline, DEL, C1)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -40,6 +44,22 @@ BLOCKED = "blocked"
 UNAVAILABLE = "unavailable"
 
 Ref = Annotated[str, msgspec.Meta(max_length=MAX_REF_CHARS)]
+
+#: most bytes JSON may spend on one character: a character outside the BMP written as a
+#: surrogate pair of escapes, "\ud83d\ude00" (RFC 8259 section 7), as Python's json.dumps does
+WORST_BYTES_PER_CHAR = 12
+#: bytes for the rest of the largest frame: keys, quotes, separators with json.dumps' spaces,
+#: a 32-character user name escaped 6 bytes a character, and slack for whitespace
+_ENVELOPE_BYTES = 512
+
+
+def max_frame_bytes(max_text_chars: int) -> int:
+    """The largest frame a client may need to carry ``max_text_chars`` of text.
+
+    That is a ``whisper`` with the longest text and ``ref`` in the worst legal JSON
+    encoding; ``server.max_message_bytes`` must be at least this (checked at start).
+    """
+    return WORST_BYTES_PER_CHAR * (max_text_chars + MAX_REF_CHARS) + _ENVELOPE_BYTES
 
 
 class ProtocolError(Exception):
@@ -158,11 +178,16 @@ def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
             raise ProtocolError(BAD_REQUEST, "field 'to' must be a valid user name", msg.ref)
         validate_text(msg.text, max_text_chars, msg.ref)
     elif isinstance(msg, History):
-        if msg.before is not None and not ID_RE.fullmatch(msg.before):
-            raise ProtocolError(BAD_REQUEST, "field 'before' must be a message id", msg.ref)
         if not 1 <= msg.limit <= MAX_HISTORY_LIMIT:
             raise ProtocolError(
                 BAD_REQUEST, f"field 'limit' must be 1-{MAX_HISTORY_LIMIT}", msg.ref)
+        if msg.before is not None:
+            before = canonical_id(msg.before)
+            if before is None:
+                raise ProtocolError(BAD_REQUEST, "field 'before' must be a message id "
+                                    "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
+            if before != msg.before:
+                msg = msgspec.structs.replace(msg, before=before)
     return msg
 
 
@@ -174,13 +199,33 @@ def valid_user(name: str | None) -> bool:
 def parse_id(value: str) -> tuple[int, int]:
     """Split a message id into its two integers, for ordering.
 
+    Every id that comes from outside (``before``, ``since``, admin commands) passes
+    through here: both parts must fit in an unsigned 64-bit integer, as Valkey's do.
+
     Raises:
-        ValueError: when ``value`` is not an id.
+        ValueError: when ``value`` is not an id or a part is out of range.
     """
-    if not ID_RE.fullmatch(value):
-        raise ValueError(f"not a message id: {value!r}")
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise ValueError(f"not a message id: {str(value)[:60]!r}")
     ms, seq = value.split("-")
-    return int(ms), int(seq)
+    parts = int(ms), int(seq)
+    if parts[0] > ID_PART_MAX or parts[1] > ID_PART_MAX:
+        raise ValueError(f"message id out of range (each part at most 2^64-1): {value!r}")
+    return parts
+
+
+def canonical_id(value: str) -> str | None:
+    """``value`` as Valkey writes it (no leading zeros), or None when it is not a valid id."""
+    try:
+        ms, seq = parse_id(value)
+    except ValueError:
+        return None
+    return f"{ms}-{seq}"
+
+
+def before_first(value: str) -> bool:
+    """Whether nothing can be older than id ``value`` (it is at or below :data:`FIRST_ID`)."""
+    return parse_id(value) <= FIRST_ID
 
 
 # -- server frames ----------------------------------------------------------
@@ -226,14 +271,20 @@ def encode_message(msg: Message, ref: str | None = None) -> bytes:
 
 
 def encode_welcome(user: str, session: str, users: list[str], history: list[Message],
-                   recovered: bool | None) -> bytes:
-    """The ``welcome`` frame, first after the upgrade."""
+                   recovered: bool | None, history_partial: bool = False) -> bytes:
+    """The ``welcome`` frame, first after the upgrade.
+
+    ``history_partial`` says older messages that only PostgreSQL holds were left out
+    (it was down or slow); page back with ``history`` later.
+    """
     frame: dict[str, Any] = {
         "type": "welcome", "protocol": PROTOCOL_VERSION, "user": user, "session": session,
         "users": users, "history": history,
     }
     if recovered is not None:
         frame["recovered"] = recovered
+    if history_partial:
+        frame["history_partial"] = True
     return _encoder.encode(frame)
 
 

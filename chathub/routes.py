@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 
 from . import protocol
@@ -76,18 +76,29 @@ class Routes:
         self.admit = admit
         self.health = health
         self.metrics = metrics
-        self.admissions: dict[ServerConnection, Admission] = {}
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """websockets' hook: a :class:`Response` answers the request, None upgrades it.
+
+        A header read with the wrong cardinality is a 400 naming it, never a 500.
+        """
+        try:
+            return self._route(connection, request)
+        except MultipleValuesError as exc:
+            return refuse(400, f"duplicate {exc} header")
+
+    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
         if path == WS_PATH:
-            if "upgrade" not in request.headers.get("Connection", "").lower():
+            if "upgrade" not in list_header(request.headers, "Connection").lower():
                 return refuse(426, "this is the WebSocket endpoint; connect with a WebSocket client")
             result = self.admit(connection, request, parse_qs(url.query))
             if isinstance(result, Response):
                 return result
-            self.admissions[connection] = result
+            # Kept on the connection itself: a handshake refused after this point
+            # (no Sec-WebSocket-Key, wrong version, ...) leaves no state behind.
+            connection.admission = result  # type: ignore[attr-defined]
             return None
         if path == "/healthz":
             ok, body = self.health()
@@ -113,6 +124,43 @@ class Routes:
         return respond(200, f.read_bytes(), ctype, {"Content-Security-Policy": csp})
 
 
+class AmbiguousHeader(ValueError):
+    """A header that must appear once came several times with different values."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"ambiguous {name} header: sent more than once with different values")
+        self.name = name
+
+
+def single_header(headers: Headers, name: str) -> str | None:
+    """The value of a header that decides something (``Origin``, ``Authorization``).
+
+    Repeats of the same value count as one; different values cannot be told apart from
+    an attempt to slip one past a check.
+
+    Raises:
+        AmbiguousHeader: ``name`` came with different values.
+    """
+    values = headers.get_all(name)
+    if not values:
+        return None
+    if any(v != values[0] for v in values[1:]):
+        raise AmbiguousHeader(name)
+    return values[0]
+
+
+def first_header(headers: Headers, name: str) -> str | None:
+    """The first value of a header that is only recorded (``User-Agent``): repeats are harmless."""
+    values = headers.get_all(name)
+    return values[0] if values else None
+
+
+def list_header(headers: Headers, name: str) -> str:
+    """A list-valued header (``Connection``) with its repeats combined, as RFC 9110
+    section 5.3 allows: "a, b" sent as two lines is "a, b" sent as one."""
+    return ", ".join(headers.get_all(name))
+
+
 def query_one(query: dict[str, list[str]], name: str) -> str | None:
     """The single value of a query parameter, or None."""
     values = query.get(name)
@@ -125,6 +173,10 @@ def admit_user(query: dict[str, list[str]]) -> tuple[str | None, str | None, Res
     if not protocol.valid_user(user):
         return None, None, refuse(400, "missing or invalid user name: use ?user=NAME with 1-32 of A-Z a-z 0-9 _ - .")
     since = query_one(query, "since")
-    if since is not None and not protocol.ID_RE.fullmatch(since):
-        return None, None, refuse(400, "invalid since: use the id of the last message you saw")
+    if since is not None:
+        since = protocol.canonical_id(since)
+        if since is None:
+            return None, None, refuse(
+                400, "invalid since: use the id of the last message you saw (<ms>-<seq>, "
+                     "each part an unsigned 64-bit integer)")
     return user, since, None

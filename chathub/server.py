@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import asyncpg
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from . import __version__
+from . import __version__, fdlimit
 from .admin.server import AdminServer
+from .archive import Archive
 from .bus import Bus
 from .cache import MessageCache
 from .config import Config
@@ -108,6 +110,7 @@ class Daemon:
         """Bring everything up; raises a :class:`ChathubError` with one clear line on failure."""
         Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
+        cfg.server.max_connections = fdlimit.ensure_room(cfg.server.max_connections)
         self.admin = AdminServer(cfg.admin_socket, self)
         self.admin.claim()  # refuse early when another daemon owns the socket
         db_url, kv_url = await self._services()
@@ -115,10 +118,11 @@ class Daemon:
         self.pool = await dbpool.create_pool(db_url, cfg.database.pool_size, cfg.database.timeout)
         self.kv = KV(kv_url, cfg.valkey.timeout, cfg.valkey.key_prefix)
         await self.kv.connect()
-        self.cache = MessageCache(self.kv, cfg.cache, cfg.ratelimit, self.node_id)
-        await self.cache.setup()
         pool = self.pool
-        self.cache.older = lambda ms, seq, limit: store.older_public(pool, ms, seq, limit)
+        self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
+                               self._pg_up)
+        self.cache = MessageCache(self.kv, cfg.cache, cfg.ratelimit, self.node_id, self.archive)
+        await self.cache.setup()
         self.metrics = Metrics(self)
         self.message_flusher = MessageFlusher(
             self.kv, self.pool, self.cache.stream, self.node_id, cfg.cache.flush_batch,
@@ -149,6 +153,7 @@ class Daemon:
         await self.hub.mark_subscribed()
         self.hub.resync()  # load who is online elsewhere before the first welcome
         await self.nodes.reap()
+        await self.cache.warm()  # the first welcomes need no wait for PostgreSQL
         self._tasks.append(asyncio.create_task(self.nodes.run()))
         if cfg.server.ping_interval > 0:
             self.keepalive = Keepalive(self.hub.clients, cfg.server.ping_interval, cfg.server.ping_timeout)
@@ -161,7 +166,7 @@ class Daemon:
             on_handshake_timeout = staticmethod(lambda: guard.count_refusal("handshake_timeout"))
 
         self.connections = ConnectionHandler(cfg, self.node_id, self.hub, self.cache, self.sessions,
-                                             self.guard, self.routes.admissions)
+                                             self.guard)
         self.server = await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=Connection,
@@ -228,6 +233,10 @@ class Daemon:
 
     # -- health and stats -------------------------------------------------------------
 
+    def _pg_up(self) -> bool:
+        """Whether PostgreSQL answered the flushers' last writes."""
+        return self.message_flusher.pg_up and self.session_flusher.pg_up
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(ok, body) for /healthz: the hub, Valkey and PostgreSQL reachable."""
         down = []
@@ -235,7 +244,7 @@ class Daemon:
             down.append("hub")
         if self.kv is None or not self.kv.up:
             down.append("valkey")
-        if not (self.message_flusher.pg_up and self.session_flusher.pg_up):
+        if not self._pg_up():
             down.append("postgres")
         body: dict[str, Any] = {
             "status": "ok" if not down else "unavailable",

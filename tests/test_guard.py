@@ -70,7 +70,7 @@ async def test_bad_tokens_are_refused_with_401(daemon_factory, token, reason):
     d = await daemon_factory(auth=TOKEN_MODE)
     now = int(time.time())
     made = {
-        "EXPIRED": jwt.encode({"sub": "a", "exp": now - 10}, SECRET, "HS256"),
+        "EXPIRED": jwt.encode({"sub": "a", "exp": now - 120}, SECRET, "HS256"),  # past the skew
         "WRONGKEY": jwt.encode({"sub": "a", "exp": now + 60}, "k" * 40, "HS256"),
         "ALGNONE": _b64({"alg": "none", "typ": "JWT"}) + "." + _b64({"sub": "a", "exp": now + 60}) + ".",
         "NOEXP": jwt.encode({"sub": "a"}, SECRET, "HS256"),
@@ -83,8 +83,8 @@ async def test_bad_tokens_are_refused_with_401(daemon_factory, token, reason):
 
 
 async def test_connection_closed_with_4003_when_token_expires(daemon_factory, db):
-    """A connection whose token expires is closed with 4003 at expiry."""
-    d = await daemon_factory(auth=TOKEN_MODE)
+    """A connection whose token expires is closed with 4003 at expiry (plus the skew, 0 here)."""
+    d = await daemon_factory(auth={**TOKEN_MODE, "clock_skew": 0})
     token = jwt.encode({"sub": "brief", "exp": int(time.time()) + 2}, SECRET, "HS256")
     c = await Chatter.connect(d.port, None, token=token)
     await asyncio.wait_for(c.ws.wait_closed(), 5)

@@ -41,7 +41,7 @@ text_frames = st.one_of(
     st.text(max_size=200),
     st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
     st.integers(1, 3000).map(lambda n: '{"a":' * n + "1" + "}" * n),
-    st.integers(15_000, 20_000).map(lambda n: json.dumps({"type": "chat", "text": "x" * n})),
+    st.integers(33_000, 40_000).map(lambda n: json.dumps({"type": "chat", "text": "x" * n})),
 )
 frames = st.one_of(text_frames, st.binary(max_size=300))
 

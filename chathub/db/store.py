@@ -65,8 +65,21 @@ async def insert_messages(pool: asyncpg.Pool, messages: Sequence[Message]) -> in
         return await _copy_upsert(conn, "messages", MESSAGE_COLUMNS, rows)
 
 
+#: the largest value of PostgreSQL's bigint, which holds each part of an id
+_BIGINT_MAX = 2**63 - 1
+
+
 async def older_public(pool: asyncpg.Pool, ms: int, seq: int, limit: int) -> list[Message]:
-    """Public messages strictly older than id (ms, seq), newest first."""
+    """Public messages strictly older than id (ms, seq), newest first.
+
+    Ids are two unsigned 64-bit integers; the columns are signed bigints. A bound past
+    their range is clamped: (ms, seq) with seq past it stands for "everything at ms",
+    ms past it for "everything" (the clamped bound itself is never a stored id).
+    """
+    if ms > _BIGINT_MAX:
+        ms, seq = _BIGINT_MAX, _BIGINT_MAX
+    elif seq > _BIGINT_MAX:
+        seq = _BIGINT_MAX
     rows = await pool.fetch(
         "SELECT id, sender, text, id_ms FROM messages WHERE recipient IS NULL "
         "AND (id_ms, id_seq) < ($1, $2) ORDER BY id_ms DESC, id_seq DESC LIMIT $3",

@@ -1,0 +1,130 @@
+"""The archive: older public messages from PostgreSQL, read beside the hub loop.
+
+The hub loop never awaits PostgreSQL: a slow database would stall everyone's
+delivery. Two paths need what only PostgreSQL holds once the Valkey stream no
+longer reaches back:
+
+- ``history`` pages, read by the requesting connection's own task through
+  :meth:`Archive.older`, bounded by :data:`ARCHIVE_DEADLINE`. A database that is
+  down or slow gives :class:`~chathub.errors.DatabaseUnavailable` carrying
+  ``retry_after_ms``, which the client gets as an ``unavailable`` error.
+- the ``welcome`` history when the stream holds fewer public messages than
+  ``history_on_join`` (a fresh or trimmed cache). The loop takes a page fetched
+  earlier (:meth:`Archive.page_for`, no I/O); when none fits, the welcome carries
+  what Valkey holds and says ``"history_partial": true``, and :meth:`Archive.prefetch`
+  fetches a page for the next welcomes. Registrations wait for a fetch in flight
+  (:meth:`Archive.ready`, bounded) before they reach the loop, so a healthy
+  database gives complete welcomes.
+
+Messages older than the stream's first entry never change, so a page fetched for
+one bound serves every later welcome whose bound is at or below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from .errors import DatabaseUnavailable
+from .protocol import Message, parse_id
+from .tasks import spawn
+
+log = logging.getLogger("chathub.archive")
+
+#: seconds one archive read may take before the request is answered ``unavailable``; long
+#: enough for a loaded database, short enough that a client's request does not hang
+ARCHIVE_DEADLINE = 2.0
+#: milliseconds a client is told to wait before asking again after ``unavailable``
+RETRY_AFTER_MS = 2000
+
+#: loads public messages older than (ms, seq) from PostgreSQL, newest first
+OlderLoader = Callable[[int, int, int], Awaitable[list[Message]]]
+
+#: the bound that stands for "older than everything": above any id Valkey issues
+_TOP = (2**64 - 1, 2**64 - 1)
+
+
+class Archive:
+    """Bounded reads of PostgreSQL's history for the hub and the connections.
+
+    Args:
+        load: the query (:func:`chathub.db.store.older_public` bound to a pool).
+        available: whether PostgreSQL is believed up (the flushers' view); when it
+            is not, reads fail at once instead of waiting for the deadline.
+        page_size: messages fetched for welcomes (``history_on_join``).
+        deadline: seconds each read may take.
+    """
+
+    def __init__(self, load: OlderLoader, page_size: int,
+                 available: Callable[[], bool] = lambda: True,
+                 deadline: float = ARCHIVE_DEADLINE) -> None:
+        self.load = load
+        self.available = available
+        self.page_size = page_size
+        self.deadline = deadline
+        #: (bound, newest-first messages older than it, whether that was all there is)
+        self._page: tuple[tuple[int, int], list[Message], bool] | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        #: welcome pages fetched, and reads that failed or timed out
+        self.fetches = 0
+        self.failures = 0
+
+    async def older(self, bound: str | None, limit: int) -> list[Message]:
+        """Up to ``limit`` public messages older than id ``bound`` (None: the newest), newest first.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL is down, failed or did not answer within the
+                deadline; ``retry_after_ms`` says when to try again.
+        """
+        ms, seq = parse_id(bound) if bound else _TOP
+        if not self.available():
+            self.failures += 1
+            raise DatabaseUnavailable("the message archive (PostgreSQL) is unavailable",
+                                      retry_after_ms=RETRY_AFTER_MS)
+        try:
+            return await asyncio.wait_for(self.load(ms, seq, limit), self.deadline)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                DatabaseUnavailable) as exc:
+            self.failures += 1
+            log.debug("archive read failed: %r", exc)
+            raise DatabaseUnavailable(
+                "the message archive (PostgreSQL) did not answer in time" if isinstance(
+                    exc, TimeoutError) else "the message archive (PostgreSQL) is unavailable",
+                retry_after_ms=RETRY_AFTER_MS) from None
+
+    def page_for(self, bound: str | None, limit: int) -> list[Message] | None:
+        """Up to ``limit`` messages older than ``bound`` from the fetched page, newest first;
+        None when no fetched page covers that bound. No I/O: the hub loop calls it."""
+        if self._page is None:
+            return None
+        pbound, msgs, complete = self._page
+        b = parse_id(bound) if bound else _TOP
+        if b > pbound:
+            return None  # messages between the page's bound and this one are not in it
+        fit = [m for m in msgs if parse_id(m.id) < b] if b < pbound else msgs
+        if len(fit) >= limit or complete:
+            return fit[:limit]
+        return None
+
+    def prefetch(self, bound: str | None) -> None:
+        """Start fetching the welcome page below ``bound`` unless a fetch is in flight."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = spawn(self._fetch(bound))
+
+    async def _fetch(self, bound: str | None) -> None:
+        want = self.page_size * 2  # room for later bounds a little lower than this one
+        try:
+            msgs = await self.older(bound, want)
+        except DatabaseUnavailable:
+            return
+        self.fetches += 1
+        self._page = (parse_id(bound) if bound else _TOP, msgs, len(msgs) < want)
+
+    async def ready(self) -> None:
+        """Wait (at most the deadline) for a welcome page being fetched."""
+        task = self._inflight
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=self.deadline)
