@@ -44,7 +44,8 @@ class Guard:
         self.cfg = cfg
         #: refusals by reason
         self.refusals: dict[str, int] = defaultdict(int)
-        self._per_ip: dict[str, int] = defaultdict(int)
+        #: open connections by address; an address leaves when its last one closes
+        self._per_ip: dict[str, int] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self.filters: list[moderation.Filter] = moderation.build_chain(cfg.moderation, _import)
 
@@ -77,7 +78,7 @@ class Guard:
             return self._refuse("connect_rate", 429, "too many connection attempts; slow down")
         if connections >= s.max_connections:
             return self._refuse("max_connections", 503, "the server is full; try again later")
-        if self._per_ip[ip] >= s.max_connections_per_ip:
+        if self._per_ip.get(ip, 0) >= s.max_connections_per_ip:  # .get: refusals add no key
             return self._refuse("max_connections_per_ip", 429, "too many connections from your address")
         try:
             origin = single_header(request.headers, "Origin")
@@ -110,8 +111,13 @@ class Guard:
         return Admission(user_ok, since, f"{ip}",
                          (first_header(request.headers, "User-Agent") or "")[:256], expires_at)
 
+    def open_per_ip(self) -> dict[str, int]:
+        """Open connections by remote address (addresses with none are not kept)."""
+        return dict(self._per_ip)
+
     def opened(self, ip: str | None) -> None:
-        self._per_ip[ip or "unknown"] += 1
+        key = ip or "unknown"
+        self._per_ip[key] = self._per_ip.get(key, 0) + 1
 
     def closed(self, ip: str | None) -> None:
         key = ip or "unknown"

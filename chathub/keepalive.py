@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.server import ServerProtocol
 
-from . import closecodes
+from . import closecodes, handshake
 from .client import _OPEN, Client
 from .routes import Admission
 
@@ -37,8 +38,9 @@ class TrackedConnection(ServerConnection):
 
     on_handshake_timeout: Callable[[], None] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        handshake.install(protocol)  # unparseable requests get an answer, not a silent close
+        super().__init__(protocol, *args, **kwargs)
         #: loop time of the last pong (0.0: none yet)
         self.last_pong = 0.0
         #: who this connection is, decided before the upgrade (None until admitted). It

@@ -44,8 +44,11 @@ def respond(status: int, body: bytes | str, content_type: str = "text/plain; cha
     """A complete HTTP response."""
     if isinstance(body, str):
         body = body.encode()
+    # Connection: close because websockets closes the connection after any answer but
+    # 101 (RFC 9112 section 9.6: say so rather than let a client pipeline into a close).
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                       ("Connection", "close")])
     for k, v in (extra or {}).items():
         headers[k] = v
     return Response(status, HTTPStatus(status).phrase, headers, body)
@@ -82,16 +85,25 @@ class Routes:
 
         A header read with the wrong cardinality is a 400 naming it, never a 500.
         """
+        method = request.method
+        if method not in ("GET", "HEAD"):
+            return respond(405, f"method {method[:20]} is not allowed here\n",
+                           extra={"Allow": "GET, HEAD"})
         try:
-            return self._route(connection, request)
+            response = self._route(connection, request)
         except MultipleValuesError as exc:
-            return refuse(400, f"duplicate {exc} header")
+            response = refuse(400, f"duplicate {exc} header")
+        if method == "HEAD" and response is not None:
+            # RFC 9110 section 9.3.2: the same headers as GET, no content
+            response = Response(response.status_code, response.reason_phrase,
+                                response.headers, b"")
+        return response
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
         if path == WS_PATH:
-            if "upgrade" not in list_header(request.headers, "Connection").lower():
+            if request.method != "GET" or "upgrade" not in list_header(request.headers, "Connection").lower():
                 return refuse(426, "this is the WebSocket endpoint; connect with a WebSocket client")
             result = self.admit(connection, request, parse_qs(url.query))
             if isinstance(result, Response):
@@ -125,26 +137,27 @@ class Routes:
 
 
 class AmbiguousHeader(ValueError):
-    """A header that must appear once came several times with different values."""
+    """A header that must appear once came several times."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"ambiguous {name} header: sent more than once with different values")
+        super().__init__(f"ambiguous {name} header: sent more than once")
         self.name = name
 
 
 def single_header(headers: Headers, name: str) -> str | None:
     """The value of a header that decides something (``Origin``, ``Authorization``).
 
-    Repeats of the same value count as one; different values cannot be told apart from
-    an attempt to slip one past a check.
+    It must come at most once: two values cannot be told apart from an attempt to slip
+    one past a check (RFC 6454 section 7.3 and RFC 9110 section 11.6.2 define one value
+    each), and websockets refuses a repeated ``Origin`` too.
 
     Raises:
-        AmbiguousHeader: ``name`` came with different values.
+        AmbiguousHeader: ``name`` came more than once.
     """
     values = headers.get_all(name)
     if not values:
         return None
-    if any(v != values[0] for v in values[1:]):
+    if len(values) > 1:
         raise AmbiguousHeader(name)
     return values[0]
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,11 @@ def write_config(path: Path, data_dir: Path, sections: dict[str, dict[str, Any]]
 class DaemonProcess:
     """``chathub serve`` in a subprocess; ``port`` is where it listens."""
 
-    def __init__(self, config: Path, port: int, log: Path, workers: int = 1) -> None:
+    def __init__(self, config: Path, port: int, log: Path, workers: int = 1,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.config = config
+        #: run in the child before exec (e.g. to set resource limits)
+        self.preexec = preexec
         self.port = port
         self.log = log
         self.workers = workers
@@ -58,7 +62,8 @@ class DaemonProcess:
             args += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATHUB_")}
         with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=self.preexec)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
