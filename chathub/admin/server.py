@@ -241,6 +241,7 @@ class AdminServer:
             "closes": dict(s.by_close),
             "valkey_up": bool(d.kv and d.kv.up),
             "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
+            "bus_resubscribes": d.bus.resubscribes,
             "events_dropped": self.dropped,
             "tasks": len(asyncio.all_tasks()),
         }
