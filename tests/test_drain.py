@@ -201,9 +201,9 @@ def _vm(pid: int, key: str) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 async def test_rss_bounded_by_cap_times_stalled_clients(spawn):
-    """Four stalled clients, 11 MB of traffic each, cap 1 MiB: peak RSS grows by at most
+    """Four stalled clients, 17 MB of traffic each, cap 1 MiB: peak RSS grows by at most
     4 x cap plus a fixed allowance for the traffic itself, and all four are cut by the cap."""
-    cap, stalled_n, n = 1 << 20, 4, 8000
+    cap, stalled_n, n = 1 << 20, 4, 12000
     proc = await spawn(hub={"client_queue_limit": 65536, "client_queue_max": cap,
                             "write_timeout": 120.0})
     sock = proc.config.parent / proc.config.stem / "admin.sock"
@@ -227,8 +227,10 @@ async def test_rss_bounded_by_cap_times_stalled_clients(spawn):
             stats = await call(sock, "stats")
         growth = _vm(proc.pid, "VmHWM") - base
         assert stats["slow_consumers"] == stalled_n
-        # without the cap the stalled backlogs alone would be 4 x 11 MB = 45 MB
-        allowance = 16 << 20
+        # Measured on the reference machine: about 3 MB with the cap; with a cap of 1 GiB the
+        # same traffic grew the peak by about 23 MB (the event loop shares one
+        # buffer among recipients where it can), so this bound fails without the cap.
+        allowance = 8 << 20
         assert growth <= stalled_n * cap + allowance, f"peak RSS grew by {growth} bytes"
     finally:
         for s in stalled:
