@@ -137,6 +137,9 @@ async def test_stopped_reader_cut_within_write_timeout_plus_one_second(daemon_fa
                 if client.over_since is not None:
                     break
             assert client.over_since is not None, "the backlog never passed the limit"
+            (info,) = [c for c in (await call(daemon.cfg.admin_socket, "clients"))["clients"]
+                       if c["user"] == "stalled"]
+            assert info["backlog"] > 65536 and info["over_limit_s"] >= 0.0
             # the room is quiet now: only the periodic watch can cut it
             await wait_for(lambda: daemon.hub.stats.slow_consumers == 1, timeout=10, what="cut")
             elapsed = time.monotonic() - started
