@@ -11,6 +11,14 @@ Pub/sub is at-most-once: a hub whose subscription drops misses what is published
 meanwhile. :class:`Bus` reconnects and resubscribes by itself, and then asks the
 hub to resync its presence and to deliver the gap from the message stream, where
 every entry names the hub that stamped it (docs/scaling.md).
+
+Quiet is not dead. The subscribed connection has no read timeout (a channel may
+carry nothing for hours); instead, after ``ping_interval`` seconds without a byte
+from Valkey the bus sends PING on that connection, which Valkey answers even in
+subscribed mode. An answer proves the subscription alive; no answer within the
+Valkey timeout, a closed socket or a read error is a loss: then, and only then,
+the bus logs a warning, resubscribes and counts it in :attr:`Bus.resubscribes`
+(``bus_resubscribes`` in ``stats`` and ``/metrics``).
 """
 
 from __future__ import annotations
@@ -32,13 +40,21 @@ log = logging.getLogger("chathub.bus")
 
 #: seconds between attempts to resubscribe after the subscription dropped
 RESUBSCRIBE_INTERVAL = 0.5
+#: seconds of silence on the subscription before the bus asks Valkey with a PING whether
+#: it is still there (the answer must come within the Valkey timeout)
+PING_INTERVAL = 5.0
+
+
+class SubscriptionLost(Exception):
+    """Valkey did not answer a PING on the subscribed connection in time."""
 
 
 class Bus:
     """The subscription of one hub, and publishing from Python (kick traffic)."""
 
     def __init__(self, kv: KV, node_id: str, on_message: Callable[[dict[str, Any]], None],
-                 on_resubscribed: Callable[[], None]) -> None:
+                 on_resubscribed: Callable[[], None], ping_interval: float | None = None) -> None:
+        """``ping_interval``: seconds of silence before a PING (default :data:`PING_INTERVAL`)."""
         self.kv = kv
         self.node_id = node_id
         self.channel = kv.key("bus")
@@ -46,6 +62,11 @@ class Bus:
         self.on_resubscribed = on_resubscribed
         #: whether the subscription is live
         self.subscribed = False
+        self.ping_interval = PING_INTERVAL if ping_interval is None else ping_interval
+        #: times the subscription was lost and made again since start
+        self.resubscribes = 0
+        #: PINGs sent on the quiet subscription since start (each answered or a loss)
+        self.pings = 0
         self._ready = asyncio.Event()
 
     async def publish(self, payload: dict[str, Any]) -> None:
@@ -57,10 +78,11 @@ class Bus:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def run(self) -> None:
-        """Subscribe and dispatch forever; resubscribe after any failure."""
+        """Subscribe and dispatch forever; resubscribe after a loss."""
         first = True
         while True:
-            client = valkey.from_url(self.kv.url, decode_responses=True,
+            # No socket timeout: a quiet channel is normal. Liveness is checked by PING.
+            client = valkey.from_url(self.kv.url, decode_responses=True, socket_timeout=None,
                                      socket_connect_timeout=self.kv.timeout, health_check_interval=0)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -68,17 +90,14 @@ class Bus:
                 self.subscribed = True
                 self._ready.set()
                 if not first:
+                    self.resubscribes += 1
                     log.info("bus: resubscribed to %s", self.channel)
                     self.on_resubscribed()
                 first = False
-                while True:
-                    msg = await pubsub.get_message(timeout=None)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    self._dispatch(msg["data"])
+                await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (OSError, VConnectionError, VTimeoutError, CacheUnavailable) as exc:
+            except (OSError, VConnectionError, VTimeoutError, CacheUnavailable, SubscriptionLost) as exc:
                 if self.subscribed:
                     log.warning("bus: subscription lost (%s); resubscribing", exc or type(exc).__name__)
             except Exception:
@@ -91,6 +110,38 @@ class Bus:
                 except Exception:  # the connection is already gone
                     pass
             await asyncio.sleep(RESUBSCRIBE_INTERVAL)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Dispatch messages until the connection fails or a PING goes unanswered.
+
+        Raises:
+            SubscriptionLost: no reply to a PING within the Valkey timeout.
+            valkey ConnectionError / OSError: the connection closed or failed.
+        """
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged: float | None = None
+        while True:
+            if pinged is None:
+                wait = max(0.0, heard + self.ping_interval - loop.time())
+            else:
+                wait = max(0.0, pinged + self.kv.timeout - loop.time())
+            # A timeout here returns None and keeps the connection (valkey-py's own rule for
+            # a caller-given timeout); only a closed or failed socket raises.
+            msg = await pubsub.get_message(timeout=wait)
+            now = loop.time()
+            if msg is not None:
+                heard, pinged = now, None
+                if msg.get("type") == "message":
+                    self._dispatch(msg["data"])
+                continue
+            if pinged is not None:
+                if now - pinged >= self.kv.timeout:
+                    raise SubscriptionLost(f"no reply to PING within {self.kv.timeout:g}s")
+            elif now - heard >= self.ping_interval:
+                await pubsub.ping()
+                self.pings += 1
+                pinged = now
 
     def _dispatch(self, data: str) -> None:
         try:

@@ -2,7 +2,9 @@
 
 Outgoing frames are written straight into the connection's transport buffer,
 never awaited: the buffer *is* the client's outgoing queue, and its size in
-bytes is the client's backlog. A frame is built once (:func:`text_frame`) and
+bytes is the client's backlog. Whether a backlog makes the client slow is decided
+by drain progress (:mod:`chathub.drain`); the client keeps the one number that
+needs, :attr:`Client.over_since`. A frame is built once (:func:`text_frame`) and
 the same bytes are written to every recipient: server frames are not masked
 and compression is off, so they are identical for all.
 """
@@ -45,6 +47,7 @@ class Client:
         "ws", "transport", "user", "session", "remote_addr", "user_agent", "connected_at",
         "chats_sent", "whispers_sent", "whispers_received", "frames_received", "bytes_in",
         "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone", "ping_at",
+        "over_since",
     )
 
     def __init__(self, ws: ServerConnection, user: str, remote_addr: str | None = None,
@@ -72,10 +75,19 @@ class Client:
         self.gone = False
         #: loop time of the last keepalive ping (0.0: none yet)
         self.ping_at = 0.0
+        #: monotonic seconds since which the backlog has been above client_queue_limit
+        #: without falling below it (None: it is not above); kept by the fan-out
+        self.over_since: float | None = None
 
     def backlog(self) -> int:
         """Bytes written to this connection that the peer has not taken yet."""
         return self.transport.get_write_buffer_size()
+
+    def over_limit_s(self, now: float | None = None) -> float:
+        """Seconds the backlog has been above client_queue_limit without a dip (0.0: not above)."""
+        if self.over_since is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.over_since)
 
     def write(self, frame: bytes) -> bool:
         """Write a frame built by :func:`text_frame`; False when the connection is not open."""
@@ -120,7 +132,7 @@ class Client:
             "connected_at": self.connected_at, "chats_sent": self.chats_sent,
             "whispers_sent": self.whispers_sent, "whispers_received": self.whispers_received,
             "frames_received": self.frames_received, "backlog": self.backlog(),
-            "rate_limit_hits": self.rate_limit_hits,
+            "over_limit_s": round(self.over_limit_s(), 1), "rate_limit_hits": self.rate_limit_hits,
         }
 
     def record(self, node_id: str, disconnected_at: int | None = None) -> dict[str, Any]:

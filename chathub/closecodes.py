@@ -21,7 +21,8 @@ MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 #: an operator kicked this user; sent after a ``kicked`` frame; do not reconnect at once
 KICKED = 4001
-#: the client's outgoing backlog passed ``hub.client_queue_limit``
+#: the client's outgoing backlog stayed above ``hub.client_queue_limit`` for ``hub.write_timeout``
+#: without falling below it, or would pass ``hub.client_queue_max`` (see chathub/drain.py)
 SLOW_CONSUMER = 4002
 #: the token used to connect has expired; get a new one
 TOKEN_EXPIRED = 4003

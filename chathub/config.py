@@ -63,8 +63,13 @@ class ServerConfig:
 
 @dataclass
 class HubConfig:
-    #: bytes a client's outgoing backlog may hold before it is a slow consumer
+    #: bytes a client's outgoing backlog may stay above for at most write_timeout
     client_queue_limit: int = 1024 * 1024
+    #: seconds a backlog may stay above client_queue_limit without once falling below it
+    #: before the client is a slow consumer (4002)
+    write_timeout: float = 5.0
+    #: bytes no client's backlog may pass, however briefly (the memory cap; at once 4002)
+    client_queue_max: int = 8 * 1024 * 1024
     #: what happens to a slow consumer: "close" (4002) is the only policy today
     slow_consumer_policy: str = "close"
     #: messages stamped per Valkey round trip at most
@@ -302,6 +307,9 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(s.connect_rate_per_ip > 0, "server.connect_rate_per_ip", "must be positive")
     need(s.connect_burst_per_ip >= 1, "server.connect_burst_per_ip", "must be at least 1")
     need(cfg.hub.client_queue_limit >= 1024, "hub.client_queue_limit", "must be at least 1024 bytes")
+    need(cfg.hub.write_timeout > 0, "hub.write_timeout", "must be more than 0 seconds")
+    need(cfg.hub.client_queue_max >= cfg.hub.client_queue_limit, "hub.client_queue_max",
+         f"must be at least hub.client_queue_limit ({cfg.hub.client_queue_limit} bytes)")
     need(cfg.hub.slow_consumer_policy == "close", "hub.slow_consumer_policy", "must be \"close\"")
     need(cfg.hub.ingest_batch >= 1, "hub.ingest_batch", "must be at least 1")
     need(cfg.hub.node_ttl >= 1, "hub.node_ttl", "must be at least 1 second")

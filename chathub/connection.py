@@ -18,11 +18,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import closecodes, protocol
+from .archive import RETRY_AFTER_MS
 from .bucket import TokenBucket
 from .cache import MessageCache
 from .client import Client
 from .config import Config
-from .archive import RETRY_AFTER_MS
 from .errors import CacheUnavailable, DatabaseUnavailable
 from .guard import Guard
 from .hub import Hub, RegistrationFailed

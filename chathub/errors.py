@@ -3,6 +3,7 @@
     ChathubError
     ├── ConfigError          a bad key or value; the CLI prints it and exits 2
     ├── ServiceError         an embedded service would not start or stop
+    │   └── DataDirLocked    another process holds the data-dir lock (it names the pid)
     ├── DatabaseUnavailable  PostgreSQL cannot be reached (also ConnectionError)
     ├── CacheUnavailable     Valkey cannot be reached (also ConnectionError)
     ├── MigrationError       a migration cannot be applied or was changed after it was
@@ -22,6 +23,10 @@ class ConfigError(ChathubError, ValueError):
 
 class ServiceError(ChathubError, RuntimeError):
     """An embedded PostgreSQL or Valkey could not be started."""
+
+
+class DataDirLocked(ServiceError):
+    """Another chathub process holds the data dir's lock; the message names its pid."""
 
 
 class DatabaseUnavailable(ChathubError, ConnectionError):

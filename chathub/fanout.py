@@ -3,10 +3,13 @@
 Broadcasts (chat, join, leave) and whispers wait in separate queues, each drained
 by its own task, so a burst of one never holds up the other. Delivery writes a
 frame built once (:func:`~chathub.client.text_frame`) into each recipient's
-transport buffer and never awaits a client. Before writing, a recipient's backlog
-is checked: past ``client_queue_limit`` it is a slow consumer, closed with 4002,
-and everyone else keeps receiving. There is no per-delivery object, lock or log
-line on this path.
+transport buffer and never awaits a client. Around each write the recipient's
+backlog is measured and judged by drain progress (:mod:`chathub.drain`): a client
+whose backlog stays above ``client_queue_limit`` for longer than ``write_timeout``,
+or would pass ``client_queue_max``, is a slow consumer, closed with 4002, and
+everyone else keeps receiving. A third task re-judges, every
+:data:`WATCH_PERIOD`, the clients above the limit that get no more writes. There
+is no per-delivery object, lock or log line on this path.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import closecodes
 from .client import _OPEN, Client
+from .drain import OVER_CAP, DrainPolicy
 from .protocol import Message
 
 if TYPE_CHECKING:
     from .hub import HubStats
 
 log = logging.getLogger("chathub.fanout")
+
+#: seconds between passes over the clients whose backlog is above the limit; a stopped
+#: reader in a quiet room is cut at most this late after write_timeout
+WATCH_PERIOD = 0.25
 
 #: (frame, client to skip (it gets its own frame instead, if any), clients to leave out)
 Broadcast = tuple[bytes, Client | None, bytes | None, set[Client] | None]
@@ -37,10 +45,13 @@ class Fanout:
     """Delivery for one hub. The hub owns ``clients`` and ``by_user``; this only reads them."""
 
     def __init__(self, clients: dict[Client, None], by_user: dict[str, list[Client]],
-                 queue_limit: int, stats: HubStats, emit: Callable[[dict[str, Any]], None]) -> None:
+                 policy: DrainPolicy, stats: HubStats, emit: Callable[[dict[str, Any]], None]) -> None:
         self._clients = clients
         self._by_user = by_user
-        self.queue_limit = queue_limit
+        #: when a backlog makes a client slow
+        self.policy = policy
+        #: clients whose backlog was last seen above the limit (re-judged by the watch)
+        self.over: set[Client] = set()
         self.stats = stats
         self._emit = emit
         #: broadcasts waiting for fan-out
@@ -71,10 +82,37 @@ class Fanout:
             self._whisper_now(*self.whisper_q.popleft())
 
     async def run(self) -> None:
-        """Drain both queues as they fill, forever."""
+        """Drain both queues as they fill, and watch backlogs above the limit, forever."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._loop(self._broadcast_ready, self._drain_broadcasts))
             tg.create_task(self._loop(self._whisper_ready, self._drain_whispers))
+            tg.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_PERIOD)
+            if self.over:
+                try:
+                    self.check_over(time.monotonic())
+                except Exception:  # one broken connection must not stop the watch for all
+                    log.exception("backlog watch failed")
+
+    def check_over(self, now: float) -> None:
+        """Judge again every client above the limit (``now``: monotonic seconds)."""
+        judge = self.policy.judge
+        slow: list[tuple[Client, str]] = []
+        for c in list(self.over):
+            if c.gone:
+                self.over.discard(c)
+                continue
+            b = c.backlog()
+            c.over_since, verdict = judge(c.over_since, b, b, now)
+            if c.over_since is None:
+                self.over.discard(c)
+            if verdict is not None:
+                slow.append((c, verdict))
+        for c, verdict in slow:
+            self.slow(c, verdict)
 
     @staticmethod
     async def _loop(ready: asyncio.Event, drain: Callable[[], None]) -> None:
@@ -110,21 +148,29 @@ class Fanout:
                 special |= exclude
         blob = b"".join(item[0] for item in batch)
         count = len(batch)
-        limit = self.queue_limit
-        slow: list[Client] = []
+        policy = self.policy
+        limit, cap = policy.limit, policy.cap
+        now = time.monotonic()
+        slow: list[tuple[Client, str]] = []
         n = 0
         size = len(blob)
         for c in self._clients:
             if c.gone or c in special:
                 continue
             tr = c.transport
-            if tr.get_write_buffer_size() > limit:
-                slow.append(c)
+            low = tr.get_write_buffer_size()
+            if low and low + size > cap:
+                slow.append((c, OVER_CAP))
                 continue
             if c.ws.protocol.state is _OPEN:
                 tr.write(blob)
                 c.bytes_out += size
                 n += count
+            high = tr.get_write_buffer_size()
+            if high > limit or c.over_since is not None:
+                verdict = self._judge(c, low, high, now)
+                if verdict is not None:
+                    slow.append((c, verdict))
         for c in special:
             if c.gone:
                 continue
@@ -137,44 +183,65 @@ class Fanout:
                         parts.append(own)
                     continue
                 parts.append(frame)
-            if not parts:
-                continue
-            if c.backlog() > limit:
-                slow.append(c)
-            elif c.write(b"".join(parts)):
+            if parts and self._offer(c, b"".join(parts), now):
                 n += len(parts)
         self.stats.deliveries_out += n
-        for c in slow:
-            self.slow(c)
+        for c, verdict in slow:
+            self.slow(c, verdict)
+
+    def _judge(self, c: Client, low: int, high: int, now: float) -> str | None:
+        """Judge ``c`` on one write (backlog ``low`` before, ``high`` after); keep ``over`` up to date."""
+        c.over_since, verdict = self.policy.judge(c.over_since, low, high, now)
+        if c.over_since is None:
+            self.over.discard(c)
+        else:
+            self.over.add(c)
+        return verdict
+
+    def _offer(self, c: Client, data: bytes, now: float) -> bool:
+        """Write ``data`` to ``c`` unless that makes it a slow consumer; True when written."""
+        low = c.backlog()
+        if not self.policy.fits(low, len(data)):
+            self.slow(c, OVER_CAP)
+            return False
+        written = c.write(data)
+        verdict = self._judge(c, low, c.backlog(), now)
+        if verdict is not None:
+            self.slow(c, verdict)
+        return written
 
     def _drain_whispers(self) -> None:
         q = self.whisper_q
         while q:
             self._whisper_now(*q.popleft())
 
-    def slow(self, c: Client) -> None:
-        """Close ``c`` as a slow consumer (once)."""
+    def slow(self, c: Client, verdict: str) -> None:
+        """Close ``c`` as a slow consumer (once); ``verdict`` is a :mod:`chathub.drain` verdict."""
+        self.over.discard(c)
         if c.gone:
             return
         self.stats.slow_consumers += 1
-        log.warning("slow consumer: %s (%s) backlog %d bytes; closing with 4002",
-                    c.user, c.remote_addr, c.backlog())
+        backlog = c.backlog()
+        over = c.over_limit_s(time.monotonic())
+        if verdict == OVER_CAP:
+            why = f"would pass client_queue_max ({self.policy.cap} bytes)"
+        else:
+            why = f"above client_queue_limit for {over:.1f}s (write_timeout {self.policy.timeout:g}s)"
+        log.warning("slow consumer: %s (%s) backlog %d bytes %s; closing with 4002",
+                    c.user, c.remote_addr, backlog, why)
         self._emit({"type": "slow_consumer", "user": c.user, "session": c.session,
-                    "backlog": c.backlog()})
+                    "backlog": backlog, "reason": verdict, "over_limit_s": round(over, 1)})
         c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
 
     def _whisper_now(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
                      exclude: set[Client] | None) -> None:
-        limit = self.queue_limit
+        now = time.monotonic()
         n = 0
         for user in (msg.to, msg.from_) if msg.to != msg.from_ else (msg.to,):
-            for c in self._by_user.get(user or "", ()):
+            for c in list(self._by_user.get(user or "", ())):
                 if c.gone or (exclude and c in exclude):
                     continue
-                if c.backlog() > limit:
-                    self.slow(c)
-                    continue
-                if c.write(own if c is sender else frame):
+                if self._offer(c, own if c is sender else frame, now):
                     n += 1
                     if user == msg.to:
                         c.whispers_received += 1

@@ -7,8 +7,9 @@ whispers are stamped by the :class:`~chathub.cache.MessageCache` in batches
 (one Valkey round trip per batch), then handed to two delivery queues — one for
 broadcasts (chat, join, leave), one for whispers — each drained by its own task.
 Delivery writes the frame, built once, into each recipient's transport buffer and
-never awaits a client: a client whose backlog passes ``client_queue_limit`` is a
-slow consumer and is closed with 4002 while everyone else keeps receiving.
+never awaits a client: a client whose backlog stays above ``client_queue_limit``
+for ``write_timeout`` (or passes ``client_queue_max``) is a slow consumer and is
+closed with 4002 while everyone else keeps receiving (:mod:`chathub.drain`).
 
 Several hubs sharing one Valkey behave as one (docs/scaling.md): presence is
 kept cluster-wide by :class:`~chathub.presence.Presence`, and what other hubs
@@ -34,6 +35,7 @@ from . import closecodes, protocol
 from .cache import Accepted, Failed, Limited, MessageCache, Outgoing, Recent
 from .client import Client, text_frame
 from .config import HubConfig
+from .drain import drain_policy
 from .errors import CacheUnavailable
 from .fanout import Fanout
 from .presence import Online, Presence
@@ -155,7 +157,7 @@ class Hub:
         #: called with bus payloads the hub does not handle itself (kick traffic)
         self.on_remote: Callable[[dict[str, Any]], None] | None = None
         #: the broadcast and whisper queues and their delivery tasks
-        self.fanout = Fanout(self._clients, self._by_user, cfg.client_queue_limit, self.stats,
+        self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
                              self._emit)
         self._stopping = False
 

@@ -55,6 +55,8 @@ class _HubCollector:
         yield counter("rate_limit_hits", "Messages refused by the rate limit on this node", s.rate_limit_hits)
         yield counter("slow_consumer_disconnects", "Clients closed as slow consumers", s.slow_consumers)
         yield counter("kicks", "Connections closed by kick", s.kicks)
+        yield counter("bus_resubscribes", "Times the bus subscription was lost and made again",
+                      d.bus.resubscribes)
         yield counter("connects", "Connections registered", s.connects)
         yield counter("messages_flushed", "Messages written to PostgreSQL", d.message_flusher.written)
         yield counter("sessions_written", "Sessions written to PostgreSQL", d.session_flusher.written)

@@ -1,10 +1,17 @@
-"""``chathub migrate``: bring the configured (or embedded) database up to date."""
+"""``chathub migrate``: bring the configured (or embedded) database up to date.
+
+Against the embedded database, migrate takes the data-dir lock first
+(:mod:`chathub.datadir`): while a daemon runs on the data dir it refuses with one
+line naming the daemon's pid (the daemon migrates its own database at start).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from .config import Config
+from .datadir import DataDirLock
 from .db import migrate as migrations
 from .db import pool as dbpool
 from .services import EmbeddedPostgres
@@ -15,45 +22,51 @@ async def run_migrate(cfg: Config, *, status: bool = False, dry_run: bool = Fals
     """Apply (or list, or print) migrations; returns how many were applied.
 
     Raises:
+        DataDirLocked: the database is the embedded one and a daemon holds the data dir.
         DatabaseUnavailable: one line naming the host and the reason.
         MigrationError: a migration failed or an applied one was changed.
     """
-    import asyncio
-
-    url = cfg.database.url
-    embedded = None
-    if not url:
-        embedded = EmbeddedPostgres(cfg.data_dir)
-        was_running = await asyncio.to_thread(embedded.is_running)
-        url = await asyncio.to_thread(embedded.start)
-        if was_running:
-            embedded = None  # a daemon owns it; leave it running
+    if cfg.database.url:
+        return await _migrate(cfg, cfg.database.url, status, dry_run, echo)
+    lock = DataDirLock(cfg.data_dir).acquire()
     try:
-        conn = await dbpool.connect(url, cfg.database.timeout)
+        pg = EmbeddedPostgres(cfg.data_dir)
+        # Left running by a daemon that was killed: use it and leave it for the next serve.
+        started_here = not await asyncio.to_thread(pg.is_running)
+        url = await asyncio.to_thread(pg.start)
         try:
-            st = await migrations.status(conn)
-            if status:
-                for version, name, applied_at in st.applied:
-                    echo(f"applied  {version:04d}_{name}  {applied_at}")
-                for m in st.pending:
-                    echo(f"pending  {m.version:04d}_{m.name}")
-                if not st.pending:
-                    echo("schema is up to date")
-                return 0
-            if dry_run:
-                if not st.pending:
-                    echo("-- nothing to apply: schema is up to date")
-                for m in st.pending:
-                    echo(f"-- {m.version:04d}_{m.name}.sql\n{m.sql.rstrip()}\n")
-                return 0
-            done = await migrations.migrate(conn)
-            for m in done:
-                echo(f"applied {m.version:04d}_{m.name}")
-            if not done:
-                echo("nothing to do: schema is up to date")
-            return len(done)
+            return await _migrate(cfg, url, status, dry_run, echo)
         finally:
-            await conn.close()
+            if started_here:
+                await asyncio.to_thread(pg.stop)
     finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        lock.release()
+
+
+async def _migrate(cfg: Config, url: str, status: bool, dry_run: bool,
+                   echo: Callable[[str], None]) -> int:
+    conn = await dbpool.connect(url, cfg.database.timeout)
+    try:
+        st = await migrations.status(conn)
+        if status:
+            for version, name, applied_at in st.applied:
+                echo(f"applied  {version:04d}_{name}  {applied_at}")
+            for m in st.pending:
+                echo(f"pending  {m.version:04d}_{m.name}")
+            if not st.pending:
+                echo("schema is up to date")
+            return 0
+        if dry_run:
+            if not st.pending:
+                echo("-- nothing to apply: schema is up to date")
+            for m in st.pending:
+                echo(f"-- {m.version:04d}_{m.name}.sql\n{m.sql.rstrip()}\n")
+            return 0
+        done = await migrations.migrate(conn)
+        for m in done:
+            echo(f"applied {m.version:04d}_{m.name}")
+        if not done:
+            echo("nothing to do: schema is up to date")
+        return len(done)
+    finally:
+        await conn.close()

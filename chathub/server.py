@@ -16,7 +16,6 @@ import signal
 import time
 import uuid
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,6 +29,7 @@ from .bus import Bus
 from .cache import MessageCache
 from .config import Config
 from .connection import ConnectionHandler
+from .datadir import DataDirLock, claim
 from .db import migrate as migrations
 from .db import pool as dbpool
 from .db import store
@@ -70,6 +70,8 @@ class Daemon:
         self.pool: asyncpg.Pool | None = None
         self.server: Server | None = None
         self.admin: AdminServer | None = None
+        #: the data-dir lock, held from the start of :meth:`start` to the end of :meth:`stop`
+        self.lock: DataDirLock | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._kick_replies: dict[str, asyncio.Queue[int]] = {}
         self._stopped = asyncio.Event()
@@ -107,8 +109,12 @@ class Daemon:
             await conn.close()
 
     async def start(self) -> None:
-        """Bring everything up; raises a :class:`ChathubError` with one clear line on failure."""
-        Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        """Bring everything up; raises a :class:`ChathubError` with one clear line on failure.
+
+        The data-dir lock comes first (:mod:`chathub.datadir`): a daemon that cannot take
+        it raises :class:`~chathub.errors.DataDirLocked` having touched nothing.
+        """
+        self.lock = claim(self.cfg.data_dir)
         cfg = self.cfg
         cfg.server.max_connections = fdlimit.ensure_room(cfg.server.max_connections)
         self.admin = AdminServer(cfg.admin_socket, self)
@@ -298,6 +304,8 @@ class Daemon:
             if self.kv is not None:
                 await self.kv.close()
             await asyncio.to_thread(self._stop_services)
+            if self.lock is not None:
+                self.lock.release()  # last: everything in the data dir is put away
             self._stopped.set()
             if started:
                 log.info("stopped")

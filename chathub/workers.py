@@ -9,6 +9,12 @@ the services, and form a cluster through Valkey like hubs on different machines
 
 The parent restarts a worker that dies (after a pause that grows while it keeps
 dying), forwards SIGTERM/SIGINT for a graceful stop of all, then stops the services.
+
+The data dir is locked by the parent before anything else (:mod:`chathub.datadir`);
+a second ``serve`` on it refuses and touches nothing. Workers do not lock it again:
+each inherits the parent's lock descriptor (``pass_fds`` plus
+``CHATHUB_LOCK_FD``) and checks that it holds the lock through it, so a worker may
+start only as a child of the process tree that owns the data dir.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from pathlib import Path
 
 from .config import Config
+from .datadir import ENV_FD, DataDirLock
 from .db import migrate as migrations
 from .db import pool as dbpool
 from .errors import ChathubError
@@ -67,6 +74,8 @@ class Supervisor:
         self.stopping = False
         self.port = cfg.server.port or _free_port(cfg.server.host)
         self.env: dict[str, str] = {}
+        #: the parent's data-dir lock descriptor, handed to every worker (None: not passed)
+        self.lock_fd: int | None = None
 
     def _args(self) -> list[str]:
         args = [sys.executable, "-m", "chathub.cli", "serve"]
@@ -76,8 +85,13 @@ class Supervisor:
 
     def start_worker(self, i: int) -> None:
         env = {**os.environ, **self.env, "CHATHUB_ADMIN_SOCKET": str(worker_socket(self.cfg, i))}
+        fds: tuple[int, ...] = ()
+        if self.lock_fd is not None:
+            env[ENV_FD] = str(self.lock_fd)
+            fds = (self.lock_fd,)
         # A session of its own: Ctrl-C reaches only the parent, which forwards one SIGTERM.
-        self.procs[i] = subprocess.Popen(self._args(), env=env, start_new_session=True)
+        self.procs[i] = subprocess.Popen(self._args(), env=env, start_new_session=True,
+                                         pass_fds=fds)
         self.started_at[i] = time.monotonic()
         log.info("worker %d started (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
 
@@ -123,9 +137,22 @@ async def _migrate(url: str, timeout: float) -> None:
 
 
 def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
-    """Run the workers until SIGTERM/SIGINT; returns the exit code."""
+    """Run the workers until SIGTERM/SIGINT; returns the exit code (1: refused or failed)."""
+    lock = DataDirLock(cfg.data_dir)
+    try:
+        lock.acquire()
+    except ChathubError as exc:
+        print(f"chathub: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _serve_locked(cfg, workers, config_path, lock)
+    finally:
+        lock.release()
+
+
+def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: DataDirLock) -> int:
     sup = Supervisor(cfg, workers, config_path)
-    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    sup.lock_fd = lock.fd
     pg = EmbeddedPostgres(cfg.data_dir) if not cfg.database.url else None
     kv = EmbeddedValkey(cfg.data_dir) if not cfg.valkey.url else None
     try:

@@ -52,7 +52,7 @@ async def test_clients_lists_each_connection(daemon):
     reply = await call(daemon.cfg.admin_socket, "clients")
     (c,) = reply["clients"]
     assert (c["user"], c["chats_sent"], c["remote_addr"]) == ("amy", 1, "127.0.0.1")
-    assert c["frames_received"] == 1 and c["backlog"] == 0
+    assert c["frames_received"] == 1 and c["backlog"] == 0 and c["over_limit_s"] == 0.0
     await a.close()
 
 

@@ -171,8 +171,9 @@ async def test_valkey_restart_traffic_resumes(trio, valkey_service):
     b = await Chatter.connect(trio[1].port, "b")
     await asyncio.to_thread(valkey_service.stop)
     await asyncio.to_thread(valkey_service.start)
-    await wait_for(lambda: all(d.kv.up and d.bus.subscribed for d in trio), timeout=20,
-                   what="hubs reconnected and resubscribed")
+    await wait_for(lambda: all(d.kv.up and d.bus.subscribed and d.bus.resubscribes for d in trio),
+                   timeout=20, what="hubs reconnected and resubscribed")
+    assert [d.bus.resubscribes for d in trio] == [1, 1, 1]  # one restart, one resubscription each
     got = None
     deadline = time.monotonic() + 10
     while got is None and time.monotonic() < deadline:
@@ -269,7 +270,9 @@ async def test_messages_published_while_a_bus_is_down_are_delivered_once(trio):
         await a.chat(f"gap {i}")
     for i in range(5):
         assert (await a.recv_type("chat"))["text"] == f"gap {i}"
-    await wait_for(lambda: all(d.bus.subscribed for d in trio), what="hubs resubscribed")
+    await wait_for(lambda: all(d.bus.subscribed and d.bus.resubscribes for d in trio),
+                   what="hubs resubscribed")
+    assert [d.bus.resubscribes for d in trio] == [1, 1, 1]
     await a.chat("after")
     got = [(await b.recv_type("chat"))["text"] for _ in range(6)]
     assert got == [f"gap {i}" for i in range(5)] + ["after"]

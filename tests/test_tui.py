@@ -232,3 +232,12 @@ async def test_nodes_panel_lists_every_hub(daemon_factory: DaemonFactory) -> Non
             await there.nodes.beat()  # a heartbeat now instead of within node_ttl / 3
             await wait_for(lambda: [(r[0], r[1]) for r in panel.rows()] == [("dash-a *", "0"), ("dash-b", "2")],
                            what="both nodes listed with their connections")
+
+
+def test_clients_table_shows_backlog_and_time_over_limit():
+    """The backlog column shows bytes; the over-limit column seconds, blank while under it."""
+    from tui.widgets.clients import cells
+
+    behind = cells({"user": "u", "session": "s", "backlog": 3 << 20, "over_limit_s": 2.46}, 0.0)
+    assert (behind["backlog"].text, behind["over"].text) == ("3.0 MB", "2.5s")
+    assert cells({"user": "u", "session": "s", "backlog": 10}, 0.0)["over"].text == ""

