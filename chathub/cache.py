@@ -8,7 +8,7 @@ accepted message costs one round trip, and a batch of them one pipeline.
 
 History for ``welcome``, for ``history`` requests and for recovery after a
 dropped connection is read from the stream; older pages come from PostgreSQL
-(the :class:`~chathub.flusher.Flusher` moved them there). See docs/protocol.md.
+(the :class:`~chathub.db.flusher.Flusher` moved them there). See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .archive import Archive
 from .config import CacheConfig, RateLimitConfig
+from .db.archive import Archive
 from .errors import CacheUnavailable
 from .kv import KV
 from .protocol import Message, before_first

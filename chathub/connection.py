@@ -18,18 +18,18 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import closecodes, protocol
-from .archive import RETRY_AFTER_MS
 from .bucket import TokenBucket
 from .cache import MessageCache
 from .client import Client
 from .config import Config
+from .db.archive import RETRY_AFTER_MS
+from .db.sessions import SessionRecorder
+from .edge.guard import Guard
+from .edge.routes import Admission
 from .errors import CacheUnavailable, DatabaseUnavailable
-from .guard import Guard
 from .hub import Hub, RegistrationFailed
 from .keepalive import TrackedConnection
 from .protocol import Chat, History, ProtocolError, Users, Whisper
-from .routes import Admission
-from .sessions import SessionRecorder
 
 log = logging.getLogger("chathub.connection")
 

@@ -12,8 +12,8 @@ for ``write_timeout`` (or passes ``client_queue_max``) is a slow consumer and is
 closed with 4002 while everyone else keeps receiving (:mod:`chathub.drain`).
 
 Several hubs sharing one Valkey behave as one (docs/scaling.md): presence is
-kept cluster-wide by :class:`~chathub.presence.Presence`, and what other hubs
-stamp or announce arrives from the :class:`~chathub.bus.Bus` as events on the same
+kept cluster-wide by :class:`~chathub.cluster.presence.Presence`, and what other hubs
+stamp or announce arrives from the :class:`~chathub.cluster.bus.Bus` as events on the same
 queue, so it is ordered with everything else this hub does.
 
 Callers (the connection handlers and the admin server) use :meth:`register`,
@@ -34,11 +34,11 @@ from typing import Any
 from . import closecodes, protocol
 from .cache import Accepted, Failed, Limited, MessageCache, Outgoing, Recent
 from .client import Client, text_frame
+from .cluster.presence import Online, Presence
 from .config import HubConfig
 from .drain import drain_policy
 from .errors import CacheUnavailable
 from .fanout import Fanout
-from .presence import Online, Presence
 from .protocol import Chat, Message, Whisper, parse_id
 from .tasks import spawn
 
@@ -74,7 +74,7 @@ class _Inbound:
 
 @dataclass(slots=True)
 class _Remote:
-    """A payload from another hub (see :mod:`chathub.bus`)."""
+    """A payload from another hub (see :mod:`chathub.cluster.bus`)."""
 
     payload: dict[str, Any]
 
@@ -206,7 +206,7 @@ class Hub:
         """Add ``client``; returns once its ``welcome`` was written.
 
         Runs in the caller's task: waiting for what the welcome needs from PostgreSQL
-        (bounded, see :mod:`chathub.archive`) happens here, never in the hub loop.
+        (bounded, see :mod:`chathub.db.archive`) happens here, never in the hub loop.
 
         Raises:
             RegistrationFailed: the hub is shutting down (1001), or preparing this

@@ -19,9 +19,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.server import ServerProtocol
 
-from . import closecodes, handshake
+from . import closecodes
 from .client import _OPEN, Client
-from .routes import Admission
+from .edge import handshake
+from .edge.routes import Admission
 
 log = logging.getLogger("chathub.keepalive")
 

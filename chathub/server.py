@@ -24,27 +24,27 @@ from websockets.http11 import Request, Response
 
 from . import __version__, fdlimit
 from .admin.server import AdminServer
-from .archive import Archive
-from .bus import Bus
 from .cache import MessageCache
+from .cluster.bus import Bus
+from .cluster.nodes import CRASHED, NodeWatch, default_node_id
+from .cluster.presence import Presence
 from .config import Config
 from .connection import ConnectionHandler
 from .datadir import DataDirLock, claim
 from .db import migrate as migrations
 from .db import pool as dbpool
 from .db import store
+from .db.archive import Archive
+from .db.flusher import MessageFlusher, SessionFlusher
+from .db.sessions import SessionRecorder
+from .edge.guard import Guard
+from .edge.routes import Admission, Routes, refuse
 from .errors import CacheUnavailable, ChathubError, MigrationError
-from .flusher import MessageFlusher, SessionFlusher
-from .guard import Guard
 from .hub import Hub
 from .keepalive import Keepalive, TrackedConnection
 from .kv import KV
 from .metrics import Metrics
-from .nodes import CRASHED, NodeWatch, default_node_id
-from .presence import Presence
-from .routes import Admission, Routes, refuse
 from .services import EmbeddedPostgres, EmbeddedValkey
-from .sessions import SessionRecorder
 from .tasks import spawn
 
 log = logging.getLogger("chathub.server")

@@ -21,9 +21,10 @@ import jwt
 import pytest
 import websockets
 
-from chathub import auth, closecodes, protocol
+from chathub import closecodes, protocol
 from chathub.admin.client import call
 from chathub.config import load
+from chathub.edge import auth
 from chathub.errors import ConfigError
 from chathub.keepalive import TrackedConnection
 from tests.helpers import Chatter, wait_for, ws_url

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import valkey.asyncio as valkey
 
-from chathub import bus as bus_mod
 from chathub.admin.client import call
-from chathub.bus import Bus
+from chathub.cluster import bus as bus_mod
+from chathub.cluster.bus import Bus
 from chathub.kv import KV
 from tests.faultproxy import FaultProxy
 from tests.helpers import wait_for
@@ -30,7 +30,7 @@ async def test_idle_daemon_never_resubscribes(daemon_factory, monkeypatch, caplo
     """Idle for 6 s with a PING every second of silence: every PING is answered, nothing is lost."""
     monkeypatch.setattr(bus_mod, "PING_INTERVAL", FAST_PING)
     daemon = await daemon_factory()
-    caplog.set_level(logging.INFO, logger="chathub.bus")
+    caplog.set_level(logging.INFO, logger="chathub.cluster.bus")
     await asyncio.sleep(IDLE)  # the point of the test: time passing with nothing on the bus
     assert daemon.bus.subscribed and daemon.bus.resubscribes == 0
     assert daemon.bus.pings >= 4  # liveness was checked several times, and held
@@ -85,7 +85,7 @@ async def proxied_bus(tcp_valkey) -> AsyncIterator[tuple[Bus, FaultProxy, list[d
 async def test_unanswered_ping_is_a_loss_then_resubscribes_once(proxied_bus, tcp_valkey, caplog):
     """A stalled link fails the PING: one warning, one resubscription, and messages flow again."""
     bus, proxy, got = proxied_bus
-    caplog.set_level(logging.INFO, logger="chathub.bus")
+    caplog.set_level(logging.INFO, logger="chathub.cluster.bus")
     proxy.stall()
     await wait_for(lambda: not bus.subscribed, timeout=5, what="loss noticed")
     proxy.resume()

@@ -13,7 +13,8 @@ import jwt
 import pytest
 import websockets
 
-from chathub import auth, closecodes
+from chathub import closecodes
+from chathub.edge import auth
 from tests.helpers import Chatter, wait_for, ws_url
 
 SECRET = "s" * 40

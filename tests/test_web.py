@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chathub import auth
+from chathub.edge import auth
 from tests.helpers import Chatter
 
 CHROMIUM = "/usr/bin/chromium"

@@ -2,10 +2,10 @@
 
 When a connection opens, :meth:`SessionRecorder.opened` notes it in
 ``open:<node>``; when it ends, :meth:`closed` moves it, in one transaction, to the
-``sessions`` stream that the :class:`~chathub.flusher.SessionFlusher` writes to
+``sessions`` stream that the :class:`~chathub.db.flusher.SessionFlusher` writes to
 PostgreSQL. Nothing here awaits PostgreSQL, and a SIGKILL of the daemon loses no
 finished session (the stream is in Valkey's AOF). Open sessions of a node that
-died are closed out by :class:`~chathub.nodes.NodeWatch` with reason
+died are closed out by :class:`~chathub.cluster.nodes.NodeWatch` with reason
 "daemon crashed". While Valkey itself is down, records wait in memory and are
 sent when it returns; at shutdown they are written straight to PostgreSQL.
 """
@@ -18,12 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from .db import store
-from .errors import CacheUnavailable
-from .kv import KV
-from .tasks import spawn
+from ..errors import CacheUnavailable
+from ..kv import KV
+from ..tasks import spawn
+from . import store
 
-log = logging.getLogger("chathub.sessions")
+log = logging.getLogger("chathub.db.sessions")
 
 
 class SessionRecorder:

@@ -28,11 +28,11 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from .errors import DatabaseUnavailable
-from .protocol import Message, parse_id
-from .tasks import spawn
+from ..errors import DatabaseUnavailable
+from ..protocol import Message, parse_id
+from ..tasks import spawn
 
-log = logging.getLogger("chathub.archive")
+log = logging.getLogger("chathub.db.archive")
 
 #: seconds one archive read may take before the request is answered ``unavailable``; long
 #: enough for a loaded database, short enough that a client's request does not hang

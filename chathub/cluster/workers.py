@@ -29,14 +29,14 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config
-from .datadir import ENV_FD, DataDirLock
-from .db import migrate as migrations
-from .db import pool as dbpool
-from .errors import ChathubError
-from .services import EmbeddedPostgres, EmbeddedValkey
+from ..config import Config
+from ..datadir import ENV_FD, DataDirLock
+from ..db import migrate as migrations
+from ..db import pool as dbpool
+from ..errors import ChathubError
+from ..services import EmbeddedPostgres, EmbeddedValkey
 
-log = logging.getLogger("chathub.workers")
+log = logging.getLogger("chathub.cluster.workers")
 
 #: first pause before restarting a worker that died; doubles up to MAX_RESTART_DELAY
 MIN_RESTART_DELAY = 0.5

@@ -33,10 +33,10 @@ import valkey.asyncio as valkey
 from valkey.exceptions import ConnectionError as VConnectionError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
-from .errors import CacheUnavailable
-from .kv import KV
+from ..errors import CacheUnavailable
+from ..kv import KV
 
-log = logging.getLogger("chathub.bus")
+log = logging.getLogger("chathub.cluster.bus")
 
 #: seconds between attempts to resubscribe after the subscription dropped
 RESUBSCRIBE_INTERVAL = 0.5

@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from .config import ModerationConfig
-from .protocol import BLOCKED, UNAVAILABLE, Chat, ProtocolError, Whisper
+from ..config import ModerationConfig
+from ..protocol import BLOCKED, UNAVAILABLE, Chat, ProtocolError, Whisper
 
-log = logging.getLogger("chathub.moderation")
+log = logging.getLogger("chathub.edge.moderation")
 
 Filter = Callable[[str, Chat | Whisper], Chat | Whisper]
 

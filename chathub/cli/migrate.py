@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .config import Config
-from .datadir import DataDirLock
-from .db import migrate as migrations
-from .db import pool as dbpool
-from .services import EmbeddedPostgres
+from ..config import Config
+from ..datadir import DataDirLock
+from ..db import migrate as migrations
+from ..db import pool as dbpool
+from ..services import EmbeddedPostgres
 
 
 async def run_migrate(cfg: Config, *, status: bool = False, dry_run: bool = False,

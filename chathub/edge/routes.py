@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 
-from . import protocol
+from .. import protocol
 
 WS_PATH = "/ws"
 

@@ -17,10 +17,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from ..bucket import TokenBucket
+from ..config import Config
+from ..protocol import Chat, Whisper
 from . import auth, moderation
-from .bucket import TokenBucket
-from .config import Config
-from .protocol import Chat, Whisper
 from .routes import (
     Admission,
     AmbiguousHeader,
@@ -31,7 +31,7 @@ from .routes import (
     single_header,
 )
 
-log = logging.getLogger("chathub.guard")
+log = logging.getLogger("chathub.edge.guard")
 
 #: remembered per-address buckets before the idle ones are dropped
 _BUCKETS_MAX = 100_000

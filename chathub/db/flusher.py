@@ -22,13 +22,13 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from .cache import FLUSH_GROUP, entry_fields, entry_to_message
-from .db import store
-from .errors import CacheUnavailable
-from .kv import KV
-from .protocol import Message
+from ..cache import FLUSH_GROUP, entry_fields, entry_to_message
+from ..errors import CacheUnavailable
+from ..kv import KV
+from ..protocol import Message
+from . import store
 
-log = logging.getLogger("chathub.flusher")
+log = logging.getLogger("chathub.db.flusher")
 
 #: first wait after a failed write; doubles up to MAX_BACKOFF
 MIN_BACKOFF = 0.2

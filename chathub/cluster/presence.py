@@ -5,7 +5,7 @@ user is online while any live node lists them. :meth:`Presence.connect` and
 :meth:`disconnect` update it atomically and tell whether this was the user's
 first (or last) connection anywhere, which is when ``join`` (or ``leave``) is
 due — once for the cluster, not once per hub. The server-side functions also
-publish that ``join``/``leave`` to the other hubs (see :mod:`chathub.bus`).
+publish that ``join``/``leave`` to the other hubs (see :mod:`chathub.cluster.bus`).
 
 Each hub mirrors the cluster's list in an :class:`Online` set, kept current from
 its own connections and the other hubs' join/leave, and reloaded from Valkey
@@ -18,7 +18,7 @@ import bisect
 import time
 from collections.abc import Iterable
 
-from .kv import KV
+from ..kv import KV
 
 
 class Online:

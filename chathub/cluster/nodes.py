@@ -18,10 +18,10 @@ import socket
 import time
 from collections.abc import Callable
 
-from .errors import CacheUnavailable
-from .kv import KV
+from ..errors import CacheUnavailable
+from ..kv import KV
 
-log = logging.getLogger("chathub.nodes")
+log = logging.getLogger("chathub.cluster.nodes")
 
 CRASHED = "daemon crashed"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import jwt
 
-from .errors import ChathubError
-from .protocol import valid_user
+from ..errors import ChathubError
+from ..protocol import valid_user
 
 ALGORITHM = "HS256"
 #: seconds of clock difference tolerated by default (``auth.clock_skew``)

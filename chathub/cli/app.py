@@ -10,8 +10,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from . import config as config_mod
-from .errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
+from .. import config as config_mod
+from ..errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="chathub: a WebSocket chat server with an operator's console.")
@@ -68,8 +68,8 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
 ) -> None:
     """Run the chat daemon until SIGTERM or Ctrl-C."""
-    from .logs import setup_logging
-    from .server import run
+    from ..logs import setup_logging
+    from ..server import run
 
     cfg = _load(config, {
         "data_dir": data_dir,
@@ -80,10 +80,10 @@ def serve(
     })
     setup_logging(cfg.log)
     if workers != 1:
-        from .workers import serve_workers
+        from ..cluster.workers import serve_workers
 
         sys.exit(serve_workers(cfg, workers, config))
-    from .loop import install as install_loop
+    from ..loop import install as install_loop
 
     install_loop(cfg.server.uvloop)
     _run(run(cfg))
@@ -98,7 +98,7 @@ def migrate_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run.")] = False,
 ) -> None:
     """Bring the database schema up to date."""
-    from .migrate_cmd import run_migrate
+    from .migrate import run_migrate
 
     cfg = _load(config, {"data_dir": data_dir, "database": {"url": database_url}})
     _run(run_migrate(cfg, status=status, dry_run=dry_run, echo=typer.echo))
@@ -112,7 +112,7 @@ def kick(
     socket: SocketOpt = None,
 ) -> None:
     """Close every connection of USER (exit 0), or exit 1 when USER is not connected."""
-    from .admin.client import call
+    from ..admin.client import call
 
     reply = _run(call(_socket(config, socket), "kick", user=user, reason=reason))
     closed = reply["closed"]
@@ -128,7 +128,7 @@ def status(
     cluster: Annotated[bool, typer.Option("--cluster", help="Also list every node.")] = False,
 ) -> None:
     """Print one snapshot of the daemon's figures."""
-    from .admin.client import AdminClient
+    from ..admin.client import AdminClient
     from .status import render_status
 
     async def fetch() -> dict[str, Any]:
@@ -164,7 +164,7 @@ def token(
     config: ConfigOpt = None,
 ) -> None:
     """Mint an HS256 token for USER with the configured secret."""
-    from .auth import TokenError, mint
+    from ..edge.auth import TokenError, mint
 
     cfg = _load(config)
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

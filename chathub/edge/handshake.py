@@ -1,7 +1,7 @@
 """The HTTP side of the shared port: every request gets an answer, never a silent close.
 
 websockets parses the request line and headers, then hands the request to
-:meth:`chathub.routes.Routes.process_request`. For a request it cannot parse
+:meth:`chathub.edge.routes.Routes.process_request`. For a request it cannot parse
 (a body, ``Transfer-Encoding``, HTTP/0.9 or /2 preface, garbage) it closes the
 connection without a word, which probes and proxies report as a reset. RFC 9112
 section 2.2 asks a server to answer a request it cannot parse with 400 and then
@@ -26,7 +26,7 @@ from websockets.http11 import Request
 from websockets.protocol import CONNECTING, Protocol
 from websockets.server import ServerProtocol
 
-log = logging.getLogger("chathub.handshake")
+log = logging.getLogger("chathub.edge.handshake")
 
 
 def _status_for(exc: Exception) -> tuple[http.HTTPStatus, str]:
