@@ -12,7 +12,9 @@ client used comes from the same ``Forwarded`` element's ``proto=``, or from
 
 When the peer is not trusted, the headers are ignored: anyone can send them.
 A header that cannot be read is ignored too (the peer's own address is used),
-logged once at WARNING and then at DEBUG, and never refuses a connection.
+logged once at WARNING and then at DEBUG, and never refuses a connection. An
+unreadable entry left of the client's address is the client's own writing and is
+skipped like the rest of that part.
 """
 
 from __future__ import annotations
@@ -115,14 +117,17 @@ def _split_quoted(value: str, sep: str) -> list[str]:
     return parts
 
 
-def parse_forwarded(values: Sequence[str]) -> list[tuple[Address, str | None]]:
+def parse_forwarded(values: Sequence[str]) -> list[tuple[Address | None, str | None]]:
     """RFC 7239 ``Forwarded`` header lines → [(for address, proto)], left (client) first.
 
+    An element whose ``for=`` gives no address (missing, ``unknown``, an obfuscated
+    ``_identifier``, garbage) has None: it matters only if the walk from the right
+    reaches it.
+
     Raises:
-        MalformedHeader: an element without a usable ``for=`` address (``unknown``
-            and obfuscated ``_identifiers`` included: they give no address to use).
+        MalformedHeader: the header's structure cannot be read (pairs, quotes).
     """
-    hops: list[tuple[Address, str | None]] = []
+    hops: list[tuple[Address | None, str | None]] = []
     for line in values:
         for element in _split_quoted(line, ","):
             if not element.strip():
@@ -136,21 +141,19 @@ def parse_forwarded(values: Sequence[str]) -> list[tuple[Address, str | None]]:
                 if len(val) >= 2 and val[0] == val[-1] == '"':
                     val = re.sub(r"\\(.)", r"\1", val[1:-1])
                 params[name.strip().lower()] = val
-            if "for" not in params:
-                raise MalformedHeader("an element without for=")
             try:
-                addr = _node(params["for"])
+                addr: Address | None = _node(params.get("for", ""))
             except ValueError:
-                raise MalformedHeader(f"for={params['for']!r} is not an address") from None
+                addr = None
             hops.append((addr, params.get("proto")))
     if not hops:
         raise MalformedHeader("empty")
     return hops
 
 
-def parse_x_forwarded_for(values: Sequence[str]) -> list[Address]:
-    """``X-Forwarded-For`` header lines → addresses, left (client) first."""
-    out: list[Address] = []
+def parse_x_forwarded_for(values: Sequence[str]) -> list[Address | None]:
+    """``X-Forwarded-For`` header lines → addresses (None where unreadable), left (client) first."""
+    out: list[Address | None] = []
     for line in values:
         for item in line.split(","):
             item = item.strip()
@@ -159,7 +162,7 @@ def parse_x_forwarded_for(values: Sequence[str]) -> list[Address]:
             try:
                 out.append(_node(item))
             except ValueError:
-                raise MalformedHeader(f"{item[:60]!r} is not an address") from None
+                out.append(None)
     if not out:
         raise MalformedHeader("empty")
     return out
@@ -198,7 +201,8 @@ def resolve(peer: str | None, headers: Headers, trusted_proxies: Sequence[str]) 
     def trusted(ip: Address) -> bool:
         return any(ip in n for n in nets)
 
-    hops: list[tuple[Address, str | None]] | None = None
+    hops: list[tuple[Address | None, str | None]] | None = None
+    header = "Forwarded"
     forwarded = headers.get_all("Forwarded")
     if forwarded:
         try:
@@ -206,7 +210,8 @@ def resolve(peer: str | None, headers: Headers, trusted_proxies: Sequence[str]) 
         except MalformedHeader as exc:
             _malformed("Forwarded", ", ".join(forwarded), exc)
     if hops is None:
-        xff = headers.get_all("X-Forwarded-For")
+        header = "X-Forwarded-For"
+        xff = headers.get_all(header)
         if xff:
             try:
                 addrs = parse_x_forwarded_for(xff)
@@ -224,6 +229,9 @@ def resolve(peer: str | None, headers: Headers, trusted_proxies: Sequence[str]) 
         return Client(str(peer_ip), None, str(peer_ip))
     # right to left: the first hop that is not one of ours is the client
     for addr, proto in reversed(hops):
+        if addr is None:  # a hop our proxies wrote, yet unreadable: no client address to trust
+            _malformed(header, ", ".join(headers.get_all(header)), MalformedHeader("no address"))
+            return Client(str(peer_ip), None, str(peer_ip))
         if not trusted(addr):
             return Client(str(addr), _scheme(proto), str(peer_ip))
     addr, proto = hops[0]  # every hop is trusted: the left-most is the client

@@ -105,8 +105,18 @@ def test_malformed_headers_fall_back_to_the_proxy_address(headers):
     assert got == proxies.Client("127.0.0.1", None, "127.0.0.1")
 
 
+@pytest.mark.parametrize("header, value", [
+    ("X-Forwarded-For", "<script>, unknown, 198.51.100.7"),
+    ("Forwarded", "for=unknown, for=_hidden, for=198.51.100.7"),
+    ("Forwarded", "proto=https, for=198.51.100.7"),
+])
+def test_junk_left_of_the_client_is_the_clients_own_and_is_skipped(header, value):
+    """A client can write anything before the address the proxy appends: its address still counts."""
+    assert proxies.resolve("127.0.0.1", h((header, value)), ["127.0.0.1"]).ip == "198.51.100.7"
+
+
 def test_a_malformed_forwarded_falls_back_to_x_forwarded_for():
-    got = proxies.resolve("127.0.0.1", h(("Forwarded", "for=unknown"),
+    got = proxies.resolve("127.0.0.1", h(("Forwarded", 'for="192.0.2.9'),
                                          ("X-Forwarded-For", "192.0.2.4")), ["127.0.0.1"])
     assert got.ip == "192.0.2.4"
 
