@@ -53,8 +53,8 @@ def _source_files(top: str) -> set[str]:
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line mentions ``text`` (an embedded server's data folder)."""
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines that mention ``text`` (an embedded server's data folder)."""
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
@@ -64,7 +64,7 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
         if text in cmdline:
-            found.append(int(d.name))
+            found.append(cmdline)
     return found
 
 
@@ -133,7 +133,8 @@ def test_serve_from_the_installed_wheel(installed, short_dir: Path):
         status = _run([str(bin_ / "chathub"), "status", "--json", "--socket", str(data / "admin.sock")],
                       cwd, 60).stdout
         assert '"connections": 0' in status
-        assert _processes_mentioning(str(data)), "the embedded servers should be running"
+        running = " | ".join(_processes_mentioning(str(data)))
+        assert "postgres" in running and "valkey-server" in running, running
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, (cwd / "serve.log").read_text()[-3000:]
     finally:
