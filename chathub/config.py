@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .edge import proxies
 from .errors import ConfigError
 from .protocol import max_frame_bytes
 
@@ -59,6 +60,9 @@ class ServerConfig:
     socket_send_buffer: int = 128 * 1024
     #: share the port with other processes (SO_REUSEPORT; set by serve --workers)
     reuse_port: bool = False
+    #: reverse proxies (addresses, CIDR ranges) whose Forwarded / X-Forwarded-For /
+    #: X-Forwarded-Proto headers name the client; empty: those headers are ignored
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -306,6 +310,10 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(s.max_connections_per_ip >= 1, "server.max_connections_per_ip", "must be at least 1")
     need(s.connect_rate_per_ip > 0, "server.connect_rate_per_ip", "must be positive")
     need(s.connect_burst_per_ip >= 1, "server.connect_burst_per_ip", "must be at least 1")
+    try:
+        proxies.parse_networks(s.trusted_proxies)
+    except ValueError as exc:
+        need(False, "server.trusted_proxies", str(exc))
     need(cfg.hub.client_queue_limit >= 1024, "hub.client_queue_limit", "must be at least 1024 bytes")
     need(cfg.hub.write_timeout > 0, "hub.write_timeout", "must be more than 0 seconds")
     need(cfg.hub.client_queue_max >= cfg.hub.client_queue_limit, "hub.client_queue_max",

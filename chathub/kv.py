@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any, TypeVar
 
 import valkey.asyncio as valkey
@@ -21,6 +20,7 @@ from valkey.exceptions import ConnectionError as VConnectionError
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
+from . import pkgdata
 from .errors import CacheUnavailable
 
 log = logging.getLogger("chathub.kv")
@@ -36,7 +36,8 @@ _DOWN_ERRORS = (VConnectionError, VTimeoutError, asyncio.TimeoutError, OSError)
 
 
 def _functions_source() -> str:
-    return resources.files("chathub").joinpath("cache.lua").read_text()
+    """The Valkey functions; a missing file raises PackageDataMissing, not CacheUnavailable."""
+    return pkgdata.read_text("cache.lua")
 
 
 class KV:

@@ -22,7 +22,7 @@ import asyncpg
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from . import __version__, fdlimit
+from . import __version__, fdlimit, sdnotify
 from .admin.server import AdminServer
 from .cache import MessageCache
 from .cluster.bus import Bus
@@ -344,6 +344,8 @@ async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event
         await daemon.start()
         if ready is not None:
             ready.set()
+        sdnotify.ready(f"listening on {cfg.server.host}:{daemon.port}")
         await stop.wait()
     finally:
+        sdnotify.stopping()
         await asyncio.shield(daemon.stop())

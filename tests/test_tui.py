@@ -6,14 +6,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from chathub.tui.app import DashApp
+from chathub.tui.feed import Feed, FeedOptions
+from chathub.tui.messages import LinkChanged, LinkState
+from chathub.tui.screens import DashScreen, KickScreen
+from chathub.tui.widgets import ClientsTable, EventLog, NodesPanel, StatsPanel, StatusHeader, Trends
+
 from chathub.server import Daemon
 from tests.conftest import DaemonFactory
 from tests.helpers import Chatter, wait_for
-from tui.app import DashApp
-from tui.feed import Feed, FeedOptions
-from tui.messages import LinkChanged, LinkState
-from tui.screens import DashScreen, KickScreen
-from tui.widgets import ClientsTable, EventLog, NodesPanel, StatsPanel, StatusHeader, Trends
 
 #: short timings so that reconnects and refreshes do not slow the suite
 FAST = FeedOptions(min_poll_gap=0.05, retry_min=0.05, retry_max=0.3)

@@ -2,7 +2,7 @@
 
 :class:`Feed` runs inside a Textual worker. It speaks only the admin protocol
 (docs/admin-protocol.md) through :class:`chathub.admin.client.AdminClient` and
-turns everything it hears into :mod:`tui.messages`, handed to ``post``. It never
+turns everything it hears into :mod:`chathub.tui.messages`, handed to ``post``. It never
 touches a widget and never raises for a daemon that is missing, stops or restarts:
 it says so and tries again with exponential backoff.
 """

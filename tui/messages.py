@@ -1,6 +1,6 @@
 """Messages between the feed worker and the main screen.
 
-The worker (:mod:`tui.feed`, run by :class:`tui.screens.main.DashScreen`) only
+The worker (:mod:`chathub.tui.feed`, run by :class:`chathub.tui.screens.main.DashScreen`) only
 posts these; the screen's handlers update the widgets. Nothing here does I/O.
 """
 

@@ -25,6 +25,21 @@ SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP)]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"chathub {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    pass
+
+
 def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"chathub: {message}", err=True)
     raise typer.Exit(code)
@@ -151,7 +166,7 @@ def status(
 def dash(config: ConfigOpt = None, socket: SocketOpt = None) -> None:
     """The live dashboard (Textual), attached over the admin socket."""
     try:
-        from tui.app import DashApp
+        from chathub.tui.app import DashApp
     except ImportError as exc:  # pragma: no cover - tui ships with chathub
         _fail(f"the dashboard is not installed: {exc}", 1)
     DashApp(str(_socket(config, socket))).run()

@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 from ..bucket import TokenBucket
 from ..config import Config
 from ..protocol import Chat, Whisper
-from . import auth, moderation
+from . import auth, moderation, proxies
 from .routes import (
     Admission,
     AmbiguousHeader,
@@ -73,7 +73,7 @@ class Guard:
         """Decide an upgrade request: an :class:`Admission`, or a refusal response."""
         s = self.cfg.server
         peer = connection.remote_address
-        ip = peer[0] if peer else "unknown"
+        ip = proxies.resolve(peer[0] if peer else None, request.headers, s.trusted_proxies).ip
         if not self._take(ip):
             return self._refuse("connect_rate", 429, "too many connection attempts; slow down")
         if connections >= s.max_connections:

@@ -30,7 +30,7 @@ from .kick import KickScreen
 
 
 class DashScreen(Screen[None]):
-    """The dashboard's one view of a daemon, fed by a :class:`~tui.feed.Feed` worker.
+    """The dashboard's one view of a daemon, fed by a :class:`~chathub.tui.feed.Feed` worker.
 
     The worker posts messages; the handlers here store what they carry and, unless
     updates are paused, show it. Kicks go out in their own workers.
