@@ -4,7 +4,7 @@ Outgoing frames are written straight into the connection's transport buffer,
 never awaited: the buffer *is* the client's outgoing queue, and its size in
 bytes is the client's backlog. Whether a backlog makes the client slow is decided
 by drain progress (:mod:`chathub.drain`); the client keeps the one number that
-needs, :attr:`Client.over_since`. A frame is built once (:func:`text_frame`) and
+needs, :attr:`Client.over_since`. A frame is built once (:func:`~chathub.framing.text_frame`) and
 the same bytes are written to every recipient: server frames are not masked
 and compression is off, so they are identical for all.
 """
@@ -20,24 +20,22 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from .closecodes import wire_reason
+from . import framing
+from .closecodes import Close, wire_reason
 from .tasks import spawn
 
 log = logging.getLogger("chathub.client")
 
 _OPEN = State.OPEN
+
+
+def is_open(ws: ServerConnection) -> bool:
+    """Whether frames written to ``ws`` now will be sent (its protocol state is OPEN)."""
+    return ws.protocol.state is _OPEN
 #: seconds a server-initiated close may take before the TCP connection is dropped
 CLOSE_DEADLINE = 3.0
 
 
-def text_frame(payload: bytes) -> bytes:
-    """A complete unmasked WebSocket text frame (FIN set) carrying ``payload``."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 class Client:
@@ -90,8 +88,8 @@ class Client:
         return max(0.0, (time.monotonic() if now is None else now) - self.over_since)
 
     def write(self, frame: bytes) -> bool:
-        """Write a frame built by :func:`text_frame`; False when the connection is not open."""
-        if self.ws.protocol.state is not _OPEN:
+        """Write a frame built by :func:`~chathub.framing.text_frame`; False when the connection is not open."""
+        if not is_open(self.ws):
             return False
         self.transport.write(frame)
         self.bytes_out += len(frame)
@@ -99,19 +97,21 @@ class Client:
 
     def send(self, payload: bytes) -> bool:
         """Frame ``payload`` (JSON bytes) and write it; False when not open."""
-        return self.write(text_frame(payload))
+        return self.write(framing.text_frame(payload))
 
-    def close_soon(self, code: int, reason: str, recorded: str | None = None) -> None:
+    def close_soon(self, close: Close, reason: str | None = None,
+                   recorded: str | None = None) -> None:
         """Start the closing handshake without waiting for it; the handler records the end.
 
-        ``reason`` goes to the client, cut to what a close frame holds
-        (:func:`~chathub.closecodes.wire_reason`); ``recorded`` (default: ``reason``) goes
-        to the session row whole.
+        ``reason`` (default: ``close.reason``) goes to the client, cut to what a close
+        frame holds (:func:`~chathub.closecodes.wire_reason`); ``recorded`` (default:
+        ``reason``) goes to the session row whole.
         """
+        reason = reason or close.reason
         if self.close_code is None:
-            self.close_code, self.close_reason = code, recorded or reason
+            self.close_code, self.close_reason = int(close), recorded or reason
         self.gone = True
-        spawn(self._close(code, reason))
+        spawn(self._close(close, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         # A peer that does not read never takes the close frame; cut it at the deadline.

@@ -1,54 +1,67 @@
 """WebSocket close codes chathub uses, each with what it means to a client.
 
+Each is a :class:`Close`: the code and its reason travel together.
+
 RFC 6455 codes are below 4000; 4000-4999 are private to chathub.
 """
 
+from __future__ import annotations
+
+
+class Close(int):
+    """A close code that carries its reason: ``KICKED == 4001``, ``KICKED.reason == "kicked"``.
+
+    An ``int``, so it compares with the codes clients and websockets report; the reason
+    is what chathub sends and records unless a call site gives a more specific one
+    (the model is centrifuge's ``disconnect.go``: typed values with documented ranges).
+    """
+
+    reason: str
+
+    def __new__(cls, code: int, reason: str) -> Close:
+        obj = super().__new__(cls, code)
+        obj.reason = reason
+        return obj
+
+
 #: normal close, by the client or the server
-NORMAL = 1000
+NORMAL = Close(1000, "client closed")
 #: the daemon is shutting down; sent after a ``shutdown`` frame; reconnect with backoff
-GOING_AWAY = 1001
-#: the connection dropped without a closing handshake (never sent on the wire)
-ABNORMAL = 1006
+GOING_AWAY = Close(1001, "shutdown")
 #: the client broke the WebSocket protocol (bad framing, unmasked frame, ...)
-PROTOCOL_ERROR = 1002
+PROTOCOL_ERROR = Close(1002, "protocol error")
+#: the connection dropped without a closing handshake (never sent on the wire)
+ABNORMAL = Close(1006, "connection lost")
 #: a text frame was not valid UTF-8
-INVALID_DATA = 1007
+INVALID_DATA = Close(1007, "invalid utf-8")
 #: the client broke a rule the server enforces
-POLICY_VIOLATION = 1008
+POLICY_VIOLATION = Close(1008, "policy violation")
 #: an incoming frame was larger than ``server.max_message_bytes``
-MESSAGE_TOO_BIG = 1009
-#: the server failed unexpectedly while handling this connection
-INTERNAL_ERROR = 1011
-#: an operator kicked this user; sent after a ``kicked`` frame; do not reconnect at once
-KICKED = 4001
-#: the client's outgoing backlog stayed above ``hub.client_queue_limit`` for ``hub.write_timeout``
-#: without falling below it, or would pass ``hub.client_queue_max`` (see chathub/drain.py)
-SLOW_CONSUMER = 4002
-#: the token used to connect has expired; get a new one
-TOKEN_EXPIRED = 4003
+MESSAGE_TOO_BIG = Close(1009, "message too big")
+#: the server failed unexpectedly while handling this connection (a fault of the server,
+#: never of what a client sent); also websockets' keepalive timeout, see reason_for()
+INTERNAL_ERROR = Close(1011, "internal error")
+#: no pong within ``ping_timeout``: the peer is gone (websockets uses 1011 for it too)
+KEEPALIVE_TIMEOUT = Close(1011, "keepalive ping timeout")
 #: a dependency (Valkey) failed while this connection was being registered; reconnect
 #: with backoff (RFC 6455 registry: "Try Again Later")
-TRY_AGAIN_LATER = 1013
+TRY_AGAIN_LATER = Close(1013, "try again later")
+#: an operator kicked this user; sent after a ``kicked`` frame; do not reconnect at once
+KICKED = Close(4001, "kicked")
+#: the client's outgoing backlog stayed above ``hub.client_queue_limit`` for ``hub.write_timeout``
+#: without falling below it, or would pass ``hub.client_queue_max`` (see chathub/drain.py)
+SLOW_CONSUMER = Close(4002, "slow consumer")
+#: the token used to connect has expired; get a new one
+TOKEN_EXPIRED = Close(4003, "token expired")
 
 #: most bytes of UTF-8 a close frame's reason may hold: a control frame's payload is at
 #: most 125 bytes, two of which carry the code (RFC 6455, sections 5.5 and 5.5.1)
 MAX_REASON_BYTES = 123
 
 #: the reason recorded in the session row, by close code
-REASONS = {
-    NORMAL: "client closed",
-    GOING_AWAY: "shutdown",
-    PROTOCOL_ERROR: "protocol error",
-    ABNORMAL: "connection lost",
-    INVALID_DATA: "invalid utf-8",
-    POLICY_VIOLATION: "policy violation",
-    MESSAGE_TOO_BIG: "message too big",
-    INTERNAL_ERROR: "internal error",  # also websockets' keepalive timeout, see reason_for()
-    KICKED: "kicked",
-    SLOW_CONSUMER: "slow consumer",
-    TOKEN_EXPIRED: "token expired",
-    TRY_AGAIN_LATER: "try again later",
-}
+REASONS = {int(c): c.reason for c in (
+    NORMAL, GOING_AWAY, PROTOCOL_ERROR, ABNORMAL, INVALID_DATA, POLICY_VIOLATION,
+    MESSAGE_TOO_BIG, INTERNAL_ERROR, TRY_AGAIN_LATER, KICKED, SLOW_CONSUMER, TOKEN_EXPIRED)}
 
 
 def wire_reason(reason: str) -> str:

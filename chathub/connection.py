@@ -26,10 +26,10 @@ from .db.archive import RETRY_AFTER_MS
 from .db.sessions import SessionRecorder
 from .edge.guard import Guard
 from .edge.routes import Admission
-from .errors import CacheUnavailable, DatabaseUnavailable
-from .hub import Hub, RegistrationFailed
-from .keepalive import TrackedConnection
+from .errors import CacheUnavailable, DatabaseUnavailable, RegistrationFailed
+from .hub import Hub
 from .protocol import Chat, History, ProtocolError, Users, Whisper
+from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.connection")
 
@@ -65,8 +65,8 @@ class ConnectionHandler:
             try:
                 await self.hub.register(client, adm.since)
             except RegistrationFailed as exc:
-                client.close_code, client.close_reason = exc.code, exc.reason
-                await ws.close(exc.code, closecodes.wire_reason(exc.reason))
+                client.close_code, client.close_reason = int(exc.close), exc.close.reason
+                await ws.close(exc.close, exc.close.reason)
                 return
             log.info("connect %s session=%s from %s", client.user, client.session, client.remote_addr)
             await self.sessions.opened(client.record(self.node_id))
@@ -74,7 +74,7 @@ class ConnectionHandler:
             if adm.expires_at is not None:
                 loop = asyncio.get_running_loop()
                 expiry = loop.call_at(loop.time() + max(0.0, adm.expires_at - time.time()),
-                                      client.close_soon, closecodes.TOKEN_EXPIRED, "token expired")
+                                      client.close_soon, closecodes.TOKEN_EXPIRED)
             try:
                 await self._read(client)
             finally:

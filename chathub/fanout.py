@@ -2,7 +2,7 @@
 
 Broadcasts (chat, join, leave) and whispers wait in separate queues, each drained
 by its own task, so a burst of one never holds up the other. Delivery writes a
-frame built once (:func:`~chathub.client.text_frame`) into each recipient's
+frame built once (:func:`~chathub.framing.text_frame`) into each recipient's
 transport buffer and never awaits a client. Around each write the recipient's
 backlog is measured and judged by drain progress (:mod:`chathub.drain`): a client
 whose backlog stays above ``client_queue_limit`` for longer than ``write_timeout``,
@@ -19,15 +19,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import closecodes
-from .client import _OPEN, Client
+from .client import Client, is_open
 from .drain import OVER_CAP, DrainPolicy
 from .protocol import Message
-
-if TYPE_CHECKING:
-    from .hub import HubStats
+from .stats import HubStats
 
 log = logging.getLogger("chathub.fanout")
 
@@ -162,7 +160,7 @@ class Fanout:
             if low and low + size > cap:
                 slow.append((c, OVER_CAP))
                 continue
-            if c.ws.protocol.state is _OPEN:
+            if is_open(c.ws):
                 tr.write(blob)
                 c.bytes_out += size
                 n += count
@@ -231,7 +229,7 @@ class Fanout:
                     c.user, c.remote_addr, backlog, why)
         self._emit({"type": "slow_consumer", "user": c.user, "session": c.session,
                     "backlog": backlog, "reason": verdict, "over_limit_s": round(over, 1)})
-        c.close_soon(closecodes.SLOW_CONSUMER, "slow consumer")
+        c.close_soon(closecodes.SLOW_CONSUMER)
 
     def _whisper_now(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
                      exclude: set[Client] | None) -> None:

@@ -26,28 +26,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import closecodes, protocol
 from .cache import Accepted, Failed, Limited, MessageCache, Outgoing, Recent
-from .client import Client, text_frame
+from .client import Client
 from .cluster.presence import Online, Presence
 from .config import HubConfig
 from .drain import drain_policy
-from .errors import CacheUnavailable
+from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
+from .framing import text_frame
 from .protocol import Chat, Message, Whisper, parse_id
+from .stats import HubStats
 from .tasks import spawn
 
 log = logging.getLogger("chathub.hub")
 
 #: inbound chat/whisper events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
-#: seconds of rate-limit hits kept for the "last minute" figure
-RATE_WINDOW = 60.0
 #: most messages delivered from the stream after the bus resubscribed (a longer gap is
 #: left to the clients' own recovery with ?since=)
 GAP_FILL_LIMIT = 10_000
@@ -90,37 +89,7 @@ class _Resync:
 _Event = _Register | _Unregister | _Inbound | _Remote | _Resync
 
 
-@dataclass
-class HubStats:
-    """Counters the admin socket and /metrics read; only the hub writes them."""
 
-    messages_in: int = 0
-    #: accepted messages by type (chat, whisper)
-    by_type: dict[str, int] = field(default_factory=dict)
-    deliveries_out: int = 0
-    rate_limit_hits: int = 0
-    slow_consumers: int = 0
-    kicks: int = 0
-    connects: int = 0
-    by_error: dict[str, int] = field(default_factory=dict)
-    #: finished connections by close reason
-    by_close: dict[str, int] = field(default_factory=dict)
-    recent_hits: deque[float] = field(default_factory=deque)
-
-    def hits_last_minute(self) -> int:
-        cutoff = time.monotonic() - RATE_WINDOW
-        while self.recent_hits and self.recent_hits[0] < cutoff:
-            self.recent_hits.popleft()
-        return len(self.recent_hits)
-
-
-class RegistrationFailed(ConnectionError):
-    """A connection could not be registered; close it with ``code`` and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Hub:
@@ -213,7 +182,7 @@ class Hub:
                 client's welcome failed; close with the code and reason it carries.
         """
         if self._stopping:
-            raise RegistrationFailed(closecodes.GOING_AWAY, "shutdown")
+            raise RegistrationFailed(closecodes.GOING_AWAY)
         await self.cache.prepare_welcome()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._events.put(_Register(client, since, done))
@@ -263,7 +232,7 @@ class Hub:
         frame = protocol.encode_kicked(reason)
         for c in conns:
             c.send(frame)
-            c.close_soon(closecodes.KICKED, reason or "kicked")
+            c.close_soon(closecodes.KICKED, reason)
         if conns:
             self.stats.kicks += len(conns)
             log.info("kicked %s (%d connections): %s", user, len(conns), reason)
@@ -278,7 +247,7 @@ class Hub:
         clients = list(self._clients)
         for c in clients:
             c.write(frame)
-            c.close_soon(closecodes.GOING_AWAY, "shutdown")
+            c.close_soon(closecodes.GOING_AWAY)
         return clients
 
     # -- the loop ---------------------------------------------------------------
@@ -315,7 +284,7 @@ class Hub:
                         for r in batch:
                             if not r.done.done():
                                 r.done.set_exception(RegistrationFailed(
-                                    closecodes.INTERNAL_ERROR, "internal error"))
+                                    closecodes.INTERNAL_ERROR))
                         raise
                 elif isinstance(ev, _Unregister):
                     try:
@@ -401,8 +370,7 @@ class Hub:
             except Exception:
                 log.exception("registering %s failed", ev.client.session)
                 if not ev.done.done():
-                    ev.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR,
-                                                             "internal error"))
+                    ev.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
                 continue
             if ev.since is None or recovered is False:
                 recent = welcome
@@ -555,4 +523,4 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-__all__ = ["Hub", "HubStats", "RegistrationFailed"]
+__all__ = ["Hub"]

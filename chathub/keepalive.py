@@ -14,52 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from websockets.asyncio.server import ServerConnection
-from websockets.server import ServerProtocol
 
 from . import closecodes
-from .client import _OPEN, Client
-from .edge import handshake
-from .edge.routes import Admission
+from .client import Client, is_open
+from .wsconnection import send_ping_now
 
 log = logging.getLogger("chathub.keepalive")
 
 #: payload of every keepalive ping (pongs are matched by time, not by payload)
 PING_DATA = b"chathub"
-
-
-class TrackedConnection(ServerConnection):
-    """A server connection that remembers when its last pong arrived, and who it is.
-
-    ``on_handshake_timeout`` (a class attribute, set by the daemon) is called when
-    the opening handshake is cut by ``handshake_timeout``.
-    """
-
-    on_handshake_timeout: Callable[[], None] | None = None
-
-    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
-        handshake.install(protocol)  # unparseable requests get an answer, not a silent close
-        super().__init__(protocol, *args, **kwargs)
-        #: loop time of the last pong (0.0: none yet)
-        self.last_pong = 0.0
-        #: who this connection is, decided before the upgrade (None until admitted). It
-        #: lives on the connection, so a handshake that fails after admission leaves
-        #: nothing behind.
-        self.admission: Admission | None = None
-
-    async def handshake(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            await super().handshake(*args, **kwargs)
-        except asyncio.CancelledError:
-            if self.on_handshake_timeout is not None:
-                self.on_handshake_timeout()
-            raise
-
-    def acknowledge_pings(self, data: bytes) -> None:
-        self.last_pong = self.loop.time()
-        super().acknowledge_pings(data)
 
 
 class Keepalive:
@@ -76,18 +39,16 @@ class Keepalive:
         """One pass over the connections: ping, or close the dead."""
         for c in self.clients():
             ws = c.ws
-            if c.gone or ws.protocol.state is not _OPEN:
+            if c.gone or not is_open(ws):
                 continue
-            waiting = c.ping_at > 0.0 and getattr(ws, "last_pong", 0.0) < c.ping_at
+            waiting = c.ping_at > 0.0 and ws.last_pong < c.ping_at
             if waiting:
                 if now - c.ping_at >= self.timeout:
                     self.timeouts += 1
                     log.info("keepalive timeout: %s session=%s", c.user, c.session)
-                    c.close_soon(closecodes.INTERNAL_ERROR, "keepalive ping timeout",
-                                 recorded="keepalive timeout")
+                    c.close_soon(closecodes.KEEPALIVE_TIMEOUT, recorded="keepalive timeout")
             elif now - c.ping_at >= self.interval:
-                ws.protocol.send_ping(PING_DATA)
-                ws.send_data()
+                send_ping_now(ws, PING_DATA)
                 c.ping_at = now
 
     async def run(self) -> None:

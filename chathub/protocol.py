@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .errors import ChathubError
+
 PROTOCOL_VERSION = 1
 
 #: longest ``ref`` a client may attach to a frame
@@ -62,7 +64,7 @@ def max_frame_bytes(max_text_chars: int) -> int:
     return WORST_BYTES_PER_CHAR * (max_text_chars + MAX_REF_CHARS) + _ENVELOPE_BYTES
 
 
-class ProtocolError(Exception):
+class ProtocolError(ChathubError, ValueError):
     """A client frame that cannot be served; send :meth:`frame` back and keep the connection."""
 
     def __init__(self, code: str, message: str, ref: str | None = None,

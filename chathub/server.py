@@ -41,11 +41,12 @@ from .edge.guard import Guard
 from .edge.routes import Admission, Routes, refuse
 from .errors import CacheUnavailable, ChathubError, MigrationError
 from .hub import Hub
-from .keepalive import Keepalive, TrackedConnection
+from .keepalive import Keepalive
 from .kv import KV
 from .metrics import Metrics
 from .services import EmbeddedPostgres, EmbeddedValkey
 from .tasks import spawn
+from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.server")
 
@@ -166,16 +167,14 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
         await self.admin.start()
         self.routes = Routes(self._admit, self.health, self.metrics.render)
-        guard = self.guard
 
-        class Connection(TrackedConnection):
-            on_handshake_timeout = staticmethod(lambda: guard.count_refusal("handshake_timeout"))
 
         self.connections = ConnectionHandler(cfg, self.node_id, self.hub, self.cache, self.sessions,
                                              self.guard)
         self.server = await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
-            create_connection=Connection,
+            create_connection=partial(TrackedConnection,
+                                      on_handshake_timeout=self.guard.count_handshake_timeout),
             process_request=self.routes.process_request,
             compression=None,
             max_size=cfg.server.max_message_bytes,

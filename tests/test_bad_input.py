@@ -26,7 +26,7 @@ from chathub.admin.client import call
 from chathub.config import load
 from chathub.edge import auth
 from chathub.errors import ConfigError
-from chathub.keepalive import TrackedConnection
+from chathub.wsconnection import TrackedConnection
 from tests.helpers import Chatter, wait_for, ws_url
 from tests.procs import DaemonProcess, free_port, write_config
 

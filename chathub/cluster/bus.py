@@ -33,7 +33,7 @@ import valkey.asyncio as valkey
 from valkey.exceptions import ConnectionError as VConnectionError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
-from ..errors import CacheUnavailable
+from ..errors import CacheUnavailable, ChathubError
 from ..kv import KV
 
 log = logging.getLogger("chathub.cluster.bus")
@@ -45,7 +45,7 @@ RESUBSCRIBE_INTERVAL = 0.5
 PING_INTERVAL = 5.0
 
 
-class SubscriptionLost(Exception):
+class SubscriptionLost(ChathubError, ConnectionError):
     """Valkey did not answer a PING on the subscribed connection in time."""
 
 

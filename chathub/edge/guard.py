@@ -60,9 +60,9 @@ class Guard:
             b = self._buckets[ip] = TokenBucket(s.connect_rate_per_ip, s.connect_burst_per_ip)
         return b.take() == 0.0
 
-    def count_refusal(self, reason: str) -> None:
-        """Count a refusal that happened outside :meth:`admit` (e.g. a handshake timeout)."""
-        self.refusals[reason] += 1
+    def count_handshake_timeout(self) -> None:
+        """Count a handshake cut by ``handshake_timeout`` (it happens outside :meth:`admit`)."""
+        self.refusals["handshake_timeout"] += 1
 
     def _refuse(self, reason: str, status: int, text: str) -> Response:
         self.refusals[reason] += 1

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from ..errors import ChathubError
+
 if TYPE_CHECKING:
     from websockets.datastructures import Headers
 
@@ -53,7 +55,7 @@ class Client:
     proxy: str | None = None
 
 
-class MalformedHeader(ValueError):
+class MalformedHeader(ChathubError, ValueError):
     """A forwarding header that cannot be read; it is ignored."""
 
 

@@ -23,6 +23,7 @@ from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 
 from .. import protocol
+from ..errors import ChathubError
 
 WS_PATH = "/ws"
 
@@ -136,7 +137,7 @@ class Routes:
         return respond(200, f.read_bytes(), ctype, {"Content-Security-Policy": csp})
 
 
-class AmbiguousHeader(ValueError):
+class AmbiguousHeader(ChathubError, ValueError):
     """A header that must appear once came several times."""
 
     def __init__(self, name: str) -> None:
