@@ -14,8 +14,8 @@ dropped connection is read from the stream; older pages come from PostgreSQL
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from .backends import Accepted, Failed, Limited, Outgoing, Recent, UnknownUser
 from .config import CacheConfig, RateLimitConfig
 from .db.archive import Archive
 from .errors import CacheUnavailable
@@ -26,49 +26,6 @@ from .protocol import Message, before_first
 FLUSH_GROUP = "flusher"
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A chat or whisper waiting for an id."""
-
-    sender: str
-    text: str
-    to: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The cache stamped the message: deliver ``message``."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownUser:
-    """The whisper's recipient is online on no hub: nothing stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """Valkey refused this one message (an error reply): nothing stored."""
-
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recent:
-    """A welcome's history: ``messages`` oldest first; ``top`` the stream's last id when
-    read; ``partial`` when older messages that PostgreSQL holds were left out."""
-
-    messages: list[Message]
-    top: str
-    partial: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Limited:
-    """Over the sender's budget: nothing stored; try again after ``retry_after_ms``."""
-
-    retry_after_ms: int
 
 
 def entry_fields(entry: Sequence[object]) -> dict[str, str]:

@@ -18,8 +18,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import closecodes, protocol
+from .backends import MessageCache
 from .bucket import TokenBucket
-from .cache import MessageCache
 from .client import Client
 from .config import Config
 from .db.archive import RETRY_AFTER_MS

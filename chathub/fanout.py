@@ -43,7 +43,8 @@ class Fanout:
     """Delivery for one hub. The hub owns ``clients`` and ``by_user``; this only reads them."""
 
     def __init__(self, clients: dict[Client, None], by_user: dict[str, list[Client]],
-                 policy: DrainPolicy, stats: HubStats, emit: Callable[[dict[str, Any]], None]) -> None:
+                 policy: DrainPolicy, stats: HubStats, emit: Callable[[dict[str, Any]], None],
+                 on_fanout: Callable[[float], None] | None = None) -> None:
         self._clients = clients
         self._by_user = by_user
         #: when a backlog makes a client slow
@@ -59,7 +60,7 @@ class Fanout:
         self._broadcast_ready = asyncio.Event()
         self._whisper_ready = asyncio.Event()
         #: called with the seconds one broadcast fan-out took (for /metrics)
-        self.on_fanout: Callable[[float], None] | None = None
+        self.on_fanout = on_fanout
 
     def broadcast(self, frame: bytes, skip: Client | None = None, own: bytes | None = None,
                   exclude: set[Client] | None = None) -> None:

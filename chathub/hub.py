@@ -31,15 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import closecodes, protocol
-from .cache import Accepted, Failed, Limited, MessageCache, Outgoing, Recent
+from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
 from .client import Client
-from .cluster.presence import Online, Presence
+from .cluster.presence import Online
+from .cluster.relay import RemoteFeed, message_of
 from .config import HubConfig
 from .drain import drain_policy
 from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
-from .protocol import Chat, Message, Whisper, parse_id
+from .protocol import Chat, Message, Whisper
 from .stats import HubStats
 from .tasks import spawn
 
@@ -47,9 +48,6 @@ log = logging.getLogger("chathub.hub")
 
 #: inbound chat/whisper events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
-#: most messages delivered from the stream after the bus resubscribed (a longer gap is
-#: left to the clients' own recovery with ?since=)
-GAP_FILL_LIMIT = 10_000
 
 
 @dataclass(slots=True)
@@ -98,7 +96,21 @@ class Hub:
     Build it with its cache and start :meth:`run` as a task before registering clients.
     """
 
-    def __init__(self, cache: MessageCache, presence: Presence, cfg: HubConfig, node_id: str) -> None:
+    def __init__(self, cache: MessageCache, presence: Presence, cfg: HubConfig, node_id: str, *,
+                 feed: RemoteFeed | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 on_fanout: Callable[[float], None] | None = None) -> None:
+        """Args:
+            cache: ids, history and rate limits (:class:`~chathub.backends.MessageCache`).
+            presence: who is online on every hub (:class:`~chathub.backends.Presence`).
+            cfg: the ``[hub]`` section.
+            node_id: this hub's name in the cluster.
+            feed: de-duplication and gap fill of other hubs' messages (default: one
+                reading ``cache``).
+            on_event: called with each event for the admin socket's subscribers
+                (``{"type": "connect", ...}``); must not block.
+            on_fanout: called with the seconds each broadcast fan-out took (/metrics).
+        """
         self.cache = cache
         self.presence = presence
         self.cfg = cfg
@@ -109,25 +121,16 @@ class Hub:
         #: every registered connection
         self._clients: dict[Client, None] = {}
         self._events: asyncio.Queue[_Event] = asyncio.Queue(INBOX_LIMIT)
-        #: clients that joined recently: (ms, seq) of the stream's last id at their welcome.
-        #: Messages from other hubs up to that id were in their welcome already.
-        self._fresh: dict[Client, tuple[int, int]] = {}
         #: who is online on any hub (a mirror of Valkey's presence; see presence.py)
         self.online = Online()
         #: whether other hubs shared this Valkey at the last look
         self.clustered = False
-        #: (ms, seq) of the newest message delivered from another hub; the bus delivers in
-        #: id order, so anything at or below it is a duplicate
-        self._last_remote: tuple[int, int] | None = None
-        #: the stream's last id when the bus first subscribed
-        self._gap_floor = "0-0"
-        #: called with an event dict (type, ...) for the admin socket's subscribers
-        self.on_event: Callable[[dict[str, Any]], None] | None = None
-        #: called with bus payloads the hub does not handle itself (kick traffic)
-        self.on_remote: Callable[[dict[str, Any]], None] | None = None
+        #: other hubs' messages: exactly once, in id order
+        self.feed = feed or RemoteFeed(cache, node_id)
+        self.on_event = on_event
         #: the broadcast and whisper queues and their delivery tasks
         self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
-                             self._emit)
+                             self._emit, on_fanout)
         self._stopping = False
 
     # -- reading state --------------------------------------------------------
@@ -214,7 +217,7 @@ class Hub:
 
     async def mark_subscribed(self) -> None:
         """Note where the stream stood when the bus first subscribed (where gap fills start)."""
-        self._gap_floor = await self.cache.last_id()
+        await self.feed.mark_subscribed()
 
     def _put_soon(self, ev: _Event) -> None:
         try:
@@ -393,8 +396,7 @@ class Hub:
                                            welcome.messages, recovered, welcome.partial))
             self._by_user.setdefault(c.user, []).append(c)
             self._clients[c] = None
-            if welcome.top:
-                self._fresh[c] = parse_id(welcome.top)
+            self.feed.welcomed(c, welcome.top)
             self.stats.connects += 1
             if first:
                 self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, now)), c)
@@ -425,7 +427,7 @@ class Hub:
         if c not in self._clients:
             return
         del self._clients[c]
-        self._fresh.pop(c, None)
+        self.feed.forget(c)
         conns = self._by_user.get(c.user, [])
         if c in conns:
             conns.remove(c)
@@ -463,9 +465,7 @@ class Hub:
     def _remote(self, p: dict[str, Any]) -> None:
         kind = p.get("k")
         if kind == "m":
-            self._deliver_remote(Message(
-                type="whisper" if p.get("to") else "chat", id=p["id"], from_=p["f"], text=p["t"],
-                ts=int(p["id"].split("-", 1)[0]), to=p.get("to")))
+            self._deliver_remote(message_of(p))
         elif kind == "join":
             self.online.add(p["u"])
             if p["u"] not in self._by_user:
@@ -474,49 +474,25 @@ class Hub:
             if p["u"] not in self._by_user:
                 self.online.discard(p["u"])
                 self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
-        elif self.on_remote is not None:
-            self.on_remote(p)
 
     def _deliver_remote(self, msg: Message) -> None:
         """Deliver a message another hub stamped, once, to this hub's clients."""
-        mid = parse_id(msg.id)
-        if self._last_remote is not None and mid <= self._last_remote:
-            return  # already delivered (a gap fill got here first)
-        self._last_remote = mid
+        skip = self.feed.admit(msg)
+        if skip is None:
+            return
         frame = text_frame(protocol.encode(msg))
-        skip = self._skip_fresh(mid) if self._fresh else None
         if msg.to is None:
-            self.fanout.broadcast(frame, exclude=skip)
+            self.fanout.broadcast(frame, exclude=skip or None)
         else:
-            self.fanout.whisper(msg, frame, None, frame, skip)
+            self.fanout.whisper(msg, frame, None, frame, skip or None)
 
     async def _fill_gap(self) -> None:
         """Deliver what other hubs stamped while the bus was down (it is in the stream)."""
-        after = self._gap_floor
-        if self._last_remote is not None:
-            ms, seq = self._last_remote
-            after = f"{ms}-{seq}"
-        try:
-            entries = await self.cache.since(after, GAP_FILL_LIMIT)
-        except CacheUnavailable:
-            return
-        filled = 0
-        for origin, msg in entries:
-            if origin != self.node_id:
-                self._deliver_remote(msg)
-                filled += 1
-        if filled:
-            log.info("bus gap: delivered %d messages from other hubs", filled)
-
-    def _skip_fresh(self, mid: tuple[int, int]) -> set[Client]:
-        """Fresh clients that already have ``mid`` (in their welcome); forget the others."""
-        skip = set()
-        for c, floor in list(self._fresh.items()):
-            if mid <= floor:
-                skip.add(c)
-            else:
-                del self._fresh[c]
-        return skip
+        missed = await self.feed.missed()
+        for msg in missed:
+            self._deliver_remote(msg)
+        if missed:
+            log.info("bus gap: delivered %d messages from other hubs", len(missed))
 
 
 def _now_ms() -> int:

@@ -8,15 +8,13 @@ broadcast (not per recipient) and per batch written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from .server import Daemon
+from .figures import Figures
 
 #: fan-out latency buckets, seconds (one broadcast to every local connection)
 FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -24,14 +22,13 @@ FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 PG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class _HubCollector:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+class _FiguresCollector:
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        self.figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        d = self.daemon
-        hub = d.hub
-        s = hub.stats
+        f = self.figures()
+        s = f.stats
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"chathub_{name}", doc, value=value)
@@ -39,30 +36,29 @@ class _HubCollector:
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"chathub_{name}", doc, value=value)
 
-        yield gauge("connections", "Open WebSocket connections on this node", hub.connection_count)
-        yield gauge("users", "Users online on this node", len(hub.users()))
-        yield gauge("broadcast_queue_depth", "Broadcasts waiting for fan-out", len(hub.fanout.broadcast_q))
-        yield gauge("whisper_queue_depth", "Whispers waiting for delivery", len(hub.fanout.whisper_q))
-        yield gauge("inbox_depth", "Events waiting for the hub loop", hub.inbox_depth())
-        yield gauge("max_client_backlog_bytes", "Largest outgoing backlog of a client", hub.max_backlog())
-        yield gauge("valkey_up", "1 when Valkey answers", 1 if d.kv and d.kv.up else 0)
-        yield gauge("postgres_up", "1 when the last PostgreSQL write succeeded",
-                    1 if d.message_flusher.pg_up and d.session_flusher.pg_up else 0)
+        yield gauge("connections", "Open WebSocket connections on this node", f.connections)
+        yield gauge("users", "Users online on this node", f.users)
+        yield gauge("broadcast_queue_depth", "Broadcasts waiting for fan-out", f.broadcast_queue)
+        yield gauge("whisper_queue_depth", "Whispers waiting for delivery", f.whisper_queue)
+        yield gauge("inbox_depth", "Events waiting for the hub loop", f.inbox)
+        yield gauge("max_client_backlog_bytes", "Largest outgoing backlog of a client", f.max_backlog)
+        yield gauge("valkey_up", "1 when Valkey answers", 1 if f.valkey_up else 0)
+        yield gauge("postgres_up", "1 when the last PostgreSQL write succeeded", 1 if f.postgres_up else 0)
         yield gauge("sessions_unsent", "Finished sessions held in memory while Valkey is down",
-                    len(d.sessions.unsent))
+                    f.sessions_unsent)
         yield counter("messages_in", "Chat and whisper messages accepted", s.messages_in)
         yield counter("deliveries_out", "Frames delivered to clients", s.deliveries_out)
         yield counter("rate_limit_hits", "Messages refused by the rate limit on this node", s.rate_limit_hits)
         yield counter("slow_consumer_disconnects", "Clients closed as slow consumers", s.slow_consumers)
         yield counter("kicks", "Connections closed by kick", s.kicks)
         yield counter("bus_resubscribes", "Times the bus subscription was lost and made again",
-                      d.bus.resubscribes)
+                      f.bus_resubscribes)
         yield counter("connects", "Connections registered", s.connects)
-        yield counter("messages_flushed", "Messages written to PostgreSQL", d.message_flusher.written)
-        yield counter("sessions_written", "Sessions written to PostgreSQL", d.session_flusher.written)
+        yield counter("messages_flushed", "Messages written to PostgreSQL", f.messages_flushed)
+        yield counter("sessions_written", "Sessions written to PostgreSQL", f.sessions_written)
         yield _labelled("messages_accepted", "Messages accepted, by type", "type", s.by_type)
         yield _labelled("errors", "Error frames sent, by code", "code", s.by_error)
-        yield _labelled("refusals", "Connections refused, by reason", "reason", d.guard.refusals)
+        yield _labelled("refusals", "Connections refused, by reason", "reason", f.refusals)
         yield _labelled("closes", "Connections ended, by close reason", "reason", s.by_close)
 
 
@@ -77,9 +73,9 @@ def _labelled(name: str, doc: str, label: str, counts: dict[str, int]) -> Counte
 class Metrics:
     """The daemon's Prometheus registry."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, figures: Callable[[], Figures]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_HubCollector(daemon))  # type: ignore[arg-type]
+        self.registry.register(_FiguresCollector(figures))  # type: ignore[arg-type]
         self.fanout = Histogram("chathub_fanout_seconds", "Time to fan one broadcast out to local clients",
                                 buckets=FANOUT_BUCKETS, registry=self.registry)
         self.pg_write = Histogram("chathub_pg_write_seconds", "Time to write one batch to PostgreSQL",

@@ -137,7 +137,7 @@ async def test_metrics_exports_stats_and_histograms(daemon):
     await a.recv_type("chat")
     await a.send(type="nope")
     await a.recv_type("error")
-    await wait_for(lambda: daemon.message_flusher.written == 1, what="flushed")
+    await wait_for(lambda: daemon.node.message_flusher.written == 1, what="flushed")
     reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     body = (await asyncio.wait_for(reader.read(), 5)).decode()

@@ -192,10 +192,10 @@ async def test_refused_upgrades_leave_no_connection_objects(daemon_factory):
     def alive() -> int:
         gc.collect()
         return sum(1 for o in gc.get_objects()
-                   if isinstance(o, TrackedConnection) and o.server is d.server)
+                   if isinstance(o, TrackedConnection) and o.server is d.node.server)
 
     await wait_for(lambda: alive() == 0)  # the last refusals may still be closing
-    assert d.hub.connection_count == 0 and d.guard.open_per_ip() == {}
+    assert d.node.hub.connection_count == 0 and d.node.guard.open_per_ip() == {}
 
 
 def _rss_kb(pid: int) -> int:
@@ -231,9 +231,9 @@ async def test_ambiguous_origin_is_403_and_counted(daemon_factory):
     d = await daemon_factory(server={"allowed_origins": ["https://ok.example"]})
     answer = await http(d.port, upgrade(headers=b"Origin: https://ok.example\r\nOrigin: https://evil.example\r\n"))
     assert answer.startswith(b"HTTP/1.1 403") and b"ambiguous Origin" in answer
-    assert d.guard.refusals["origin"] == 1
+    assert d.node.guard.refusals["origin"] == 1
     same = await http(d.port, upgrade(headers=b"Origin: https://ok.example\r\nOrigin: https://ok.example\r\n"))
-    assert same.startswith(b"HTTP/1.1 403") and d.guard.refusals["origin"] == 2
+    assert same.startswith(b"HTTP/1.1 403") and d.node.guard.refusals["origin"] == 2
     ok = await websockets.connect(ws_url(d.port, user="ok"), origin="https://ok.example")
     await ok.close()
 
@@ -258,7 +258,7 @@ async def test_ambiguous_authorization_is_401(daemon_factory):
     answer = await http(d.port, upgrade(path="/ws", headers=(
         f"Authorization: Bearer {t1}\r\nAuthorization: Bearer {t2}\r\n").encode()))
     assert answer.startswith(b"HTTP/1.1 401") and b"ambiguous Authorization" in answer
-    assert d.guard.refusals["auth"] == 1
+    assert d.node.guard.refusals["auth"] == 1
 
 
 # -- 6. token times and claim types ---------------------------------------------------------

@@ -32,8 +32,8 @@ async def test_idle_daemon_never_resubscribes(daemon_factory, monkeypatch, caplo
     daemon = await daemon_factory()
     caplog.set_level(logging.INFO, logger="chathub.cluster.bus")
     await asyncio.sleep(IDLE)  # the point of the test: time passing with nothing on the bus
-    assert daemon.bus.subscribed and daemon.bus.resubscribes == 0
-    assert daemon.bus.pings >= 4  # liveness was checked several times, and held
+    assert daemon.node.bus.subscribed and daemon.node.bus.resubscribes == 0
+    assert daemon.node.bus.pings >= 4  # liveness was checked several times, and held
     assert "subscription lost" not in caplog.text
     stats = await call(daemon.cfg.admin_socket, "stats")
     assert stats["bus_resubscribes"] == 0

@@ -93,7 +93,7 @@ async def test_since_older_than_the_cache_reaches_is_not_recovered(daemon_factor
     d = await daemon_factory(cache={"history_size": 10, "history_on_join": 5, "flush_interval": 0.05})
     async with await Chatter.connect(d.port, "a") as a:
         sent = await send_and_echo(a, [f"x{i}" for i in range(60)])
-        await wait_for(lambda: _eq(d.cache.flush_backlog(), 0), what="flushed")
+        await wait_for(lambda: _eq(d.node.cache.flush_backlog(), 0), what="flushed")
         await wait_for(lambda: _stream_len_at_most(d, 20), what="stream trimmed")
         b = await Chatter.connect(d.port, "b", since=sent[0]["id"])
         assert b.welcome["recovered"] is False
@@ -103,7 +103,7 @@ async def test_since_older_than_the_cache_reaches_is_not_recovered(daemon_factor
 
 async def _stream_len_at_most(d, n: int) -> bool:
     # Trimming runs after each flush; a new message triggers the next flush.
-    return await d.kv.client.xlen(d.cache.stream) <= n
+    return await d.kv.client.xlen(d.node.cache.stream) <= n
 
 
 async def test_history_paging_crosses_from_stream_to_postgres_exactly_once(daemon_factory, db):
@@ -119,11 +119,11 @@ async def test_history_paging_crosses_from_stream_to_postgres_exactly_once(daemo
             m = await a.recv_type("chat", "whisper")
             if m["type"] == "chat":
                 sent.append(m["id"])
-        await wait_for(lambda: _eq(d.cache.flush_backlog(), 0), what="all flushed")
+        await wait_for(lambda: _eq(d.node.cache.flush_backlog(), 0), what="all flushed")
         await a.chat("last")  # one more flush round trims the stream
         sent.append((await a.recv_type("chat"))["id"])
         await wait_for(lambda: _stream_len_at_most(d, 30), what="stream trimmed")
-        assert await d.kv.client.xlen(d.cache.stream) < 120
+        assert await d.kv.client.xlen(d.node.cache.stream) < 120
         got: list[str] = []
         before = None
         while True:
@@ -157,7 +157,7 @@ async def test_chat_and_whisper_budgets_are_independent_and_exact(daemon_factory
         wres = [await a.recv_type("whisper", "error") for _ in range(7)]
         assert sum(r["type"] == "whisper" for r in wres) == 5
         assert sum(r.get("code") == "rate_limited" for r in wres) == 2
-    assert d.hub.stats.rate_limit_hits == 7
+    assert d.node.hub.stats.rate_limit_hits == 7
 
 
 async def test_two_connections_of_one_user_share_a_budget(daemon_factory):
@@ -208,8 +208,8 @@ async def test_flush_is_idempotent_when_rows_already_exist(daemon_factory, db):
 
     half = [Message(type="chat", id=m["id"], from_="a", text=m["text"], ts=m["ts"]) for m in sent[:5]]
     await store.insert_messages(d.pool, half)
-    d.message_flusher.kick()
-    await wait_for(lambda: _eq(d.cache.flush_backlog(), 0), what="flushed")
+    d.node.message_flusher.kick()
+    await wait_for(lambda: _eq(d.node.cache.flush_backlog(), 0), what="flushed")
     assert await db.fetchval("SELECT count(*) FROM messages") == 10
 
 
@@ -226,7 +226,7 @@ async def test_postgres_down_thousand_messages_all_arrive(daemon, db, pg_service
             await a.chat(f"d{i}")
         for _ in range(1000):
             await a.recv_type("chat")
-        await wait_for(lambda: not daemon.message_flusher.pg_up, what="flusher saw PostgreSQL down")
+        await wait_for(lambda: not daemon.node.message_flusher.pg_up, what="flusher saw PostgreSQL down")
         ok, body = daemon.health()
         assert not ok and "postgres" in body["down"]
     finally:
@@ -278,6 +278,6 @@ async def test_rate_limit_hits_counted_per_user_in_valkey(daemon_factory):
             await s.chat(f"s{i}")
         for _ in range(4):
             await s.recv_type("chat", "error")
-    total, per_user = await d.cache.rate_limit_hits()
+    total, per_user = await d.node.cache.rate_limit_hits()
     assert total == 3 and per_user == {"spammy": 3}
     assert json.loads(json.dumps(per_user)) == per_user

@@ -171,9 +171,9 @@ async def test_valkey_restart_traffic_resumes(trio, valkey_service):
     b = await Chatter.connect(trio[1].port, "b")
     await asyncio.to_thread(valkey_service.stop)
     await asyncio.to_thread(valkey_service.start)
-    await wait_for(lambda: all(d.kv.up and d.bus.subscribed and d.bus.resubscribes for d in trio),
+    await wait_for(lambda: all(d.kv.up and d.node.bus.subscribed and d.node.bus.resubscribes for d in trio),
                    timeout=20, what="hubs reconnected and resubscribed")
-    assert [d.bus.resubscribes for d in trio] == [1, 1, 1]  # one restart, one resubscription each
+    assert [d.node.bus.resubscribes for d in trio] == [1, 1, 1]  # one restart, one resubscription each
     got = None
     deadline = time.monotonic() + 10
     while got is None and time.monotonic() < deadline:
@@ -193,7 +193,7 @@ async def test_status_cluster_sums_nodes(trio):
     """The cluster command lists every node with its connection count."""
     cs = [await Chatter.connect(trio[i].port, f"c{i}") for i in (0, 1, 1)]
     for d in trio:  # a heartbeat now rather than within node_ttl / 3
-        await d.nodes.beat()
+        await d.node.nodes.beat()
     assert await _nodes_report(trio[2], {"node0": 1, "node1": 2, "node2": 0})
     await asyncio.gather(*(c.close() for c in cs))
 
@@ -270,9 +270,9 @@ async def test_messages_published_while_a_bus_is_down_are_delivered_once(trio):
         await a.chat(f"gap {i}")
     for i in range(5):
         assert (await a.recv_type("chat"))["text"] == f"gap {i}"
-    await wait_for(lambda: all(d.bus.subscribed and d.bus.resubscribes for d in trio),
+    await wait_for(lambda: all(d.node.bus.subscribed and d.node.bus.resubscribes for d in trio),
                    what="hubs resubscribed")
-    assert [d.bus.resubscribes for d in trio] == [1, 1, 1]
+    assert [d.node.bus.resubscribes for d in trio] == [1, 1, 1]
     await a.chat("after")
     got = [(await b.recv_type("chat"))["text"] for _ in range(6)]
     assert got == [f"gap {i}" for i in range(5)] + ["after"]

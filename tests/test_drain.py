@@ -127,8 +127,8 @@ async def test_stopped_reader_cut_within_write_timeout_plus_one_second(daemon_fa
     daemon = await daemon_factory(hub={"client_queue_limit": 65536, "write_timeout": 2.0})
     stalled = _stalled_socket(daemon.port, "stalled")
     try:
-        await wait_for(lambda: "stalled" in daemon.hub.users(), what="stalled client registered")
-        client = next(c for c in daemon.hub.clients() if c.user == "stalled")
+        await wait_for(lambda: "stalled" in daemon.node.hub.users(), what="stalled client registered")
+        client = next(c for c in daemon.node.hub.clients() if c.user == "stalled")
         async with await Chatter.connect(daemon.port, "sender") as sender:
             started = time.monotonic()
             for i in range(2000):  # bounded: stops as soon as the backlog is over the limit
@@ -141,7 +141,7 @@ async def test_stopped_reader_cut_within_write_timeout_plus_one_second(daemon_fa
                        if c["user"] == "stalled"]
             assert info["backlog"] > 65536 and info["over_limit_s"] >= 0.0
             # the room is quiet now: only the periodic watch can cut it
-            await wait_for(lambda: daemon.hub.stats.slow_consumers == 1, timeout=10, what="cut")
+            await wait_for(lambda: daemon.node.hub.stats.slow_consumers == 1, timeout=10, what="cut")
             elapsed = time.monotonic() - started
             assert elapsed <= 2.0 + 1.0, elapsed
             assert client.close_code == 4002
@@ -178,10 +178,10 @@ async def test_trickle_reader_below_the_send_rate_is_cut(daemon_factory):
         for sent in range(1, 3001):  # bounded: at most 15 s at 200/s
             await sender.chat(f"{sent}:" + "x" * TEXT)
             await asyncio.sleep(0.005)  # pacing the sender at about 200 chats/s
-            if daemon.hub.stats.slow_consumers:
+            if daemon.node.hub.stats.slow_consumers:
                 break
-        assert daemon.hub.stats.slow_consumers == 1
-        victim = [c for c in daemon.hub.clients() if c.user == "trickle"]
+        assert daemon.node.hub.stats.slow_consumers == 1
+        victim = [c for c in daemon.node.hub.clients() if c.user == "trickle"]
         assert not victim or victim[0].close_code == 4002
         seen = [int((await fast.recv_type("chat"))["text"].split(":")[0]) for _ in range(sent)]
         assert seen == list(range(1, sent + 1))

@@ -80,7 +80,7 @@ async def test_bad_tokens_are_refused_with_401(daemon_factory, token, reason):
     query = {} if token is None else {"token": made.get(token, token)}
     status, body = await refused(ws_url(d.port, **query))
     assert status == 401 and reason in body and body.count(b"\n") == 1
-    assert d.guard.refusals["auth"] == 1
+    assert d.node.guard.refusals["auth"] == 1
 
 
 async def test_connection_closed_with_4003_when_token_expires(daemon_factory, db):
@@ -135,7 +135,7 @@ async def test_connection_attempts_per_ip_limited_others_still_connect(daemon_fa
         statuses += await asyncio.gather(*(_attempt(d.port, "127.0.0.1", f"f{start + i}") for i in range(200)))
     assert statuses.count(101) <= 20 + 5  # the burst, plus what the rate refilled meanwhile
     assert statuses.count(429) >= 1975
-    assert d.guard.refusals["connect_rate"] == statuses.count(429)
+    assert d.node.guard.refusals["connect_rate"] == statuses.count(429)
     for host in ("127.0.0.2", "127.0.0.3"):
         async with websockets.connect(ws_url(d.port, user="ok" + host[-1]), local_addr=(host, 0)) as ws:
             assert json.loads(await ws.recv())["type"] == "welcome"
@@ -151,7 +151,7 @@ async def test_max_connections_total_and_per_ip(daemon_factory):
     status, _ = await refused(ws_url(d.port, user="c"), local_addr=("127.0.0.3", 0))
     assert status == 503
     await a[0].close()
-    await wait_for(lambda: d.hub.connection_count == 3, what="slot freed")
+    await wait_for(lambda: d.node.hub.connection_count == 3, what="slot freed")
     c = await Chatter.connect(d.port, "a4")
     for x in (*a[1:], *b, c):
         await x.close()
@@ -166,7 +166,7 @@ async def test_handshake_never_finished_is_dropped_at_timeout(daemon_factory):
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert time.monotonic() - started < 3
     writer.close()
-    await wait_for(lambda: d.guard.refusals["handshake_timeout"] == 1, what="counted")
+    await wait_for(lambda: d.node.guard.refusals["handshake_timeout"] == 1, what="counted")
 
 
 async def test_dead_peer_closed_by_keepalive(daemon_factory, db):
@@ -176,11 +176,11 @@ async def test_dead_peer_closed_by_keepalive(daemon_factory, db):
     writer.write(b"GET /ws?user=ghost HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     assert (await reader.readline()).startswith(b"HTTP/1.1 101")
-    await wait_for(lambda: "ghost" in d.hub.users(), what="registered")
-    await wait_for(lambda: "ghost" not in d.hub.users(), timeout=5, what="closed by keepalive")
+    await wait_for(lambda: "ghost" in d.node.hub.users(), what="registered")
+    await wait_for(lambda: "ghost" not in d.node.hub.users(), timeout=5, what="closed by keepalive")
     writer.close()
     await wait_for(lambda: _row(db, "ghost"), what="session row")
-    assert d.hub.stats.by_close.get("keepalive timeout") == 1
+    assert d.node.hub.stats.by_close.get("keepalive timeout") == 1
 
 
 async def _row(db, user: str) -> bool:

@@ -317,6 +317,6 @@ async def test_random_bytes_after_handshake_never_hurt_others(hostile_daemon):
             # a frame header promising more bytes than sent waits for keepalive to cut it (1011)
             assert close_code_in(data) in (None, closecodes.PROTOCOL_ERROR, closecodes.MESSAGE_TOO_BIG,
                                            closecodes.INVALID_DATA, closecodes.INTERNAL_ERROR)
-    assert all(not t.done() for t in d._tasks), "a daemon task died"
-    await wait_for(lambda: d.hub.connection_count == 0, what="raw clients gone")
+    assert d.figures().hub_running, "a daemon task died"
+    await wait_for(lambda: d.node.hub.connection_count == 0, what="raw clients gone")
     await wait_for(lambda: len(asyncio.all_tasks()) <= baseline, what="no task leaked")

@@ -141,7 +141,7 @@ async def test_stalled_client_closed_as_slow_consumer_others_get_everything_in_o
     stalled.sendall(
         b"GET /ws?user=stalled HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    await wait_for(lambda: "stalled" in daemon.hub.users(), what="stalled client registered")
+    await wait_for(lambda: "stalled" in daemon.node.hub.users(), what="stalled client registered")
     others = [await Chatter.connect(daemon.port, f"r{i}") for i in range(50)]
     sender = await Chatter.connect(daemon.port, "sender")
     n, window = 1200, 10
@@ -164,8 +164,8 @@ async def test_stalled_client_closed_as_slow_consumer_others_get_everything_in_o
     results = await asyncio.gather(send_all(), *(receive_all(c) for c in others))
     for seen in results[1:]:
         assert seen == list(range(n))
-    await wait_for(lambda: daemon.hub.stats.slow_consumers == 1, what="slow consumer counted")
-    await wait_for(lambda: "stalled" not in daemon.hub.users(), timeout=15, what="stalled client removed")
+    await wait_for(lambda: daemon.node.hub.stats.slow_consumers == 1, what="slow consumer counted")
+    await wait_for(lambda: "stalled" not in daemon.node.hub.users(), timeout=15, what="stalled client removed")
     stalled.close()
     row = None
 

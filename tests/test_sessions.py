@@ -77,9 +77,9 @@ async def test_sessions_wait_in_valkey_while_postgres_is_down(daemon, db, pg_ser
     await asyncio.to_thread(pg_service.stop)
     try:
         await asyncio.gather(*(c.close() for c in clients))
-        await wait_for(lambda: daemon.hub.connection_count == 0, what="all unregistered")
-        await wait_for(lambda: _eq(daemon.sessions.waiting(), 100), what="100 sessions waiting in Valkey")
-        await wait_for(lambda: not daemon.session_flusher.pg_up, what="flusher notices PostgreSQL down")
+        await wait_for(lambda: daemon.node.hub.connection_count == 0, what="all unregistered")
+        await wait_for(lambda: _eq(daemon.node.sessions.waiting(), 100), what="100 sessions waiting in Valkey")
+        await wait_for(lambda: not daemon.node.session_flusher.pg_up, what="flusher notices PostgreSQL down")
     finally:
         await asyncio.to_thread(pg_service.start)
     import asyncpg
@@ -89,7 +89,7 @@ async def test_sessions_wait_in_valkey_while_postgres_is_down(daemon, db, pg_ser
         await wait_for(lambda: _eq(count(conn, "SELECT count(*) FROM sessions"), 100), timeout=20,
                        what="100 rows after PostgreSQL returns")
         assert await count(conn, "SELECT count(DISTINCT id) FROM sessions") == 100
-        await wait_for(lambda: _eq(daemon.sessions.waiting(), 0), what="queue drained")
+        await wait_for(lambda: _eq(daemon.node.sessions.waiting(), 0), what="queue drained")
     finally:
         await conn.close()
 

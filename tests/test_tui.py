@@ -230,7 +230,7 @@ async def test_nodes_panel_lists_every_hub(daemon_factory: DaemonFactory) -> Non
         await connected(app, "dash-a")
         panel = main.query_one(NodesPanel)
         async with await Chatter.connect(there.port, "far"), await Chatter.connect(there.port, "away"):
-            await there.nodes.beat()  # a heartbeat now instead of within node_ttl / 3
+            await there.node.nodes.beat()  # a heartbeat now instead of within node_ttl / 3
             await wait_for(lambda: [(r[0], r[1]) for r in panel.rows()] == [("dash-a *", "0"), ("dash-b", "2")],
                            what="both nodes listed with their connections")
 

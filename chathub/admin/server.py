@@ -19,13 +19,11 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
-
-if TYPE_CHECKING:
-    from ..server import Daemon
+from ..figures import Figures
 
 log = logging.getLogger("chathub.admin")
 
@@ -38,12 +36,42 @@ STATS_PERIOD = 1.0
 MAX_LINE = 64 * 1024
 
 
-class AdminServer:
-    """Serves the admin protocol for one daemon."""
+class Control(Protocol):
+    """What the admin socket may ask of the daemon; :class:`chathub.server.Daemon` is one.
 
-    def __init__(self, path: Path, daemon: Daemon) -> None:
+    A test can serve the admin protocol from fixed figures with its own ``Control``.
+    """
+
+    node_id: str
+
+    def figures(self) -> Figures:
+        """This node's figures now (no I/O)."""
+        ...
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Every connection on this node, as the ``clients`` reply lists them."""
+        ...
+
+    async def kick(self, user: str, reason: str) -> int:
+        """Close ``user``'s connections on every hub; how many were closed."""
+        ...
+
+    async def cluster(self) -> list[dict[str, Any]]:
+        """Every live hub. Raises :class:`~chathub.errors.CacheUnavailable`."""
+        ...
+
+    async def shared_figures(self) -> dict[str, Any]:
+        """Figures kept in Valkey for the whole cluster: ``flush_backlog``,
+        ``rate_limit_hits_cluster``, ``sessions_waiting`` (None when Valkey is down)."""
+        ...
+
+
+class AdminServer:
+    """Serves the admin protocol for one daemon (``control``)."""
+
+    def __init__(self, path: Path, control: Control) -> None:
         self.path = Path(path)
-        self.daemon = daemon
+        self.control = control
         self._server: asyncio.AbstractServer | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._conns: set[asyncio.Task[Any]] = set()
@@ -195,13 +223,13 @@ class AdminServer:
 
     async def cmd_hello(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"protocol": ADMIN_PROTOCOL_VERSION, "version": __version__,
-                "node": self.daemon.node_id, "pid": os.getpid()}
+                "node": self.control.node_id, "pid": os.getpid()}
 
     async def cmd_stats(self, req: dict[str, Any]) -> dict[str, Any]:
         return await self.stats()
 
     async def cmd_clients(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"clients": [c.info() for c in self.daemon.hub.clients()]}
+        return {"clients": self.control.clients()}
 
     async def cmd_kick(self, req: dict[str, Any]) -> dict[str, Any]:
         user = req["user"]
@@ -210,22 +238,21 @@ class AdminServer:
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
-        return {"user": user, "closed": await self.daemon.kick(user, reason[:200])}
+        return {"user": user, "closed": await self.control.kick(user, reason[:200])}
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"subscribed": True, "stats": await self.stats()}
 
     async def cmd_cluster(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
-            return {"nodes": await self.daemon.nodes.cluster()}
+            return {"nodes": await self.control.cluster()}
         except CacheUnavailable:
             return {"nodes": [], "error": "valkey unavailable"}
 
     async def stats(self) -> dict[str, Any]:
         """The ``stats`` figures (see docs/admin-protocol.md)."""
-        d = self.daemon
-        hub = d.hub
-        s = hub.stats
+        f = self.control.figures()
+        s = f.stats
         now = time.monotonic()
         self._rate.append((now, s.messages_in, s.deliveries_out))
         while len(self._rate) > 2 and now - self._rate[0][0] > 5:
@@ -235,38 +262,34 @@ class AdminServer:
         msgs_rate = (s.messages_in - m0) / span if span > 0 else 0.0
         deliv_rate = (s.deliveries_out - d0) / span if span > 0 else 0.0
         out: dict[str, Any] = {
-            "node": d.node_id,
-            "uptime_s": round(time.time() - d.started, 1),
-            "connections": hub.connection_count,
-            "users": len(hub.users()),
+            "node": f.node,
+            "uptime_s": f.uptime_s,
+            "connections": f.connections,
+            "users": f.users,
             "messages_in": s.messages_in,
             "deliveries_out": s.deliveries_out,
             "messages_per_s": round(msgs_rate, 1),
             "deliveries_per_s": round(deliv_rate, 1),
-            "broadcast_queue": len(hub.fanout.broadcast_q),
-            "whisper_queue": len(hub.fanout.whisper_q),
-            "inbox": hub.inbox_depth(),
-            "max_backlog": hub.max_backlog(),
+            "broadcast_queue": f.broadcast_queue,
+            "whisper_queue": f.whisper_queue,
+            "inbox": f.inbox,
+            "max_backlog": f.max_backlog,
             "rate_limit_hits": s.rate_limit_hits,
             "rate_limit_hits_last_minute": s.hits_last_minute(),
             "slow_consumers": s.slow_consumers,
             "kicks": s.kicks,
             "errors": dict(s.by_error),
-            "refusals": dict(d.guard.refusals),
+            "refusals": dict(f.refusals),
             "closes": dict(s.by_close),
-            "valkey_up": bool(d.kv and d.kv.up),
-            "postgres_up": d.message_flusher.pg_up and d.session_flusher.pg_up,
-            "bus_resubscribes": d.bus.resubscribes,
+            "valkey_up": f.valkey_up,
+            "postgres_up": f.postgres_up,
+            "bus_resubscribes": f.bus_resubscribes,
             "events_dropped": self.dropped,
             "tasks": len(asyncio.all_tasks()),
         }
+        out.update(await self.control.shared_figures())
         try:
-            out["flush_backlog"] = await d.cache.flush_backlog()
-            total, _ = await d.cache.rate_limit_hits()
-            out["rate_limit_hits_cluster"] = total
-            out["cluster"] = await d.nodes.cluster()
+            out["cluster"] = await self.control.cluster()
         except CacheUnavailable:
-            out["flush_backlog"] = None
             out["cluster"] = []
-        out["sessions_waiting"] = await d.sessions.waiting()
         return out

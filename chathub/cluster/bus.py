@@ -49,6 +49,15 @@ class SubscriptionLost(ChathubError, ConnectionError):
     """Valkey did not answer a PING on the subscribed connection in time."""
 
 
+async def publish(kv: KV, node_id: str, payload: dict[str, Any]) -> None:
+    """Send ``payload`` with ``node_id`` as its origin to every hub subscribed to the bus.
+
+    Raises:
+        CacheUnavailable: Valkey is down; nothing was sent.
+    """
+    await kv.call(kv.client.publish, kv.key("bus"), json.dumps({**payload, "n": node_id}))
+
+
 class Bus:
     """The subscription of one hub, and publishing from Python (kick traffic)."""
 
@@ -71,8 +80,7 @@ class Bus:
 
     async def publish(self, payload: dict[str, Any]) -> None:
         """Send ``payload`` (with this node as origin) to every other hub."""
-        await self.kv.call(self.kv.client.publish, self.channel,
-                           json.dumps({**payload, "n": self.node_id}))
+        await publish(self.kv, self.node_id, payload)
 
     async def wait_subscribed(self, timeout: float = 5.0) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)

@@ -48,15 +48,15 @@ def _dead_here(node_id: str) -> bool:
 class NodeWatch:
     """Heartbeat for this node; close-out of dead ones. Run :meth:`run` as a task."""
 
-    def __init__(self, kv: KV, node_id: str, ttl: float,
-                 connections: Callable[[], int]) -> None:
+    def __init__(self, kv: KV, node_id: str, ttl: float, connections: Callable[[], int],
+                 on_reaped: Callable[[str, list[str]], None] | None = None) -> None:
         self.kv = kv
         self.node_id = node_id
         self.ttl = ttl
         self.connections = connections
         self.nodes_key = kv.key("nodes")
         #: called with (node id, users) after a dead node's sessions were closed out
-        self.on_reaped: Callable[[str, list[str]], None] | None = None
+        self.on_reaped = on_reaped
         self.started = int(time.time() * 1000)
 
     def heartbeat_key(self, node_id: str) -> str:

@@ -49,7 +49,11 @@ class StreamFlusher(Generic[T]):
     name: str = "flusher"
 
     def __init__(self, kv: KV, pool: asyncpg.Pool, stream: str, consumer: str,
-                 batch: int, interval: float, trim: Callable[[], Any] | None = None) -> None:
+                 batch: int, interval: float, trim: Callable[[], Any] | None = None, *,
+                 on_write: Callable[[float, int], None] | None = None,
+                 on_pg_change: Callable[[bool], None] | None = None) -> None:
+        """``on_write(seconds, rows)`` after each batch written; ``on_pg_change(up)`` when
+        PostgreSQL is seen going down or coming back."""
         self.kv = kv
         self.pool = pool
         self.stream = stream
@@ -61,9 +65,8 @@ class StreamFlusher(Generic[T]):
         self.written = 0
         #: whether the last write reached PostgreSQL
         self.pg_up = True
-        #: seconds each successful write took (read by /metrics)
-        self.on_write: Callable[[float, int], None] | None = None
-        self.on_pg_change: Callable[[bool], None] | None = None
+        self.on_write = on_write
+        self.on_pg_change = on_pg_change
         self._wake = asyncio.Event()
         self._stopping = False
 

@@ -1,0 +1,221 @@
+"""Node: everything one hub runs once Valkey and PostgreSQL are connected, wired in one place.
+
+Read :meth:`Node.__init__` to see where every event and every page goes: each
+collaborator is built here and handed to the ones that use it, in their
+constructors. :meth:`Node.start` sets up the streams, starts the background tasks
+and opens the listener; :meth:`Node.stop` undoes it so that every open session is
+recorded and every message flushed. The process around it (lock, embedded
+services, admin socket) is :class:`chathub.server.Daemon`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import asyncpg
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from . import __version__
+from .cache import MessageCache
+from .cluster.bus import Bus
+from .cluster.kick import ClusterKick
+from .cluster.nodes import CRASHED, NodeWatch
+from .cluster.presence import Presence
+from .config import Config
+from .connection import ConnectionHandler
+from .db import store
+from .db.archive import Archive
+from .db.flusher import MessageFlusher, SessionFlusher
+from .db.sessions import SessionRecorder
+from .edge.guard import Guard
+from .edge.routes import Admission, Routes, refuse
+from .errors import CacheUnavailable, ChathubError
+from .figures import Figures
+from .hub import Hub
+from .keepalive import Keepalive
+from .kv import KV
+from .metrics import Metrics
+from .wsconnection import TrackedConnection
+
+log = logging.getLogger("chathub.node")
+
+#: seconds websockets waits for the peer's close frame before dropping the TCP connection
+CLOSE_TIMEOUT = 2.0
+#: pending TCP connections the kernel queues before the hub accepts them (asyncio's
+#: default of 100 makes a connection storm wait for SYN retries)
+LISTEN_BACKLOG = 2048
+#: seconds to wait for the bus's first subscription at start
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+class Node:
+    """One hub and its collaborators.
+
+    Args:
+        cfg: the whole configuration.
+        node_id: this hub's name in the cluster.
+        kv: a connected Valkey client.
+        pool: a PostgreSQL pool.
+        publish: where admin events go (the admin socket's subscribers); must not block.
+    """
+
+    def __init__(self, cfg: Config, node_id: str, kv: KV, pool: asyncpg.Pool,
+                 publish: Callable[[dict[str, Any]], None]) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.kv = kv
+        self.pool = pool
+        self.publish = publish
+        self.started = time.time()
+        #: set once :meth:`stop` began: new upgrades are refused with 503
+        self.stopping = False
+        self.metrics = Metrics(self.figures)
+        self.message_flusher = MessageFlusher(
+            kv, pool, kv.key("msgs"), node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
+            history_size=cfg.cache.history_size, on_write=self.metrics.observe_pg_write,
+            on_pg_change=partial(self._service_changed, "postgres"))
+        self.session_flusher = SessionFlusher(
+            kv, pool, kv.key("sessions"), node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
+            on_write=self.metrics.observe_pg_write,
+            on_pg_change=partial(self._service_changed, "postgres"))
+        self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
+                               self.postgres_up)
+        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive)
+        self.sessions = SessionRecorder(kv, node_id)
+        self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
+                       on_event=publish, on_fanout=self.metrics.observe_fanout)
+        self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
+                               on_reaped=lambda _node, users: self.hub.users_left(users, CRASHED))
+        self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick)
+        self.bus = Bus(kv, node_id, self._from_bus, self.hub.resubscribed)
+        self.guard = Guard(cfg)
+        self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
+                                    cfg.server.ping_timeout)
+                          if cfg.server.ping_interval > 0 else None)
+        self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render)
+        self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,
+                                             self.guard)
+        kv.on_change(partial(self._service_changed, "valkey"))
+        kv.on_change(lambda up: self.hub.resync() if up else None)
+        #: the listener, once :meth:`start` opened it
+        self.server: Server | None = None
+        #: the port actually bound (useful with port 0)
+        self.port = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def _from_bus(self, payload: dict[str, Any]) -> None:
+        """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
+        if not self.kicker.receive(payload):
+            self.hub.remote(payload)
+
+    def _service_changed(self, name: str, up: bool) -> None:
+        self.publish({"type": f"{name}_{'up' if up else 'down'}"})
+
+    def _admit(self, connection: ServerConnection, request: Request,
+               query: dict[str, list[str]]) -> Admission | Response:
+        if self.stopping:
+            return refuse(503, "the server is shutting down")
+        return self.guard.admit(connection, request, query, self.hub.connection_count)
+
+    # -- figures ----------------------------------------------------------------------
+
+    def postgres_up(self) -> bool:
+        """Whether PostgreSQL took the flushers' last writes."""
+        return self.message_flusher.pg_up and self.session_flusher.pg_up
+
+    def figures(self) -> Figures:
+        """This node's figures now; see :mod:`chathub.figures`."""
+        hub = self.hub
+        return Figures(
+            node=self.node_id, uptime_s=round(time.time() - self.started, 1),
+            connections=hub.connection_count, users=len(hub.users()),
+            broadcast_queue=len(hub.fanout.broadcast_q), whisper_queue=len(hub.fanout.whisper_q),
+            inbox=hub.inbox_depth(), max_backlog=hub.max_backlog(),
+            hub_running=not any(t.done() for t in self._tasks), valkey_up=self.kv.up,
+            postgres_up=self.postgres_up(), sessions_unsent=len(self.sessions.unsent),
+            bus_resubscribes=self.bus.resubscribes, messages_flushed=self.message_flusher.written,
+            sessions_written=self.session_flusher.written, refusals=dict(self.guard.refusals),
+            stats=hub.stats)
+
+    async def shared_figures(self) -> dict[str, Any]:
+        """Figures Valkey keeps for the whole cluster (None where Valkey is down)."""
+        out: dict[str, Any] = {"flush_backlog": None, "rate_limit_hits_cluster": None}
+        try:
+            out["flush_backlog"] = await self.cache.flush_backlog()
+            out["rate_limit_hits_cluster"] = (await self.cache.rate_limit_hits())[0]
+        except CacheUnavailable:
+            pass
+        out["sessions_waiting"] = await self.sessions.waiting()
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set up the streams, start the background tasks, open the listener."""
+        cfg = self.cfg
+        await self.cache.setup()
+        for flusher in (self.message_flusher, self.session_flusher):
+            await flusher.setup()
+        await self.nodes.beat()
+        for coro in (self.hub.run(), self.message_flusher.run(), self.session_flusher.run(),
+                     self.bus.run()):
+            self._tasks.append(asyncio.create_task(coro))
+        await self.bus.wait_subscribed(SUBSCRIBE_TIMEOUT)
+        await self.hub.mark_subscribed()
+        self.hub.resync()  # load who is online elsewhere before the first welcome
+        await self.nodes.reap()
+        await self.cache.warm()  # the first welcomes need no wait for PostgreSQL
+        self._tasks.append(asyncio.create_task(self.nodes.run()))
+        if self.keepalive is not None:
+            self._tasks.append(asyncio.create_task(self.keepalive.run()))
+        self.server = await serve(
+            self.connections.handle, cfg.server.host, cfg.server.port,
+            create_connection=partial(TrackedConnection,
+                                      on_handshake_timeout=self.guard.count_handshake_timeout),
+            process_request=self.routes.process_request,
+            compression=None,  # frames are built once for every recipient (framing.py)
+            max_size=cfg.server.max_message_bytes,
+            ping_interval=None,  # one Keepalive task for all connections instead
+            open_timeout=cfg.server.handshake_timeout,
+            close_timeout=CLOSE_TIMEOUT,
+            server_header=f"chathub/{__version__}",
+            reuse_port=cfg.server.reuse_port,
+            backlog=LISTEN_BACKLOG,
+        )
+        self.port = next(iter(self.server.sockets)).getsockname()[1]
+
+    async def stop(self, deadline: float) -> None:
+        """Stop accepting, tell clients, record sessions, flush (until ``deadline``, a
+        ``time.monotonic()`` value), then stop the background tasks. Idempotent."""
+        self.stopping = True
+        try:
+            if self.server is not None:
+                log.info("shutting down: closing %d connections", self.hub.connection_count)
+                self.server.close(close_connections=False)
+                self.hub.shutdown()
+                try:
+                    await asyncio.wait_for(self.server.wait_closed(),
+                                           max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    log.warning("some connections did not close within the drain timeout")
+            await self.sessions.resend()
+            await self.message_flusher.drain(deadline)
+            await self.session_flusher.drain(deadline)
+            await self.sessions.last_resort(self.pool)
+            try:
+                await self.nodes.goodbye()
+            except ChathubError:
+                pass
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
