@@ -26,6 +26,15 @@ from chathub.services import EmbeddedPostgres, EmbeddedValkey
 
 _counter = itertools.count()
 
+#: for tests that stop and start the suite's PostgreSQL or Valkey: those must be the
+#: suite's own embedded servers, not external ones named by the environment
+needs_embedded_pg = pytest.mark.skipif(
+    bool(os.environ.get("CHATHUB_TEST_DATABASE_URL")),
+    reason="stops and starts PostgreSQL: needs the suite's embedded server")
+needs_embedded_valkey = pytest.mark.skipif(
+    bool(os.environ.get("CHATHUB_TEST_VALKEY_URL")),
+    reason="stops and starts Valkey: needs the suite's embedded server")
+
 
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-
-import pytest
 
 from chathub.protocol import parse_id
+from tests.conftest import needs_embedded_pg, needs_embedded_valkey
 from tests.helpers import Chatter, assert_shared_budget, wait_for
-
-needs_embedded = pytest.mark.skipif(
-    bool(os.environ.get("CHATHUB_TEST_DATABASE_URL") or os.environ.get("CHATHUB_TEST_VALKEY_URL")),
-    reason="stops and starts a service: needs the suite's embedded servers")
 
 
 async def _eq(aw, value) -> bool:
@@ -213,7 +207,7 @@ async def test_flush_is_idempotent_when_rows_already_exist(daemon_factory, db):
     assert await db.fetchval("SELECT count(*) FROM messages") == 10
 
 
-@needs_embedded
+@needs_embedded_pg
 async def test_postgres_down_thousand_messages_all_arrive(daemon, db, pg_service, database_url):
     """PostgreSQL stopped, 1,000 messages sent, PostgreSQL started: all 1,000 rows arrive."""
     import asyncpg
@@ -241,7 +235,7 @@ async def test_postgres_down_thousand_messages_all_arrive(daemon, db, pg_service
     await a.close()
 
 
-@needs_embedded
+@needs_embedded_valkey
 async def test_valkey_down_gives_unavailable_and_recovers(daemon, valkey_service):
     """Valkey stopped: chat answers unavailable, healthz 503, no crash; restarted: chat works."""
     a = await Chatter.connect(daemon.port, "a")

@@ -11,11 +11,8 @@ import pytest
 
 from chathub import closecodes
 from chathub.admin.client import call
+from tests.conftest import needs_embedded_valkey
 from tests.helpers import Chatter, assert_shared_budget, wait_for
-
-needs_embedded_valkey = pytest.mark.skipif(
-    bool(os.environ.get("CHATHUB_TEST_VALKEY_URL")),
-    reason="restarts Valkey: needs the suite's embedded server")
 
 
 @pytest.fixture

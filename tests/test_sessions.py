@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-
-import pytest
 
 from chathub import closecodes
+from tests.conftest import needs_embedded_pg
 from tests.helpers import Chatter, wait_for
-
-needs_embedded_pg = pytest.mark.skipif(
-    bool(os.environ.get("CHATHUB_TEST_DATABASE_URL")),
-    reason="stops and starts PostgreSQL: needs the suite's embedded server")
 
 
 async def count(db, sql: str, *args) -> int:

@@ -1,0 +1,142 @@
+"""In-memory backends for one process: a :class:`MemoryCache` and a :class:`MemoryPresence`.
+
+They implement :class:`chathub.backends.MessageCache` and
+:class:`chathub.backends.Presence` without Valkey, so a hub can run (and be tested)
+with no server at all. Ids follow Valkey's rule: ``<ms>-<seq>``, increasing.
+Set :attr:`MemoryCache.down` to make every call raise
+:class:`~chathub.errors.CacheUnavailable`, as Valkey being down does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .backends import Accepted, Limited, Outgoing, Recent, Stamped, UnknownUser
+from .bucket import TokenBucket
+from .errors import CacheUnavailable
+from .protocol import Message, before_first, parse_id
+
+
+class MemoryPresence:
+    """Who is online, for a hub that is alone."""
+
+    def __init__(self) -> None:
+        #: user -> open connections
+        self.counts: dict[str, int] = {}
+
+    async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
+        firsts = []
+        for u in users:
+            self.counts[u] = self.counts.get(u, 0) + 1
+            firsts.append(self.counts[u] == 1)
+        return firsts, None
+
+    async def disconnect(self, user: str, reason: str) -> bool:
+        n = self.counts.get(user, 0) - 1
+        if n > 0:
+            self.counts[user] = n
+            return False
+        self.counts.pop(user, None)
+        return True
+
+    async def users(self) -> list[str]:
+        return sorted(self.counts)
+
+    async def resync(self, counts: dict[str, int]) -> list[str]:
+        self.counts = dict(counts)
+        return sorted(self.counts)
+
+
+class MemoryCache:
+    """Ids, history and rate limits in a list. One per hub.
+
+    Args:
+        presence: tells whether a whisper's recipient is online.
+        history_on_join: messages in a welcome.
+        chat_rate, chat_burst, whisper_rate, whisper_burst: per-user budgets.
+        node_id: the origin recorded with each message.
+    """
+
+    def __init__(self, presence: MemoryPresence, history_on_join: int = 50,
+                 chat_rate: float = 1e9, chat_burst: float = 1e9, whisper_rate: float = 1e9,
+                 whisper_burst: float = 1e9, node_id: str = "memory") -> None:
+        self.presence = presence
+        self.history_on_join = history_on_join
+        self.rates = {"chat": (chat_rate, chat_burst), "whisper": (whisper_rate, whisper_burst)}
+        self.node_id = node_id
+        #: (origin node, message), oldest first
+        self.entries: list[tuple[str, Message]] = []
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._last = (0, 0)
+        #: batches stamped by :meth:`accept` (one Valkey round trip each in the real cache)
+        self.batches = 0
+        #: when True every call raises CacheUnavailable
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise CacheUnavailable("the in-memory cache is marked down")
+
+    def _next_id(self) -> str:
+        ms = int(time.time() * 1000)
+        self._last = (ms, 0) if ms > self._last[0] else (self._last[0], self._last[1] + 1)
+        return f"{self._last[0]}-{self._last[1]}"
+
+    async def accept(self, batch: Sequence[Outgoing]) -> list[Stamped]:
+        self._check()
+        self.batches += 1
+        out: list[Stamped] = []
+        for o in batch:
+            if o.to is not None and o.to not in self.presence.counts:
+                out.append(UnknownUser())
+                continue
+            kind = "chat" if o.to is None else "whisper"
+            bucket = self._buckets.setdefault((kind, o.sender), TokenBucket(*self.rates[kind]))
+            wait = bucket.take()
+            if wait:
+                out.append(Limited(int(wait * 1000) + 1))
+                continue
+            mid = self._next_id()
+            msg = Message(type=kind, id=mid, from_=o.sender, text=o.text, ts=parse_id(mid)[0],
+                          to=o.to)
+            self.entries.append((self.node_id, msg))
+            out.append(Accepted(msg))
+        return out
+
+    def _public(self) -> list[Message]:
+        return [m for _, m in self.entries if m.to is None]
+
+    async def recent(self) -> Recent:
+        self._check()
+        public = self._public()
+        return Recent(public[-self.history_on_join:] if self.history_on_join else [],
+                      await self.last_id(), False)
+
+    async def prepare_welcome(self) -> None:
+        return None
+
+    async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
+        self._check()
+        at = parse_id(since)
+        if not self.entries or at < parse_id(self.entries[0][1].id) or at > self._last:
+            return None, ""
+        missed = [m for _, m in self.entries if parse_id(m.id) > at
+                  and (m.to is None or user in (m.to, m.from_))]
+        return missed, await self.last_id()
+
+    async def history(self, before: str | None, limit: int) -> list[Message]:
+        self._check()
+        if before is not None and before_first(before):
+            return []
+        public = [m for m in self._public() if before is None or parse_id(m.id) < parse_id(before)]
+        return public[-limit:]
+
+    async def last_id(self) -> str:
+        self._check()
+        return f"{self._last[0]}-{self._last[1]}"
+
+    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]:
+        self._check()
+        at = parse_id(after)
+        return [(n, m) for n, m in self.entries if parse_id(m.id) > at][:limit]

@@ -1,0 +1,142 @@
+"""The hub with in-memory backends and fake connections: no server, milliseconds each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chathub import closecodes
+from chathub.config import HubConfig
+from chathub.errors import RegistrationFailed
+from chathub.hub import Hub
+from chathub.memory import MemoryCache, MemoryPresence
+from chathub.protocol import Chat, Whisper
+from tests.fakes import FakeConnection, fake_client
+from tests.helpers import wait_for
+
+
+class BrokenRecovery(MemoryCache):
+    """Recovery fails for one ``since`` value, as a bug in the cache would."""
+
+    async def recover(self, since, user):
+        if since == "1-1":
+            raise RuntimeError("recovery blew up")
+        return await super().recover(since, user)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    presence = MemoryPresence()
+    h = Hub(BrokenRecovery(presence), presence,
+            HubConfig(write_timeout=0.2, client_queue_limit=1000, client_queue_max=100_000), "n1")
+    task = asyncio.create_task(h.run())
+    yield h
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def join(hub: Hub, user: str, since: str | None = None) -> FakeConnection:
+    client, ws = fake_client(user)
+    await hub.register(client, since)
+    ws.client = client  # type: ignore[attr-defined]
+    return ws
+
+
+async def test_welcome_lists_users_and_join_reaches_the_others(hub):
+    a = await join(hub, "alice")
+    b = await join(hub, "bob")
+    assert b.of_type("welcome")[0]["users"] == ["alice", "bob"]
+    await wait_for(lambda: [f["user"] for f in a.of_type("join")] == ["bob"])
+    assert b.of_type("join") == []
+    await hub.unregister(b.client)
+    await wait_for(lambda: [f["user"] for f in a.of_type("leave")] == ["bob"])
+
+
+async def test_second_tab_is_no_join_and_last_tab_leaves(hub):
+    a = await join(hub, "alice")
+    b1 = await join(hub, "bob")
+    b2 = await join(hub, "bob")
+    await hub.unregister(b1.client)
+    await hub.submit(a.client, Chat(text="marker"))
+    await wait_for(lambda: a.of_type("chat"))
+    assert [f["user"] for f in a.of_type("join")] == ["bob"] and a.of_type("leave") == []
+    await hub.unregister(b2.client)
+    await wait_for(lambda: [f["user"] for f in a.of_type("leave")] == ["bob"])
+
+
+async def test_whisper_reaches_every_tab_of_both_and_nobody_else(hub):
+    a = await join(hub, "alice")
+    b1, b2 = await join(hub, "bob"), await join(hub, "bob")
+    c = await join(hub, "carol")
+    await hub.submit(a.client, Whisper(to="bob", text="psst", ref="w1"))
+    await wait_for(lambda: all(x.of_type("whisper") for x in (a, b1, b2)))
+    assert a.of_type("whisper")[0]["ref"] == "w1" and "ref" not in b1.of_type("whisper")[0]
+    assert c.of_type("whisper") == []
+
+
+async def test_whisper_to_nobody_is_unknown_user(hub):
+    a = await join(hub, "alice")
+    await hub.submit(a.client, Whisper(to="ghost", text="hello?", ref="r"))
+    await wait_for(lambda: a.of_type("error"))
+    assert a.of_type("error")[0]["code"] == "unknown_user"
+
+
+async def test_a_burst_is_stamped_in_batches(hub):
+    a = await join(hub, "alice")
+    before = hub.cache.batches
+    for i in range(300):
+        await hub.submit(a.client, Chat(text=f"m{i}"))
+    await wait_for(lambda: len(a.of_type("chat")) == 300)
+    assert [f["text"] for f in a.of_type("chat")] == [f"m{i}" for i in range(300)]
+    assert hub.cache.batches - before < 300 / 4, "not batched"
+
+
+async def test_one_failing_registration_fails_alone(hub):
+    """A batch of registrations where one blows up: that one gets 1011, the rest a welcome."""
+    seed = await join(hub, "seed")
+    await hub.submit(seed.client, Chat(text="x"))
+    await wait_for(lambda: seed.of_type("chat"))
+    clients = [fake_client(f"u{i}") for i in range(10)]
+    bad, bad_ws = fake_client("bad")
+    results = await asyncio.gather(*(hub.register(c, None) for c, _ in clients[:5]),
+                                   hub.register(bad, "1-1"),
+                                   *(hub.register(c, None) for c, _ in clients[5:]),
+                                   return_exceptions=True)
+    assert isinstance(results[5], RegistrationFailed)
+    assert results[5].close == closecodes.INTERNAL_ERROR
+    assert all(r is None for i, r in enumerate(results) if i != 5)
+    assert all(ws.of_type("welcome") for _, ws in clients)
+    assert bad_ws.frames() == []
+
+
+async def test_cache_down_answers_unavailable_and_welcome_still_comes(hub):
+    a = await join(hub, "alice")
+    hub.cache.down = True
+    await hub.submit(a.client, Chat(text="lost?", ref="r"))
+    await wait_for(lambda: a.of_type("error"))
+    assert a.of_type("error")[0]["code"] == "unavailable"
+    b = await join(hub, "bob", since="5-5")
+    assert b.of_type("welcome")[0]["recovered"] is False
+    hub.cache.down = False
+
+
+async def test_a_stopped_reader_is_cut_as_a_slow_consumer_and_others_receive(hub):
+    a = await join(hub, "alice")
+    slow = await join(hub, "slow")
+    slow.transport.stalled = True
+    for _ in range(50):
+        await hub.submit(a.client, Chat(text="y" * 100))
+    await asyncio.wait_for(slow.closed_event.wait(), 2)
+    assert slow.closed[0] == closecodes.SLOW_CONSUMER
+    await wait_for(lambda: len(a.of_type("chat")) == 50)
+
+
+async def test_kick_with_a_long_reason_closes_with_a_short_one(hub):
+    victim = await join(hub, "victim")
+    assert hub.kick("victim", "中" * 100) == 1
+    await asyncio.wait_for(victim.closed_event.wait(), 2)
+    code, reason = victim.closed
+    assert code == closecodes.KICKED and len(reason.encode()) <= 123 and reason == "中" * 41
+    assert victim.of_type("kicked")[0]["reason"] == "中" * 100
