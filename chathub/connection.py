@@ -87,8 +87,7 @@ class ConnectionHandler:
         self.guard.closed(adm.remote_addr)
         if client.close_code is None:
             client.close_code, client.close_reason = close_of(client.ws)
-        closes = self.hub.stats.by_close
-        closes[client.close_reason] = closes.get(client.close_reason, 0) + 1
+        self.hub.count_close(client.close_reason)
         try:
             await asyncio.wait_for(asyncio.shield(self.hub.unregister(client)), UNREGISTER_WAIT)
         except TimeoutError:
@@ -123,7 +122,7 @@ class ConnectionHandler:
                     else:
                         await self._history(client, msg)
                 except ProtocolError as err:
-                    hub.stats.by_error[err.code] = hub.stats.by_error.get(err.code, 0) + 1
+                    hub.count_error(err.code)
                     client.send(err.frame())
         except ConnectionClosed:
             pass

@@ -168,6 +168,14 @@ class Hub:
         """The largest outgoing backlog of any client, in bytes."""
         return max((c.backlog() for c in self._clients), default=0)
 
+    def count_error(self, code: str) -> None:
+        """Count an error frame a connection handler sent (by code, for stats)."""
+        self.stats.by_error[code] = self.stats.by_error.get(code, 0) + 1
+
+    def count_close(self, reason: str) -> None:
+        """Count a finished connection by its close reason (for stats)."""
+        self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
+
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
@@ -306,7 +314,7 @@ class Hub:
 
     def _error(self, client: Client, code: str, message: str, ref: str | None,
                retry_after_ms: int | None = None) -> None:
-        self.stats.by_error[code] = self.stats.by_error.get(code, 0) + 1
+        self.count_error(code)
         client.send(protocol.encode_error(code, message, ref, retry_after_ms))
 
     async def _stamp(self, batch: list[_Inbound]) -> None:

@@ -10,6 +10,7 @@ thread (``asyncio.to_thread``) when a loop is running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,7 +19,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ServiceError
 
@@ -73,12 +78,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/postgres?host={self.socket_dir}"
 
     def _bin(self, name: str) -> str:
-        import warnings
-
-        with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import
-            warnings.simplefilter("ignore")
-            from pgserver._commands import POSTGRES_BIN_PATH
-        return str(POSTGRES_BIN_PATH / name)
+        return str(pgserver_parts().bin_path / name)
 
     def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,22 +91,13 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             # PostgreSQL refuses to run as root: run it as an unprivileged user.
             import pwd
-            import warnings
 
-            with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import
-                warnings.simplefilter("ignore")
-                from pgserver._commands import POSTGRES_BIN_PATH
-                from pgserver.utils import (
-                    ensure_folder_permissions,
-                    ensure_prefix_permissions,
-                    ensure_user_exists,
-                )
-
-            ensure_user_exists(self.SYSTEM_USER)
-            ensure_prefix_permissions(self.root)
-            ensure_prefix_permissions(POSTGRES_BIN_PATH)
-            ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
-            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+            pg = pgserver_parts()
+            pg.ensure_user_exists(self.SYSTEM_USER)
+            pg.ensure_prefix_permissions(self.root)
+            pg.ensure_prefix_permissions(pg.bin_path)
+            pg.ensure_folder_permissions(pg.bin_path, 0o055)
+            pg.ensure_folder_permissions(pg.bin_path.parent / "lib", 0o044)
             pw = pwd.getpwnam(self.SYSTEM_USER)
             for p in (self.root, self.socket_dir):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
@@ -267,3 +258,32 @@ class EmbeddedValkey:
         log.warning("embedded Valkey did not stop in %.0fs; killing it", STOP_TIMEOUT)
         os.kill(pid, signal.SIGKILL)
 
+
+@dataclass(frozen=True)
+class _PgServerParts:
+    bin_path: Path
+    ensure_user_exists: Callable[[str], Any]
+    ensure_prefix_permissions: Callable[[Path], Any]
+    ensure_folder_permissions: Callable[[Path, int], Any]
+
+
+@functools.cache
+def pgserver_parts() -> _PgServerParts:
+    """The parts of the ``pgserver`` wheel chathub uses that it does not export.
+
+    pgserver's public API (``get_server``) starts and owns a server itself; chathub
+    runs the bundled binaries under its own lifecycle (adoption after a crash, only
+    what it created is stopped), so it needs the binaries' folder and the helpers that
+    let an unprivileged user run them. Checked against pgserver 0.1.4 (pinned
+    ``<0.2`` in pyproject.toml); tests/test_services.py checks they are still there.
+    """
+    with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+    return _PgServerParts(Path(POSTGRES_BIN_PATH), ensure_user_exists, ensure_prefix_permissions,
+                          ensure_folder_permissions)

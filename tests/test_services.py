@@ -127,3 +127,13 @@ async def test_second_daemon_on_live_socket_refuses(short_dir):
         assert "another chathub daemon is running" in res.stderr and "Traceback" not in res.stderr
     finally:
         first.stop()
+
+
+def test_the_pgserver_internals_chathub_uses_are_there():
+    """The binaries' folder and the permission helpers (services.pgserver_parts) still exist."""
+    from chathub.services import pgserver_parts
+
+    parts = pgserver_parts()
+    assert (parts.bin_path / "postgres").exists() and (parts.bin_path / "pg_ctl").exists()
+    assert all(callable(f) for f in (parts.ensure_user_exists, parts.ensure_prefix_permissions,
+                                     parts.ensure_folder_permissions))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,35 +97,36 @@ class Feed:
     async def _session(self, admin: AdminClient, hello: dict[str, Any]) -> str:
         """Stream one connection until it ends; return why it ended.
 
-        CONNECTED is posted once the subscription is live: ``subscribe`` is written
-        first (by the first step of the events task), then ``stats``; the daemon
-        answers one connection's requests in order, so the ``stats`` reply comes
-        after the subscription took effect.
+        CONNECTED is posted once the subscription is live: the first item of the
+        ``subscribe`` stream is the daemon's reply to it, a ``stats`` snapshot taken
+        as the subscription started, so no event after it can be missed.
         """
-        events = asyncio.create_task(self._events(admin))
-        poll: asyncio.Task[None] | None = None
+        stream = admin.subscribe().__aiter__()
         try:
-            await asyncio.sleep(0)  # let the events task send ``subscribe``
-            try:
-                stats = await admin.request("stats")
-            except LINK_ERRORS as exc:
-                return _say(exc)
-            self.post(LinkChanged(LinkState.CONNECTED, hello=hello,
-                                  detail=f"node {hello.get('node')}, pid {hello.get('pid')}"))
-            self.post(StatsReceived(stats))
-            poll = asyncio.create_task(self._poll(admin))
+            async with asyncio.timeout(self.options.stale_after):
+                first = await anext(stream)
+        except StopAsyncIteration:
+            return "the daemon closed the admin connection"
+        except TimeoutError:
+            return f"no answer to subscribe within {self.options.stale_after:g}s"
+        except LINK_ERRORS as exc:
+            return _say(exc)
+        self.post(LinkChanged(LinkState.CONNECTED, hello=hello,
+                              detail=f"node {hello.get('node')}, pid {hello.get('pid')}"))
+        self.post(StatsReceived(first))
+        events = asyncio.create_task(self._events(stream))
+        poll = asyncio.create_task(self._poll(admin))
+        try:
             done, _ = await asyncio.wait({events, poll}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            tasks = [t for t in (events, poll) if t is not None]
-            for task in tasks:
+            for task in (events, poll):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(events, poll, return_exceptions=True)
         exc = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
         return "the daemon closed the admin connection" if exc is None else _say(exc)
 
-    async def _events(self, admin: AdminClient) -> None:
+    async def _events(self, stream: AsyncIterator[dict[str, Any]]) -> None:
         """Relay pushed lines until the connection ends or falls silent."""
-        stream = admin.subscribe().__aiter__()
         while True:
             try:
                 async with asyncio.timeout(self.options.stale_after):
