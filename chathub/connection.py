@@ -20,7 +20,6 @@ from websockets.exceptions import ConnectionClosed
 from . import closecodes, protocol
 from .backends import MessageCache
 from .bucket import TokenBucket
-from .client import Client
 from .config import Config
 from .db.archive import RETRY_AFTER_MS
 from .db.sessions import SessionRecorder
@@ -28,6 +27,7 @@ from .edge.guard import Guard
 from .edge.routes import Admission
 from .errors import CacheUnavailable, DatabaseUnavailable, RegistrationFailed
 from .hub import Hub
+from .peer import Client
 from .protocol import Chat, History, ProtocolError, Users, Whisper
 from .wsconnection import TrackedConnection
 

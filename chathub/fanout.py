@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import closecodes
-from .client import Client, is_open
 from .drain import OVER_CAP, DrainPolicy
+from .peer import Client, is_open
 from .protocol import Message
 from .stats import HubStats
 

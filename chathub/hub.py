@@ -32,7 +32,6 @@ from typing import Any
 
 from . import closecodes, protocol
 from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
-from .client import Client
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
 from .config import HubConfig
@@ -40,6 +39,7 @@ from .drain import drain_policy
 from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
+from .peer import Client
 from .protocol import Chat, Message, Whisper
 from .stats import HubStats
 from .tasks import spawn

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 
 from . import closecodes
-from .client import Client, is_open
+from .peer import Client, is_open
 from .wsconnection import send_ping_now
 
 log = logging.getLogger("chathub.keepalive")

@@ -13,7 +13,7 @@ from typing import Any
 
 from websockets.protocol import State
 
-from chathub.client import Client
+from chathub.peer import Client
 
 
 class FakeTransport:

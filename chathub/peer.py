@@ -1,4 +1,4 @@
-"""Client: one WebSocket connection as the hub sees it, and how frames reach it.
+"""Peer: one WebSocket connection as the hub sees it (a :class:`Client`), and how frames reach it.
 
 Outgoing frames are written straight into the connection's transport buffer,
 never awaited: the buffer *is* the client's outgoing queue, and its size in
@@ -24,7 +24,7 @@ from . import framing
 from .closecodes import Close, wire_reason
 from .tasks import spawn
 
-log = logging.getLogger("chathub.client")
+log = logging.getLogger("chathub.peer")
 
 _OPEN = State.OPEN
 
