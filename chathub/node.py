@@ -39,6 +39,7 @@ from .errors import CacheUnavailable, ChathubError
 from .figures import Figures
 from .hub import Hub
 from .keepalive import Keepalive
+from .keys import Keys
 from .kv import KV
 from .metrics import Metrics
 from .wsconnection import TrackedConnection
@@ -77,7 +78,7 @@ class Node:
         self.stopping = False
         self.metrics = Metrics(self.figures)
         self.message_flusher = MessageFlusher(
-            kv, pool, kv.key("msgs"), node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
+            kv, pool, Keys(kv.prefix).queue, node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
             history_size=cfg.cache.history_size, on_write=self.metrics.observe_pg_write,
             on_pg_change=partial(self._service_changed, "postgres"))
         self.session_flusher = SessionFlusher(
@@ -86,14 +87,17 @@ class Node:
             on_pg_change=partial(self._service_changed, "postgres"))
         self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
                                self.postgres_up)
-        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive)
+        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels)
         self.sessions = SessionRecorder(kv, node_id)
+        self.bus = Bus(kv, node_id, self._from_bus, self._bus_back,
+                       on_watching=self._bus_watching)
         self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
+                       channels=cfg.channels, watch=self.bus.watch, unwatch=self.bus.unwatch,
                        on_event=publish, on_fanout=self.metrics.observe_fanout)
         self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
-                               on_reaped=lambda _node, users: self.hub.users_left(users, CRASHED))
+                               on_reaped=lambda _node, gone, left: self.hub.users_left(
+                                   left, gone, CRASHED))
         self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick)
-        self.bus = Bus(kv, node_id, self._from_bus, self.hub.resubscribed)
         self.guard = Guard(cfg)
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
@@ -115,6 +119,12 @@ class Node:
         """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
         if not self.kicker.receive(payload):
             self.hub.remote(payload)
+
+    def _bus_back(self) -> None:
+        self.hub.resubscribed()
+
+    def _bus_watching(self, channel: str) -> None:
+        self.hub.watching(channel)
 
     def _service_changed(self, name: str, up: bool) -> None:
         self.publish({"type": f"{name}_{'up' if up else 'down'}"})

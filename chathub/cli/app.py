@@ -176,6 +176,9 @@ def dash(config: ConfigOpt = None, socket: SocketOpt = None) -> None:
 def token(
     user: Annotated[str, typer.Argument(help="The token's subject (user name).")],
     ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d.")] = "1h",
+    channel: Annotated[list[str] | None, typer.Option(
+        "--channel", help="A private channel ($name) or pattern ($team-*) the token may "
+                          "subscribe to; repeat for more.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint an HS256 token for USER with the configured secret."""
@@ -191,7 +194,7 @@ def token(
         _fail("auth.secret must be set (at least 32 bytes) to mint tokens; "
               "set CHATHUB_AUTH_SECRET or [auth] secret", 2)
     try:
-        typer.echo(mint(user, cfg.auth.secret, seconds))
+        typer.echo(mint(user, cfg.auth.secret, seconds, tuple(channel or ())))
     except TokenError as exc:
         _fail(str(exc), 2)
 
