@@ -147,6 +147,10 @@ class Presence(Protocol):
         user's last subscription to the channel anywhere (a ``leave`` is due)."""
         ...
 
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        ...
+
     async def members(self, channel: str) -> list[str]:
         """Who is subscribed to ``channel`` on any hub, sorted."""
         ...

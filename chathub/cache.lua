@@ -196,6 +196,17 @@ local function subscribe(keys, args)
   return {'ok', first and 1 or 0, members}
 end
 
+-- Create a channel (an operator's `chathub channel create`). KEYS: channel registry,
+-- flush queue, ids. ARGV: channel, private ('1' | '0'), created by, max channels.
+-- Returns 'ok', 'exists' or 'full'.
+local function create(keys, args)
+  if redis.call('HEXISTS', keys[1], args[1]) == 1 then return 'exists' end
+  if redis.call('HLEN', keys[1]) >= tonumber(args[4]) then return 'full' end
+  redis.call('HSET', keys[1], args[1], args[2] == '1' and 'private' or 'public')
+  redis.call('XADD', keys[2], next_id(keys[3]), 'k', 'channel', 'c', args[1], 'p', args[2], 'by', args[3])
+  return 'ok'
+end
+
 -- Unsubscribe one connection of a user. KEYS: members hash, this node's subs hash.
 -- ARGV: prefix, node, channel, user, ts, reason. Returns 1 when it was the user's last
 -- subscription to the channel on any hub (a leave was published).
@@ -476,6 +487,7 @@ redis.register_function('chathub_connect', connect)
 redis.register_function('chathub_disconnect', disconnect)
 redis.register_function('chathub_subscribe', subscribe)
 redis.register_function('chathub_unsubscribe', unsubscribe)
+redis.register_function('chathub_create', create)
 redis.register_function{function_name = 'chathub_members', callback = members, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_channels', callback = channels, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_users', callback = users, flags = {'no-writes'}}

@@ -197,6 +197,10 @@ class Hub:
             return self.online.sorted()
         return list(self.subs.members(channel).sorted()) if channel in self.subs else []
 
+    async def create_channel(self, channel: str, private: bool, by: str) -> str:
+        """Create ``channel`` (an operator's command): "ok", "exists" or "full"."""
+        return await self.presence.create(channel, private, by, self.channels_cfg.max_channels)
+
     async def channel_list(self) -> list[tuple[str, int]]:
         """The public channels and their member counts (for ``channels``)."""
         return [(name, n) for name, n, _private in await self.presence.channels()]
@@ -718,6 +722,7 @@ class Hub:
         kind = p.get("k")
         channel = p.get("c")
         if kind == "m":
+            self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))
         elif kind == "join" and channel in self.subs:
             self.subs.members(channel).add(p["u"])

@@ -77,6 +77,14 @@ class MemoryPresence:
                 out.append(True)
         return out
 
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        if channel in self.registry:
+            return "exists"
+        if len(self.registry) >= max_channels:
+            return "full"
+        self.registry[channel] = private
+        return "ok"
+
     async def members(self, channel: str) -> list[str]:
         return sorted(self.in_channel.get(channel, {}))
 

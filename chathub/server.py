@@ -139,6 +139,12 @@ class Daemon:
     async def shared_figures(self) -> dict[str, Any]:
         return await self._running().shared_figures()
 
+    async def create_channel(self, name: str, private: bool, by: str) -> str:
+        return await self._running().hub.create_channel(name, private, by)
+
+    async def channels(self) -> list[tuple[str, int, bool]]:
+        return await self._running().hub.presence.channels(private=True)
+
     # -- stop ---------------------------------------------------------------------------
 
     async def stop(self) -> None:

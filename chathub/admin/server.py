@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
+from ..protocol import is_private, valid_channel
 
 log = logging.getLogger("chathub.admin")
 
@@ -58,6 +59,14 @@ class Control(Protocol):
 
     async def cluster(self) -> list[dict[str, Any]]:
         """Every live hub. Raises :class:`~chathub.errors.CacheUnavailable`."""
+        ...
+
+    async def create_channel(self, name: str, private: bool, by: str) -> str:
+        """Create a channel: "ok", "exists" or "full"."""
+        ...
+
+    async def channels(self) -> list[tuple[str, int, bool]]:
+        """Every channel, private ones too: (name, members, private)."""
         ...
 
     async def shared_figures(self) -> dict[str, Any]:
@@ -239,6 +248,23 @@ class AdminServer:
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
         return {"user": user, "closed": await self.control.kick(user, reason[:200])}
+
+    async def cmd_channel_create(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = req["name"]
+        if not isinstance(name, str) or not valid_channel(name):
+            raise ValueError("field 'name' must be a channel name: 1-64 of A-Z a-z 0-9 _ - . : "
+                             "after an optional '$'")
+        private = is_private(name) or bool(req.get("private"))
+        if private and not is_private(name):
+            raise ValueError("a private channel's name starts with '$'")
+        result = await self.control.create_channel(name, private, "admin")
+        if result == "full":
+            raise ValueError("channels.max_channels is reached")
+        return {"name": name, "private": private, "created": result == "ok"}
+
+    async def cmd_channels(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"channels": [{"name": n, "users": u, "private": p}
+                             for n, u, p in await self.control.channels()]}
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"subscribed": True, "stats": await self.stats()}

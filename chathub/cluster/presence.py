@@ -117,6 +117,13 @@ class Presence:
                        user, now, reason)
         return [bool(r) for r in await self.kv.call(pipe.execute)]
 
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        k = self.keys
+        return str(await self.kv.call(self.kv.client.fcall, "chathub_create", 3, k.channels,
+                                      k.queue, k.ids, channel, "1" if private else "0", by,
+                                      max_channels))
+
     async def members(self, channel: str) -> list[str]:
         """Who is subscribed to ``channel`` on any hub, sorted."""
         return list(await self.kv.call(self.kv.client.fcall, "chathub_members", 1,
