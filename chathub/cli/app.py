@@ -86,22 +86,24 @@ def serve(
     from ..logs import setup_logging
     from ..server import run
 
-    cfg = _load(config, {
+    overrides = {
         "data_dir": data_dir,
         "server": {"host": host, "port": port},
         "database": {"url": database_url, "migrate": migrate or None},
         "valkey": {"url": valkey_url},
         "log": {"level": log_level, "format": log_format},
-    })
+    }
+    cfg = _load(config, overrides)
     setup_logging(cfg.log)
     if workers != 1:
         from ..cluster.workers import serve_workers
 
         sys.exit(serve_workers(cfg, workers, config))
     from ..loop import install as install_loop
+    from ..reload import ConfigSource
 
     install_loop(cfg.server.uvloop)
-    _run(run(cfg))
+    _run(run(cfg, source=ConfigSource.resolve(config, overrides)))
 
 
 @app.command(name="migrate")
@@ -195,6 +197,8 @@ def token(
     except TokenError as exc:
         _fail(str(exc), 2)
 
+
+from . import moderation as _moderation  # noqa: E402,F401  (search, audit, limits, reload)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
