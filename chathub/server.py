@@ -31,10 +31,10 @@ from .errors import MigrationError
 from .figures import Figures
 from .kv import KV
 from .node import Node
-from .tasks import spawn
 from .operator import Operator
 from .reload import ConfigSource
 from .services import EmbeddedPostgres, EmbeddedValkey
+from .tasks import spawn
 
 log = logging.getLogger("chathub.server")
 

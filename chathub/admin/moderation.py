@@ -34,8 +34,10 @@ class Peer:
     pid: int | None = None
 
 
+#: a peer whose credentials could not be read
+NOBODY = Peer()
 #: the peer of the admin connection whose request is being served (set per connection)
-PEER: contextvars.ContextVar[Peer] = contextvars.ContextVar("chathub_admin_peer", default=Peer())
+PEER: contextvars.ContextVar[Peer] = contextvars.ContextVar("chathub_admin_peer", default=NOBODY)
 
 
 def peer_of(writer: asyncio.StreamWriter) -> Peer:
