@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from ..db.search import SearchQuery, SearchTimeout
 from ..errors import CacheUnavailable, ConfigError
 
@@ -77,6 +79,9 @@ class ModerationCommands:
             return await self._operator().search(q)
         except SearchTimeout as exc:
             raise ValueError(str(exc)) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ValueError(f"search needs PostgreSQL, which is unavailable "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
     async def cmd_audit(self, req: dict[str, Any]) -> dict[str, Any]:
         since, limit = req.get("since"), req.get("limit", 100)
