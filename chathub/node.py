@@ -41,7 +41,9 @@ from .hub import Hub
 from .keepalive import Keepalive
 from .keys import Keys
 from .kv import KV
+from .limits import LiveLimits, rebuild_filters
 from .metrics import Metrics
+from .tasks import spawn
 from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.node")
@@ -99,6 +101,8 @@ class Node:
                                    left, gone, CRASHED))
         self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick)
         self.guard = Guard(cfg)
+        #: rate budgets and flood filter, with the override every hub shares (chathub limits)
+        self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard))
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)
@@ -107,6 +111,7 @@ class Node:
                                              self.guard)
         kv.on_change(partial(self._service_changed, "valkey"))
         kv.on_change(lambda up: self.hub.resync() if up else None)
+        kv.on_change(lambda up: spawn(self.limits.refresh()) if up else None)
         #: the listener, once :meth:`start` opened it
         self.server: Server | None = None
         #: the port actually bound (useful with port 0)
@@ -117,7 +122,7 @@ class Node:
 
     def _from_bus(self, payload: dict[str, Any]) -> None:
         """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
-        if not self.kicker.receive(payload):
+        if not self.kicker.receive(payload) and not self.limits.receive(payload):
             self.hub.remote(payload)
 
     def _bus_back(self) -> None:
@@ -172,6 +177,7 @@ class Node:
         """Set up the streams, start the background tasks, open the listener."""
         cfg = self.cfg
         await self.cache.setup()
+        await self.limits.refresh()  # an override set earlier applies from the first message
         for flusher in (self.message_flusher, self.session_flusher):
             await flusher.setup()
         await self.nodes.beat()
@@ -184,6 +190,7 @@ class Node:
         await self.nodes.reap()
         await self.cache.warm()  # the first welcomes need no wait for PostgreSQL
         self._tasks.append(asyncio.create_task(self.nodes.run()))
+        self._tasks.append(asyncio.create_task(self.limits.run()))
         if self.keepalive is not None:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
         self.server = await serve(

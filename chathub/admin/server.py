@@ -19,16 +19,20 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
 from ..protocol import is_private, valid_channel
+from .moderation import PEER, ModerationCommands, peer_of
+
+if TYPE_CHECKING:
+    from ..operator import Operator
 
 log = logging.getLogger("chathub.admin")
 
-ADMIN_PROTOCOL_VERSION = 1
+ADMIN_PROTOCOL_VERSION = 2
 #: events a subscriber may have waiting before new ones are dropped
 SUBSCRIBER_QUEUE = 1000
 #: seconds between pushed stats snapshots
@@ -74,9 +78,14 @@ class Control(Protocol):
         ``rate_limit_hits_cluster``, ``sessions_waiting`` (None when Valkey is down)."""
         ...
 
+    def operator(self) -> Operator:
+        """Search, audit, live limits and reload (:mod:`chathub.admin.moderation`)."""
+        ...
 
-class AdminServer:
-    """Serves the admin protocol for one daemon (``control``)."""
+
+class AdminServer(ModerationCommands):
+    """Serves the admin protocol for one daemon (``control``); the moderation commands
+    (search, audit, limits, reload) are in :mod:`chathub.admin.moderation`."""
 
     def __init__(self, path: Path, control: Control) -> None:
         self.path = Path(path)
@@ -158,6 +167,7 @@ class AdminServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        PEER.set(peer_of(writer))  # who asks, for the audit trail
         out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         pump = asyncio.create_task(self._pump(out, writer))
         ticker: asyncio.Task[None] | None = None
@@ -247,7 +257,9 @@ class AdminServer:
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
-        return {"user": user, "closed": await self.control.kick(user, reason[:200])}
+        closed = await self.control.kick(user, reason[:200])
+        await self.record("kick", user, {"reason": reason[:200], "closed": closed})
+        return {"user": user, "closed": closed}
 
     async def cmd_channel_create(self, req: dict[str, Any]) -> dict[str, Any]:
         name = req["name"]

@@ -18,6 +18,7 @@ from .common import (
     load_config,
     run_admin,
 )
+from .moderation import moderation_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="chathub: a WebSocket chat server with an operator's console.")
@@ -54,22 +55,24 @@ def serve(
     from ..logs import setup_logging
     from ..server import run
 
-    cfg = load_config(config, {
+    overrides = {
         "data_dir": data_dir,
         "server": {"host": host, "port": port},
         "database": {"url": database_url, "migrate": migrate or None},
         "valkey": {"url": valkey_url},
         "log": {"level": log_level, "format": log_format},
-    })
+    }
+    cfg = load_config(config, overrides)
     setup_logging(cfg.log)
     if workers != 1:
         from ..cluster.workers import serve_workers
 
         sys.exit(serve_workers(cfg, workers, config))
     from ..loop import install as install_loop
+    from ..reload import ConfigSource
 
     install_loop(cfg.server.uvloop)
-    run_admin(run(cfg))
+    run_admin(run(cfg, source=ConfigSource.resolve(config, overrides)))
 
 
 @app.command(name="migrate")
@@ -168,7 +171,9 @@ def token(
 
 
 app.add_typer(channel_app, name="channel")
+app.add_typer(moderation_app)
 app.command("channels")(list_channels)
+
 
 
 if __name__ == "__main__":  # pragma: no cover
