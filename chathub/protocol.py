@@ -217,21 +217,26 @@ def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
         if not 1 <= msg.limit <= MAX_HISTORY_LIMIT:
             raise ProtocolError(
                 BAD_REQUEST, f"field 'limit' must be 1-{MAX_HISTORY_LIMIT}", msg.ref)
-        if msg.before is not None:
-            before = canonical_id(msg.before)
-            if before is None:
-                raise ProtocolError(BAD_REQUEST, "field 'before' must be a message id "
-                                    "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
-            if before != msg.before:
-                msg = msgspec.structs.replace(msg, before=before)
-    elif isinstance(msg, Subscribe) and msg.since is not None:
-        since = canonical_id(msg.since)
-        if since is None:
-            raise ProtocolError(BAD_REQUEST, "field 'since' must be a message id "
-                                "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
-        if since != msg.since:
-            msg = msgspec.structs.replace(msg, since=since)
+        msg = _with_canonical_id(msg, "before")
+    elif isinstance(msg, Subscribe):
+        msg = _with_canonical_id(msg, "since")
     return msg
+
+
+def _with_canonical_id(msg: Any, field: str) -> Any:
+    """``msg`` with its id ``field`` (when set) in canonical form.
+
+    Raises:
+        ProtocolError: ``bad_request`` naming the field when it is not an id in range.
+    """
+    value = getattr(msg, field)
+    if value is None:
+        return msg
+    canonical = canonical_id(value)
+    if canonical is None:
+        raise ProtocolError(BAD_REQUEST, f"field '{field}' must be a message id "
+                            "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
+    return msg if canonical == value else msgspec.structs.replace(msg, **{field: canonical})
 
 
 def valid_channel(name: str | None) -> bool:
