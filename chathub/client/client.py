@@ -153,6 +153,7 @@ class ChatClient:
         loop = asyncio.get_running_loop()
         self._welcomed = loop.create_future()
         ws = await self._open()
+        self._ws = ws
         self._task = asyncio.create_task(self._run(ws), name="chathub-client")
         done, _ = await asyncio.wait({self._welcomed, self._task}, timeout=self.open_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -372,6 +373,8 @@ class ChatClient:
                 except (OSError, TimeoutError, InvalidHandshake) as exc:
                     lost = ConnectionLost(reason=str(exc) or type(exc).__name__)
         finally:
+            if ws is not None:  # cancelled between connecting and reading
+                ws.transport.abort()
             self._ready = False
             self._fail_pending(NotConnected("the client is closed"))
             if self._resubscriber is not None:
