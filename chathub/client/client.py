@@ -412,7 +412,7 @@ class ChatClient:
             self._ws = None
             self._ready = False
             self._fail_pending(Disconnected("the connection dropped before the reply came"))
-        rcvd = ws.close_rcvd
+        rcvd = ws.protocol.close_rcvd
         if rcvd is None:
             return None, "connection lost"
         return rcvd.code, rcvd.reason
