@@ -449,6 +449,8 @@ class ChatClient:
                 self._buffer.put(ev)
         elif isinstance(ev, Subscribed):
             sent = self._pending.get(ev.ref or "", (None, {}))[1].get("since")
+            if ev.recovered is False:
+                self._tracker.view(ev.channel).reset()
             ev = msgspec.structs.replace(ev, history=self._tracker.fresh(list(ev.history)))
             if ev.recovered is False and sent is not None:
                 self._buffer.put(Gap(channel=ev.channel, since=sent))
@@ -467,6 +469,8 @@ class ChatClient:
 
     def _on_welcome(self, ev: Welcome) -> None:
         reconnected = self.welcome is not None
+        if ev.recovered is False:  # start this view over: what was missed is out of reach
+            self._tracker.view(None).reset()
         ev = msgspec.structs.replace(ev, history=self._tracker.fresh(list(ev.history)),
                                      reconnected=reconnected)
         self.welcome = ev

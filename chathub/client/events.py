@@ -201,7 +201,9 @@ class Gap(Event, frozen=True, kw_only=True):
     """Messages may be missing in ``channel`` (None: the default channel and whispers).
 
     After a reconnect the server answered ``recovered: false``: what was sent after
-    ``since`` is older than its cache reaches. Page back with ``history`` to fill in.
+    ``since`` is older than its cache reaches, or ``since`` came from another message
+    cache. The client forgets what it saw in that channel (the history that follows is
+    the server's recent one); page back with ``history`` to fill in.
     """
 
     channel: str | None

@@ -34,6 +34,13 @@ class ChannelView:
         self._order: deque[str] = deque()
         self._limit = seen_ids
 
+    def reset(self) -> None:
+        """Forget everything seen: the server could not recover what was missed, or the
+        ids came from another message cache (docs/protocol.md, welcome)."""
+        self.last_id, self._last_key = None, None
+        self._seen.clear()
+        self._order.clear()
+
     def admit(self, message_id: str) -> bool:
         """Record ``message_id``; False when it was seen before (a duplicate to drop)."""
         if message_id in self._seen:
