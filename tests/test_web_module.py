@@ -1,0 +1,173 @@
+"""The client module /chathub.js embedded in another site's page, in real Chromium.
+
+The page is served by a small HTTP server of the test on another port (another
+origin than the daemon), imports the module from the daemon, and records every
+event it gets in ``window.log``. Waits are on that log (``wait_for_function``),
+never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Chatter
+from tests.test_web import (  # skips without playwright, as test_web
+    CHROMIUM,
+    LAUNCH_ARGS,
+    RECONNECT_MS,
+    pw,
+)
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+
+#: ms the page waits for an event before the test fails
+WAIT_MS = 10_000
+
+PAGE = """<!doctype html>
+<meta charset="utf-8"><title>embedding chathub</title>
+<script type="module">
+import {{ ChatHub }} from "http://127.0.0.1:{port}/chathub.js";
+window.log = [];
+window.hub = new ChatHub("ws://127.0.0.1:{port}/ws", {{ user: "{user}" }},
+                         {{ backoff: {{ initialMs: 200, maxMs: 1000 }} }});
+for (const t of ["welcome", "message", "join", "disconnect", "gap", "shutdown", "kicked", "closed", "error"]) {{
+  hub.addEventListener(t, (e) => log.push({{ type: t, detail: JSON.parse(JSON.stringify(e.detail)) }}));
+}}
+hub.connect();
+</script>
+"""
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Any]:
+    """Serve one HTML page from 127.0.0.1 on a port of its own: another site."""
+    servers: list[asyncio.Server] = []
+
+    async def serve_page(html: str) -> str:
+        body = html.encode()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+    yield serve_page
+    for s in servers:
+        s.close()
+        await s.wait_closed()
+
+
+@pytest.fixture
+async def embed(browser_ctx, site) -> Any:
+    """Open the embedding page for a daemon port and user; returns the Playwright page."""
+    async def open_(port: int, user: str) -> pw.Page:
+        page = await browser_ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append("console: " + m.text) if m.type == "error" else None)
+        page.errors = errors  # type: ignore[attr-defined]
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.sockets = sockets  # type: ignore[attr-defined]
+        await page.goto(await site(PAGE.format(port=port, user=user)))
+        try:
+            await wait_event(page, "welcome")
+        except pw.TimeoutError:
+            raise AssertionError(f"no welcome; page errors: {errors}, sockets: {sockets}") from None
+        return page
+    return open_
+
+
+@pytest.fixture(scope="module")
+async def browser_ctx() -> AsyncIterator[pw.BrowserContext]:
+    async with pw.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        ctx = await b.new_context()
+        yield ctx
+        await ctx.close()
+        await b.close()
+
+
+async def wait_event(page: pw.Page, type_: str, count: int = 1, timeout: int = WAIT_MS) -> None:
+    await page.wait_for_function(
+        f"window.log && log.filter(e => e.type === {type_!r}).length >= {count}", timeout=timeout)
+
+
+async def messages(page: pw.Page) -> list[dict[str, Any]]:
+    return await page.evaluate("log.filter(e => e.type === 'message').map(e => e.detail)")
+
+
+async def test_the_module_connects_sends_and_receives_from_another_site(daemon, embed):
+    page = await embed(daemon.port, "embedder")
+    async with await Chatter.connect(daemon.port, "bob") as bob:
+        sent = await page.evaluate("hub.chat('hello from a blog')")
+        assert sent["from"] == "embedder" and sent["ref"].startswith("js") and sent["id"]
+        assert (await bob.recv_type("chat"))["id"] == sent["id"]
+        await bob.chat("hello back")
+        await bob.whisper("embedder", "psst")
+        await wait_event(page, "message", 3)
+        got = await messages(page)
+        assert [(m["type"], m["text"]) for m in got] == [
+            ("chat", "hello from a blog"), ("chat", "hello back"), ("whisper", "psst")]
+        assert await page.evaluate("hub.users()") == ["bob", "embedder"]
+        # typed errors: the server's code, and v2 frames refused by a v1 server
+        err = await page.evaluate("hub.whisper('nobody', 'hi').catch(e => [e.name, e.code])")
+        assert err == ["ChatHubError", "unknown_user"]
+        err = await page.evaluate("hub.subscribe('ops').catch(e => e.code)")
+        assert err == "unknown_type"  # PROTOCOL v1: with channels this resolves
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_the_module_reconnects_after_a_restart_without_duplicates(daemon_factory, embed):
+    first = await daemon_factory()
+    port = first.port
+    page = await embed(port, "embedder")
+    ids = []
+    async with await Chatter.connect(port, "bob") as bob:
+        for text in ("one", "two"):
+            await bob.chat(text)
+            ids.append((await bob.recv_type("chat"))["id"])
+    await wait_event(page, "message", 2)
+
+    await first.stop()
+    await wait_event(page, "shutdown")
+    await wait_event(page, "disconnect")
+    await daemon_factory(server={"port": port})
+    async with await Chatter.connect(port, "bob") as bob:
+        await bob.chat("three")
+        ids.append((await bob.recv_type("chat"))["id"])
+        await wait_event(page, "welcome", 2, timeout=RECONNECT_MS)
+    await page.wait_for_function(
+        "log.filter(e => e.type === 'message').length"
+        " + log.filter(e => e.type === 'welcome')[1].detail.history.length >= 3", timeout=WAIT_MS)
+    welcomes = await page.evaluate("log.filter(e => e.type === 'welcome').map(e => e.detail)")
+    assert welcomes[1]["reconnected"] is True and welcomes[1]["recovered"] is True
+    delivered = [m["id"] for m in await messages(page)] + [m["id"] for m in welcomes[1]["history"]]
+    assert sorted(delivered) == sorted(ids) and len(delivered) == len(set(delivered))
+    assert await page.evaluate("log.filter(e => e.type === 'gap').length") == 0
+    assert page.sockets[-1] == f"ws://127.0.0.1:{port}/ws?user=embedder&since={ids[1]}"  # type: ignore[attr-defined]
+    assert (await page.evaluate("hub.chat('back again')"))["text"] == "back again"
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_kick_ends_the_module_without_reconnecting(daemon, embed):
+    page = await embed(daemon.port, "embedder")
+    assert await daemon.kick("embedder", "spam") == 1
+    await wait_event(page, "kicked")
+    assert await page.evaluate("log.find(e => e.type === 'kicked').detail.reason") == "spam"
+    assert await page.evaluate("hub.connected") is False
+    assert await page.evaluate("hub.chat('x').catch(e => e.code)") == "not_connected"
+    assert len(page.sockets) == 1  # type: ignore[attr-defined]
