@@ -171,3 +171,62 @@ async def test_a_kick_ends_the_module_without_reconnecting(daemon, embed):
     assert await page.evaluate("hub.connected") is False
     assert await page.evaluate("hub.chat('x').catch(e => e.code)") == "not_connected"
     assert len(page.sockets) == 1  # type: ignore[attr-defined]
+
+
+V2_PAGE = """<!doctype html>
+<meta charset="utf-8"><title>chathub channels</title>
+<script type="module">
+import {{ ChatHub }} from "http://127.0.0.1:{port}/chathub.js";
+window.log = [];
+window.hub = new ChatHub("{ws}", {{ user: "alice" }},
+                         {{ healthUrl: null, backoff: {{ initialMs: 50, maxMs: 100 }} }});
+for (const t of ["welcome", "message", "subscribed", "disconnect", "gap", "shutdown", "unknown"]) {{
+  hub.addEventListener(t, (e) => log.push({{ type: t, detail: JSON.parse(JSON.stringify(e.detail)) }}));
+}}
+hub.connect();
+</script>
+"""
+
+
+async def test_the_module_resubscribes_each_channel_from_its_own_since_without_duplicates(
+        daemon, browser_ctx, site):
+    """Against the fake protocol v2 server of test_client_v2: subscribe, channel only
+    when given, resubscribe with since per channel after a restart, overlap dropped."""
+    from websockets.asyncio.server import serve
+
+    from tests.test_client_v2 import FakeV2
+
+    server = FakeV2()
+    async with serve(server.handler, "127.0.0.1", 0) as s:
+        ws_url = f"ws://127.0.0.1:{s.sockets[0].getsockname()[1]}/ws"
+        page = await browser_ctx.new_page()
+        await page.goto(await site(V2_PAGE.format(port=daemon.port, ws=ws_url)))
+        await wait_event(page, "welcome")
+        await page.evaluate("hub.subscribe('ops')")
+        await page.evaluate("hub.chat('deploying', {channel: 'ops'})")
+        await page.evaluate("hub.chat('hello all')")
+        for ch, text in [("ops", "o1"), (None, "g1")]:
+            await server.broadcast(server.stamp(ch, text))
+        await wait_event(page, "message", 4)
+        since = {"ops": await page.evaluate("hub.lastId('ops')"), None: await page.evaluate("hub.lastId()")}
+
+        await server.restart_connections()
+        await wait_event(page, "disconnect")
+        server.stamp("ops", "o2 while away")
+        await wait_event(page, "subscribed", 2)
+        await server.broadcast({"type": "poll", "question": "lunch?"})
+        await wait_event(page, "unknown")
+
+        sent = [{k: v for k, v in f.items() if k != "ref"} for f in server.received[0]]
+        assert sent == [{"type": "subscribe", "channel": "ops"},
+                        {"type": "chat", "text": "deploying", "channel": "ops"},
+                        {"type": "chat", "text": "hello all"}]
+        assert server.queries[1]["since"] == [since[None]]
+        assert [f.get("since") for f in server.received[1]] == [since["ops"]]
+        subs = await page.evaluate("log.filter(e => e.type === 'subscribed').map(e => e.detail)")
+        # the fake server repeats the message at since: the module drops it
+        assert [m["text"] for m in subs[1]["history"]] == ["o2 while away"]
+        welcomes = await page.evaluate("log.filter(e => e.type === 'welcome').map(e => e.detail)")
+        assert welcomes[1]["reconnected"] and welcomes[1]["history"] == []
+        texts = [m["text"] for m in await messages(page)]
+        assert texts == ["deploying", "hello all", "o1", "g1"]
