@@ -24,6 +24,8 @@ class Outgoing:
     sender: str
     text: str
     to: str | None = None
+    #: the channel of a chat (None: the default channel); whispers have none
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,18 @@ class Limited:
 Stamped = Accepted | Limited | UnknownUser | Failed
 
 
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The outcome of one subscription: ``status`` "ok", "unknown" (no such channel and
+    channels are not created on demand) or "full" (``max_channels`` reached); ``first``
+    when it is the user's first subscription to the channel on any hub; ``members`` the
+    channel's members (sorted) when asked for."""
+
+    status: str
+    first: bool
+    members: list[str] | None
+
+
 class MessageCache(Protocol):
     """Ids, recent history and rate limits. Every method may raise
     :class:`~chathub.errors.CacheUnavailable`, which the hub answers ``unavailable``."""
@@ -74,28 +88,34 @@ class MessageCache(Protocol):
         Accepted messages are also published to the other hubs, in id order."""
         ...
 
-    async def recent(self) -> Recent:
-        """A welcome's history (no wait on PostgreSQL: the hub loop calls it)."""
+    async def recent(self, channel: str | None = None) -> Recent:
+        """A welcome's (or ``subscribed`` reply's) history of ``channel`` (default: the
+        first auto-join channel); no wait on PostgreSQL: the hub loop calls it."""
         ...
 
     async def prepare_welcome(self) -> None:
         """Wait, bounded, for what welcomes need from slower storage (not in the hub loop)."""
         ...
 
-    async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
-        """What ``user`` missed after ``since`` (None when it cannot be told), and the last id."""
+    async def recover(self, since: str, user: str, channel: str | None = None,
+                      whispers: bool = True) -> tuple[list[Message] | None, str]:
+        """What ``user`` missed after ``since`` in ``channel`` (and their whispers, with
+        ``whispers``); None when it cannot be told; and the last id."""
         ...
 
-    async def history(self, before: str | None, limit: int) -> list[Message]:
-        """Public messages older than ``before``, oldest first (not in the hub loop)."""
+    async def history(self, before: str | None, limit: int, channel: str | None = None
+                      ) -> list[Message]:
+        """Messages of ``channel`` older than ``before``, oldest first (not in the hub loop)."""
         ...
 
     async def last_id(self) -> str:
         """The id of the newest message ever stamped ("0-0" before the first)."""
         ...
 
-    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]:
-        """Up to ``limit`` messages after ``after``, oldest first, as (origin node, message)."""
+    async def since(self, after: str, limit: int, channel: str | None = None
+                    ) -> list[tuple[str, Message]]:
+        """Up to ``limit`` messages after ``after`` in ``channel`` (None: whispers), oldest
+        first, as (origin node, message)."""
         ...
 
 
@@ -116,6 +136,31 @@ class Presence(Protocol):
         """Everyone online on any hub, sorted."""
         ...
 
-    async def resync(self, counts: dict[str, int]) -> list[str]:
-        """Replace this hub's presence with ``counts``; everyone online, sorted."""
+    async def subscribe(self, subs: list[tuple[str, str, bool, bool]], *, create: bool,
+                        max_channels: int) -> list[Joined]:
+        """Record (channel, user, private, want members) subscriptions, creating channels
+        when ``create`` (up to ``max_channels``); a :class:`Joined` for each."""
+        ...
+
+    async def unsubscribe(self, subs: list[tuple[str, str, str]]) -> list[bool]:
+        """Record (channel, user, reason) unsubscriptions; for each, whether it was the
+        user's last subscription to the channel anywhere (a ``leave`` is due)."""
+        ...
+
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        ...
+
+    async def members(self, channel: str) -> list[str]:
+        """Who is subscribed to ``channel`` on any hub, sorted."""
+        ...
+
+    async def channels(self, private: bool = False) -> list[tuple[str, int, bool]]:
+        """(name, members, private) of every channel, sorted; public ones unless ``private``."""
+        ...
+
+    async def resync(self, counts: dict[str, int],
+                     subs: dict[tuple[str, str], int] | None = None) -> list[str]:
+        """Replace this hub's presence with ``counts`` (user -> connections) and ``subs``
+        ((channel, user) -> subscriptions); everyone online, sorted."""
         ...

@@ -1,122 +1,26 @@
 #!lua name=chathub
 -- chathub's server-side functions (FUNCTION LOAD REPLACE at start; kept in the AOF).
 -- Each runs atomically in Valkey: one round trip per call, whatever it does.
+--
+-- Keys (P is the configured prefix; chathub/functions.py builds them and passes every
+-- fixed key in KEYS; per-node keys, whose set changes as hubs come and go, are built
+-- here from P and the node ids in the P..'nodes' hash):
+--   P..'ids'                 the last id issued, "<ms>-<seq>", for every stream
+--   P..'{c:NAME}:s'          channel NAME's history stream (fields f, t, n)
+--   P..'{c:NAME}:m'          channel NAME's members: user -> subscriptions on all hubs
+--   P..'w'                   whispers (fields f, t, to, n)
+--   P..'q'                   the flush queue: every message (field c: channel, '' for a
+--                            whisper) and every channel created (k = 'channel'), read by
+--                            the flusher's consumer group and deleted once in PostgreSQL
+--   P..'chans'               channel name -> 'public' | 'private'
+--   P..'subs:'..node         node's subscriptions: NAME..'\n'..user -> count
+--   P..'conns:'..node        node's connections: user -> count
+--   P..'nodes'               live node -> last heartbeat ms
+-- Ids come from one counter, so they are unique and increasing across every stream.
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Presence: every node keeps its users in `<prefix>conns:<node>` (user -> connections);
--- live nodes are the fields of `<prefix>nodes`. A user is online when any node has them.
-local function online_elsewhere(prefix, user, node)
-  for _, n in ipairs(redis.call('HKEYS', prefix .. 'nodes')) do
-    if n ~= node and redis.call('HEXISTS', prefix .. 'conns:' .. n, user) == 1 then
-      return true
-    end
-  end
-  return false
-end
-
--- Publish to the other hubs, when there are any.
-local function publish(prefix, payload)
-  if redis.call('HLEN', prefix .. 'nodes') > 1 then
-    redis.call('PUBLISH', prefix .. 'bus', cjson.encode(payload))
-  end
-end
-
--- Rate-limit (GCRA), then stamp: append to the message stream (with the stamping node,
--- so a hub can fill a gap in its subscription from it) and tell the other hubs.
--- KEYS: stream, rate-limit key, hits hash, hits total
--- ARGV: rate per second, burst, from, text, to ('' for public chat), key prefix, node id
--- Returns {1, id} when accepted, {0, retry_after_ms} when over the limit,
--- {2} when the whisper's recipient is online nowhere.
-local function accept(keys, args)
-  local prefix, node = args[6], args[7]
-  if args[5] ~= '' and redis.call('HEXISTS', prefix .. 'conns:' .. node, args[5]) == 0
-      and not online_elsewhere(prefix, args[5], node) then
-    return {2}
-  end
-  local rate = tonumber(args[1])
-  local burst = tonumber(args[2])
-  local now = now_ms()
-  local interval = 1000.0 / rate
-  local tat = tonumber(redis.call('GET', keys[2]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - burst * interval
-  if now < allow_at then
-    redis.call('HINCRBY', keys[3], args[3], 1)
-    redis.call('INCR', keys[4])
-    return {0, math.ceil(allow_at - now)}
-  end
-  redis.call('SET', keys[2], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-  local id
-  if args[5] == '' then
-    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'n', node)
-    publish(prefix, {k = 'm', n = node, id = id, f = args[3], t = args[4]})
-  else
-    id = redis.call('XADD', keys[1], '*', 'f', args[3], 't', args[4], 'to', args[5], 'n', node)
-    publish(prefix, {k = 'm', n = node, id = id, f = args[3], t = args[4], to = args[5]})
-  end
-  return {1, id}
-end
-
-local function all_users(prefix)
-  local seen, users = {}, {}
-  for _, n in ipairs(redis.call('HKEYS', prefix .. 'nodes')) do
-    for _, u in ipairs(redis.call('HKEYS', prefix .. 'conns:' .. n)) do
-      if not seen[u] then
-        seen[u] = true
-        users[#users + 1] = u
-      end
-    end
-  end
-  table.sort(users)
-  return users
-end
-
--- A connection opened. ARGV: prefix, node, user, ts.
--- Returns 1 when this is the user's first connection anywhere (then join is due).
-local function connect(keys, args)
-  local prefix, node, user = args[1], args[2], args[3]
-  local n = redis.call('HINCRBY', prefix .. 'conns:' .. node, user, 1)
-  local first = n == 1 and not online_elsewhere(prefix, user, node)
-  if first then
-    publish(prefix, {k = 'join', n = node, u = user, ts = tonumber(args[4])})
-  end
-  return first and 1 or 0
-end
-
--- A connection closed. ARGV: prefix, node, user, ts, reason.
--- Returns 1 when it was the user's last connection anywhere.
-local function disconnect(keys, args)
-  local prefix, node, user = args[1], args[2], args[3]
-  local key = prefix .. 'conns:' .. node
-  local n = redis.call('HINCRBY', key, user, -1)
-  if n > 0 then return 0 end
-  redis.call('HDEL', key, user)
-  if online_elsewhere(prefix, user, node) then return 0 end
-  publish(prefix, {k = 'leave', n = node, u = user, ts = tonumber(args[4]), r = args[5]})
-  return 1
-end
-
--- Everyone online, sorted. ARGV: prefix, and 'cluster' to answer only when this hub
--- is not alone (a hub alone knows its users already).
-local function users(keys, args)
-  if args[2] == 'cluster' and redis.call('HLEN', args[1] .. 'nodes') <= 1 then return false end
-  return all_users(args[1])
-end
-
--- Replace a node's presence with what it knows (after Valkey came back).
--- ARGV: prefix, node, then user, count pairs.
-local function resync(keys, args)
-  local key = args[1] .. 'conns:' .. args[2]
-  redis.call('DEL', key)
-  for i = 3, #args, 2 do
-    redis.call('HSET', key, args[i], args[i + 1])
-  end
-  return (#args - 2) / 2
 end
 
 -- Decimal strings without leading zeros compared exactly (Lua numbers are doubles and
@@ -134,73 +38,329 @@ local function id_lt(a, b)
   return dec_lt(aseq, bseq)
 end
 
-local function last_id(key)
-  local info = redis.call('XINFO', 'STREAM', key)
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return info[i + 1] end
+-- The next id after the last one issued: the current ms, or the last ms with seq + 1 when
+-- the clock has not moved on (or went back), as XADD '*' does.
+local function next_id(idkey)
+  local now = now_ms()
+  local last = redis.call('GET', idkey)
+  local id
+  if last then
+    local ms, seq = string.match(last, '(%d+)-(%d+)')
+    if tonumber(ms) >= now then
+      id = ms .. '-' .. (tonumber(seq) + 1)
+    end
   end
-  return '0-0'
+  id = id or (now .. '-0')
+  redis.call('SET', idkey, id)
+  return id
 end
 
-local function is_public(fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == 'to' then return false end
+-- Presence: a user is online when any live node has them in its conns hash.
+local function online_elsewhere(prefix, user, node)
+  for _, n in ipairs(redis.call('HKEYS', prefix .. 'nodes')) do
+    if n ~= node and redis.call('HEXISTS', prefix .. 'conns:' .. n, user) == 1 then
+      return true
+    end
   end
-  return true
+  return false
 end
 
--- Public history older than ARGV[1] ('+' for the newest), at most ARGV[2] entries,
--- newest first. KEYS: stream. Returns {entries, exhausted(1|0), oldest id scanned or '',
--- the stream's last id}.
+local function clustered(prefix)
+  return redis.call('HLEN', prefix .. 'nodes') > 1
+end
+
+-- Publish to the other hubs, when there are any: channel traffic on the channel's own
+-- pub/sub channel (only hubs with subscribers to it listen), the rest on the bus.
+local function publish(prefix, pubsub, payload)
+  if clustered(prefix) then
+    redis.call('PUBLISH', prefix .. pubsub, cjson.encode(payload))
+  end
+end
+
+-- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
+local function limited(rl_key, hits, hits_total, rate, burst, sender)
+  local now = now_ms()
+  local interval = 1000.0 / rate
+  local tat = tonumber(redis.call('GET', rl_key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - burst * interval
+  if now < allow_at then
+    redis.call('HINCRBY', hits, sender, 1)
+    redis.call('INCR', hits_total)
+    return math.ceil(allow_at - now)
+  end
+  redis.call('SET', rl_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+  return nil
+end
+
+-- Rate-limit, then stamp a chat in a channel: append to the channel's stream and to the
+-- flush queue with one new id, and tell the other hubs.
+-- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total
+-- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms
+-- Returns {1, id} accepted, {0, retry_after_ms} over the limit.
+local function accept_chat(keys, args)
+  local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
+  if wait then return {0, wait} end
+  local prefix, node, channel = args[6], args[7], args[5]
+  local id = next_id(keys[3])
+  redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'n', node)
+  redis.call('PEXPIRE', keys[1], tonumber(args[8]))
+  redis.call('XADD', keys[2], id, 'c', channel, 'f', args[3], 't', args[4], 'n', node)
+  publish(prefix, 'bus:c:' .. channel, {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})
+  return {1, id}
+end
+
+-- Rate-limit, then stamp a whisper. KEYS: whisper stream, flush queue, ids, rate-limit
+-- key, hits hash, hits total. ARGV: rate, burst, from, text, to, prefix, node.
+-- Returns {1, id}, {0, retry_after_ms}, or {2} when the recipient is online nowhere.
+local function accept_whisper(keys, args)
+  local prefix, node, to = args[6], args[7], args[5]
+  if redis.call('HEXISTS', prefix .. 'conns:' .. node, to) == 0
+      and not online_elsewhere(prefix, to, node) then
+    return {2}
+  end
+  local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
+  if wait then return {0, wait} end
+  local id = next_id(keys[3])
+  redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'to', to, 'n', node)
+  redis.call('XADD', keys[2], id, 'c', '', 'f', args[3], 't', args[4], 'to', to, 'n', node)
+  publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})
+  return {1, id}
+end
+
+local function all_users(prefix)
+  local seen, users = {}, {}
+  for _, n in ipairs(redis.call('HKEYS', prefix .. 'nodes')) do
+    for _, u in ipairs(redis.call('HKEYS', prefix .. 'conns:' .. n)) do
+      if not seen[u] then
+        seen[u] = true
+        users[#users + 1] = u
+      end
+    end
+  end
+  table.sort(users)
+  return users
+end
+
+-- A connection opened. ARGV: prefix, node, user. Returns 1 for the user's first anywhere.
+local function connect(keys, args)
+  local prefix, node, user = args[1], args[2], args[3]
+  local n = redis.call('HINCRBY', prefix .. 'conns:' .. node, user, 1)
+  return (n == 1 and not online_elsewhere(prefix, user, node)) and 1 or 0
+end
+
+-- A connection closed. ARGV: prefix, node, user. Returns 1 for the user's last anywhere.
+local function disconnect(keys, args)
+  local prefix, node, user = args[1], args[2], args[3]
+  local key = prefix .. 'conns:' .. node
+  local n = redis.call('HINCRBY', key, user, -1)
+  if n > 0 then return 0 end
+  redis.call('HDEL', key, user)
+  return online_elsewhere(prefix, user, node) and 0 or 1
+end
+
+-- Everyone online, sorted. ARGV: prefix, and 'cluster' to answer only when this hub
+-- is not alone (a hub alone knows its users already).
+local function users(keys, args)
+  if args[2] == 'cluster' and not clustered(args[1]) then return false end
+  return all_users(args[1])
+end
+
+-- Subscribe a user's connection to a channel, creating the channel when allowed.
+-- KEYS: members hash, channel registry, this node's subs hash, flush queue, ids
+-- ARGV: prefix, node, channel, user, ts, create ('1' | '0'), max channels, private
+-- ('1' | '0'), want members ('1' | '0')
+-- Returns {status, first (1|0), members or false}; status 'ok', 'unknown' (no such
+-- channel and no creating), 'full' (max channels reached).
+local function subscribe(keys, args)
+  local prefix, node, channel, user = args[1], args[2], args[3], args[4]
+  if redis.call('HEXISTS', keys[2], channel) == 0 then
+    if args[6] ~= '1' then return {'unknown', 0, false} end
+    if redis.call('HLEN', keys[2]) >= tonumber(args[7]) then return {'full', 0, false} end
+    redis.call('HSET', keys[2], channel, args[8] == '1' and 'private' or 'public')
+    local id = next_id(keys[5])
+    redis.call('XADD', keys[4], id, 'k', 'channel', 'c', channel, 'p', args[8], 'by', user)
+  end
+  redis.call('HINCRBY', keys[3], channel .. '\n' .. user, 1)
+  local n = redis.call('HINCRBY', keys[1], user, 1)
+  local first = n == 1
+  if first then
+    publish(prefix, 'bus:c:' .. channel, {k = 'join', n = node, c = channel, u = user, ts = tonumber(args[5])})
+  end
+  local members = false
+  if args[9] == '1' then
+    members = redis.call('HKEYS', keys[1])
+    table.sort(members)
+  end
+  return {'ok', first and 1 or 0, members}
+end
+
+-- Create a channel (an operator's `chathub channel create`). KEYS: channel registry,
+-- flush queue, ids. ARGV: channel, private ('1' | '0'), created by, max channels.
+-- Returns 'ok', 'exists' or 'full'.
+local function create(keys, args)
+  if redis.call('HEXISTS', keys[1], args[1]) == 1 then return 'exists' end
+  if redis.call('HLEN', keys[1]) >= tonumber(args[4]) then return 'full' end
+  redis.call('HSET', keys[1], args[1], args[2] == '1' and 'private' or 'public')
+  redis.call('XADD', keys[2], next_id(keys[3]), 'k', 'channel', 'c', args[1], 'p', args[2], 'by', args[3])
+  return 'ok'
+end
+
+-- Unsubscribe one connection of a user. KEYS: members hash, this node's subs hash.
+-- ARGV: prefix, node, channel, user, ts, reason. Returns 1 when it was the user's last
+-- subscription to the channel on any hub (a leave was published).
+local function unsubscribe(keys, args)
+  local prefix, node, channel, user = args[1], args[2], args[3], args[4]
+  local field = channel .. '\n' .. user
+  if redis.call('HINCRBY', keys[2], field, -1) <= 0 then redis.call('HDEL', keys[2], field) end
+  local n = redis.call('HINCRBY', keys[1], user, -1)
+  if n > 0 then return 0 end
+  redis.call('HDEL', keys[1], user)
+  publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = node, c = channel, u = user,
+                                       ts = tonumber(args[5]), r = args[6]})
+  return 1
+end
+
+-- Members of a channel, sorted. KEYS: members hash.
+local function members(keys, args)
+  local m = redis.call('HKEYS', keys[1])
+  table.sort(m)
+  return m
+end
+
+-- Public channels with member counts: {name, count, ...}. KEYS: channel registry.
+-- ARGV: prefix, and '1' to include private ones.
+local function channels(keys, args)
+  local out = {}
+  local all = redis.call('HGETALL', keys[1])
+  for i = 1, #all, 2 do
+    if all[i + 1] == 'public' or args[2] == '1' then
+      out[#out + 1] = all[i]
+      out[#out + 1] = redis.call('HLEN', args[1] .. '{c:' .. all[i] .. '}:m')
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end
+
+-- Replace a node's presence with what it knows (after Valkey came back).
+-- ARGV: prefix, node, then user, count pairs, then '--', then channel, user, count triples.
+local function resync(keys, args)
+  local prefix, node = args[1], args[2]
+  local conns = prefix .. 'conns:' .. node
+  local subs = prefix .. 'subs:' .. node
+  -- take this node's old channel subscriptions out of the members hashes
+  local old = redis.call('HGETALL', subs)
+  for i = 1, #old, 2 do
+    local channel, user = string.match(old[i], '^(.-)\n(.*)$')
+    local m = prefix .. '{c:' .. channel .. '}:m'
+    if redis.call('HINCRBY', m, user, -tonumber(old[i + 1])) <= 0 then redis.call('HDEL', m, user) end
+  end
+  redis.call('DEL', conns, subs)
+  local i = 3
+  while i <= #args and args[i] ~= '--' do
+    redis.call('HSET', conns, args[i], args[i + 1])
+    i = i + 2
+  end
+  i = i + 1
+  while i + 2 <= #args do
+    redis.call('HSET', subs, args[i] .. '\n' .. args[i + 1], args[i + 2])
+    redis.call('HINCRBY', prefix .. '{c:' .. args[i] .. '}:m', args[i + 1], tonumber(args[i + 2]))
+    i = i + 3
+  end
+  return 1
+end
+
+local function last_id(idkey)
+  return redis.call('GET', idkey) or '0-0'
+end
+
+-- The oldest message not yet in PostgreSQL ('' when none waits). KEYS-free helper.
+local function flush_floor(queue)
+  local first = redis.call('XRANGE', queue, '-', '+', 'COUNT', 1)
+  if #first == 0 then return '' end
+  return first[1][1]
+end
+
+-- entries of the flush queue a history call looks through for the channel's messages
+local UNFLUSHED_SCAN = 1000
+
+-- History of one channel older than ARGV[1] ('+' for the newest), at most ARGV[2]
+-- entries, newest first. KEYS: stream, ids, flush queue. ARGV[3]: the channel.
+-- Returns {entries, exhausted (1|0), oldest id scanned or '', last id issued,
+-- unflushed (1 when older messages of the channel are still on their way to PostgreSQL)}.
 local function history(keys, args)
   local limit = tonumber(args[2])
   local upper = args[1]
   if upper ~= '+' then upper = '(' .. upper end
-  local out = {}
-  local last = ''
-  local top = last_id(keys[1])
-  while #out < limit do
-    local chunk = redis.call('XREVRANGE', keys[1], upper, '-', 'COUNT', 200)
-    if #chunk == 0 then return {out, 1, last, top} end
-    for _, e in ipairs(chunk) do
-      last = e[1]
-      if is_public(e[2]) then
-        out[#out + 1] = e
-        if #out >= limit then return {out, 0, last, top} end
+  local out = redis.call('XREVRANGE', keys[1], upper, '-', 'COUNT', limit)
+  local top = last_id(keys[2])
+  if #out >= limit then return {out, 0, out[#out][1], top, 0} end
+  local oldest = ''
+  if #out > 0 then oldest = out[#out][1] end
+  -- The stream ran out. Older messages are in PostgreSQL, unless some below the bound
+  -- are still in the flush queue: then a page from PostgreSQL would have a hole.
+  local bound = oldest
+  if bound == '' and args[1] ~= '+' then bound = args[1] end
+  local upper_q = '+'
+  if bound ~= '' then upper_q = '(' .. bound end
+  local unflushed = 0
+  local waiting = redis.call('XRANGE', keys[3], '-', upper_q, 'COUNT', UNFLUSHED_SCAN + 1)
+  if #waiting > UNFLUSHED_SCAN then
+    unflushed = 1  -- a long queue: assume some of this channel's are in it
+  else
+    for _, e in ipairs(waiting) do
+      local f = e[2]
+      for i = 1, #f, 2 do
+        if f[i] == 'c' and f[i + 1] == args[3] then unflushed = 1 end
+        if f[i] == 'k' then break end  -- a channel record, not a message
       end
+      if unflushed == 1 then break end
     end
-    upper = '(' .. last
   end
-  return {out, 0, last, top}
+  return {out, 1, oldest, top, unflushed}
 end
 
--- What a user missed after ARGV[1]: public chat and the user's whispers, oldest first.
--- KEYS: stream. ARGV: since, user, limit.
--- Returns {1, entries, the stream's last id} when complete, {0} when the stream no longer
--- reaches back to since (or is empty: a new Valkey), since is newer than the stream's last
--- id, or more than limit entries followed it.
+-- What a client missed after ARGV[1] in one stream, oldest first. KEYS: stream, ids.
+-- ARGV: since, limit, user ('' for a channel; for the whisper stream, only the user's).
+-- Returns {1, entries, last id} when complete, {0} when the stream no longer reaches
+-- back to since, since is newer than any id issued, or more than limit entries followed.
 local function recover(keys, args)
-  local since, user, limit = args[1], args[2], tonumber(args[3])
-  local first = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
-  -- Every id a client saw came from this stream: if since is no longer in it (older
-  -- than the first entry kept), entries after it may have been trimmed too.
-  if #first == 0 or id_lt(since, first[1][1]) then return {0} end
-  -- A since newer than anything this stream issued was seen in another (or a lost)
-  -- stream: nothing can be said about what followed it.
-  if id_lt(last_id(keys[1]), since) then return {0} end
+  local since, limit, user = args[1], tonumber(args[2]), args[3]
+  local top = last_id(keys[2])
+  if id_lt(top, since) then return {0} end
+  -- Entries after since may be gone: trimmed (the stream's max-deleted-entry-id is past
+  -- since), or, for a channel, lost with a stream that expired and started again (its
+  -- first entry is past since although nothing was ever trimmed).
+  if redis.call('EXISTS', keys[1]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', keys[1])
+    local maxdel, first = '0-0', nil
+    for i = 1, #info, 2 do
+      if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1]
+      elseif info[i] == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
+    end
+    if id_lt(since, maxdel) then return {0} end
+    if user == '' and maxdel == '0-0' and first and since ~= '0-0' and id_lt(since, first) then
+      return {0}
+    end
+  elseif user == '' and since ~= top and since ~= '0-0' then
+    return {0}  -- the channel's history expired or was lost: what followed since is unknown
+  end
   local out = {}
   local lower = '(' .. since
   while true do
     local chunk = redis.call('XRANGE', keys[1], lower, '+', 'COUNT', 500)
-    if #chunk == 0 then return {1, out, last_id(keys[1])} end
+    if #chunk == 0 then return {1, out, top} end
     for _, e in ipairs(chunk) do
-      local f = e[2]
       local keep = true
-      local from, to = nil, nil
-      for i = 1, #f, 2 do
-        if f[i] == 'f' then from = f[i + 1] elseif f[i] == 'to' then to = f[i + 1] end
+      if user ~= '' then
+        local f, from, to = e[2], nil, nil
+        for i = 1, #f, 2 do
+          if f[i] == 'f' then from = f[i + 1] elseif f[i] == 'to' then to = f[i + 1] end
+        end
+        keep = from == user or to == user
       end
-      if to ~= nil and from ~= user and to ~= user then keep = false end
       if keep then
         out[#out + 1] = e
         if #out > limit then return {0} end
@@ -210,46 +370,73 @@ local function recover(keys, args)
   end
 end
 
--- Trim the stream to about ARGV[1] entries, never dropping one the flusher group has
--- not acknowledged. KEYS: stream. ARGV: keep, group. Returns entries removed.
+-- Trim history streams to about ARGV[1] entries each, never below the oldest message
+-- still in the flush queue. KEYS: flush queue, then the streams. Returns entries removed.
 local function trim(keys, args)
   local keep = tonumber(args[1])
-  if redis.call('XLEN', keys[1]) <= keep then return 0 end
-  local groups = redis.call('XINFO', 'GROUPS', keys[1])
-  local floor = nil
-  for _, g in ipairs(groups) do
-    local name, pending, lag, last = nil, 0, nil, nil
-    for i = 1, #g, 2 do
-      if g[i] == 'name' then name = g[i + 1]
-      elseif g[i] == 'pending' then pending = tonumber(g[i + 1])
-      elseif g[i] == 'lag' then lag = g[i + 1]
-      elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
-    end
-    if name == args[2] then
-      if pending > 0 then
-        local p = redis.call('XPENDING', keys[1], name)
-        floor = p[2]
-      else
-        local ms, seq = string.match(last, '(%d+)-(%d+)')
-        floor = ms .. '-' .. (tonumber(seq) + 1)
-      end
+  local floor = flush_floor(keys[1])
+  local removed = 0
+  for i = 2, #keys do
+    local len = redis.call('XLEN', keys[i])
+    if len > keep then
+      local head = redis.call('XRANGE', keys[i], '-', '+', 'COUNT', len - keep + 1)
+      local cut = head[#head][1]
+      if floor ~= '' and id_lt(floor, cut) then cut = floor end
+      removed = removed + redis.call('XTRIM', keys[i], 'MINID', cut)
     end
   end
-  if floor == nil then return 0 end  -- no flusher group yet: keep everything
-  -- Keep the newest `keep` entries: the oldest of those bounds the cut too.
-  local tail = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', keep)
-  local keep_from = tail[#tail][1]
-  if id_lt(keep_from, floor) then floor = keep_from end
-  return redis.call('XTRIM', keys[1], 'MINID', floor)
+  return removed
+end
+
+-- Move a stream of chathub 0.1 (one stream for every message, P..'msgs') into the
+-- channel layout: public messages to 'general', whispers to the whisper stream, every
+-- entry to the flush queue (PostgreSQL ignores the ones it has). KEYS: old stream,
+-- general's stream, whisper stream, flush queue, ids. Returns entries moved.
+local function upgrade(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
+  local moved, lower = 0, '-'
+  local top = '0-0'
+  while true do
+    local chunk = redis.call('XRANGE', keys[1], lower, '+', 'COUNT', 500)
+    if #chunk == 0 then break end
+    for _, e in ipairs(chunk) do
+      local f = e[2]
+      local from, text, to, node = '', '', nil, ''
+      for i = 1, #f, 2 do
+        if f[i] == 'f' then from = f[i + 1] elseif f[i] == 't' then text = f[i + 1]
+        elseif f[i] == 'to' then to = f[i + 1] elseif f[i] == 'n' then node = f[i + 1] end
+      end
+      if to then
+        redis.call('XADD', keys[3], e[1], 'f', from, 't', text, 'to', to, 'n', node)
+        redis.call('XADD', keys[4], e[1], 'c', '', 'f', from, 't', text, 'to', to, 'n', node)
+      else
+        redis.call('XADD', keys[2], e[1], 'f', from, 't', text, 'n', node)
+        redis.call('XADD', keys[4], e[1], 'c', 'general', 'f', from, 't', text, 'n', node)
+      end
+      moved = moved + 1
+      top = e[1]
+      lower = '(' .. e[1]
+    end
+  end
+  local info = redis.call('XINFO', 'STREAM', keys[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = info[i + 1] end
+  end
+  local last = redis.call('GET', keys[5])
+  if not last or id_lt(last, top) then redis.call('SET', keys[5], top) end
+  redis.call('DEL', keys[1])
+  return moved
 end
 
 -- Close out a node that died without a goodbye: its open sessions go to the session
 -- stream with the reason given, its presence is removed, and users it alone had are
--- announced as gone. KEYS: open-sessions hash, heartbeat key, sessions stream, nodes hash.
+-- announced as gone (from every channel they were in). KEYS: open-sessions hash,
+-- heartbeat key, sessions stream, nodes hash.
 -- ARGV: node id, reason, fallback last-alive ms, key prefix, reaping node id.
--- Returns {users now online nowhere, sessions closed out}; {{}, -1} when the node is alive.
+-- Returns {users now online nowhere, sessions closed out, {channel, user, ...} left};
+-- {{}, -1, {}} when the node is alive.
 local function reap(keys, args)
-  if redis.call('EXISTS', keys[2]) == 1 then return {{}, -1} end
+  if redis.call('EXISTS', keys[2]) == 1 then return {{}, -1, {}} end
   local prefix, dead, reaper = args[4], args[1], args[5]
   local last_alive = tonumber(redis.call('HGET', keys[4], dead) or args[3])
   local open = redis.call('HGETALL', keys[1])
@@ -271,18 +458,37 @@ local function reap(keys, args)
   end
   redis.call('DEL', conns)
   local now = now_ms()
-  for _, u in ipairs(gone) do
-    publish(prefix, {k = 'leave', n = reaper, u = u, ts = now, r = args[2]})
+  local left = {}
+  local subs = prefix .. 'subs:' .. dead
+  local all = redis.call('HGETALL', subs)
+  for i = 1, #all, 2 do
+    local channel, user = string.match(all[i], '^(.-)\n(.*)$')
+    local m = prefix .. '{c:' .. channel .. '}:m'
+    if redis.call('HINCRBY', m, user, -tonumber(all[i + 1])) <= 0 then
+      redis.call('HDEL', m, user)
+      left[#left + 1] = channel
+      left[#left + 1] = user
+      publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = reaper, c = channel, u = user,
+                                           ts = now, r = args[2]})
+    end
   end
-  return {gone, closed}
+  redis.call('DEL', subs)
+  return {gone, closed, left}
 end
 
-redis.register_function('chathub_accept', accept)
+redis.register_function('chathub_accept_chat', accept_chat)
+redis.register_function('chathub_accept_whisper', accept_whisper)
 redis.register_function{function_name = 'chathub_history', callback = history, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_recover', callback = recover, flags = {'no-writes'}}
 redis.register_function('chathub_trim', trim)
+redis.register_function('chathub_upgrade', upgrade)
 redis.register_function('chathub_reap', reap)
 redis.register_function('chathub_connect', connect)
 redis.register_function('chathub_disconnect', disconnect)
+redis.register_function('chathub_subscribe', subscribe)
+redis.register_function('chathub_unsubscribe', unsubscribe)
+redis.register_function('chathub_create', create)
+redis.register_function{function_name = 'chathub_members', callback = members, flags = {'no-writes'}}
+redis.register_function{function_name = 'chathub_channels', callback = channels, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_users', callback = users, flags = {'no-writes'}}
 redis.register_function('chathub_resync', resync)

@@ -1,31 +1,36 @@
 """MessageCache: the hub's short-term memory and its brake, on Valkey.
 
-Every accepted chat and whisper is appended to one Valkey stream; the stream id
-is the message id, so ids are unique, increasing and never reused (Valkey's
-stream keeps its last id in the AOF). The same server-side function checks the
-sender's rate limit first (GCRA, separate budgets for chat and whisper), so an
-accepted message costs one round trip, and a batch of them one pipeline.
+Every accepted chat is appended to its channel's stream, every whisper to the
+whisper stream, and both to the flush queue, with one id from one counter: ids
+are unique and increasing across every channel, and never reused (the counter
+is kept in the AOF). The same server-side function checks the sender's rate
+limit first (GCRA, separate budgets for chat and whisper, per user across all
+channels), so an accepted message costs one round trip, and a batch of them one
+pipeline. cache.lua holds the functions; :mod:`chathub.keys` names the keys.
 
-History for ``welcome``, for ``history`` requests and for recovery after a
-dropped connection is read from the stream; older pages come from PostgreSQL
-(the :class:`~chathub.db.flusher.Flusher` moved them there). See docs/protocol.md.
+A channel's history, paging and recovery read only that channel's stream, so
+they cost the same however busy other channels are. Pages older than the stream
+reaches come from PostgreSQL through the :class:`~chathub.db.archive.Archive`.
+See docs/protocol.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from .backends import Accepted, Failed, Limited, Outgoing, Recent, UnknownUser
-from .config import CacheConfig, RateLimitConfig
+from .backends import Accepted, Failed, Limited, Outgoing, Recent, Stamped, UnknownUser
+from .config import CacheConfig, ChannelsConfig, RateLimitConfig
 from .db.archive import Archive
-from .errors import CacheUnavailable
+from .errors import CacheUnavailable, DatabaseUnavailable
+from .keys import Keys
 from .kv import KV
-from .protocol import Message, before_first
+from .protocol import Message, before_first, parse_id
 
-#: the consumer group that flushes the stream to PostgreSQL
+#: the consumer group that flushes the queue to PostgreSQL
 FLUSH_GROUP = "flusher"
-
-
+#: milliseconds a client is told to wait when older history is still on its way to PostgreSQL
+UNFLUSHED_RETRY_MS = 1000
 
 
 def entry_fields(entry: Sequence[object]) -> dict[str, str]:
@@ -37,13 +42,20 @@ def entry_fields(entry: Sequence[object]) -> dict[str, str]:
     return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
-def entry_to_message(entry: Sequence[object]) -> Message:
-    """A stream entry ``[id, [field, value, ...]]`` as a :class:`Message`."""
+def entry_to_message(entry: Sequence[object], channel: str | None = None) -> Message:
+    """A stream entry ``[id, [field, value, ...]]`` as a :class:`Message`.
+
+    Entries of the flush queue name their channel (``c``); those of a channel's
+    stream do not, so the caller passes it.
+    """
     mid = str(entry[0])
     d = entry_fields(entry)
     to = d.get("to")
+    if channel is None:
+        channel = d.get("c") or None
     return Message(type="whisper" if to is not None else "chat", id=mid, from_=d["f"],
-                   text=d["t"], ts=int(mid.split("-", 1)[0]), to=to)
+                   text=d["t"], ts=int(mid.split("-", 1)[0]), to=to,
+                   channel=None if to is not None else channel)
 
 
 class MessageCache:
@@ -55,26 +67,30 @@ class MessageCache:
     """
 
     def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig, node_id: str,
-                 archive: Archive) -> None:
+                 archive: Archive, channels: ChannelsConfig | None = None) -> None:
         self.kv = kv
+        self.keys = Keys(kv.prefix)
         self.node_id = node_id
         self.cfg = cache
         self.limits = limits
-        self.stream = kv.key("msgs")
-        self.hits_key = kv.key("rl", "hits")
-        self.hits_total_key = kv.key("rl", "hits_total")
-        #: where older public pages come from once the stream runs out
+        self.channels = channels or ChannelsConfig()
+        #: the first auto-join channel: v1's one room, and the default of every frame
+        self.default_channel = self.channels.auto_join[0]
+        #: where older pages come from once a stream runs out
         self.archive = archive
 
     async def setup(self) -> None:
-        """Create the stream and its flusher group if they are missing."""
+        """Create the flush queue's consumer group; move a 0.1 message stream into channels."""
         try:
-            await self.kv.client.xgroup_create(self.stream, FLUSH_GROUP, id="0", mkstream=True)
+            await self.kv.client.xgroup_create(self.keys.queue, FLUSH_GROUP, id="0", mkstream=True)
         except Exception as exc:  # BUSYGROUP: the group exists already
             if "BUSYGROUP" not in str(exc):
                 raise
+        k = self.keys
+        await self.kv.call(self.kv.client.fcall, "chathub_upgrade", 5, k.legacy_stream,
+                           k.stream("general"), k.whispers, k.queue, k.ids)
 
-    async def accept(self, batch: Sequence[Outgoing]) -> list[Accepted | Limited | UnknownUser | Failed]:
+    async def accept(self, batch: Sequence[Outgoing]) -> list[Stamped]:
         """Rate-limit and stamp ``batch`` in one round trip; results in the same order.
 
         Accepted messages are also published to the other hubs, in id order.
@@ -83,48 +99,57 @@ class MessageCache:
             CacheUnavailable: Valkey is down; nothing was stored.
         """
         pipe = self.kv.client.pipeline(transaction=False)
-        lim = self.limits
+        lim, k = self.limits, self.keys
+        ttl_ms = int(self.channels.history_ttl * 1000)
         for out in batch:
             if out.to is None:
-                rl_key, rate, burst = self.kv.key("rl", "chat", out.sender), lim.chat_rate, lim.chat_burst
+                channel = out.channel or self.default_channel
+                pipe.fcall("chathub_accept_chat", 6, k.stream(channel), k.queue, k.ids,
+                           k.rate("chat", out.sender), k.hits, k.hits_total, lim.chat_rate,
+                           lim.chat_burst, out.sender, out.text, channel, k.prefix, self.node_id,
+                           ttl_ms)
             else:
-                rl_key, rate, burst = self.kv.key("rl", "whisper", out.sender), lim.whisper_rate, lim.whisper_burst
-            pipe.fcall("chathub_accept", 4, self.stream, rl_key, self.hits_key, self.hits_total_key,
-                       rate, burst, out.sender, out.text, out.to or "", self.kv.prefix, self.node_id)
+                pipe.fcall("chathub_accept_whisper", 6, k.whispers, k.queue, k.ids,
+                           k.rate("whisper", out.sender), k.hits, k.hits_total, lim.whisper_rate,
+                           lim.whisper_burst, out.sender, out.text, out.to, k.prefix, self.node_id)
         replies = await self.kv.call(pipe.execute, False)  # errors come back per message
-        results: list[Accepted | Limited | UnknownUser | Failed] = []
+        results: list[Stamped] = []
         for out, reply in zip(batch, replies, strict=True):
             if isinstance(reply, Exception):  # this message alone failed
                 results.append(Failed(str(reply)))
-                continue
-            if reply[0] == 2:
+            elif reply[0] == 2:
                 results.append(UnknownUser())
             elif reply[0] == 1:
                 mid = str(reply[1])
                 results.append(Accepted(Message(
                     type="chat" if out.to is None else "whisper", id=mid, from_=out.sender,
-                    text=out.text, ts=int(mid.split("-", 1)[0]), to=out.to)))
+                    text=out.text, ts=int(mid.split("-", 1)[0]), to=out.to,
+                    channel=(out.channel or self.default_channel) if out.to is None else None)))
             else:
                 results.append(Limited(int(reply[1])))
         return results
 
-    async def recent(self, limit: int | None = None) -> Recent:
-        """The newest ``limit`` (default ``history_on_join``) public messages for a welcome.
+    # -- history ------------------------------------------------------------------
+
+    async def recent(self, channel: str | None = None, limit: int | None = None) -> Recent:
+        """The newest ``limit`` (default ``history_on_join``) messages of ``channel`` for a
+        welcome or a ``subscribed`` reply.
 
         Reads Valkey only: the hub loop calls it. When the stream holds fewer than
-        ``limit`` public messages the rest comes from the archive's fetched page, or,
-        when none fits, is left out (``partial``) while the archive fetches one.
+        ``limit`` messages the rest comes from the archive's fetched page, or, when
+        none fits, is left out (``partial``) while the archive fetches one.
         """
+        channel = channel or self.default_channel
         limit = self.cfg.history_on_join if limit is None else max(limit, 0)
-        entries, exhausted, oldest, top = await self._stream_page(None, limit)
-        msgs = [entry_to_message(e) for e in entries]
+        entries, exhausted, oldest, top, _ = await self._page(channel, None, limit)
+        msgs = [entry_to_message(e, channel) for e in entries]
         partial = False
         if len(msgs) < limit and exhausted:
             bound = str(oldest) if oldest else None
-            page = self.archive.page_for(bound, limit - len(msgs))
+            page = self.archive.page_for(channel, bound, limit - len(msgs))
             if page is None:
                 partial = True
-                self.archive.prefetch(bound)
+                self.archive.prefetch(channel, bound)
             else:
                 msgs.extend(page)
         msgs.reverse()
@@ -143,72 +168,88 @@ class MessageCache:
         """Wait, bounded, for an archive page being fetched for welcomes. Not for the hub loop."""
         await self.archive.ready()
 
-    async def history(self, before: str | None, limit: int) -> list[Message]:
-        """Public messages older than ``before`` (newest when None), oldest first.
+    async def history(self, before: str | None, limit: int, channel: str | None = None
+                      ) -> list[Message]:
+        """Messages of ``channel`` older than ``before`` (newest when None), oldest first.
 
-        Served from the stream while it reaches back, then from the archive (PostgreSQL,
-        bounded by its deadline): paging back from the newest message returns every
-        public message exactly once. ``before`` is a valid id (see
-        :func:`~chathub.protocol.parse_id`); at or below the first id Valkey can issue
-        the page is empty without a round trip. Not for the hub loop.
+        Served from the channel's stream while it reaches back, then from the archive
+        (PostgreSQL, bounded by its deadline): paging back from the newest message
+        returns every message of the channel exactly once. ``before`` is a valid id;
+        at or below the first id there can be the page is empty without a round trip.
+        Not for the hub loop.
 
         Raises:
             CacheUnavailable: Valkey is down.
-            DatabaseUnavailable: the page needs PostgreSQL, which is down or slow.
+            DatabaseUnavailable: the page needs PostgreSQL, which is down or slow, or
+                older messages are still on their way there.
         """
+        channel = channel or self.default_channel
         if before is not None and before_first(before):
             return []
-        entries, exhausted, oldest, _ = await self._stream_page(before, limit)
-        msgs = [entry_to_message(e) for e in entries]
+        entries, exhausted, oldest, _, unflushed = await self._page(channel, before, limit)
+        msgs = [entry_to_message(e, channel) for e in entries]
         if len(msgs) < limit and exhausted:
-            msgs.extend(await self.archive.older(str(oldest) if oldest else before,
+            if unflushed:
+                raise DatabaseUnavailable("older messages are still being written to PostgreSQL",
+                                          retry_after_ms=UNFLUSHED_RETRY_MS)
+            msgs.extend(await self.archive.older(channel, str(oldest) if oldest else before,
                                                  limit - len(msgs)))
         msgs.reverse()
         return msgs
 
-    async def _stream_page(self, before: str | None, limit: int) -> tuple[list, int, str, str]:
-        """(entries newest first, whether the stream ran out, oldest id scanned, last id)."""
-        return await self.kv.call(
-            self.kv.client.fcall, "chathub_history", 1, self.stream, before or "+", limit)
+    async def _page(self, channel: str, before: str | None, limit: int) -> list[Any]:
+        """[entries newest first, ran out (0|1), oldest id scanned, last id, unflushed (0|1)]."""
+        k = self.keys
+        return await self.kv.call(self.kv.client.fcall, "chathub_history", 3, k.stream(channel),
+                                  k.ids, k.queue, before or "+", limit, channel)
 
-    async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
-        """What ``user`` missed after ``since``: public chat and their whispers, oldest first.
+    async def recover(self, since: str, user: str, channel: str | None = None,
+                      whispers: bool = True) -> tuple[list[Message] | None, str]:
+        """What ``user`` missed after ``since`` in ``channel`` (and, with ``whispers``, the
+        whispers to or from them), oldest first, in one round trip.
 
         Returns:
-            (messages, the stream's last id); messages is None when the cache no longer
+            (messages, the last id issued); messages is None when the cache no longer
             reaches back to ``since`` (or more than ``recover_limit`` followed it): then
             page with :meth:`history`. It is None too when ``since`` is newer than any id
             this cache has issued: the client's view came from another (or a lost) cache,
             so nothing can be said about what it missed (docs/protocol.md, "Recovery").
         """
-        reply = await self.kv.call(self.kv.client.fcall, "chathub_recover", 1, self.stream,
-                                   since, user, self.cfg.recover_limit)
-        if not reply[0]:
+        channel = channel or self.default_channel
+        k, limit = self.keys, self.cfg.recover_limit
+        pipe = self.kv.client.pipeline(transaction=False)
+        pipe.fcall("chathub_recover", 2, k.stream(channel), k.ids, since, limit, "")
+        if whispers:
+            pipe.fcall("chathub_recover", 2, k.whispers, k.ids, since, limit, user)
+        replies = await self.kv.call(pipe.execute)
+        if not all(r[0] for r in replies):
             return None, ""
-        return [entry_to_message(e) for e in reply[1]], str(reply[2])
+        msgs = [entry_to_message(e, channel) for e in replies[0][1]]
+        if whispers:
+            msgs = sorted([*msgs, *(entry_to_message(e) for e in replies[1][1])],
+                          key=lambda m: parse_id(m.id))
+        return msgs, str(replies[0][2])
 
-    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]:
-        """Up to ``limit`` stream entries after ``after``, oldest first, as (origin node, message)."""
-        entries = await self.kv.call(self.kv.client.xrange, self.stream, f"({after}", "+", count=limit)
-        return [(entry_fields(e).get("n", ""), entry_to_message(e)) for e in entries]
+    async def since(self, after: str, limit: int, channel: str | None = None
+                    ) -> list[tuple[str, Message]]:
+        """Up to ``limit`` messages after ``after`` in ``channel`` (None: the whispers),
+        oldest first, as (origin node, message). A gap fill reads it."""
+        stream = self.keys.stream(channel) if channel is not None else self.keys.whispers
+        entries = await self.kv.call(self.kv.client.xrange, stream, f"({after}", "+", count=limit)
+        return [(entry_fields(e).get("n", ""), entry_to_message(e, channel)) for e in entries]
 
     async def last_id(self) -> str:
         """The id of the newest message ever stamped ("0-0" before the first)."""
-        info = await self.kv.call(self.kv.client.xinfo_stream, self.stream)
-        return str(info.get("last-generated-id") or "0-0")
+        return str(await self.kv.call(self.kv.client.get, self.keys.ids) or "0-0")
 
     async def rate_limit_hits(self) -> tuple[int, dict[str, int]]:
         """Rate-limit hits in total and per user, cluster-wide."""
         pipe = self.kv.client.pipeline(transaction=False)
-        pipe.get(self.hits_total_key)
-        pipe.hgetall(self.hits_key)
+        pipe.get(self.keys.hits_total)
+        pipe.hgetall(self.keys.hits)
         total, per_user = await self.kv.call(pipe.execute)
         return int(total or 0), {k: int(v) for k, v in per_user.items()}
 
     async def flush_backlog(self) -> int:
-        """Messages in the stream not yet in PostgreSQL."""
-        groups = await self.kv.call(self.kv.client.xinfo_groups, self.stream)
-        for g in groups:
-            if g["name"] == FLUSH_GROUP:
-                return int(g.get("pending") or 0) + int(g.get("lag") or 0)
-        return 0
+        """Messages (and channel records) not yet in PostgreSQL."""
+        return int(await self.kv.call(self.kv.client.xlen, self.keys.queue))

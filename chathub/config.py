@@ -20,7 +20,7 @@ from typing import Any
 
 from .edge import proxies
 from .errors import ConfigError
-from .protocol import max_frame_bytes
+from .protocol import is_private, max_frame_bytes, valid_channel
 
 DEFAULT_CONFIG_FILE = "chathub.toml"
 ENV_PREFIX = "CHATHUB_"
@@ -176,6 +176,22 @@ class LogConfig:
 
 
 @dataclass
+class ChannelsConfig:
+    #: channels every connection starts subscribed to; the first is the default channel of
+    #: chat, users and history frames without one, and the welcome's (protocol v1's room)
+    auto_join: list[str] = field(default_factory=lambda: ["general"])
+    #: create a channel on its first subscribe; false: only `chathub channel create`
+    auto_create: bool = True
+    #: channels that may exist at once (subscribing to a new one past it: too_many_channels)
+    max_channels: int = 10_000
+    #: channels one connection may be subscribed to at once
+    max_per_connection: int = 100
+    #: seconds a channel's history stays in Valkey after its last message (PostgreSQL keeps
+    #: every message; paging older goes there)
+    history_ttl: float = 7 * 24 * 3600.0
+
+
+@dataclass
 class Config:
     #: where the embedded services and the admin socket live
     data_dir: str = ".chathub"
@@ -189,6 +205,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -335,6 +352,17 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     for kind in ("chat", "whisper", "request"):
         need(getattr(r, f"{kind}_rate") > 0, f"ratelimit.{kind}_rate", "must be positive")
         need(getattr(r, f"{kind}_burst") >= 1, f"ratelimit.{kind}_burst", "must be at least 1")
+    ch = cfg.channels
+    need(bool(ch.auto_join), "channels.auto_join", "must name at least one channel")
+    for name in ch.auto_join:
+        need(valid_channel(name) and not is_private(name), "channels.auto_join",
+             f"{name!r} is not a public channel name (1-64 of A-Z a-z 0-9 _ - . :)")
+    need(len(set(ch.auto_join)) == len(ch.auto_join), "channels.auto_join", "names a channel twice")
+    need(ch.max_channels >= len(ch.auto_join), "channels.max_channels",
+         "must be at least the number of auto_join channels")
+    need(ch.max_per_connection >= len(ch.auto_join), "channels.max_per_connection",
+         "must be at least the number of auto_join channels")
+    need(ch.history_ttl >= 1, "channels.history_ttl", "must be at least 1 second")
     need(0 <= cfg.auth.clock_skew <= 3600, "auth.clock_skew", "must be 0-3600 seconds")
     need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")
     if cfg.auth.mode == "token":

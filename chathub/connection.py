@@ -28,7 +28,16 @@ from .edge.routes import Admission
 from .errors import CacheUnavailable, DatabaseUnavailable, RegistrationFailed
 from .hub import Hub
 from .peer import Client
-from .protocol import Chat, History, ProtocolError, Users, Whisper
+from .protocol import (
+    Channels,
+    Chat,
+    History,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    Users,
+    Whisper,
+)
 from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.connection")
@@ -55,7 +64,7 @@ class ConnectionHandler:
         if adm is None:  # pragma: no cover - process_request always admits first
             await ws.close(closecodes.INTERNAL_ERROR, "not admitted")
             return
-        client = Client(ws, adm.user, adm.remote_addr, adm.user_agent)
+        client = Client(ws, adm.user, adm.remote_addr, adm.user_agent, adm.rights)
         if self.cfg.server.socket_send_buffer:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
@@ -117,8 +126,14 @@ class ConnectionHandler:
                     if wait:
                         raise ProtocolError(protocol.RATE_LIMITED, "too many requests", msg.ref,
                                             math.ceil(wait * 1000))
-                    if isinstance(msg, Users):
-                        client.send(protocol.encode_users(await hub.users_everywhere(), msg.ref))
+                    if isinstance(msg, Subscribe):
+                        await hub.subscribe(client, msg.channel, msg.since, msg.ref)
+                    elif isinstance(msg, Unsubscribe):
+                        await hub.unsubscribe(client, msg.channel, msg.ref)
+                    elif isinstance(msg, Users):
+                        await self._users(client, msg)
+                    elif isinstance(msg, Channels):
+                        await self._channels(client, msg)
                     else:
                         await self._history(client, msg)
                 except ProtocolError as err:
@@ -127,16 +142,40 @@ class ConnectionHandler:
         except ConnectionClosed:
             pass
 
-    async def _history(self, client: Client, msg: History) -> None:
+    async def _users(self, client: Client, msg: Users) -> None:
+        if (msg.channel is not None and protocol.is_private(msg.channel)
+                and msg.channel not in client.channels):
+            raise ProtocolError(protocol.NOT_SUBSCRIBED,
+                                f"this connection is not in {msg.channel}", msg.ref)
         try:
-            msgs = await self.cache.history(msg.before, msg.limit)
+            users = await self.hub.users_everywhere(msg.channel)
+        except CacheUnavailable:
+            raise ProtocolError(protocol.UNAVAILABLE, "the user list is unavailable right now",
+                                msg.ref, RETRY_AFTER_MS) from None
+        client.send(protocol.encode_users(users, msg.ref, msg.channel))
+
+    async def _channels(self, client: Client, msg: Channels) -> None:
+        try:
+            listed = await self.hub.channel_list()
+        except CacheUnavailable:
+            raise ProtocolError(protocol.UNAVAILABLE, "the channel list is unavailable right now",
+                                msg.ref, RETRY_AFTER_MS) from None
+        client.send(protocol.encode_channels(listed, msg.ref))
+
+    async def _history(self, client: Client, msg: History) -> None:
+        channel = msg.channel or self.hub.default_channel
+        if channel not in client.channels:
+            raise ProtocolError(protocol.NOT_SUBSCRIBED, f"this connection is not in {channel}",
+                                msg.ref)
+        try:
+            msgs = await self.cache.history(msg.before, msg.limit, channel)
         except DatabaseUnavailable as exc:
             raise ProtocolError(protocol.UNAVAILABLE, "older history is unavailable right now",
                                 msg.ref, exc.retry_after_ms) from None
         except CacheUnavailable:
             raise ProtocolError(protocol.UNAVAILABLE, "history is unavailable right now",
                                 msg.ref, RETRY_AFTER_MS) from None
-        client.send(protocol.encode_history(msgs, msg.ref))
+        client.send(protocol.encode_history(msgs, msg.ref, msg.channel))
 
 
 def close_of(ws: ServerConnection) -> tuple[int, str]:

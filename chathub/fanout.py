@@ -33,8 +33,9 @@ log = logging.getLogger("chathub.fanout")
 #: reader in a quiet room is cut at most this late after write_timeout
 WATCH_PERIOD = 0.25
 
-#: (frame, client to skip (it gets its own frame instead, if any), clients to leave out)
-Broadcast = tuple[bytes, Client | None, bytes | None, set[Client] | None]
+#: (frame, recipients (a channel's subscribers), client to skip (it gets its own frame
+#: instead, if any), clients to leave out)
+Broadcast = tuple[bytes, dict[Client, None], Client | None, bytes | None, set[Client] | None]
 #: (message, frame, sending client or None, its own frame, clients to leave out)
 WhisperJob = tuple[Message, bytes, Client | None, bytes, set[Client] | None]
 
@@ -62,10 +63,11 @@ class Fanout:
         #: called with the seconds one broadcast fan-out took (for /metrics)
         self.on_fanout = on_fanout
 
-    def broadcast(self, frame: bytes, skip: Client | None = None, own: bytes | None = None,
-                  exclude: set[Client] | None = None) -> None:
-        """Queue ``frame`` for every client but ``skip`` (who gets ``own``, if given) and ``exclude``."""
-        self.broadcast_q.append((frame, skip, own, exclude))
+    def broadcast(self, frame: bytes, targets: dict[Client, None], skip: Client | None = None,
+                  own: bytes | None = None, exclude: set[Client] | None = None) -> None:
+        """Queue ``frame`` for every client in ``targets`` (a channel's subscribers, a live
+        dict the hub keeps) but ``skip`` (who gets ``own``, if given) and ``exclude``."""
+        self.broadcast_q.append((frame, targets, skip, own, exclude))
         self._broadcast_ready.set()
 
     def whisper(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
@@ -125,9 +127,12 @@ class Fanout:
         on_fanout = self.on_fanout
         while q:
             started = time.perf_counter()
-            batch = list(q)
+            groups: dict[int, list[Broadcast]] = {}
+            for item in q:  # one write per client per channel; order kept within a channel
+                groups.setdefault(id(item[1]), []).append(item)
             q.clear()
-            self._broadcast_batch(batch)
+            for batch in groups.values():
+                self._broadcast_batch(batch)
             if on_fanout is not None:
                 on_fanout(time.perf_counter() - started)
 
@@ -139,8 +144,9 @@ class Fanout:
         of one each. Clients that a broadcast skips or excludes get their own
         selection.
         """
+        targets = batch[0][1]
         special: set[Client] = set()
-        for _, skip, _, exclude in batch:
+        for _, _, skip, _, exclude in batch:
             if skip is not None:
                 special.add(skip)
             if exclude:
@@ -153,7 +159,7 @@ class Fanout:
         slow: list[tuple[Client, str]] = []
         n = 0
         size = len(blob)
-        for c in self._clients:
+        for c in targets:
             if c.gone or c in special:
                 continue
             tr = c.transport
@@ -171,10 +177,10 @@ class Fanout:
                 if verdict is not None:
                     slow.append((c, verdict))
         for c in special:
-            if c.gone:
+            if c.gone or c not in targets:
                 continue
             parts = []
-            for frame, skip, own, exclude in batch:
+            for frame, _, skip, own, exclude in batch:
                 if exclude and c in exclude:
                     continue
                 if c is skip:

@@ -1,29 +1,30 @@
-"""The Hub: who is connected, and getting every message to every recipient.
+"""The Hub: who is connected, who is in which channel, and getting every message there.
 
-The Hub owns the connection map (user → that user's connections). All changes to
-it happen in one loop, :meth:`Hub.run`, which consumes a single queue of
-register, unregister and inbound-message events in order. Inbound chat and
-whispers are stamped by the :class:`~chathub.cache.MessageCache` in batches
-(one Valkey round trip per batch), then handed to two delivery queues — one for
-broadcasts (chat, join, leave), one for whispers — each drained by its own task.
-Delivery writes the frame, built once, into each recipient's transport buffer and
-never awaits a client: a client whose backlog stays above ``client_queue_limit``
-for ``write_timeout`` (or passes ``client_queue_max``) is a slow consumer and is
-closed with 4002 while everyone else keeps receiving (:mod:`chathub.drain`).
+The Hub owns the connection map (user → that user's connections) and the channel
+subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to them
+happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
+subscribe, unsubscribe, unregister and inbound-message events in order, taking
+runs of the same kind as one batch (one Valkey round trip each). Inbound chat and
+whispers are stamped by the message cache, then handed to two delivery queues —
+one for channel broadcasts (chat, join, leave), one for whispers — each drained
+by its own task (:mod:`chathub.fanout`). Delivery writes the frame, built once,
+into each recipient's transport buffer and never awaits a client.
 
-Several hubs sharing one Valkey behave as one (docs/scaling.md): presence is
-kept cluster-wide by :class:`~chathub.cluster.presence.Presence`, and what other hubs
-stamp or announce arrives from the :class:`~chathub.cluster.bus.Bus` as events on the same
-queue, so it is ordered with everything else this hub does.
+Several hubs sharing one Valkey behave as one (docs/scaling.md): presence and
+channel membership are kept cluster-wide by the presence backend, and what other
+hubs stamp or announce arrives as events on the same queue
+(:mod:`chathub.cluster.relay` de-duplicates it), ordered with everything else.
 
-Callers (the connection handlers and the admin server) use :meth:`register`,
-:meth:`unregister`, :meth:`submit`, :meth:`users`, :meth:`kick`, :meth:`remote`
-and :meth:`shutdown`; they never touch the map.
+Callers (connection handlers, the admin server) use :meth:`register`,
+:meth:`subscribe`, :meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`,
+:meth:`users`, :meth:`kick`, :meth:`remote` and :meth:`shutdown`; they never
+touch the maps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from collections.abc import Callable
@@ -34,19 +35,20 @@ from . import closecodes, protocol
 from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
-from .config import HubConfig
+from .config import ChannelsConfig, HubConfig
 from .drain import drain_policy
 from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
 from .peer import Client
-from .protocol import Chat, Message, Whisper
+from .protocol import Chat, Whisper
 from .stats import HubStats
+from .subscriptions import Subscriptions
 from .tasks import spawn
 
 log = logging.getLogger("chathub.hub")
 
-#: inbound chat/whisper events that may wait for the hub loop before readers block
+#: inbound events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
 
 
@@ -55,6 +57,23 @@ class _Register:
     client: Client
     since: str | None
     done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Subscribe:
+    client: Client
+    channel: str
+    since: str | None
+    ref: str | None
+
+
+@dataclass(slots=True)
+class _Unsubscribe:
+    client: Client
+    channel: str
+    ref: str | None
+    #: why, when the server removes the client (an operator's kick from a channel)
+    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +96,13 @@ class _Remote:
 
 
 @dataclass(slots=True)
+class _Watching:
+    """The bus now listens to ``channel``: deliver what other hubs stamped there meanwhile."""
+
+    channel: str
+
+
+@dataclass(slots=True)
 class _Resync:
     """Valkey or the bus came back: write this node's presence again; after the bus
     resubscribed, also deliver what other hubs published during the gap."""
@@ -84,29 +110,38 @@ class _Resync:
     gap: bool = False
 
 
-_Event = _Register | _Unregister | _Inbound | _Remote | _Resync
+_Event = (_Register | _Subscribe | _Unsubscribe | _Unregister | _Inbound | _Remote | _Watching
+          | _Resync)
+#: event kinds taken in runs as one batch
+_BATCHED = (_Inbound, _Register, _Subscribe, _Unsubscribe)
 
 
-
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Hub:
-    """Connection registry and fan-out; see the module docstring.
+    """Connection registry, channels and fan-out; see the module docstring.
 
-    Build it with its cache and start :meth:`run` as a task before registering clients.
+    Build it with its backends and start :meth:`run` as a task before registering clients.
     """
 
     def __init__(self, cache: MessageCache, presence: Presence, cfg: HubConfig, node_id: str, *,
-                 feed: RemoteFeed | None = None,
+                 channels: ChannelsConfig | None = None, feed: RemoteFeed | None = None,
+                 watch: Callable[[str], None] = lambda _c: None,
+                 unwatch: Callable[[str], None] = lambda _c: None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  on_fanout: Callable[[float], None] | None = None) -> None:
         """Args:
             cache: ids, history and rate limits (:class:`~chathub.backends.MessageCache`).
-            presence: who is online on every hub (:class:`~chathub.backends.Presence`).
-            cfg: the ``[hub]`` section.
+            presence: who is online and in which channel on every hub
+                (:class:`~chathub.backends.Presence`).
+            cfg: the ``[hub]`` section; ``channels`` the ``[channels]`` one.
             node_id: this hub's name in the cluster.
             feed: de-duplication and gap fill of other hubs' messages (default: one
                 reading ``cache``).
+            watch, unwatch: start / stop receiving a channel's traffic from other hubs
+                (the bus); called from the loop, must not block.
             on_event: called with each event for the admin socket's subscribers
                 (``{"type": "connect", ...}``); must not block.
             on_fanout: called with the seconds each broadcast fan-out took (/metrics).
@@ -114,17 +149,23 @@ class Hub:
         self.cache = cache
         self.presence = presence
         self.cfg = cfg
+        self.channels_cfg = channels or ChannelsConfig()
         self.node_id = node_id
         self.stats = HubStats()
+        #: the channel of frames that name none: v1's one room
+        self.default_channel = self.channels_cfg.auto_join[0]
         #: user -> that user's connections, in connection order
         self._by_user: dict[str, list[Client]] = {}
         #: every registered connection
         self._clients: dict[Client, None] = {}
         self._events: asyncio.Queue[_Event] = asyncio.Queue(INBOX_LIMIT)
-        #: who is online on any hub (a mirror of Valkey's presence; see presence.py)
+        #: who is online on any hub (a mirror; exact when this hub is alone)
         self.online = Online()
         #: whether other hubs shared this Valkey at the last look
         self.clustered = False
+        #: channel subscriptions of this hub's connections
+        self.subs = Subscriptions(watch, self._unwatched)
+        self._unwatch = unwatch
         #: other hubs' messages: exactly once, in id order
         self.feed = feed or RemoteFeed(cache, node_id)
         self.on_event = on_event
@@ -139,18 +180,30 @@ class Hub:
         """Names of the users online on this hub, sorted."""
         return sorted(self._by_user)
 
-    async def users_everywhere(self) -> list[str]:
-        """Names of the users online on any hub, sorted.
+    async def users_everywhere(self, channel: str | None = None) -> list[str]:
+        """Names of the users online on any hub (in ``channel`` when given), sorted.
 
-        A hub alone answers from its mirror; in a cluster it asks Valkey, which is
+        A hub alone answers from its mirrors; in a cluster it asks Valkey, which is
         exact even while a join from another hub is still on its way.
         """
         if self.clustered:
             try:
-                return await self.presence.users()
+                if channel is None:
+                    return await self.presence.users()
+                return await self.presence.members(channel)
             except CacheUnavailable:
                 pass
-        return self.online.sorted()
+        if channel is None:
+            return self.online.sorted()
+        return list(self.subs.members(channel).sorted()) if channel in self.subs else []
+
+    async def create_channel(self, channel: str, private: bool, by: str) -> str:
+        """Create ``channel`` (an operator's command): "ok", "exists" or "full"."""
+        return await self.presence.create(channel, private, by, self.channels_cfg.max_channels)
+
+    async def channel_list(self) -> list[tuple[str, int]]:
+        """The public channels and their member counts (for ``channels``)."""
+        return [(name, n) for name, n, _private in await self.presence.channels()]
 
     def clients(self) -> list[Client]:
         """Every registered connection."""
@@ -176,6 +229,10 @@ class Hub:
         """Count a finished connection by its close reason (for stats)."""
         self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
 
+    def _unwatched(self, channel: str) -> None:
+        self.feed.drop_channel(channel)
+        self._unwatch(channel)
+
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
@@ -183,7 +240,8 @@ class Hub:
     # -- calls from connection handlers -----------------------------------------
 
     async def register(self, client: Client, since: str | None = None) -> None:
-        """Add ``client``; returns once its ``welcome`` was written.
+        """Add ``client`` and subscribe it to the auto-join channels; returns once its
+        ``welcome`` was written.
 
         Runs in the caller's task: waiting for what the welcome needs from PostgreSQL
         (bounded, see :mod:`chathub.db.archive`) happens here, never in the hub loop.
@@ -198,6 +256,17 @@ class Hub:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._events.put(_Register(client, since, done))
         await done
+
+    async def subscribe(self, client: Client, channel: str, since: str | None = None,
+                        ref: str | None = None) -> None:
+        """Queue a ``subscribe``; the client gets ``subscribed`` or an error frame."""
+        await self.cache.prepare_welcome()
+        await self._events.put(_Subscribe(client, channel, since, ref))
+
+    async def unsubscribe(self, client: Client, channel: str, ref: str | None = None,
+                          reason: str | None = None) -> None:
+        """Queue an ``unsubscribe``; the client gets ``unsubscribed`` or an error frame."""
+        await self._events.put(_Unsubscribe(client, channel, ref, reason))
 
     def unregister(self, client: Client) -> asyncio.Future[None]:
         """Remove ``client`` (its handler is ending); returns at once.
@@ -214,6 +283,10 @@ class Hub:
     def remote(self, payload: dict[str, Any]) -> None:
         """A payload from another hub; handled in order with everything else. Does not wait."""
         self._put_soon(_Remote(payload))
+
+    def watching(self, channel: str) -> None:
+        """The bus's subscription to ``channel`` took effect. Does not wait."""
+        self._put_soon(_Watching(channel))
 
     def resync(self) -> None:
         """Ask the loop to write this hub's presence to Valkey again. Does not wait."""
@@ -264,7 +337,7 @@ class Hub:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """The hub loop and its two delivery tasks; runs until cancelled."""
+        """The hub loop and its delivery tasks; runs until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.fanout.run())
             tg.create_task(self._loop())
@@ -276,53 +349,74 @@ class Hub:
         while True:
             ev = carry if carry is not None else await events.get()
             carry = None
+            batch: list[Any] = [ev]
             try:
-                if isinstance(ev, _Inbound | _Register):
+                if isinstance(ev, _BATCHED):
                     # Take the run of events of the same kind that waits behind this one.
-                    batch: list[Any] = [ev]
                     while len(batch) < batch_max and not events.empty():
                         nxt = events.get_nowait()
                         if type(nxt) is not type(ev):
                             carry = nxt
                             break
                         batch.append(nxt)
-                if isinstance(ev, _Inbound):
-                    await self._stamp(batch)
-                elif isinstance(ev, _Register):
-                    try:
-                        await self._register(batch)
-                    except BaseException:
-                        for r in batch:
-                            if not r.done.done():
-                                r.done.set_exception(RegistrationFailed(
-                                    closecodes.INTERNAL_ERROR))
-                        raise
-                elif isinstance(ev, _Unregister):
-                    try:
-                        await self._unregister(ev.client)
-                    finally:
-                        if not ev.done.done():
-                            ev.done.set_result(None)
-                elif isinstance(ev, _Remote):
-                    self._remote(ev.payload)
-                else:
-                    await self._resync()
-                    if ev.gap:
-                        await self._fill_gap()
+                await self._handle(ev, batch)
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
+                if isinstance(ev, _Register):
+                    for r in batch:
+                        if not r.done.done():
+                            r.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
+
+    async def _handle(self, ev: _Event, batch: list[Any]) -> None:
+        if isinstance(ev, _Inbound):
+            await self._stamp(batch)
+        elif isinstance(ev, _Register):
+            await self._register(batch)
+        elif isinstance(ev, _Subscribe):
+            await self._subscribe(batch)
+        elif isinstance(ev, _Unsubscribe):
+            await self._unsubscribe(batch)
+        elif isinstance(ev, _Unregister):
+            try:
+                await self._unregister(ev.client)
+            finally:
+                if not ev.done.done():
+                    ev.done.set_result(None)
+        elif isinstance(ev, _Remote):
+            self._remote(ev.payload)
+        elif isinstance(ev, _Watching):
+            await self._fill_channel(ev.channel)
+        else:
+            await self._resync()
+            if ev.gap:
+                await self._fill_gap()
 
     def _error(self, client: Client, code: str, message: str, ref: str | None,
                retry_after_ms: int | None = None) -> None:
         self.count_error(code)
         client.send(protocol.encode_error(code, message, ref, retry_after_ms))
 
+    # -- messages ---------------------------------------------------------------
+
     async def _stamp(self, batch: list[_Inbound]) -> None:
         # A client that left after sending still has its messages delivered: they were
         # read before it left, and writes to its own closed connection are skipped.
-        todo = batch
+        todo: list[_Inbound] = []
+        for ev in batch:
+            m = ev.message
+            if isinstance(m, Chat):
+                channel = m.channel or self.default_channel
+                if channel not in ev.client.channels:
+                    self._error(ev.client, protocol.NOT_SUBSCRIBED,
+                                f"subscribe to {channel} before chatting in it", m.ref)
+                    continue
+            todo.append(ev)
+        if not todo:
+            return
         outs = [Outgoing(ev.client.user, ev.message.text,
-                         ev.message.to if isinstance(ev.message, Whisper) else None) for ev in todo]
+                         ev.message.to if isinstance(ev.message, Whisper) else None,
+                         None if isinstance(ev.message, Whisper)
+                         else (ev.message.channel or self.default_channel)) for ev in todo]
         try:
             results = await self.cache.accept(outs)
         except CacheUnavailable:
@@ -359,10 +453,12 @@ class Hub:
             own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
             if msg.to is None:
                 c.chats_sent += 1
-                self.fanout.broadcast(frame, c, own)
+                self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c, own)
             else:
                 c.whispers_sent += 1
                 self.fanout.whisper(msg, frame, c, own)
+
+    # -- connections ------------------------------------------------------------
 
     async def _register(self, regs: list[_Register]) -> None:
         """Welcome a batch of new connections: one history read, one presence round trip.
@@ -377,7 +473,8 @@ class Hub:
         ready: list[tuple[_Register, Recent, bool | None]] = []
         for ev in regs:
             try:
-                welcome, recovered = await self._welcome_history(ev, recent)
+                welcome, recovered = await self._history(ev.client, self.default_channel,
+                                                         ev.since, recent, whispers=True)
             except Exception:
                 log.exception("registering %s failed", ev.client.session)
                 if not ev.done.done():
@@ -386,6 +483,8 @@ class Hub:
             if ev.since is None or recovered is False:
                 recent = welcome
             ready.append((ev, welcome, recovered))
+        if not ready:
+            return
         users = [ev.client.user for ev, _, _ in ready]
         try:
             firsts, everyone = await self.presence.connect(users)
@@ -395,41 +494,179 @@ class Hub:
         except Exception as exc:
             if not isinstance(exc, CacheUnavailable):
                 log.exception("presence: recording %d connections failed", len(users))
-            firsts = [u not in self._by_user and u not in users[:i] for i, u in enumerate(users)]
+        auto = self.channels_cfg.auto_join
+        joined = await self._join_presence(
+            [(ch, ev.client.user, False, ch == self.default_channel and self.clustered)
+             for ev, _, _ in ready for ch in auto],
+            create=True)
         now = _now_ms()
-        for (ev, welcome, recovered), first in zip(ready, firsts, strict=True):
+        for i, (ev, welcome, recovered) in enumerate(ready):
             c = ev.client
             self.online.add(c.user)
-            c.send(protocol.encode_welcome(c.user, c.session, self.online.sorted(),
-                                           welcome.messages, recovered, welcome.partial))
             self._by_user.setdefault(c.user, []).append(c)
             self._clients[c] = None
-            self.feed.welcomed(c, welcome.top)
+            members: list[str] | None = None
+            for j, ch in enumerate(auto):
+                first, listed = joined[i * len(auto) + j]
+                if ch == self.default_channel:
+                    members = listed
+                self._joined(c, ch, first, now, welcome.top if ch == self.default_channel else "")
+            if members is None:
+                members = list(self.subs.members(self.default_channel).sorted())
+            c.send(protocol.encode_welcome(c.user, c.session, members, welcome.messages,
+                                           recovered, welcome.partial, list(auto)))
+            self.feed.welcomed(c, None, welcome.top)  # its whispers up to top were recovered
             self.stats.connects += 1
-            if first:
-                self.fanout.broadcast(text_frame(protocol.encode_presence("join", c.user, now)), c)
             self._emit({"type": "connect", "user": c.user, "session": c.session,
                         "remote_addr": c.remote_addr})
             if not ev.done.done():
                 ev.done.set_result(None)
 
-    async def _welcome_history(self, ev: _Register, recent: Recent | None
-                               ) -> tuple[Recent, bool | None]:
-        """The welcome's history for one registration and its ``recovered`` flag.
+    async def _join_presence(self, subs: list[tuple[str, str, bool, bool]], create: bool
+                             ) -> list[tuple[bool, list[str] | None]]:
+        """Record subscriptions in Valkey; (first anywhere, members when asked) for each.
+        When Valkey is down, first-ness is judged from this hub's own subscribers."""
+        try:
+            joined = await self.presence.subscribe(
+                subs, create=create, max_channels=self.channels_cfg.max_channels)
+            return [(j.first, j.members) for j in joined]
+        except CacheUnavailable:
+            seen: set[tuple[str, str]] = set()
+            out = []
+            for ch, user, _, _ in subs:
+                out.append((user not in self.subs.local_users(ch) and (ch, user) not in seen, None))
+                seen.add((ch, user))
+            return out
 
-        ``recent`` is the batch's plain welcome history once read (one read per batch).
-        With ``since`` the client gets what it missed when the cache still holds it,
-        else ``recovered: false`` and the recent history. Valkey being down gives an
-        empty history (and ``recovered: false`` for a ``since``), never a refusal.
+    def _joined(self, c: Client, channel: str, first: bool, ts: int, top: str) -> None:
+        """``c`` is subscribed to ``channel`` here: bookkeeping, and ``join`` when first."""
+        self.subs.add(c, channel)
+        self.feed.welcomed(c, channel, top)
+        if first:
+            self.fanout.broadcast(
+                text_frame(protocol.encode_presence("join", c.user, ts, channel=channel)),
+                self.subs.subscribers(channel), c)
+            self._emit({"type": "join", "user": c.user, "channel": channel})
+
+    async def _history(self, client: Client, channel: str, since: str | None,
+                       recent: Recent | None, whispers: bool) -> tuple[Recent, bool | None]:
+        """A welcome's (or ``subscribed`` reply's) history of ``channel`` and its
+        ``recovered`` flag.
+
+        ``recent`` is the batch's plain history once read (one read per batch). With
+        ``since`` the client gets what it missed when the cache still holds it, else
+        ``recovered: false`` and the recent history. Valkey being down gives an empty
+        history (and ``recovered: false`` for a ``since``), never a refusal.
         """
         try:
-            if ev.since is not None:
-                missed, top = await self.cache.recover(ev.since, ev.client.user)
+            if since is not None:
+                missed, top = await self.cache.recover(since, client.user, channel, whispers)
                 if missed is not None:
                     return Recent(missed, top, False), True
-            return recent or await self.cache.recent(), (False if ev.since is not None else None)
+            return recent or await self.cache.recent(channel), (False if since is not None else None)
         except CacheUnavailable:
-            return Recent([], "", False), (False if ev.since is not None else None)
+            return Recent([], "", False), (False if since is not None else None)
+
+    # -- channels -----------------------------------------------------------------
+
+    def _may_subscribe(self, c: Client, channel: str) -> tuple[str, str] | None:
+        """The error (code, message) that refuses ``c`` the channel, or None."""
+        if protocol.is_private(channel) and not any(
+                fnmatch.fnmatchcase(channel, pattern) for pattern in c.rights):
+            return protocol.FORBIDDEN, f"{channel} is private and your token does not name it"
+        if channel not in c.channels and len(c.channels) >= self.channels_cfg.max_per_connection:
+            return (protocol.TOO_MANY_CHANNELS,
+                    f"a connection may be in at most {self.channels_cfg.max_per_connection} channels")
+        return None
+
+    async def _subscribe(self, batch: list[_Subscribe]) -> None:
+        """Subscribe a batch: one presence round trip, then a history read per channel."""
+        self.fanout.drain()  # as for a welcome: history and live frames meet exactly
+        todo: list[_Subscribe] = []
+        for ev in batch:
+            c = ev.client
+            if c.gone:
+                continue
+            refusal = self._may_subscribe(c, ev.channel)
+            if refusal is not None:
+                self._error(c, *refusal, ev.ref)
+                continue
+            todo.append(ev)
+        if not todo:
+            return
+        try:
+            joined = await self.presence.subscribe(
+                [(ev.channel, ev.client.user, protocol.is_private(ev.channel), self.clustered)
+                 for ev in todo],
+                create=self.channels_cfg.auto_create, max_channels=self.channels_cfg.max_channels)
+        except CacheUnavailable:
+            for ev in todo:
+                self._error(ev.client, protocol.UNAVAILABLE,
+                            "the message cache is unavailable; try again", ev.ref, 1000)
+            return
+        now = _now_ms()
+        recents: dict[str, Recent] = {}
+        for ev, j in zip(todo, joined, strict=True):
+            c, channel = ev.client, ev.channel
+            if j.status == "unknown":
+                self._error(c, protocol.UNKNOWN_CHANNEL, f"there is no channel {channel}", ev.ref)
+                continue
+            if j.status == "full":
+                self._error(c, protocol.TOO_MANY_CHANNELS,
+                            f"the server holds {self.channels_cfg.max_channels} channels already",
+                            ev.ref)
+                continue
+            already = channel in c.channels
+            history, recovered = await self._history(c, channel, ev.since, recents.get(channel),
+                                                     whispers=False)
+            if ev.since is None or recovered is False:
+                recents[channel] = history
+            members = j.members
+            if already:
+                # Valkey counted a second subscription of this connection: take it back.
+                spawn(self._quietly(self.presence.unsubscribe([(channel, c.user, "resubscribed")])))
+            else:
+                self._joined(c, channel, j.first, now, history.top)
+            if members is None:
+                members = list(self.subs.members(channel).sorted())
+            c.send(protocol.encode_subscribed(channel, members, history.messages, recovered,
+                                              ev.ref, history.partial))
+
+    async def _unsubscribe(self, batch: list[_Unsubscribe]) -> None:
+        todo = []
+        for ev in batch:
+            if ev.channel not in ev.client.channels:
+                if not ev.client.gone:
+                    self._error(ev.client, protocol.NOT_SUBSCRIBED,
+                                f"this connection is not in {ev.channel}", ev.ref)
+                continue
+            todo.append(ev)
+        await self._leave_channels([(ev.client, ev.channel, ev.reason or "left") for ev in todo])
+        for ev in todo:
+            ev.client.send(protocol.encode_unsubscribed(ev.channel, ev.ref, ev.reason))
+
+    async def _leave_channels(self, leaving: list[tuple[Client, str, str]]) -> None:
+        """Take connections out of channels, here and in Valkey; ``leave`` where it was the
+        user's last subscription anywhere."""
+        if not leaving:
+            return
+        last_here = [self.subs.remove(c, ch) for c, ch, _ in leaving]
+        try:
+            lasts = await self.presence.unsubscribe([(ch, c.user, r) for c, ch, r in leaving])
+        except CacheUnavailable:
+            lasts = last_here
+        now = _now_ms()
+        for (c, ch, reason), last in zip(leaving, lasts, strict=True):
+            if last:
+                self._channel_leave(ch, c.user, reason, now)
+
+    def _channel_leave(self, channel: str, user: str, reason: str, ts: int) -> None:
+        if channel in self.subs:
+            self.subs.members(channel).discard(user)
+        self.fanout.broadcast(
+            text_frame(protocol.encode_presence("leave", user, ts, reason, channel)),
+            self.subs.subscribers(channel))
+        self._emit({"type": "leave", "user": user, "channel": channel, "reason": reason})
 
     async def _unregister(self, c: Client) -> None:
         if c not in self._clients:
@@ -446,65 +683,88 @@ class Hub:
             last = await self.presence.disconnect(c.user, reason)
         except CacheUnavailable:
             last = not conns
-        if last:
+        if last:  # before the leaves go out: who reads them and asks `users` sees them gone
             self.online.discard(c.user)
-            self._leave(c.user, reason)
+        await self._leave_channels([(c, ch, reason) for ch in sorted(c.channels)])
         self._emit({"type": "disconnect", "user": c.user, "session": c.session,
                     "code": c.close_code, "reason": c.close_reason})
 
-    def _leave(self, user: str, reason: str, ts: int | None = None) -> None:
-        self.fanout.broadcast(text_frame(protocol.encode_presence("leave", user, ts or _now_ms(), reason)))
-
-    def users_left(self, users: list[str], reason: str) -> None:
-        """Announce ``users`` as gone (their hub died); called by the node watch."""
-        for u in users:
+    def users_left(self, left: list[tuple[str, str]], gone: list[str], reason: str) -> None:
+        """Another hub died: ``left`` are the (channel, user) it alone held, ``gone`` the
+        users now online nowhere; called by the node watch."""
+        now = _now_ms()
+        for u in gone:
             if u not in self._by_user:
                 self.online.discard(u)
-                self._leave(u, reason)
+        for channel, user in left:
+            if channel in self.subs and user not in self.subs.local_users(channel):
+                self._channel_leave(channel, user, reason, now)
 
     async def _resync(self) -> None:
         """Write this hub's presence to Valkey again and reload the cluster's list."""
         try:
-            everyone = await self.presence.resync({u: len(cs) for u, cs in self._by_user.items()})
+            everyone = await self.presence.resync(
+                {u: len(cs) for u, cs in self._by_user.items()}, self.subs.counts())
             self.online.replace([*everyone, *self._by_user])
         except CacheUnavailable:
             pass  # Valkey is down again; its return triggers another resync
 
+    @staticmethod
+    async def _quietly(aw: Any) -> None:
+        try:
+            await aw
+        except CacheUnavailable:
+            pass
+
+    # -- other hubs ---------------------------------------------------------------
+
     def _remote(self, p: dict[str, Any]) -> None:
         kind = p.get("k")
+        channel = p.get("c")
         if kind == "m":
+            self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))
-        elif kind == "join":
+        elif kind == "join" and channel in self.subs:
+            self.subs.members(channel).add(p["u"])
             self.online.add(p["u"])
-            if p["u"] not in self._by_user:
-                self.fanout.broadcast(text_frame(protocol.encode_presence("join", p["u"], int(p["ts"]))))
-        elif kind == "leave":
-            if p["u"] not in self._by_user:
-                self.online.discard(p["u"])
-                self._leave(p["u"], str(p.get("r") or "left"), int(p["ts"]))
+            if p["u"] not in self.subs.local_users(channel):
+                self.fanout.broadcast(text_frame(protocol.encode_presence(
+                    "join", p["u"], int(p["ts"]), channel=channel)), self.subs.subscribers(channel))
+        elif kind == "leave" and channel in self.subs:
+            if p["u"] not in self.subs.local_users(channel):
+                self._channel_leave(channel, p["u"], str(p.get("r") or "left"), int(p["ts"]))
 
-    def _deliver_remote(self, msg: Message) -> None:
+    def _deliver_remote(self, msg: Any) -> None:
         """Deliver a message another hub stamped, once, to this hub's clients."""
+        if msg.channel is not None and msg.channel not in self.subs:
+            return
         skip = self.feed.admit(msg)
         if skip is None:
             return
         frame = text_frame(protocol.encode(msg))
         if msg.to is None:
-            self.fanout.broadcast(frame, exclude=skip or None)
+            self.fanout.broadcast(frame, self.subs.subscribers(msg.channel), exclude=skip or None)
         else:
             self.fanout.whisper(msg, frame, None, frame, skip or None)
 
-    async def _fill_gap(self) -> None:
-        """Deliver what other hubs stamped while the bus was down (it is in the stream)."""
-        missed = await self.feed.missed()
-        for msg in missed:
+    async def _fill_channel(self, channel: str) -> None:
+        """The bus listens to ``channel`` now: deliver what other hubs stamped there between
+        its first local subscriber's history read and this moment."""
+        if channel not in self.subs:
+            return
+        for msg in await self.feed.missed(channel):
             self._deliver_remote(msg)
-        if missed:
-            log.info("bus gap: delivered %d messages from other hubs", len(missed))
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    async def _fill_gap(self) -> None:
+        """Deliver what other hubs stamped while the bus was down (it is in the streams)."""
+        filled = 0
+        for channel in [None, *self.subs.channels()]:
+            missed = await self.feed.missed(channel)
+            for msg in missed:
+                self._deliver_remote(msg)
+            filled += len(missed)
+        if filled:
+            log.info("bus gap: delivered %d messages from other hubs", filled)
 
 
 __all__ = ["Hub"]

@@ -12,18 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .backends import Accepted, Limited, Outgoing, Recent, Stamped, UnknownUser
+from .backends import Accepted, Joined, Limited, Outgoing, Recent, Stamped, UnknownUser
 from .bucket import TokenBucket
 from .errors import CacheUnavailable
 from .protocol import Message, before_first, parse_id
 
 
 class MemoryPresence:
-    """Who is online, for a hub that is alone."""
+    """Who is online and in which channel, for a hub that is alone."""
 
     def __init__(self) -> None:
         #: user -> open connections
         self.counts: dict[str, int] = {}
+        #: channel -> user -> subscriptions
+        self.in_channel: dict[str, dict[str, int]] = {}
+        #: channel -> private
+        self.registry: dict[str, bool] = {}
 
     async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
         firsts = []
@@ -43,8 +47,57 @@ class MemoryPresence:
     async def users(self) -> list[str]:
         return sorted(self.counts)
 
-    async def resync(self, counts: dict[str, int]) -> list[str]:
+    async def subscribe(self, subs: list[tuple[str, str, bool, bool]], *, create: bool,
+                        max_channels: int) -> list[Joined]:
+        out = []
+        for channel, user, private, want in subs:
+            if channel not in self.registry:
+                if not create:
+                    out.append(Joined("unknown", False, None))
+                    continue
+                if len(self.registry) >= max_channels:
+                    out.append(Joined("full", False, None))
+                    continue
+                self.registry[channel] = private
+            m = self.in_channel.setdefault(channel, {})
+            m[user] = m.get(user, 0) + 1
+            out.append(Joined("ok", m[user] == 1, sorted(m) if want else None))
+        return out
+
+    async def unsubscribe(self, subs: list[tuple[str, str, str]]) -> list[bool]:
+        out = []
+        for channel, user, _reason in subs:
+            m = self.in_channel.get(channel, {})
+            n = m.get(user, 0) - 1
+            if n > 0:
+                m[user] = n
+                out.append(False)
+            else:
+                m.pop(user, None)
+                out.append(True)
+        return out
+
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        if channel in self.registry:
+            return "exists"
+        if len(self.registry) >= max_channels:
+            return "full"
+        self.registry[channel] = private
+        return "ok"
+
+    async def members(self, channel: str) -> list[str]:
+        return sorted(self.in_channel.get(channel, {}))
+
+    async def channels(self, private: bool = False) -> list[tuple[str, int, bool]]:
+        return sorted((name, len(self.in_channel.get(name, {})), p)
+                      for name, p in self.registry.items() if private or not p)
+
+    async def resync(self, counts: dict[str, int],
+                     subs: dict[tuple[str, str], int] | None = None) -> list[str]:
         self.counts = dict(counts)
+        self.in_channel = {}
+        for (channel, user), n in (subs or {}).items():
+            self.in_channel.setdefault(channel, {})[user] = n
         return sorted(self.counts)
 
 
@@ -65,8 +118,10 @@ class MemoryCache:
         self.history_on_join = history_on_join
         self.rates = {"chat": (chat_rate, chat_burst), "whisper": (whisper_rate, whisper_burst)}
         self.node_id = node_id
-        #: (origin node, message), oldest first
+        #: (origin node, message), oldest first, every channel and the whispers
         self.entries: list[tuple[str, Message]] = []
+        #: the default channel (``[channels] auto_join[0]``)
+        self.default_channel = "general"
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._last = (0, 0)
         #: batches stamped by :meth:`accept` (one Valkey round trip each in the real cache)
@@ -99,44 +154,52 @@ class MemoryCache:
                 continue
             mid = self._next_id()
             msg = Message(type=kind, id=mid, from_=o.sender, text=o.text, ts=parse_id(mid)[0],
-                          to=o.to)
+                          to=o.to, channel=None if o.to else (o.channel or self.default_channel))
             self.entries.append((self.node_id, msg))
             out.append(Accepted(msg))
         return out
 
-    def _public(self) -> list[Message]:
-        return [m for _, m in self.entries if m.to is None]
+    def _in(self, channel: str | None) -> list[Message]:
+        """Messages of ``channel`` (None: whispers), oldest first."""
+        return [m for _, m in self.entries if m.channel == channel and
+                (channel is not None or m.to is not None)]
 
-    async def recent(self) -> Recent:
+    async def recent(self, channel: str | None = None) -> Recent:
         self._check()
-        public = self._public()
-        return Recent(public[-self.history_on_join:] if self.history_on_join else [],
+        msgs = self._in(channel or self.default_channel)
+        return Recent(msgs[-self.history_on_join:] if self.history_on_join else [],
                       await self.last_id(), False)
 
     async def prepare_welcome(self) -> None:
         return None
 
-    async def recover(self, since: str, user: str) -> tuple[list[Message] | None, str]:
+    async def recover(self, since: str, user: str, channel: str | None = None,
+                      whispers: bool = True) -> tuple[list[Message] | None, str]:
         self._check()
         at = parse_id(since)
         if not self.entries or at < parse_id(self.entries[0][1].id) or at > self._last:
             return None, ""
-        missed = [m for _, m in self.entries if parse_id(m.id) > at
-                  and (m.to is None or user in (m.to, m.from_))]
+        channel = channel or self.default_channel
+        missed = [m for _, m in self.entries if parse_id(m.id) > at and (
+            m.channel == channel or (whispers and m.to is not None and user in (m.to, m.from_)))]
         return missed, await self.last_id()
 
-    async def history(self, before: str | None, limit: int) -> list[Message]:
+    async def history(self, before: str | None, limit: int, channel: str | None = None
+                      ) -> list[Message]:
         self._check()
         if before is not None and before_first(before):
             return []
-        public = [m for m in self._public() if before is None or parse_id(m.id) < parse_id(before)]
-        return public[-limit:]
+        msgs = [m for m in self._in(channel or self.default_channel)
+                if before is None or parse_id(m.id) < parse_id(before)]
+        return msgs[-limit:]
 
     async def last_id(self) -> str:
         self._check()
         return f"{self._last[0]}-{self._last[1]}"
 
-    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]:
+    async def since(self, after: str, limit: int, channel: str | None = None
+                    ) -> list[tuple[str, Message]]:
         self._check()
         at = parse_id(after)
-        return [(n, m) for n, m in self.entries if parse_id(m.id) > at][:limit]
+        return [(n, m) for n, m in self.entries
+                if parse_id(m.id) > at and m.channel == channel][:limit]

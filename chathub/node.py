@@ -39,8 +39,11 @@ from .errors import CacheUnavailable, ChathubError
 from .figures import Figures
 from .hub import Hub
 from .keepalive import Keepalive
+from .keys import Keys
 from .kv import KV
+from .limits import LiveLimits, rebuild_filters
 from .metrics import Metrics
+from .tasks import spawn
 from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.node")
@@ -77,7 +80,7 @@ class Node:
         self.stopping = False
         self.metrics = Metrics(self.figures)
         self.message_flusher = MessageFlusher(
-            kv, pool, kv.key("msgs"), node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
+            kv, pool, Keys(kv.prefix).queue, node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
             history_size=cfg.cache.history_size, on_write=self.metrics.observe_pg_write,
             on_pg_change=partial(self._service_changed, "postgres"))
         self.session_flusher = SessionFlusher(
@@ -86,15 +89,20 @@ class Node:
             on_pg_change=partial(self._service_changed, "postgres"))
         self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
                                self.postgres_up)
-        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive)
+        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels)
         self.sessions = SessionRecorder(kv, node_id)
+        self.bus = Bus(kv, node_id, self._from_bus, self._bus_back,
+                       on_watching=self._bus_watching)
         self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
+                       channels=cfg.channels, watch=self.bus.watch, unwatch=self.bus.unwatch,
                        on_event=publish, on_fanout=self.metrics.observe_fanout)
         self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
-                               on_reaped=lambda _node, users: self.hub.users_left(users, CRASHED))
+                               on_reaped=lambda _node, gone, left: self.hub.users_left(
+                                   left, gone, CRASHED))
         self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick)
-        self.bus = Bus(kv, node_id, self._from_bus, self.hub.resubscribed)
         self.guard = Guard(cfg)
+        #: rate budgets and flood filter, with the override every hub shares (chathub limits)
+        self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard))
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)
@@ -103,6 +111,7 @@ class Node:
                                              self.guard)
         kv.on_change(partial(self._service_changed, "valkey"))
         kv.on_change(lambda up: self.hub.resync() if up else None)
+        kv.on_change(lambda up: spawn(self.limits.refresh()) if up else None)
         #: the listener, once :meth:`start` opened it
         self.server: Server | None = None
         #: the port actually bound (useful with port 0)
@@ -113,8 +122,14 @@ class Node:
 
     def _from_bus(self, payload: dict[str, Any]) -> None:
         """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
-        if not self.kicker.receive(payload):
+        if not self.kicker.receive(payload) and not self.limits.receive(payload):
             self.hub.remote(payload)
+
+    def _bus_back(self) -> None:
+        self.hub.resubscribed()
+
+    def _bus_watching(self, channel: str) -> None:
+        self.hub.watching(channel)
 
     def _service_changed(self, name: str, up: bool) -> None:
         self.publish({"type": f"{name}_{'up' if up else 'down'}"})
@@ -162,6 +177,7 @@ class Node:
         """Set up the streams, start the background tasks, open the listener."""
         cfg = self.cfg
         await self.cache.setup()
+        await self.limits.refresh()  # an override set earlier applies from the first message
         for flusher in (self.message_flusher, self.session_flusher):
             await flusher.setup()
         await self.nodes.beat()
@@ -174,6 +190,7 @@ class Node:
         await self.nodes.reap()
         await self.cache.warm()  # the first welcomes need no wait for PostgreSQL
         self._tasks.append(asyncio.create_task(self.nodes.run()))
+        self._tasks.append(asyncio.create_task(self.limits.run()))
         if self.keepalive is not None:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
         self.server = await serve(

@@ -45,11 +45,12 @@ class Client:
         "ws", "transport", "user", "session", "remote_addr", "user_agent", "connected_at",
         "chats_sent", "whispers_sent", "whispers_received", "frames_received", "bytes_in",
         "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone", "ping_at",
+        "channels", "rights",
         "over_since",
     )
 
     def __init__(self, ws: ServerConnection, user: str, remote_addr: str | None = None,
-                 user_agent: str | None = None) -> None:
+                 user_agent: str | None = None, rights: tuple[str, ...] = ()) -> None:
         self.ws = ws
         self.transport = ws.transport
         self.user = user
@@ -71,6 +72,10 @@ class Client:
         self.close_reason: str | None = None
         #: True once the hub stopped delivering to this client
         self.gone = False
+        #: channels this connection is subscribed to (the hub keeps it)
+        self.channels: set[str] = set()
+        #: private channels (names or glob patterns) its token lets it subscribe to
+        self.rights = rights
         #: loop time of the last keepalive ping (0.0: none yet)
         self.ping_at = 0.0
         #: monotonic seconds since which the backlog has been above client_queue_limit
@@ -133,6 +138,7 @@ class Client:
             "whispers_sent": self.whispers_sent, "whispers_received": self.whispers_received,
             "frames_received": self.frames_received, "backlog": self.backlog(),
             "over_limit_s": round(self.over_limit_s(), 1), "rate_limit_hits": self.rate_limit_hits,
+            "channels": sorted(self.channels),
         }
 
     def record(self, node_id: str, disconnected_at: int | None = None) -> dict[str, Any]:

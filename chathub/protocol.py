@@ -16,7 +16,9 @@ import msgspec
 
 from .errors import ChathubError
 
-PROTOCOL_VERSION = 1
+#: 2 adds channels (subscribe, unsubscribe, channels; a channel on chat, join, leave,
+#: users and history); every v1 frame keeps its meaning (docs/protocol.md)
+PROTOCOL_VERSION = 2
 
 #: longest ``ref`` a client may attach to a frame
 MAX_REF_CHARS = 64
@@ -27,6 +29,8 @@ DEFAULT_HISTORY_LIMIT = 50
 
 #: user names: 1-32 of A-Z a-z 0-9 _ - .
 USER_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+#: channel names: 1-64 of A-Z a-z 0-9 _ - . : after an optional "$" (private channels)
+CHANNEL_RE = re.compile(r"\$?[A-Za-z0-9_.:\-]{1,64}")
 #: message ids are Valkey stream ids: "<ms>-<seq>", each part an unsigned 64-bit integer
 ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 #: the largest value of either part of an id (Valkey's streamID is two uint64_t)
@@ -44,6 +48,10 @@ UNKNOWN_USER = "unknown_user"
 RATE_LIMITED = "rate_limited"
 BLOCKED = "blocked"
 UNAVAILABLE = "unavailable"
+NOT_SUBSCRIBED = "not_subscribed"
+FORBIDDEN = "forbidden"
+UNKNOWN_CHANNEL = "unknown_channel"
+TOO_MANY_CHANNELS = "too_many_channels"
 
 Ref = Annotated[str, msgspec.Meta(max_length=MAX_REF_CHARS)]
 
@@ -85,9 +93,11 @@ class _Base(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
 
 
 class Chat(_Base, tag="chat", frozen=True):
-    """``{"type":"chat","text":T}``: a public message."""
+    """``{"type":"chat","text":T,"channel":C?}``: a public message in channel C (default:
+    the first auto-join channel)."""
 
     text: str
+    channel: str | None = None
 
 
 class Whisper(_Base, tag="whisper", frozen=True):
@@ -98,18 +108,38 @@ class Whisper(_Base, tag="whisper", frozen=True):
 
 
 class Users(_Base, tag="users", frozen=True):
-    """``{"type":"users"}``: who is online."""
+    """``{"type":"users","channel":C?}``: who is online (in channel C when given)."""
+
+    channel: str | None = None
 
 
 class History(_Base, tag="history", frozen=True):
-    """``{"type":"history","before":ID,"limit":N}``: older public messages."""
+    """``{"type":"history","before":ID,"limit":N,"channel":C?}``: older messages of a channel."""
 
     before: str | None = None
     limit: int = DEFAULT_HISTORY_LIMIT
+    channel: str | None = None
 
 
-ClientMessage = Chat | Whisper | Users | History
-KNOWN_TYPES = ("chat", "whisper", "users", "history")
+class Subscribe(_Base, tag="subscribe", frozen=True):
+    """``{"type":"subscribe","channel":C,"since":ID?}``: join channel C."""
+
+    channel: str
+    since: str | None = None
+
+
+class Unsubscribe(_Base, tag="unsubscribe", frozen=True):
+    """``{"type":"unsubscribe","channel":C}``: leave channel C."""
+
+    channel: str
+
+
+class Channels(_Base, tag="channels", frozen=True):
+    """``{"type":"channels"}``: the public channels and how many users are in each."""
+
+
+ClientMessage = Chat | Whisper | Users | History | Subscribe | Unsubscribe | Channels
+KNOWN_TYPES = ("chat", "whisper", "users", "history", "subscribe", "unsubscribe", "channels")
 
 _decoder = msgspec.json.Decoder(ClientMessage)
 _any_decoder = msgspec.json.Decoder()
@@ -173,6 +203,10 @@ def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
         raise _explain(data, exc) from None
     except RecursionError:
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from None
+    channel = getattr(msg, "channel", None)
+    if channel is not None and not valid_channel(channel):
+        raise ProtocolError(BAD_REQUEST, "field 'channel' must be 1-64 of A-Z a-z 0-9 _ - . : "
+                            "after an optional '$'", msg.ref)
     if isinstance(msg, Chat):
         validate_text(msg.text, max_text_chars, msg.ref)
     elif isinstance(msg, Whisper):
@@ -190,7 +224,24 @@ def parse(data: str | bytes, max_text_chars: int) -> ClientMessage:
                                     "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
             if before != msg.before:
                 msg = msgspec.structs.replace(msg, before=before)
+    elif isinstance(msg, Subscribe) and msg.since is not None:
+        since = canonical_id(msg.since)
+        if since is None:
+            raise ProtocolError(BAD_REQUEST, "field 'since' must be a message id "
+                                "(two unsigned 64-bit integers, '<ms>-<seq>')", msg.ref)
+        if since != msg.since:
+            msg = msgspec.structs.replace(msg, since=since)
     return msg
+
+
+def valid_channel(name: str | None) -> bool:
+    """Whether ``name`` is an acceptable channel name (``$`` first for a private one)."""
+    return name is not None and CHANNEL_RE.fullmatch(name) is not None
+
+
+def is_private(channel: str) -> bool:
+    """Private channels start with ``$``: only tokens that name them may subscribe."""
+    return channel.startswith("$")
 
 
 def valid_user(name: str | None) -> bool:
@@ -242,6 +293,8 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     text: str = ""
     ts: int = 0
     to: str | None = None
+    #: the channel of a chat (None for a whisper)
+    channel: str | None = None
 
 
 def encode(obj: Any) -> bytes:
@@ -266,22 +319,25 @@ def encode_message(msg: Message, ref: str | None = None) -> bytes:
         return _encoder.encode(msg)
     d = msgspec.structs.asdict(msg)
     d["from"] = d.pop("from_")
-    if d["to"] is None:
-        del d["to"]
+    for key in ("to", "channel"):
+        if d[key] is None:
+            del d[key]
     d["ref"] = ref
     return _encoder.encode(d)
 
 
 def encode_welcome(user: str, session: str, users: list[str], history: list[Message],
-                   recovered: bool | None, history_partial: bool = False) -> bytes:
+                   recovered: bool | None, history_partial: bool = False,
+                   channels: list[str] | None = None) -> bytes:
     """The ``welcome`` frame, first after the upgrade.
 
-    ``history_partial`` says older messages that only PostgreSQL holds were left out
-    (it was down or slow); page back with ``history`` later.
+    ``users``, ``history`` and ``recovered`` are those of the first of ``channels``
+    (the auto-join channels). ``history_partial`` says older messages that only
+    PostgreSQL holds were left out (it was down or slow); page back with ``history``.
     """
     frame: dict[str, Any] = {
         "type": "welcome", "protocol": PROTOCOL_VERSION, "user": user, "session": session,
-        "users": users, "history": history,
+        "users": users, "history": history, "channels": channels or [],
     }
     if recovered is not None:
         frame["recovered"] = recovered
@@ -290,25 +346,68 @@ def encode_welcome(user: str, session: str, users: list[str], history: list[Mess
     return _encoder.encode(frame)
 
 
-def encode_presence(kind: str, user: str, ts: int, reason: str | None = None) -> bytes:
-    """A ``join`` or ``leave`` frame."""
+def encode_presence(kind: str, user: str, ts: int, reason: str | None = None,
+                    channel: str | None = None) -> bytes:
+    """A ``join`` or ``leave`` frame: ``user``'s first subscription to / last unsubscription
+    from ``channel`` on any hub."""
     frame: dict[str, Any] = {"type": kind, "user": user, "ts": ts}
+    if channel is not None:
+        frame["channel"] = channel
     if reason is not None:
         frame["reason"] = reason
     return _encoder.encode(frame)
 
 
-def encode_users(users: list[str], ref: str | None = None) -> bytes:
+def encode_users(users: list[str], ref: str | None = None, channel: str | None = None) -> bytes:
     """The reply to ``users``."""
     frame: dict[str, Any] = {"type": "users", "users": users}
+    if channel is not None:
+        frame["channel"] = channel
     if ref is not None:
         frame["ref"] = ref
     return _encoder.encode(frame)
 
 
-def encode_history(messages: list[Message], ref: str | None = None) -> bytes:
+def encode_history(messages: list[Message], ref: str | None = None,
+                   channel: str | None = None) -> bytes:
     """The reply to ``history``."""
     frame: dict[str, Any] = {"type": "history", "messages": messages}
+    if channel is not None:
+        frame["channel"] = channel
+    if ref is not None:
+        frame["ref"] = ref
+    return _encoder.encode(frame)
+
+
+def encode_subscribed(channel: str, users: list[str], history: list[Message],
+                      recovered: bool | None, ref: str | None,
+                      history_partial: bool = False) -> bytes:
+    """The reply to ``subscribe``: the channel's members, history and recovery, as a welcome."""
+    frame: dict[str, Any] = {"type": "subscribed", "channel": channel, "users": users,
+                             "history": history}
+    if recovered is not None:
+        frame["recovered"] = recovered
+    if history_partial:
+        frame["history_partial"] = True
+    if ref is not None:
+        frame["ref"] = ref
+    return _encoder.encode(frame)
+
+
+def encode_unsubscribed(channel: str, ref: str | None = None, reason: str | None = None) -> bytes:
+    """The reply to ``unsubscribe`` (or an operator's removal, with ``reason``)."""
+    frame: dict[str, Any] = {"type": "unsubscribed", "channel": channel}
+    if reason is not None:
+        frame["reason"] = reason
+    if ref is not None:
+        frame["ref"] = ref
+    return _encoder.encode(frame)
+
+
+def encode_channels(channels: list[tuple[str, int]], ref: str | None = None) -> bytes:
+    """The reply to ``channels``: ``[{"name": N, "users": U}, ...]`` sorted by name."""
+    frame: dict[str, Any] = {"type": "channels",
+                             "channels": [{"name": n, "users": u} for n, u in channels]}
     if ref is not None:
         frame["ref"] = ref
     return _encoder.encode(frame)

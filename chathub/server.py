@@ -12,6 +12,7 @@ or ``chathub serve`` from a shell.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
 import time
@@ -30,7 +31,10 @@ from .errors import MigrationError
 from .figures import Figures
 from .kv import KV
 from .node import Node
+from .operator import Operator
+from .reload import ConfigSource
 from .services import EmbeddedPostgres, EmbeddedValkey
+from .tasks import spawn
 
 log = logging.getLogger("chathub.server")
 
@@ -42,8 +46,11 @@ class Daemon:
     asks is answered by the node.
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, source: ConfigSource | None = None) -> None:
         self.cfg = cfg
+        #: where ``cfg`` came from, read again by a reload (None: it cannot be reloaded)
+        self.source = source
+        self._loaded = copy.deepcopy(cfg)  # as loaded, before start adjusts anything
         self.node_id = cfg.hub.node_id or default_node_id()
         #: the data-dir lock, held from the start of :meth:`start` to the end of :meth:`stop`
         self.lock: DataDirLock | None = None
@@ -55,6 +62,8 @@ class Daemon:
         self.admin = AdminServer(cfg.admin_socket, self)
         #: the hub and its collaborators, once the services are connected
         self.node: Node | None = None
+        #: search, audit, live limits and reload, once the node runs
+        self._operator: Operator | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
 
@@ -103,6 +112,8 @@ class Daemon:
         await self.kv.connect()
         self.node = Node(cfg, self.node_id, self.kv, self.pool, self.admin.publish)
         await self.node.start()
+        self._operator = Operator(cfg, self.node, self.source, self._loaded)
+        await self._operator.start()
         await self.admin.start()
         log.info("chathub %s node %s listening on ws://%s:%d/ws (admin socket %s)",
                  __version__, self.node_id, cfg.server.host, self.port, cfg.admin_socket)
@@ -139,6 +150,25 @@ class Daemon:
     async def shared_figures(self) -> dict[str, Any]:
         return await self._running().shared_figures()
 
+    async def create_channel(self, name: str, private: bool, by: str) -> str:
+        return await self._running().hub.create_channel(name, private, by)
+
+    async def channels(self) -> list[tuple[str, int, bool]]:
+        return await self._running().hub.presence.channels(private=True)
+
+    def operator(self) -> Operator:
+        """Search, audit, limits and reload (chathub.admin.moderation)."""
+        if self._operator is None:
+            raise RuntimeError("the daemon is not started")
+        return self._operator
+
+    async def reload(self, by_user: str = "SIGHUP") -> None:
+        """Reload the configuration (SIGHUP); a failure is logged and changes nothing."""
+        try:
+            await self.operator().reload(None, by_user)
+        except Exception as exc:
+            log.error("reload failed; the configuration is unchanged: %s", exc)
+
     # -- stop ---------------------------------------------------------------------------
 
     async def stop(self) -> None:
@@ -154,6 +184,8 @@ class Daemon:
             if self.node is not None:
                 await self.node.stop(deadline)
         finally:
+            if self._operator is not None:
+                await self._operator.stop(deadline)
             await self.admin.stop()
             if self.pool is not None:
                 await self.pool.close()
@@ -174,13 +206,14 @@ class Daemon:
 
 
 async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event | None = None,
-              daemon_box: list[Daemon] | None = None) -> None:
+              daemon_box: list[Daemon] | None = None, source: ConfigSource | None = None) -> None:
     """Run a daemon until SIGTERM/SIGINT (or cancellation), then stop it gracefully.
 
-    A second signal exits at once. ``ready`` is set once the listener is up;
-    ``daemon_box`` receives the :class:`Daemon` (for tests that run it in-process).
+    A second signal exits at once; SIGHUP reloads the configuration from ``source``.
+    ``ready`` is set once the listener is up; ``daemon_box`` receives the
+    :class:`Daemon` (for tests that run it in-process).
     """
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, source)
     if daemon_box is not None:
         daemon_box.append(daemon)
     stop = asyncio.Event()
@@ -196,6 +229,9 @@ async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: spawn(daemon.reload()) if daemon.node is not None else
+            log.warning("SIGHUP before the daemon started: ignored"))
     try:
         await daemon.start()
         if ready is not None:

@@ -79,7 +79,7 @@ def valkey_url(valkey_service: EmbeddedValkey | None) -> str:
     return os.environ.get("CHATHUB_TEST_VALKEY_URL") or (valkey_service.url if valkey_service else "")
 
 
-def _with_db(url: str, db: str) -> str:
+def with_db(url: str, db: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
@@ -95,7 +95,7 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    yield _with_db(pg_admin_url, name)
+    yield with_db(pg_admin_url, name)
     conn = await asyncpg.connect(pg_admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

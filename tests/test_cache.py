@@ -97,7 +97,7 @@ async def test_since_older_than_the_cache_reaches_is_not_recovered(daemon_factor
 
 async def _stream_len_at_most(d, n: int) -> bool:
     # Trimming runs after each flush; a new message triggers the next flush.
-    return await d.kv.client.xlen(d.node.cache.stream) <= n
+    return await d.kv.client.xlen(d.node.cache.keys.stream("general")) <= n
 
 
 async def test_history_paging_crosses_from_stream_to_postgres_exactly_once(daemon_factory, db):
@@ -117,7 +117,7 @@ async def test_history_paging_crosses_from_stream_to_postgres_exactly_once(daemo
         await a.chat("last")  # one more flush round trims the stream
         sent.append((await a.recv_type("chat"))["id"])
         await wait_for(lambda: _stream_len_at_most(d, 30), what="stream trimmed")
-        assert await d.kv.client.xlen(d.node.cache.stream) < 120
+        assert await d.kv.client.xlen(d.node.cache.keys.stream("general")) < 120
         got: list[str] = []
         before = None
         while True:
@@ -200,7 +200,8 @@ async def test_flush_is_idempotent_when_rows_already_exist(daemon_factory, db):
     from chathub.db import store
     from chathub.protocol import Message
 
-    half = [Message(type="chat", id=m["id"], from_="a", text=m["text"], ts=m["ts"]) for m in sent[:5]]
+    half = [Message(type="chat", id=m["id"], from_="a", text=m["text"], ts=m["ts"], channel="general")
+            for m in sent[:5]]
     await store.insert_messages(d.pool, half)
     d.node.message_flusher.kick()
     await wait_for(lambda: _eq(d.node.cache.flush_backlog(), 0), what="flushed")

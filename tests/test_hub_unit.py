@@ -20,10 +20,10 @@ from tests.helpers import wait_for
 class BrokenRecovery(MemoryCache):
     """Recovery fails for one ``since`` value, as a bug in the cache would."""
 
-    async def recover(self, since, user):
+    async def recover(self, since, user, channel=None, whispers=True):
         if since == "1-1":
             raise RuntimeError("recovery blew up")
-        return await super().recover(since, user)
+        return await super().recover(since, user, channel, whispers)
 
 
 @pytest.fixture

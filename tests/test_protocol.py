@@ -97,9 +97,9 @@ def test_message_frames_encode_as_documented():
 
 def test_welcome_and_error_frames():
     """welcome carries protocol, user, session, users, history (+recovered); error its code."""
-    w = json.loads(p.encode_welcome("u", "s", ["u"], [], True))
-    assert w == {"type": "welcome", "protocol": 1, "user": "u", "session": "s", "users": ["u"],
-                 "history": [], "recovered": True}
+    w = json.loads(p.encode_welcome("u", "s", ["u"], [], True, channels=["general"]))
+    assert w == {"type": "welcome", "protocol": 2, "user": "u", "session": "s", "users": ["u"],
+                 "history": [], "recovered": True, "channels": ["general"]}
     assert "recovered" not in json.loads(p.encode_welcome("u", "s", [], [], None))
     e = json.loads(p.encode_error("rate_limited", "slow down", "r", 120))
     assert e == {"type": "error", "code": "rate_limited", "message": "slow down", "ref": "r",

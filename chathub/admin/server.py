@@ -19,15 +19,20 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
+from ..protocol import is_private, valid_channel
+from .moderation import PEER, ModerationCommands, peer_of
+
+if TYPE_CHECKING:
+    from ..operator import Operator
 
 log = logging.getLogger("chathub.admin")
 
-ADMIN_PROTOCOL_VERSION = 1
+ADMIN_PROTOCOL_VERSION = 2
 #: events a subscriber may have waiting before new ones are dropped
 SUBSCRIBER_QUEUE = 1000
 #: seconds between pushed stats snapshots
@@ -60,14 +65,27 @@ class Control(Protocol):
         """Every live hub. Raises :class:`~chathub.errors.CacheUnavailable`."""
         ...
 
+    async def create_channel(self, name: str, private: bool, by: str) -> str:
+        """Create a channel: "ok", "exists" or "full"."""
+        ...
+
+    async def channels(self) -> list[tuple[str, int, bool]]:
+        """Every channel, private ones too: (name, members, private)."""
+        ...
+
     async def shared_figures(self) -> dict[str, Any]:
         """Figures kept in Valkey for the whole cluster: ``flush_backlog``,
         ``rate_limit_hits_cluster``, ``sessions_waiting`` (None when Valkey is down)."""
         ...
 
+    def operator(self) -> Operator:
+        """Search, audit, live limits and reload (:mod:`chathub.admin.moderation`)."""
+        ...
 
-class AdminServer:
-    """Serves the admin protocol for one daemon (``control``)."""
+
+class AdminServer(ModerationCommands):
+    """Serves the admin protocol for one daemon (``control``); the moderation commands
+    (search, audit, limits, reload) are in :mod:`chathub.admin.moderation`."""
 
     def __init__(self, path: Path, control: Control) -> None:
         self.path = Path(path)
@@ -149,6 +167,7 @@ class AdminServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        PEER.set(peer_of(writer))  # who asks, for the audit trail
         out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         pump = asyncio.create_task(self._pump(out, writer))
         ticker: asyncio.Task[None] | None = None
@@ -238,7 +257,26 @@ class AdminServer:
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
-        return {"user": user, "closed": await self.control.kick(user, reason[:200])}
+        closed = await self.control.kick(user, reason[:200])
+        await self.record("kick", user, {"reason": reason[:200], "closed": closed})
+        return {"user": user, "closed": closed}
+
+    async def cmd_channel_create(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = req["name"]
+        if not isinstance(name, str) or not valid_channel(name):
+            raise ValueError("field 'name' must be a channel name: 1-64 of A-Z a-z 0-9 _ - . : "
+                             "after an optional '$'")
+        private = is_private(name) or bool(req.get("private"))
+        if private and not is_private(name):
+            raise ValueError("a private channel's name starts with '$'")
+        result = await self.control.create_channel(name, private, "admin")
+        if result == "full":
+            raise ValueError("channels.max_channels is reached")
+        return {"name": name, "private": private, "created": result == "ok"}
+
+    async def cmd_channels(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"channels": [{"name": n, "users": u, "private": p}
+                             for n, u, p in await self.control.channels()]}
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"subscribed": True, "stats": await self.stats()}

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from .. import config as config_mod
-from ..errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
+from .channels import channel_app, list_channels
+from .common import (
+    ConfigOpt,
+    DataDirOpt,
+    SocketOpt,
+    admin_socket,
+    fail,
+    load_config,
+    run_admin,
+)
+from .moderation import moderation_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="chathub: a WebSocket chat server with an operator's console.")
-
-CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
-SOCKET_HELP = "Admin socket of the daemon (default: <data_dir>/admin.sock)."
-DATA_DIR_HELP = "Where embedded PostgreSQL/Valkey and the admin socket live."
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
-SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP)]
-DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
-
 
 def _print_version(value: bool) -> None:
     if value:
@@ -38,35 +36,6 @@ def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False) -> None:
     pass
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"chathub: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _load(path: Path | None, overrides: dict[str, Any] | None = None) -> config_mod.Config:
-    try:
-        return config_mod.load(path, overrides=overrides)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-
-
-def _socket(cfg_path: Path | None, socket: Path | None, data_dir: str | None = None) -> Path:
-    if socket is not None:
-        return socket
-    return _load(cfg_path, {"data_dir": data_dir}).admin_socket
-
-
-def _run(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    except AdminError as exc:
-        _fail(str(exc), 2)
-    except (DatabaseUnavailable, ChathubError) as exc:
-        _fail(str(exc), 1)
 
 
 @app.command()
@@ -86,22 +55,24 @@ def serve(
     from ..logs import setup_logging
     from ..server import run
 
-    cfg = _load(config, {
+    overrides = {
         "data_dir": data_dir,
         "server": {"host": host, "port": port},
         "database": {"url": database_url, "migrate": migrate or None},
         "valkey": {"url": valkey_url},
         "log": {"level": log_level, "format": log_format},
-    })
+    }
+    cfg = load_config(config, overrides)
     setup_logging(cfg.log)
     if workers != 1:
         from ..cluster.workers import serve_workers
 
         sys.exit(serve_workers(cfg, workers, config))
     from ..loop import install as install_loop
+    from ..reload import ConfigSource
 
     install_loop(cfg.server.uvloop)
-    _run(run(cfg))
+    run_admin(run(cfg, source=ConfigSource.resolve(config, overrides)))
 
 
 @app.command(name="migrate")
@@ -115,8 +86,8 @@ def migrate_cmd(
     """Bring the database schema up to date."""
     from .migrate import run_migrate
 
-    cfg = _load(config, {"data_dir": data_dir, "database": {"url": database_url}})
-    _run(run_migrate(cfg, status=status, dry_run=dry_run, echo=typer.echo))
+    cfg = load_config(config, {"data_dir": data_dir, "database": {"url": database_url}})
+    run_admin(run_migrate(cfg, status=status, dry_run=dry_run, echo=typer.echo))
 
 
 @app.command()
@@ -129,7 +100,7 @@ def kick(
     """Close every connection of USER (exit 0), or exit 1 when USER is not connected."""
     from ..admin.client import call
 
-    reply = _run(call(_socket(config, socket), "kick", user=user, reason=reason))
+    reply = run_admin(call(admin_socket(config, socket), "kick", user=user, reason=reason))
     closed = reply["closed"]
     typer.echo(f"closed {closed} connection{'s' if closed != 1 else ''} of {user}")
     raise typer.Exit(0 if closed else 1)
@@ -147,13 +118,13 @@ def status(
     from .status import render_status
 
     async def fetch() -> dict[str, Any]:
-        async with AdminClient(_socket(config, socket)) as admin:
+        async with AdminClient(admin_socket(config, socket)) as admin:
             stats = await admin.request("stats")
             if cluster:
                 stats["cluster"] = (await admin.request("cluster"))["nodes"]
             return stats
 
-    stats = _run(fetch())
+    stats = run_admin(fetch())
     stats.pop("id", None)
     stats.pop("ok", None)
     if as_json:
@@ -168,32 +139,41 @@ def dash(config: ConfigOpt = None, socket: SocketOpt = None) -> None:
     try:
         from chathub.tui.app import DashApp
     except ImportError as exc:  # pragma: no cover - tui ships with chathub
-        _fail(f"the dashboard is not installed: {exc}", 1)
-    DashApp(str(_socket(config, socket))).run()
+        fail(f"the dashboard is not installed: {exc}", 1)
+    DashApp(str(admin_socket(config, socket))).run()
 
 
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The token's subject (user name).")],
     ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d.")] = "1h",
+    channel: Annotated[list[str] | None, typer.Option(
+        "--channel", help="A private channel ($name) or pattern ($team-*) the token may "
+                          "subscribe to; repeat for more.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint an HS256 token for USER with the configured secret."""
     from ..edge.auth import TokenError, mint
 
-    cfg = _load(config)
+    cfg = load_config(config)
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         seconds = float(ttl[:-1]) * units[ttl[-1]] if ttl[-1] in units else float(ttl)
     except (ValueError, IndexError):
-        _fail(f"--ttl: cannot read {ttl!r}; use e.g. 30s, 15m, 1h, 7d", 2)
+        fail(f"--ttl: cannot read {ttl!r}; use e.g. 30s, 15m, 1h, 7d", 2)
     if len(cfg.auth.secret.encode()) < 32:
-        _fail("auth.secret must be set (at least 32 bytes) to mint tokens; "
+        fail("auth.secret must be set (at least 32 bytes) to mint tokens; "
               "set CHATHUB_AUTH_SECRET or [auth] secret", 2)
     try:
-        typer.echo(mint(user, cfg.auth.secret, seconds))
+        typer.echo(mint(user, cfg.auth.secret, seconds, tuple(channel or ())))
     except TokenError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
+
+
+app.add_typer(channel_app, name="channel")
+app.add_typer(moderation_app)
+app.command("channels")(list_channels)
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,7 +34,9 @@ from valkey.exceptions import ConnectionError as VConnectionError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
 from ..errors import CacheUnavailable, ChathubError
+from ..keys import Keys
 from ..kv import KV
+from ..tasks import spawn
 
 log = logging.getLogger("chathub.cluster.bus")
 
@@ -62,13 +64,20 @@ class Bus:
     """The subscription of one hub, and publishing from Python (kick traffic)."""
 
     def __init__(self, kv: KV, node_id: str, on_message: Callable[[dict[str, Any]], None],
-                 on_resubscribed: Callable[[], None], ping_interval: float | None = None) -> None:
-        """``ping_interval``: seconds of silence before a PING (default :data:`PING_INTERVAL`)."""
+                 on_resubscribed: Callable[[], None], ping_interval: float | None = None,
+                 on_watching: Callable[[str], None] = lambda _c: None) -> None:
+        """``ping_interval``: seconds of silence before a PING (default :data:`PING_INTERVAL`);
+        ``on_watching(channel)``: the subscription to a chat channel's traffic took effect."""
         self.kv = kv
         self.node_id = node_id
-        self.channel = kv.key("bus")
+        self.keys = Keys(kv.prefix)
+        self.channel = self.keys.bus
         self.on_message = on_message
         self.on_resubscribed = on_resubscribed
+        self.on_watching = on_watching
+        #: chat channels whose traffic this hub wants (it has subscribers in them)
+        self.watched: set[str] = set()
+        self._pubsub: Any = None
         #: whether the subscription is live
         self.subscribed = False
         self.ping_interval = PING_INTERVAL if ping_interval is None else ping_interval
@@ -82,6 +91,27 @@ class Bus:
         """Send ``payload`` (with this node as origin) to every other hub."""
         await publish(self.kv, self.node_id, payload)
 
+    def watch(self, channel: str) -> None:
+        """Start receiving ``channel``'s traffic; :attr:`on_watching` follows once it is live."""
+        self.watched.add(channel)
+        if self._pubsub is not None:
+            spawn(self._change(self._pubsub, "subscribe", channel))
+
+    def unwatch(self, channel: str) -> None:
+        """Stop receiving ``channel``'s traffic."""
+        self.watched.discard(channel)
+        if self._pubsub is not None:
+            spawn(self._change(self._pubsub, "unsubscribe", channel))
+
+    async def _change(self, pubsub: Any, verb: str, channel: str) -> None:
+        # Sent on the subscribed connection while _listen reads it (valkey-py sends and
+        # reads a pub/sub connection independently); a failure here is a lost connection,
+        # which _listen notices and answers by resubscribing to everything watched.
+        try:
+            await getattr(pubsub, verb)(self.keys.pubsub(channel))
+        except Exception as exc:  # the connection is failing: _listen will resubscribe
+            log.debug("bus: %s %s failed: %r", verb, channel, exc)
+
     async def wait_subscribed(self, timeout: float = 5.0) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
@@ -92,9 +122,10 @@ class Bus:
             # No socket timeout: a quiet channel is normal. Liveness is checked by PING.
             client = valkey.from_url(self.kv.url, decode_responses=True, socket_timeout=None,
                                      socket_connect_timeout=self.kv.timeout, health_check_interval=0)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, *(self.keys.pubsub(c) for c in self.watched))
+                self._pubsub = pubsub
                 self.subscribed = True
                 self._ready.set()
                 if not first:
@@ -112,6 +143,7 @@ class Bus:
                 log.exception("bus: unexpected error; resubscribing")
             finally:
                 self.subscribed = False
+                self._pubsub = None
                 try:
                     await pubsub.aclose()
                     await client.aclose()
@@ -140,8 +172,13 @@ class Bus:
             now = loop.time()
             if msg is not None:
                 heard, pinged = now, None
-                if msg.get("type") == "message":
+                kind = msg.get("type")
+                if kind == "message":
                     self._dispatch(msg["data"])
+                elif kind == "subscribe":
+                    channel = self.keys.channel_of(str(msg.get("channel")))
+                    if channel is not None and channel in self.watched:
+                        self.on_watching(channel)
                 continue
             if pinged is not None:
                 if now - pinged >= self.kv.timeout:

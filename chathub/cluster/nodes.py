@@ -49,7 +49,10 @@ class NodeWatch:
     """Heartbeat for this node; close-out of dead ones. Run :meth:`run` as a task."""
 
     def __init__(self, kv: KV, node_id: str, ttl: float, connections: Callable[[], int],
-                 on_reaped: Callable[[str, list[str]], None] | None = None) -> None:
+                 on_reaped: Callable[[str, list[str], list[tuple[str, str]]], None] | None = None
+                 ) -> None:
+        """``on_reaped(node, users online nowhere now, (channel, user) pairs it alone held)``
+        after a dead node was closed out."""
         self.kv = kv
         self.node_id = node_id
         self.ttl = ttl
@@ -80,7 +83,7 @@ class NodeWatch:
                 continue
             if _dead_here(node_id):
                 await self.kv.call(self.kv.client.delete, self.heartbeat_key(node_id))
-            gone, closed = await self.kv.call(
+            gone, closed, left = await self.kv.call(
                 self.kv.client.fcall, "chathub_reap", 4, self.kv.key("open", node_id),
                 self.heartbeat_key(node_id), self.kv.key("sessions"), self.nodes_key,
                 node_id, CRASHED, int(time.time() * 1000), self.kv.prefix, self.node_id)
@@ -89,8 +92,9 @@ class NodeWatch:
             log.warning("node %s is gone; closed out %d open sessions, %d users left",
                         node_id, closed, len(gone))
             reaped[node_id] = list(gone)
+            pairs = [(str(left[i]), str(left[i + 1])) for i in range(0, len(left), 2)]
             if self.on_reaped is not None:
-                self.on_reaped(node_id, list(gone))
+                self.on_reaped(node_id, list(gone), pairs)
         return reaped
 
     async def cluster(self) -> list[dict[str, object]]:
@@ -108,6 +112,8 @@ class NodeWatch:
     async def goodbye(self) -> None:
         """Remove this node's heartbeat and presence at a clean stop."""
         pipe = self.kv.client.pipeline(transaction=False)
+        # an empty resync takes this node's channel subscriptions out of the member counts
+        pipe.fcall("chathub_resync", 0, self.kv.prefix, self.node_id, "--")
         pipe.delete(self.heartbeat_key(self.node_id))
         pipe.hdel(self.nodes_key, self.node_id)
         pipe.delete(self.kv.key("conns", self.node_id))

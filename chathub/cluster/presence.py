@@ -18,6 +18,8 @@ import bisect
 import time
 from collections.abc import Iterable
 
+from ..backends import Joined
+from ..keys import Keys
 from ..kv import KV
 
 
@@ -54,12 +56,14 @@ class Online:
 
 
 class Presence:
-    """Cluster-wide presence for one node. Every method may raise CacheUnavailable."""
+    """Cluster-wide presence for one node: connections, and subscriptions to channels.
+    Every method may raise CacheUnavailable."""
 
     def __init__(self, kv: KV, node_id: str) -> None:
         self.kv = kv
         self.node_id = node_id
         self.prefix = kv.prefix
+        self.keys = Keys(kv.prefix)
 
     async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
         """Count a new connection for each of ``users``, in one round trip.
@@ -68,10 +72,9 @@ class Presence:
         and, when other hubs share this Valkey, everyone online (None when this
         hub is alone: its mirror is exact then).
         """
-        now = int(time.time() * 1000)
         pipe = self.kv.client.pipeline(transaction=False)
         for user in users:
-            pipe.fcall("chathub_connect", 0, self.prefix, self.node_id, user, now)
+            pipe.fcall("chathub_connect", 0, self.prefix, self.node_id, user)
         pipe.fcall("chathub_users", 0, self.prefix, "cluster")
         *firsts, everyone = await self.kv.call(pipe.execute)
         return [bool(x) for x in firsts], (list(everyone) if everyone else None)
@@ -79,19 +82,75 @@ class Presence:
     async def disconnect(self, user: str, reason: str) -> bool:
         """Count a closed connection of ``user``; True when it was the last anywhere."""
         last = await self.kv.call(
-            self.kv.client.fcall, "chathub_disconnect", 0, self.prefix, self.node_id, user,
-            int(time.time() * 1000), reason)
+            self.kv.client.fcall, "chathub_disconnect", 0, self.prefix, self.node_id, user)
         return bool(last)
 
     async def users(self) -> list[str]:
         """Everyone online on any node, sorted (from Valkey)."""
         return list(await self.kv.call(self.kv.client.fcall, "chathub_users", 0, self.prefix))
 
-    async def resync(self, counts: dict[str, int]) -> list[str]:
-        """Replace this node's presence with ``counts`` (user → connections here);
-        return everyone online on any node."""
+    async def subscribe(self, subs: list[Subscription], *, create: bool, max_channels: int
+                        ) -> list[Joined]:
+        """Record ``subs`` in one round trip, creating channels when ``create``.
+
+        Each is (channel, user, private, want members).
+        """
+        k, now = self.keys, int(time.time() * 1000)
+        pipe = self.kv.client.pipeline(transaction=False)
+        for channel, user, private, want in subs:
+            pipe.fcall("chathub_subscribe", 5, k.members(channel), k.channels,
+                       f"{self.prefix}subs:{self.node_id}", k.queue, k.ids, self.prefix,
+                       self.node_id, channel, user, now, "1" if create else "0", max_channels,
+                       "1" if private else "0", "1" if want else "0")
+        replies = await self.kv.call(pipe.execute)
+        return [Joined(str(r[0]), bool(r[1]), list(r[2]) if r[2] is not None else None)
+                for r in replies]
+
+    async def unsubscribe(self, subs: list[tuple[str, str, str]]) -> list[bool]:
+        """Record (channel, user, reason) unsubscriptions in one round trip; for each,
+        whether it was the user's last subscription to the channel on any hub."""
+        k, now = self.keys, int(time.time() * 1000)
+        pipe = self.kv.client.pipeline(transaction=False)
+        for channel, user, reason in subs:
+            pipe.fcall("chathub_unsubscribe", 2, k.members(channel),
+                       f"{self.prefix}subs:{self.node_id}", self.prefix, self.node_id, channel,
+                       user, now, reason)
+        return [bool(r) for r in await self.kv.call(pipe.execute)]
+
+    async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        k = self.keys
+        return str(await self.kv.call(self.kv.client.fcall, "chathub_create", 3, k.channels,
+                                      k.queue, k.ids, channel, "1" if private else "0", by,
+                                      max_channels))
+
+    async def members(self, channel: str) -> list[str]:
+        """Who is subscribed to ``channel`` on any hub, sorted."""
+        return list(await self.kv.call(self.kv.client.fcall, "chathub_members", 1,
+                                       self.keys.members(channel)))
+
+    async def channels(self, private: bool = False) -> list[tuple[str, int, bool]]:
+        """Channels that exist, sorted, as (name, members, private); public ones only
+        unless ``private``."""
+        flat = await self.kv.call(self.kv.client.fcall, "chathub_channels", 1, self.keys.channels,
+                                  self.prefix, "1" if private else "0")
+        out = [(str(flat[i]), int(flat[i + 1]), flat[i + 2] == "private")
+               for i in range(0, len(flat), 3)]
+        return sorted(out)
+
+    async def resync(self, counts: dict[str, int],
+                     subs: dict[tuple[str, str], int] | None = None) -> list[str]:
+        """Replace this node's presence with ``counts`` (user → connections here) and
+        ``subs`` ((channel, user) → connections subscribed here); return everyone online."""
         args: list[object] = []
         for user, n in counts.items():
             args += [user, n]
+        args.append("--")
+        for (channel, user), n in (subs or {}).items():
+            args += [channel, user, n]
         await self.kv.call(self.kv.client.fcall, "chathub_resync", 0, self.prefix, self.node_id, *args)
         return await self.users()
+
+
+#: (channel, user, private, want the member list)
+Subscription = tuple[str, str, bool, bool]

@@ -29,67 +29,85 @@ class StreamReader(Protocol):
 
     async def last_id(self) -> str: ...
 
-    async def since(self, after: str, limit: int) -> list[tuple[str, Message]]: ...
+    async def since(self, after: str, limit: int, channel: str | None = None
+                    ) -> list[tuple[str, Message]]: ...
 
 
 def message_of(payload: dict[str, Any]) -> Message:
-    """The message in a bus payload ``{"k": "m", "id", "f", "t", "to"?}``."""
-    return Message(type="whisper" if payload.get("to") else "chat", id=payload["id"],
-                   from_=payload["f"], text=payload["t"],
-                   ts=int(payload["id"].split("-", 1)[0]), to=payload.get("to"))
+    """The message in a bus payload ``{"k": "m", "id", "f", "t", "c"?, "to"?}``."""
+    to = payload.get("to")
+    return Message(type="whisper" if to else "chat", id=payload["id"], from_=payload["f"],
+                   text=payload["t"], ts=int(payload["id"].split("-", 1)[0]), to=to,
+                   channel=None if to else payload.get("c"))
 
 
 class RemoteFeed:
     """De-duplication and gap fill for messages from other hubs; one per hub.
 
-    ``K`` is whatever identifies a client to the hub (its connection object).
+    Each channel (and the whispers, under ``None``) has its own order: the bus
+    delivers a channel's messages in id order, so one at or below the newest
+    delivered in that channel is a duplicate. A client is any hashable the hub uses
+    for a connection.
     """
 
     def __init__(self, cache: StreamReader, node_id: str) -> None:
         self.cache = cache
         self.node_id = node_id
-        #: (ms, seq) of the newest message delivered from another hub
-        self._last: tuple[int, int] | None = None
-        #: the stream's last id when the bus first subscribed (where gap fills start)
+        #: channel (None: whispers) -> (ms, seq) of the newest message delivered in it
+        self._last: dict[str | None, tuple[int, int]] = {}
+        #: the last id when the bus first subscribed (where gap fills start)
         self._floor = "0-0"
-        #: clients that joined recently -> the stream's last id at their welcome; messages
-        #: from other hubs up to it were in their welcome already
-        self._fresh: dict[Any, tuple[int, int]] = {}
+        #: (client, channel) -> the last id at its welcome / subscribe; messages up to it
+        #: were in its history already
+        self._fresh: dict[tuple[Any, str | None], tuple[int, int]] = {}
 
     async def mark_subscribed(self) -> None:
-        """Note where the stream stood when the bus first subscribed."""
+        """Note where the streams stood when the bus first subscribed."""
         self._floor = await self.cache.last_id()
 
-    def welcomed(self, client: Any, top: str) -> None:
-        """``client`` got a welcome with history up to id ``top``."""
-        if top:
-            self._fresh[client] = parse_id(top)
+    def welcomed(self, client: Any, channel: str | None, top: str) -> None:
+        """``client`` got the history of ``channel`` up to id ``top``; a channel seen for
+        the first time starts from there."""
+        if not top:
+            return
+        at = parse_id(top)
+        self._fresh[(client, channel)] = at
+        if channel is not None and channel not in self._last:
+            self._last[channel] = at
 
     def forget(self, client: Any) -> None:
-        self._fresh.pop(client, None)
+        for key in [k for k in self._fresh if k[0] is client]:
+            del self._fresh[key]
+
+    def drop_channel(self, channel: str) -> None:
+        """No local subscriber is left in ``channel``: forget its order."""
+        self._last.pop(channel, None)
 
     def admit(self, msg: Message) -> set[Any] | None:
         """Whether to deliver ``msg``: None for a duplicate, else the clients to leave out."""
         mid = parse_id(msg.id)
-        if self._last is not None and mid <= self._last:
+        last = self._last.get(msg.channel)
+        if last is not None and mid <= last:
             return None  # already delivered (a gap fill got here first, or the reverse)
-        self._last = mid
+        self._last[msg.channel] = mid
         skip: set[Any] = set()
-        for c, floor in list(self._fresh.items()):
+        for key, floor in list(self._fresh.items()):
+            if key[1] != msg.channel:
+                continue
             if mid <= floor:
-                skip.add(c)
+                skip.add(key[0])
             else:
-                del self._fresh[c]  # every later message is new to it too
+                del self._fresh[key]  # every later message is new to it too
         return skip
 
-    async def missed(self) -> list[Message]:
-        """What other hubs stamped since the last message delivered (or since the bus first
-        subscribed): read from the stream after the bus came back. Empty when Valkey is down."""
-        after = self._floor
-        if self._last is not None:
-            after = f"{self._last[0]}-{self._last[1]}"
+    async def missed(self, channel: str | None = None) -> list[Message]:
+        """What other hubs stamped in ``channel`` (None: whispers) since the last message
+        delivered there (or since the bus first subscribed): read from the streams after
+        the bus came back. Empty when Valkey is down."""
+        last = self._last.get(channel)
+        after = self._floor if last is None else f"{last[0]}-{last[1]}"
         try:
-            entries = await self.cache.since(after, GAP_FILL_LIMIT)
+            entries = await self.cache.since(after, GAP_FILL_LIMIT, channel)
         except CacheUnavailable:
             return []
         return [msg for origin, msg in entries if origin != self.node_id]

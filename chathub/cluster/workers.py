@@ -182,6 +182,8 @@ def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: Dat
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # reload: each worker re-reads the configuration itself (docs/operations.md)
+    signal.signal(signal.SIGHUP, lambda signum, frame: sup.signal_all(signal.SIGHUP))
     log.info("starting %d workers on %s:%d", sup.count, cfg.server.host, sup.port)
     try:
         while not sup.stopping:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -40,18 +41,23 @@ ARCHIVE_DEADLINE = 2.0
 #: milliseconds a client is told to wait before asking again after ``unavailable``
 RETRY_AFTER_MS = 2000
 
-#: loads public messages older than (ms, seq) from PostgreSQL, newest first
-OlderLoader = Callable[[int, int, int], Awaitable[list[Message]]]
+#: loads a channel's messages older than (ms, seq) from PostgreSQL, newest first
+OlderLoader = Callable[[str, int, int, int], Awaitable[list[Message]]]
 
 #: the bound that stands for "older than everything": above any id Valkey issues
 _TOP = (2**64 - 1, 2**64 - 1)
+
+
+#: channels whose welcome page is kept (least recently used ones are dropped past it)
+PAGES_KEPT = 1024
 
 
 class Archive:
     """Bounded reads of PostgreSQL's history for the hub and the connections.
 
     Args:
-        load: the query (:func:`chathub.db.store.older_public` bound to a pool).
+        load: the query (:func:`chathub.db.store.older_public` bound to a pool):
+            ``load(channel, ms, seq, limit)``.
         available: whether PostgreSQL is believed up (the flushers' view); when it
             is not, reads fail at once instead of waiting for the deadline.
         page_size: messages fetched for welcomes (``history_on_join``).
@@ -65,15 +71,16 @@ class Archive:
         self.available = available
         self.page_size = page_size
         self.deadline = deadline
-        #: (bound, newest-first messages older than it, whether that was all there is)
-        self._page: tuple[tuple[int, int], list[Message], bool] | None = None
-        self._inflight: asyncio.Task[None] | None = None
+        #: channel -> (bound, newest-first messages older than it, whether that was all)
+        self._pages: OrderedDict[str, tuple[tuple[int, int], list[Message], bool]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
         #: welcome pages fetched, and reads that failed or timed out
         self.fetches = 0
         self.failures = 0
 
-    async def older(self, bound: str | None, limit: int) -> list[Message]:
-        """Up to ``limit`` public messages older than id ``bound`` (None: the newest), newest first.
+    async def older(self, channel: str, bound: str | None, limit: int) -> list[Message]:
+        """Up to ``limit`` messages of ``channel`` older than id ``bound`` (None: the newest),
+        newest first.
 
         Raises:
             DatabaseUnavailable: PostgreSQL is down, failed or did not answer within the
@@ -85,7 +92,7 @@ class Archive:
             raise DatabaseUnavailable("the message archive (PostgreSQL) is unavailable",
                                       retry_after_ms=RETRY_AFTER_MS)
         try:
-            return await asyncio.wait_for(self.load(ms, seq, limit), self.deadline)
+            return await asyncio.wait_for(self.load(channel, ms, seq, limit), self.deadline)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 DatabaseUnavailable) as exc:
             self.failures += 1
@@ -95,12 +102,15 @@ class Archive:
                     exc, TimeoutError) else "the message archive (PostgreSQL) is unavailable",
                 retry_after_ms=RETRY_AFTER_MS) from None
 
-    def page_for(self, bound: str | None, limit: int) -> list[Message] | None:
-        """Up to ``limit`` messages older than ``bound`` from the fetched page, newest first;
-        None when no fetched page covers that bound. No I/O: the hub loop calls it."""
-        if self._page is None:
+    def page_for(self, channel: str, bound: str | None, limit: int) -> list[Message] | None:
+        """Up to ``limit`` messages of ``channel`` older than ``bound`` from its fetched page,
+        newest first; None when no fetched page covers that bound. No I/O: the hub loop
+        calls it."""
+        page = self._pages.get(channel)
+        if page is None:
             return None
-        pbound, msgs, complete = self._page
+        self._pages.move_to_end(channel)
+        pbound, msgs, complete = page
         b = parse_id(bound) if bound else _TOP
         if b > pbound:
             return None  # messages between the page's bound and this one are not in it
@@ -109,22 +119,28 @@ class Archive:
             return fit[:limit]
         return None
 
-    def prefetch(self, bound: str | None) -> None:
-        """Start fetching the welcome page below ``bound`` unless a fetch is in flight."""
-        if self._inflight is None or self._inflight.done():
-            self._inflight = spawn(self._fetch(bound))
+    def prefetch(self, channel: str, bound: str | None) -> None:
+        """Start fetching ``channel``'s welcome page below ``bound`` unless one is in flight."""
+        task = self._inflight.get(channel)
+        if task is None or task.done():
+            self._inflight[channel] = spawn(self._fetch(channel, bound))
 
-    async def _fetch(self, bound: str | None) -> None:
+    async def _fetch(self, channel: str, bound: str | None) -> None:
         want = self.page_size * 2  # room for later bounds a little lower than this one
         try:
-            msgs = await self.older(bound, want)
+            msgs = await self.older(channel, bound, want)
         except DatabaseUnavailable:
             return
+        finally:
+            self._inflight.pop(channel, None)
         self.fetches += 1
-        self._page = (parse_id(bound) if bound else _TOP, msgs, len(msgs) < want)
+        self._pages[channel] = (parse_id(bound) if bound else _TOP, msgs, len(msgs) < want)
+        self._pages.move_to_end(channel)
+        while len(self._pages) > PAGES_KEPT:
+            self._pages.popitem(last=False)
 
     async def ready(self) -> None:
-        """Wait (at most the deadline) for a welcome page being fetched."""
-        task = self._inflight
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=self.deadline)
+        """Wait (at most the deadline) for the welcome pages being fetched."""
+        tasks = [t for t in self._inflight.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.deadline)

@@ -18,12 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from ..cache import FLUSH_GROUP, entry_fields, entry_to_message
 from ..errors import CacheUnavailable
+from ..keys import Keys
 from ..kv import KV
 from ..protocol import Message
 from . import store
@@ -130,13 +132,13 @@ class StreamFlusher(Generic[T]):
         if self.on_write is not None:
             self.on_write(time.perf_counter() - started, len(items))
         ids = [e[0] for e in entries]
-        await self.kv.call(self.kv.client.xack, self.stream, self.group, *ids)
-        await self.acked(ids)
+        await self.acked(ids, items)
         self.written += added
         return len(entries)
 
-    async def acked(self, ids: list[str]) -> None:
-        """Called after a batch is acknowledged (trim or delete it)."""
+    async def acked(self, ids: list[str], items: list[T]) -> None:
+        """The batch is in PostgreSQL: acknowledge it (and delete or trim what it may)."""
+        await self.kv.call(self.kv.client.xack, self.stream, self.group, *ids)
 
     async def run(self) -> None:
         """Flush until :meth:`stop`; then drain what is left while both servers answer."""
@@ -184,8 +186,21 @@ class StreamFlusher(Generic[T]):
         return False
 
 
-class MessageFlusher(StreamFlusher[Message]):
-    """The message stream into ``messages``; trims the stream after each batch."""
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    """A channel created in Valkey, on its way to the ``channels`` table."""
+
+    name: str
+    private: bool
+    #: epoch ms
+    created_at: int
+    created_by: str | None
+
+
+class MessageFlusher(StreamFlusher[Message | ChannelRecord]):
+    """The flush queue into ``messages`` and ``channels``; then deletes the batch from the
+    queue (acknowledge and delete in one MULTI, so no entry is left acknowledged but kept)
+    and trims the history streams it touched to ``history_size``."""
 
     group = FLUSH_GROUP
     name = "message flusher"
@@ -193,16 +208,36 @@ class MessageFlusher(StreamFlusher[Message]):
     def __init__(self, *args: Any, history_size: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.history_size = history_size
+        self.keys = Keys(self.kv.prefix)
 
-    def decode(self, entries: list[Any]) -> list[Message]:
-        return [entry_to_message(e) for e in entries]
+    def decode(self, entries: list[Any]) -> list[Message | ChannelRecord]:
+        out: list[Message | ChannelRecord] = []
+        for e in entries:
+            d = entry_fields(e)
+            if d.get("k") == "channel":
+                out.append(ChannelRecord(d["c"], d.get("p") == "1",
+                                         int(str(e[0]).split("-", 1)[0]), d.get("by") or None))
+            else:
+                out.append(entry_to_message(e))
+        return out
 
-    async def write(self, items: list[Message]) -> int:
-        return await store.insert_messages(self.pool, items)
+    async def write(self, items: list[Message | ChannelRecord]) -> int:
+        channels = [(c.name, c.private, c.created_at, c.created_by) for c in items
+                    if isinstance(c, ChannelRecord)]
+        if channels:
+            await store.insert_channels(self.pool, channels)
+        return await store.insert_messages(self.pool, [m for m in items if isinstance(m, Message)])
 
-    async def acked(self, ids: list[str]) -> None:
-        await self.kv.call(self.kv.client.fcall, "chathub_trim", 1, self.stream,
-                           self.history_size, self.group)
+    async def acked(self, ids: list[str], items: list[Message | ChannelRecord]) -> None:
+        pipe = self.kv.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, *ids)
+        pipe.xdel(self.stream, *ids)
+        await self.kv.call(pipe.execute)
+        streams = {self.keys.stream(m.channel) if m.channel else self.keys.whispers
+                   for m in items if isinstance(m, Message)}
+        if streams:
+            await self.kv.call(self.kv.client.fcall, "chathub_trim", 1 + len(streams),
+                               self.keys.queue, *sorted(streams), self.history_size)
 
 
 class SessionFlusher(StreamFlusher[dict[str, Any]]):
@@ -217,5 +252,8 @@ class SessionFlusher(StreamFlusher[dict[str, Any]]):
     async def write(self, items: list[dict[str, Any]]) -> int:
         return await store.insert_sessions(self.pool, items)
 
-    async def acked(self, ids: list[str]) -> None:
-        await self.kv.call(self.kv.client.xdel, self.stream, *ids)
+    async def acked(self, ids: list[str], items: list[dict[str, Any]]) -> None:
+        pipe = self.kv.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, *ids)
+        pipe.xdel(self.stream, *ids)
+        await self.kv.call(pipe.execute)

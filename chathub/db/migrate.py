@@ -99,8 +99,9 @@ async def status(conn: asyncpg.Connection) -> Status:
     )
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every pending migration; return those applied (empty: already up to date).
+async def migrate(conn: asyncpg.Connection, target: int | None = None) -> list[Migration]:
+    """Apply every pending migration (up to version ``target`` when given); return those
+    applied (empty: already up to date).
 
     Raises:
         MigrationError: a migration failed (its transaction is rolled back) or an
@@ -109,7 +110,8 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await conn.execute(_CREATE_TABLE)
-        pending = _check(await _applied(conn), available())
+        pending = [m for m in _check(await _applied(conn), available())
+                   if target is None or m.version <= target]
         done = []
         for m in pending:
             try:

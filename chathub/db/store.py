@@ -15,7 +15,8 @@ SESSION_COLUMNS = (
     "disconnected_at", "duration_ms", "chats_sent", "whispers_sent", "whispers_received",
     "frames_received", "bytes_in", "bytes_out", "rate_limit_hits", "close_code", "close_reason",
 )
-MESSAGE_COLUMNS = ("id", "id_ms", "id_seq", "sender", "recipient", "text", "ts")
+MESSAGE_COLUMNS = ("id", "id_ms", "id_seq", "sender", "recipient", "text", "ts", "channel")
+CHANNEL_COLUMNS = ("name", "private", "created_at", "created_by")
 
 
 def _ts(ms: float | None) -> datetime | None:
@@ -60,17 +61,30 @@ async def insert_messages(pool: asyncpg.Pool, messages: Sequence[Message]) -> in
     rows = []
     for m in messages:
         ms, seq = m.id.split("-")
-        rows.append((m.id, int(ms), int(seq), m.from_, m.to, m.text, _ts(m.ts)))
+        rows.append((m.id, int(ms), int(seq), m.from_, m.to, m.text, _ts(m.ts), m.channel))
     async with pool.acquire() as conn:
         return await _copy_upsert(conn, "messages", MESSAGE_COLUMNS, rows)
+
+
+async def insert_channels(pool: asyncpg.Pool, channels: Sequence[tuple[str, bool, int, str]]) -> int:
+    """Record created channels (name, private, created_at epoch ms, created_by); a name
+    already present is left as it is."""
+    rows = [(name, private, _ts(at), by) for name, private, at, by in channels]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.executemany(
+                "INSERT INTO channels (name, private, created_at, created_by) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (name) DO NOTHING", rows)
+    return len(rows)
 
 
 #: the largest value of PostgreSQL's bigint, which holds each part of an id
 _BIGINT_MAX = 2**63 - 1
 
 
-async def older_public(pool: asyncpg.Pool, ms: int, seq: int, limit: int) -> list[Message]:
-    """Public messages strictly older than id (ms, seq), newest first.
+async def older_public(pool: asyncpg.Pool, channel: str, ms: int, seq: int, limit: int
+                       ) -> list[Message]:
+    """Messages of ``channel`` strictly older than id (ms, seq), newest first.
 
     Ids are two unsigned 64-bit integers; the columns are signed bigints. A bound past
     their range is clamped: (ms, seq) with seq past it stands for "everything at ms",
@@ -81,8 +95,8 @@ async def older_public(pool: asyncpg.Pool, ms: int, seq: int, limit: int) -> lis
     elif seq > _BIGINT_MAX:
         seq = _BIGINT_MAX
     rows = await pool.fetch(
-        "SELECT id, sender, text, id_ms FROM messages WHERE recipient IS NULL "
-        "AND (id_ms, id_seq) < ($1, $2) ORDER BY id_ms DESC, id_seq DESC LIMIT $3",
-        ms, seq, limit)
-    return [Message(type="chat", id=r["id"], from_=r["sender"], text=r["text"], ts=r["id_ms"])
-            for r in rows]
+        "SELECT id, sender, text, id_ms FROM messages WHERE channel = $1 "
+        "AND (id_ms, id_seq) < ($2, $3) ORDER BY id_ms DESC, id_seq DESC LIMIT $4",
+        channel, ms, seq, limit)
+    return [Message(type="chat", id=r["id"], from_=r["sender"], text=r["text"], ts=r["id_ms"],
+                    channel=channel) for r in rows]

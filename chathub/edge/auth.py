@@ -26,12 +26,16 @@ class TokenError(ChathubError, ValueError):
     """A token that is missing, malformed, expired or wrongly signed; the message says which."""
 
 
-def mint(user: str, secret: str, ttl_seconds: float) -> str:
-    """A token for ``user`` valid for ``ttl_seconds``."""
+def mint(user: str, secret: str, ttl_seconds: float, channels: tuple[str, ...] = ()) -> str:
+    """A token for ``user`` valid for ``ttl_seconds``; ``channels`` names the private
+    channels (or glob patterns such as ``$team-*``) it may subscribe to."""
     if not valid_user(user):
         raise TokenError(f"invalid user name {user!r}")
     now = int(time.time())
-    return jwt.encode({"sub": user, "iat": now, "exp": now + int(ttl_seconds)}, secret, ALGORITHM)
+    claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + int(ttl_seconds)}
+    if channels:
+        claims["channels"] = list(channels)
+    return jwt.encode(claims, secret, ALGORITHM)
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -49,8 +53,9 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
 
 
 def verify(token: str | None, secret: str, clock_skew: float = DEFAULT_CLOCK_SKEW,
-           now: float | None = None) -> tuple[str, float]:
-    """Return (user, expiry as epoch seconds, skew included) for a valid token.
+           now: float | None = None) -> tuple[str, float, tuple[str, ...]]:
+    """Return (user, expiry as epoch seconds with the skew, private channels) for a valid
+    token. ``channels``, when present, is a list of channel names or glob patterns.
 
     The signature is checked first (HS256 only); then every registered claim chathub
     reads is checked for its RFC 7519 type: ``sub`` a string that is a valid user name,
@@ -94,4 +99,8 @@ def verify(token: str | None, secret: str, clock_skew: float = DEFAULT_CLOCK_SKE
         raise TokenError("token is not yet valid (issued in the future)")
     if exp + clock_skew <= now:
         raise TokenError("token expired")
-    return user, exp + clock_skew
+    rights = claims.get("channels", [])
+    if not isinstance(rights, list) or not all(isinstance(r, str) and 0 < len(r) <= 65
+                                               for r in rights):
+        raise TokenError("token claim 'channels' must be a list of channel names or patterns")
+    return user, exp + clock_skew, tuple(rights)

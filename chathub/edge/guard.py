@@ -87,14 +87,15 @@ class Guard:
         if s.allowed_origins and origin is not None and origin not in s.allowed_origins:
             return self._refuse("origin", 403, f"origin {origin[:100]} is not allowed")
         expires_at = None
+        rights: tuple[str, ...] = ()
         if self.cfg.auth.mode == "token":
             try:
                 token = query_one(query, "token") or _bearer(request)
             except AmbiguousHeader as exc:
                 return self._refuse("auth", 401, str(exc))
             try:
-                user, expires_at = auth.verify(token, self.cfg.auth.secret,
-                                               self.cfg.auth.clock_skew)
+                user, expires_at, rights = auth.verify(token, self.cfg.auth.secret,
+                                                       self.cfg.auth.clock_skew)
             except auth.TokenError as exc:
                 return self._refuse("auth", 401, str(exc))
             since = query_one(query, "since")
@@ -109,7 +110,8 @@ class Guard:
             return bad
         assert user_ok is not None
         return Admission(user_ok, since, f"{ip}",
-                         (first_header(request.headers, "User-Agent") or "")[:256], expires_at)
+                         (first_header(request.headers, "User-Agent") or "")[:256], expires_at,
+                         rights)
 
     def open_per_ip(self) -> dict[str, int]:
         """Open connections by remote address (addresses with none are not kept)."""

@@ -38,6 +38,8 @@ class Admission:
     user_agent: str | None
     #: epoch seconds when the token expires (token mode), else None
     expires_at: float | None = None
+    #: private channels (names or glob patterns) the token lets the user subscribe to
+    rights: tuple[str, ...] = ()
 
 
 def respond(status: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8",

@@ -1,0 +1,121 @@
+"""Moderation commands on the admin socket: search, audit, limits, reload.
+
+:class:`ModerationCommands` is mixed into :class:`~chathub.admin.server.AdminServer`;
+its commands ask the daemon's :class:`~chathub.operator.Operator` (through
+``control.operator()``). Every command that changes something is recorded in the
+audit trail with the Unix user of the socket's peer, read from the accepted
+socket with ``SO_PEERCRED`` when the connection opens (:data:`PEER`).
+docs/admin-protocol.md is the reader's version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from ..db.search import SearchQuery, SearchTimeout
+from ..errors import CacheUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    from ..operator import Operator
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of an admin connection (None: unknown)."""
+
+    uid: int | None = None
+    user: str | None = None
+    pid: int | None = None
+
+
+#: a peer whose credentials could not be read
+NOBODY = Peer()
+#: the peer of the admin connection whose request is being served (set per connection)
+PEER: contextvars.ContextVar[Peer] = contextvars.ContextVar("chathub_admin_peer", default=NOBODY)
+
+
+def peer_of(writer: asyncio.StreamWriter) -> Peer:
+    """The credentials of a Unix socket's peer (``SO_PEERCRED``; Linux)."""
+    sock = writer.get_extra_info("socket")
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or opt is None:
+        return Peer()
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, opt,
+                                                             struct.calcsize("3i")))
+    except OSError:
+        return Peer()
+    try:
+        name: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = None
+    return Peer(uid, name, pid)
+
+
+class ModerationCommands:
+    """``cmd_*`` handlers for the moderation commands; needs ``self.control.operator()``."""
+
+    control: Any
+
+    def _operator(self) -> Operator:
+        return self.control.operator()  # type: ignore[no-any-return]
+
+    async def record(self, action: str, target: str | None, arguments: dict[str, Any]) -> None:
+        """Record an action asked on this admin connection in the audit trail."""
+        peer = PEER.get()
+        await self._operator().audit.record(action, target, arguments, peer.uid, peer.user)
+
+    async def cmd_search(self, req: dict[str, Any]) -> dict[str, Any]:
+        q = SearchQuery.from_request(req)
+        try:
+            return await self._operator().search(q)
+        except SearchTimeout as exc:
+            raise ValueError(str(exc)) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ValueError(f"search needs PostgreSQL, which is unavailable "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+    async def cmd_audit(self, req: dict[str, Any]) -> dict[str, Any]:
+        since, limit = req.get("since"), req.get("limit", 100)
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+            raise TypeError("field 'since' must be an integer (epoch ms)")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError("field 'limit' must be an integer from 1 to 1000")
+        return await self._operator().audit.list(since, limit)
+
+    async def cmd_limits(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._operator().limits.show()
+
+    async def cmd_limits_set(self, req: dict[str, Any]) -> dict[str, Any]:
+        values = req["values"]
+        if not isinstance(values, dict):
+            raise TypeError("field 'values' must be an object, e.g. {\"chat_rate\": 2}")
+        try:
+            await self._operator().limits.set(values)
+        except CacheUnavailable:
+            raise ValueError("Valkey is unavailable; the limits were not changed") from None
+        await self.record("limits_set", None, {"values": values})
+        return self._operator().limits.show()
+
+    async def cmd_limits_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            await self._operator().limits.reset()
+        except CacheUnavailable:
+            raise ValueError("Valkey is unavailable; the limits were not changed") from None
+        await self.record("limits_reset", None, {})
+        return self._operator().limits.show()
+
+    async def cmd_reload(self, req: dict[str, Any]) -> dict[str, Any]:
+        peer = PEER.get()
+        try:
+            return await self._operator().reload(peer.uid, peer.user)
+        except ConfigError as exc:
+            raise ValueError(f"configuration not reloaded: {exc}") from None

@@ -1,0 +1,49 @@
+"""What every command shares: the common options, loading the config, reaching the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from .. import config as config_mod
+from ..errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
+
+CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
+SOCKET_HELP = "Admin socket of the daemon (default: <data_dir>/admin.sock)."
+DATA_DIR_HELP = "Where embedded PostgreSQL/Valkey and the admin socket live."
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
+SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP)]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"chathub: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+    try:
+        return config_mod.load(path, overrides=overrides)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def admin_socket(cfg_path: Path | None, socket: Path | None, data_dir: str | None = None) -> Path:
+    if socket is not None:
+        return socket
+    return load_config(cfg_path, {"data_dir": data_dir}).admin_socket
+
+
+def run_admin(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except AdminError as exc:
+        fail(str(exc), 2)
+    except (DatabaseUnavailable, ChathubError) as exc:
+        fail(str(exc), 1)

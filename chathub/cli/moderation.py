@@ -1,0 +1,288 @@
+"""``chathub search | audit | limits | reload``: moderation over the admin socket.
+
+Each command checks its input here (exit 2 with one line), asks the daemon one
+question and prints the answer for people (rich) or as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..protocol import ID_RE
+from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
+
+#: search, audit, limits and reload; joined to the chathub command by cli/app.py
+moderation_app = typer.Typer()
+
+JSON_HELP = "Print JSON."
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """``--since``: a duration back from now (30s, 15m, 2h, 7d, 1w) or an ISO date/time
+    (2024-05-01, 2024-05-01T12:00, UTC unless it names an offset); epoch ms.
+
+    Raises:
+        ValueError: neither.
+    """
+    now = time.time() if now is None else now
+    m = _DURATION_RE.fullmatch(text.strip())
+    if m:
+        return int((now - float(m.group(1)) * _UNITS[m.group(2)]) * 1000)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"cannot read {text!r}; use a duration (30m, 2h, 7d) "
+                         "or a date (2024-05-01, 2024-05-01T12:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _since_ms(since: str | None) -> int | None:
+    if since is None:
+        return None
+    try:
+        return parse_since(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+
+
+def _strip(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- search -------------------------------------------------------------------------------
+
+
+def render_hits(result: dict[str, Any], console: Console) -> None:
+    """Hits as a table, matched words in bold; then what is not searchable yet."""
+    hits = result["hits"]
+    table = Table(title=f"{len(hits)} hit{'s' if len(hits) != 1 else ''}, newest first")
+    for col in ("id", "channel", "from", "time (UTC)", "text"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        text = Text(h["text"])
+        for a, b in h["marks"]:
+            text.stylize("bold", a, b)
+        sender = h["from"] + (f" → {h['to']}" if h.get("to") else "")
+        table.add_row(h["id"], h["channel"], sender, _when(h["ts"]), text)
+    console.print(table)
+    if result.get("next_before"):
+        console.print(f"more: --before {result['next_before']}")
+    unflushed = result.get("unflushed")
+    if unflushed is None:
+        console.print("messages not yet written to PostgreSQL are not searchable "
+                      "(how many is unknown: Valkey is unavailable)")
+    elif unflushed:
+        console.print(f"{unflushed} newest message{'s are' if unflushed != 1 else ' is'} "
+                      "not yet searchable (not yet written to PostgreSQL)")
+    else:
+        console.print("every message is written to PostgreSQL; newer ones are not yet searchable "
+                      "until they are (about a second)")
+
+
+@moderation_app.command()
+def search(
+    words: Annotated[str, typer.Argument(help='Words to find: all must occur; "a phrase", '
+                                              "a or b, -excluded.")],
+    user: Annotated[str | None, typer.Option(help="Only messages sent by USER.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only messages in CHANNEL.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only newer: 30m, 2h, 7d or 2024-05-01.")] = None,
+    limit: Annotated[int, typer.Option(help="Hits per page, 1-200.")] = 20,
+    before: Annotated[str | None, typer.Option(help="Only older than this message id (next page).")] = None,
+    whispers: Annotated[bool, typer.Option("--whispers", help="Also search whispers.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Search the message history in PostgreSQL, newest first."""
+    from ..admin.client import call
+
+    if not words.strip():
+        fail("WORDS: give at least one word", 2)
+    if not 1 <= limit <= 200:
+        fail(f"--limit: must be 1-200, got {limit}", 2)
+    if before is not None and not ID_RE.fullmatch(before):
+        fail(f"--before: {before!r} is not a message id (like 1717000000000-0)", 2)
+    fields: dict[str, Any] = {"words": words, "limit": limit, "whispers": whispers}
+    for name, value in (("user", user), ("channel", channel), ("before", before),
+                        ("since", _since_ms(since))):
+        if value is not None:
+            fields[name] = value
+    result = _strip(run_admin(call(admin_socket(config, socket), "search", **fields)))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        render_hits(result, Console())
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+@moderation_app.command()
+def audit(
+    since: Annotated[str | None, typer.Option(help="Only newer: 30m, 2h, 7d or 2024-05-01.")] = None,
+    limit: Annotated[int, typer.Option(help="Actions to list, 1-1000.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """List the operator actions recorded (kick, limits, reload), newest first."""
+    from ..admin.client import call
+
+    if not 1 <= limit <= 1000:
+        fail(f"--limit: must be 1-1000, got {limit}", 2)
+    fields: dict[str, Any] = {"limit": limit}
+    since_ms = _since_ms(since)
+    if since_ms is not None:
+        fields["since"] = since_ms
+    result = _strip(run_admin(call(admin_socket(config, socket), "audit", **fields)))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    table = Table(title="admin actions, newest first")
+    for col in ("time (UTC)", "action", "target", "by", "arguments"):
+        table.add_column(col, overflow="fold")
+    for a in result["actions"]:
+        by = f"{a.get('by_user') or '?'} ({a['by_uid']})" if a.get("by_uid") is not None \
+            else str(a.get("by_user") or "?")
+        args = json.dumps(a["arguments"], ensure_ascii=False)
+        if a.get("waiting"):
+            args += "  [not yet in PostgreSQL]"
+        table.add_row(_when(a["at"]), a["action"], a.get("target") or "", by, args)
+    console.print(table)
+    if not result.get("postgres", True):
+        console.print("PostgreSQL is unavailable: only actions not yet written there are listed")
+
+
+# -- limits -------------------------------------------------------------------------------
+
+limits_app = typer.Typer(help="Show or change the rate budgets and the flood filter on every hub.",
+                         invoke_without_command=True, no_args_is_help=False)
+moderation_app.add_typer(limits_app, name="limits")
+
+
+def render_limits(result: dict[str, Any], console: Console) -> None:
+    table = Table(title="limits (every hub)")
+    for col in ("limit", "in force", "config", "override"):
+        table.add_column(col)
+    for key, value in result["limits"].items():
+        over = result["override"].get(key)
+        table.add_row(key, f"{value:g}", f"{result['config'][key]:g}",
+                      "" if over is None else f"{over:g}")
+    console.print(table)
+
+
+def _show(reply: dict[str, Any], as_json: bool) -> None:
+    result = _strip(reply)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        render_limits(result, Console())
+
+
+@limits_app.callback()
+def limits_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Show the chat, whisper and request budgets and the flood filter in force."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"json": as_json, "config": config, "socket": socket}
+        return
+    from ..admin.client import call
+
+    _show(run_admin(call(admin_socket(config, socket), "limits")), as_json)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["chat_rate=2", "chat_burst=4"]`` as a mapping, each value checked.
+
+    Raises:
+        ValueError: not KEY=VALUE, an unknown key or an impossible value (one line).
+    """
+    from ..limits import parse_value
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{pair!r} is not KEY=VALUE (e.g. chat_rate=2)")
+        out[key.strip()] = parse_value(key.strip(), value)
+    return out
+
+
+@limits_app.command("set")
+def limits_set(
+    ctx: typer.Context,
+    pairs: Annotated[list[str], typer.Argument(
+        help="KEY=VALUE: chat_rate, chat_burst, whisper_rate, whisper_burst, request_rate, "
+             "request_burst, flood_repeats, flood_window.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Apply limits on every hub now; they survive restarts until 'chathub limits reset'."""
+    from ..admin.client import call
+
+    parent = ctx.obj or {}
+    try:
+        values = parse_assignments(pairs)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    sock = admin_socket(config or parent.get("config"), socket or parent.get("socket"))
+    _show(run_admin(call(sock, "limits_set", values=values)), as_json or parent.get("json", False))
+
+
+@limits_app.command("reset")
+def limits_reset(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Drop the override: every hub returns to the limits of its configuration."""
+    from ..admin.client import call
+
+    parent = ctx.obj or {}
+    sock = admin_socket(config or parent.get("config"), socket or parent.get("socket"))
+    _show(run_admin(call(sock, "limits_reset")), as_json or parent.get("json", False))
+
+
+# -- reload -------------------------------------------------------------------------------
+
+
+@moderation_app.command()
+def reload(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    config: ConfigOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Re-read the daemon's configuration file (as SIGHUP does); say what applied."""
+    from ..admin.client import call
+
+    result = _strip(run_admin(call(admin_socket(config, socket), "reload")))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo("applied: " + (", ".join(result["applied"]) or "nothing changed that can change live"))
+    if result["ignored"]:
+        typer.echo("left as they were (restart to apply): " + ", ".join(result["ignored"]))
