@@ -17,18 +17,21 @@ from chathub.client import (
     Chat,
     ChatClient,
     ConnectionLost,
+    Forbidden,
     Gap,
     Kicked,
+    NotSubscribed,
     Overflow,
     RateLimited,
     Refused,
+    Subscribed,
     Terminated,
     TooLong,
-    UnknownType,
     UnknownUser,
     Welcome,
     Whisper,
 )
+from chathub.client.tracker import id_key
 from tests.helpers import Chatter
 
 #: seconds a test waits for an expected event before failing
@@ -93,16 +96,32 @@ async def test_server_errors_are_raised_as_typed_exceptions(daemon_factory):
         assert await c.users() == ["alice"]
 
 
-async def test_subscribe_against_a_protocol_v1_server_is_a_typed_unknown_type(daemon):
-    """PROTOCOL v1: subscribe/unsubscribe get unknown_type. With protocol v2 these calls
-    succeed; tests/test_client_v2.py covers them against a fake v2 server."""
-    async with ChatClient(url(daemon.port), user="alice") as c:
-        with pytest.raises(UnknownType):
-            await c.subscribe("ops")
-        with pytest.raises(UnknownType):
-            await c.unsubscribe("ops")
-        assert c.channels == []
-        assert (await c.chat("still here")).text == "still here"
+async def test_channels_subscribe_chat_history_and_unsubscribe(daemon):
+    """Protocol v2 on a real daemon: a channel's messages reach its subscribers only."""
+    async with ChatClient(url(daemon.port), user="alice") as alice, \
+            ChatClient(url(daemon.port), user="bob") as bob:
+        welcome = await next_of(alice, Welcome)
+        assert welcome.protocol >= 2 and welcome.channels[0] == "general"
+        sub = await alice.subscribe("ops")
+        assert sub.channel == "ops" and sub.users == ["alice"] and alice.channels == ["ops"]
+        with pytest.raises(NotSubscribed):
+            await bob.chat("let me in", channel="ops")
+        await bob.subscribe("ops")
+        sent = await alice.chat("deploying", channel="ops")
+        assert sent.channel == "ops"
+        got = await next_of(bob, Chat)
+        assert (got.id, got.channel, got.text) == (sent.id, "ops", "deploying")
+        assert alice.since("ops") == sent.id and alice.since() != sent.id
+        assert await bob.users(channel="ops") == ["alice", "bob"]
+        assert [m.id async for m in bob.history(channel="ops")] == [sent.id]
+        with pytest.raises(Forbidden):
+            await alice.subscribe("$secret")  # private channels need a token that names them
+        await alice.unsubscribe("ops")
+        assert alice.channels == []
+        with pytest.raises(NotSubscribed):
+            await alice.unsubscribe("ops")
+        # the default channel needs no channel field and is where v1 clients talk
+        assert (await alice.chat("hello")).channel == "general"
 
 
 async def test_history_pages_back_to_the_first_message(daemon_factory):
@@ -141,39 +160,49 @@ async def test_kicked_yields_a_terminal_event_and_does_not_reconnect(daemon):
 
 
 async def test_reconnects_after_the_daemon_is_killed_without_duplicates_or_gaps(spawn):
-    """SIGKILL, restart on the same port: the client resumes with ?since= and every
-    message arrives exactly once."""
+    """SIGKILL, restart on the same port: the client resumes the default channel with
+    ?since= and its channel "ops" with its own since; every message arrives once."""
     proc = await spawn()
     backoff = Backoff(initial=0.2, cap=0.5)
-    async with ChatClient(url(proc.port), user="alice", backoff=backoff) as alice:
-        ids: list[str] = []
+
+    async def bob_says(*lines: tuple[str | None, str]) -> list[str]:
         async with await Chatter.connect(proc.port, "bob") as bob:
-            for i in range(3):
-                await bob.chat(f"before {i}")
+            await bob.send(type="subscribe", channel="ops")
+            await bob.recv_type("subscribed")
+            ids = []
+            for channel, text in lines:
+                await bob.chat(text, **({"channel": channel} if channel else {}))
                 ids.append((await bob.recv_type("chat"))["id"])
+            return ids
+
+    async with ChatClient(url(proc.port), user="alice", backoff=backoff) as alice:
+        await alice.subscribe("ops")
+        ids = await bob_says((None, "before 0"), ("ops", "ops before"), (None, "before 1"))
         got = [(await next_of(alice, Chat)).id for _ in range(3)]
+        since = {None: alice.since(), "ops": alice.since("ops")}
+        assert since == {None: ids[2], "ops": ids[1]}
         proc.kill()
         lost = await next_of(alice, ConnectionLost)
         assert lost.code is None  # no close frame: the daemon vanished
         await proc.start()
-        async with await Chatter.connect(proc.port, "bob") as bob:
-            for i in range(3):
-                await bob.chat(f"after {i}")
-                ids.append((await bob.recv_type("chat"))["id"])
-        # the rest arrive recovered in the welcome, live, or both: each once
-        seen: list[str] = []
+        ids += await bob_says(("ops", "ops after"), (None, "after 0"), (None, "after 1"))
+        # the rest arrive recovered (welcome, subscribed), live, or both: each once
         events: list[Any] = []
-        while len(got) + len(seen) < 6:
-            ev = await next_of(alice, Welcome, Chat, Gap)
+        while len(got) < len(ids):
+            ev = await next_of(alice, Welcome, Subscribed, Chat, Gap)
             events.append(ev)
             if isinstance(ev, Welcome):
                 assert ev.reconnected and ev.recovered is True
-                seen += [m.id for m in ev.history]
+                got += [m.id for m in ev.history]
+            elif isinstance(ev, Subscribed):
+                assert ev.channel == "ops" and ev.recovered is True
+                got += [m.id for m in ev.history]
             elif isinstance(ev, Chat):
-                seen.append(ev.id)
+                got.append(ev.id)
         assert not [e for e in events if isinstance(e, Gap)]
-        assert got + seen == ids
+        assert sorted(got, key=id_key) == sorted(ids, key=id_key) and len(set(got)) == len(got)
         assert (await alice.chat("back")).from_ == "alice"
+        assert alice.channels == ["ops"]
 
 
 async def test_a_gap_the_server_cannot_recover_is_reported(daemon):

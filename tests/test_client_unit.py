@@ -4,7 +4,6 @@ per-channel tracker, the bounded event buffer and the backoff. No sockets."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import pytest
@@ -23,7 +22,7 @@ def test_every_server_frame_of_protocol_v1_decodes_to_its_event():
     welcome = events.decode(protocol.encode_welcome("alice", "s1", ["alice", "bob"], [msg], True))
     assert welcome == events.Welcome(user="alice", session="s1", users=["alice", "bob"],
                                      history=[events.Chat(id="5-1", from_="bob", text="hi", ts=7)],
-                                     recovered=True, protocol=1)
+                                     recovered=True, protocol=protocol.PROTOCOL_VERSION)
     chat = events.decode(protocol.encode_message(msg, ref="r1"))
     assert (chat.id, chat.from_, chat.text, chat.ts, chat.ref, chat.channel) == ("5-1", "bob", "hi", 7, "r1", None)
     w = protocol.Message(type="whisper", id="6-0", from_="bob", text="psst", ts=8, to="alice")
@@ -40,13 +39,20 @@ def test_every_server_frame_of_protocol_v1_decodes_to_its_event():
 
 
 def test_channel_frames_of_protocol_v2_decode():
-    """subscribed/unsubscribed/channels and a chat's channel field are read already."""
-    sub = events.decode(json.dumps({"type": "subscribed", "channel": "ops", "recovered": True,
-                                    "history": [{"type": "chat", "id": "1-1", "from": "a", "text": "x",
-                                                 "ts": 1, "channel": "ops"}], "ref": "r"}))
-    assert isinstance(sub, events.Subscribed) and sub.history[0].channel == "ops"
-    assert events.decode('{"type":"unsubscribed","channel":"ops"}') == events.Unsubscribed(channel="ops")
-    assert events.decode('{"type":"channels","channels":["a","b"]}').channels == ["a", "b"]
+    """subscribed/unsubscribed/channels and the channel fields, from the server's encoders."""
+    m = protocol.Message(type="chat", id="1-1", from_="a", text="x", ts=1, channel="ops")
+    welcome = events.decode(protocol.encode_welcome("a", "s", [], [m], None, channels=["general", "ops"]))
+    assert welcome.channels == ["general", "ops"] and welcome.history[0].channel == "ops"
+    sub = events.decode(protocol.encode_subscribed("ops", ["a", "b"], [m], True, "r"))
+    assert sub == events.Subscribed(channel="ops", users=["a", "b"], recovered=True, ref="r",
+                                    history=[events.Chat(id="1-1", from_="a", text="x", ts=1, channel="ops")])
+    assert events.decode(protocol.encode_unsubscribed("ops", "r2", "deleted")) == events.Unsubscribed(
+        channel="ops", ref="r2", reason="deleted")
+    chans = events.decode(protocol.encode_channels([("general", 3), ("ops", 1)]))
+    assert chans.channels == [events.ChannelInfo(name="general", users=3), events.ChannelInfo(name="ops", users=1)]
+    assert events.decode(protocol.encode_presence("join", "b", 2, channel="ops")).channel == "ops"
+    assert events.decode(protocol.encode_users(["b"], "r3", "ops")).channel == "ops"
+    assert events.decode(protocol.encode_history([m], "r4", "ops")).channel == "ops"
 
 
 @pytest.mark.parametrize("text, kind", [
@@ -71,7 +77,8 @@ def test_known_frames_with_extra_fields_still_decode():
     ("too_long", errors.TooLong), ("unknown_user", errors.UnknownUser),
     ("rate_limited", errors.RateLimited), ("blocked", errors.Blocked),
     ("unavailable", errors.Unavailable), ("forbidden", errors.Forbidden),
-    ("not_subscribed", errors.NotSubscribed),
+    ("not_subscribed", errors.NotSubscribed), ("unknown_channel", errors.UnknownChannel),
+    ("too_many_channels", errors.TooManyChannels),
 ])
 def test_each_error_code_has_its_class_under_chat_error(code, cls):
     exc = errors.error_for(code, "why", 2500)
@@ -84,7 +91,8 @@ def test_every_error_code_the_server_sends_has_a_class():
     """The codes the server's protocol module defines are all covered."""
     server_codes = {protocol.BAD_REQUEST, protocol.UNKNOWN_TYPE, protocol.TOO_LONG,
                     protocol.UNKNOWN_USER, protocol.RATE_LIMITED, protocol.BLOCKED,
-                    protocol.UNAVAILABLE}
+                    protocol.UNAVAILABLE, protocol.NOT_SUBSCRIBED, protocol.FORBIDDEN,
+                    protocol.UNKNOWN_CHANNEL, protocol.TOO_MANY_CHANNELS}
     assert server_codes <= set(errors.BY_CODE)
 
 
@@ -107,6 +115,9 @@ def test_tracker_drops_repeats_per_channel_and_keeps_the_highest_id_as_since():
     assert t.since("ops") == "9-10"
     # the same id in another channel is another message
     assert t.admit(_chat("10-1", "ops"))
+    # v2 names the default channel; its messages resume with ?since= like v1's
+    t.default = "general"
+    assert not t.admit(_chat("10-1", "general")) and t.since("general") == t.since(None) == "10-1"
     # whispers count in the default channel (the server recovers them with ?since=)
     assert not t.admit(events.Whisper(id="10-1", from_="a", to="b", text="t", ts=1))
     assert [m.id for m in t.fresh([_chat("10-0"), _chat("11-0"), _chat("11-0")])] == ["11-0"]

@@ -29,6 +29,7 @@ from chathub.client import (
     Shutdown,
     Subscribed,
     Unknown,
+    UnknownType,
     Welcome,
 )
 from tests.test_client import next_of
@@ -51,6 +52,8 @@ class FakeV2:
         #: also send the message at ``since`` again (a server whose recovery overlaps)
         self.overlap = True
         self.new_connection = asyncio.Event()
+        #: answer subscribe/unsubscribe as a protocol v1 server: unknown_type
+        self.v1 = False
 
     def stamp(self, channel: str | None, text: str, frm: str = "srv") -> dict[str, Any]:
         m = {"type": "chat", "id": f"{next(self.ids)}-0", "from": frm, "text": text, "ts": 1}
@@ -84,7 +87,10 @@ class FakeV2:
                 f = json.loads(data)
                 got.append(f)
                 ref = f.get("ref")
-                if f["type"] == "subscribe":
+                if self.v1 and f["type"] in ("subscribe", "unsubscribe"):
+                    await ws.send(json.dumps({"type": "error", "code": "unknown_type", "ref": ref,
+                                              "message": f"unknown type {f['type']!r}"}))
+                elif f["type"] == "subscribe":
                     ch = f["channel"]
                     reply = {"type": "subscribed", "channel": ch, "ref": ref,
                              "history": [] if self.lose_history else self.after(ch, f.get("since")),
@@ -190,6 +196,20 @@ async def test_a_channel_the_server_cannot_recover_is_reported_as_a_gap(fake):
         await server.restart_connections()
         gap = await next_of(c, Gap)
         assert gap == Gap(channel="ops", since=first.id)
+
+
+async def test_subscribe_against_a_protocol_v1_server_is_a_typed_unknown_type(fake):
+    """A v1 daemon answers subscribe/unsubscribe with unknown_type: UnknownType, and
+    the channel is not remembered for reconnects."""
+    server, url = fake
+    server.v1 = True
+    async with ChatClient(url, user="alice") as c:
+        with pytest.raises(UnknownType):
+            await c.subscribe("ops")
+        with pytest.raises(UnknownType):
+            await c.unsubscribe("ops")
+        assert c.channels == []
+        assert (await c.chat("still here")).text == "still here"
 
 
 async def test_a_frame_of_an_unknown_type_is_yielded_not_dropped(fake):

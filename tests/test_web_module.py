@@ -126,8 +126,13 @@ async def test_the_module_connects_sends_and_receives_from_another_site(daemon, 
         # typed errors: the server's code, and v2 frames refused by a v1 server
         err = await page.evaluate("hub.whisper('nobody', 'hi').catch(e => [e.name, e.code])")
         assert err == ["ChatHubError", "unknown_user"]
-        err = await page.evaluate("hub.subscribe('ops').catch(e => e.code)")
-        assert err == "unknown_type"  # PROTOCOL v1: with channels this resolves
+        # channels (protocol v2): subscribe, a message in the channel, refusals typed
+        assert (await page.evaluate("hub.subscribe('ops')"))["channel"] == "ops"
+        ops = await page.evaluate("hub.chat('in ops', {channel: 'ops'})")
+        assert ops["channel"] == "ops" and await page.evaluate("hub.lastId('ops')") == ops["id"]
+        err = await page.evaluate("hub.chat('x', {channel: 'elsewhere'}).catch(e => e.code)")
+        assert err == "not_subscribed"
+        assert await page.evaluate("hub.lastId()") == got[-1]["id"]  # the default channel's
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -30,12 +30,15 @@ from .errors import (
     ServerError,
     Terminated,
     TooLong,
+    TooManyChannels,
     Unavailable,
+    UnknownChannel,
     UnknownType,
     UnknownUser,
 )
 from .events import (
     Banned,
+    ChannelInfo,
     Channels,
     Chat,
     Closed,
@@ -62,8 +65,8 @@ __all__ = [
     "Backoff", "ChatClient",
     "BadRequest", "Blocked", "ChatError", "Disconnected", "Forbidden", "NotConnected",
     "NotSubscribed", "RateLimited", "Refused", "ReplyTimeout", "ServerError", "Terminated",
-    "TooLong", "Unavailable", "UnknownType", "UnknownUser",
-    "Banned", "Channels", "Chat", "Closed", "ConnectionLost", "Error", "Event", "Gap",
+    "TooLong", "TooManyChannels", "Unavailable", "UnknownChannel", "UnknownType", "UnknownUser",
+    "Banned", "ChannelInfo", "Channels", "Chat", "Closed", "ConnectionLost", "Error", "Event", "Gap",
     "History", "Join", "Kicked", "Leave", "Message", "Overflow", "Shutdown", "Subscribed",
     "Unknown", "Unsubscribed", "Users", "Welcome", "Whisper",
 ]

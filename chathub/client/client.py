@@ -273,12 +273,15 @@ class ChatClient:
         UnknownType.
         """
         since = since or self._tracker.since(channel)
+        reply = await self._subscribe(channel, since)
+        self._channels.setdefault(channel, since)
+        return reply
+
+    async def _subscribe(self, channel: str, since: str | None) -> Subscribed:
         frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
         if since is not None:
             frame["since"] = since
-        reply = await self._request(frame, Subscribed)
-        self._channels.setdefault(channel, since)
-        return reply
+        return await self._request(frame, Subscribed)
 
     async def unsubscribe(self, channel: str) -> Unsubscribed:
         """Protocol v2: stop receiving ``channel``. A protocol v1 server raises UnknownType."""
@@ -469,6 +472,8 @@ class ChatClient:
 
     def _on_welcome(self, ev: Welcome) -> None:
         reconnected = self.welcome is not None
+        if ev.channels:
+            self._tracker.default = ev.channels[0]
         if ev.recovered is False:  # start this view over: what was missed is out of reach
             self._tracker.view(None).reset()
         ev = msgspec.structs.replace(ev, history=self._tracker.fresh(list(ev.history)),
@@ -481,14 +486,18 @@ class ChatClient:
         self._buffer.put(ev)
         if self._welcomed is not None and not self._welcomed.done():
             self._welcomed.set_result(ev)
-        if self._channels:
-            self._resubscriber = asyncio.create_task(self._resubscribe())
+        # the other auto-joined channels are joined again by the server, but only a
+        # subscribe can carry their since: ask again where something was seen
+        resume = {ch: None for ch in ev.channels[1:] if self._tracker.since(ch)}
+        resume.update(self._channels)
+        if resume:
+            self._resubscriber = asyncio.create_task(self._resubscribe(resume))
 
-    async def _resubscribe(self) -> None:
+    async def _resubscribe(self, channels: dict[str, str | None]) -> None:
         """After a reconnect: subscribe every channel again, each from its own ``since``."""
-        for channel, first_since in list(self._channels.items()):
+        for channel, first_since in channels.items():
             try:
-                await self.subscribe(channel, self._tracker.since(channel) or first_since)
+                await self._subscribe(channel, self._tracker.since(channel) or first_since)
             except (Disconnected, NotConnected, ReplyTimeout):
                 return  # the next connection tries again
             except Exception as exc:  # a typed ServerError: tell the application

@@ -11,8 +11,10 @@
         │   ├── RateLimited          rate_limited: ``retry_after`` seconds to wait
         │   ├── Blocked              blocked: refused by moderation
         │   ├── Unavailable          unavailable: nothing delivered; ``retry_after`` when known
-        │   ├── Forbidden            forbidden (v2): not allowed in that channel
-        │   └── NotSubscribed        not_subscribed (v2): the channel is not subscribed
+        │   ├── Forbidden            forbidden (v2): a private channel the token does not name
+        │   ├── NotSubscribed        not_subscribed (v2): this connection is not in the channel
+        │   ├── UnknownChannel       unknown_channel (v2): no such channel (no auto-create)
+        │   └── TooManyChannels      too_many_channels (v2): over the per-connection or server limit
         ├── Refused                  the upgrade was refused with HTTP ``status``
         ├── NotConnected             a request while the client is not connected (reconnecting)
         ├── Disconnected             the connection dropped before the reply came
@@ -94,10 +96,19 @@ class NotSubscribed(ServerError, LookupError):
     code = "not_subscribed"
 
 
-#: error code -> class; one per code of docs/protocol.md (and the channels codes)
+class UnknownChannel(ServerError, LookupError):
+    code = "unknown_channel"
+
+
+class TooManyChannels(ServerError):
+    code = "too_many_channels"
+
+
+#: error code -> class; one per code of docs/protocol.md
 BY_CODE: dict[str, type[ServerError]] = {
     cls.code: cls for cls in (BadRequest, UnknownType, TooLong, UnknownUser, RateLimited,
-                              Blocked, Unavailable, Forbidden, NotSubscribed)
+                              Blocked, Unavailable, Forbidden, NotSubscribed, UnknownChannel,
+                              TooManyChannels)
 }
 
 

@@ -6,9 +6,9 @@ of a type this version does not know, or a known type with a shape it cannot rea
 becomes :class:`Unknown` carrying the decoded JSON, so a newer server never breaks an
 older client. Field names follow docs/protocol.md; ``from`` is ``from_`` in Python.
 
-Frames of protocol v2 (channels) are read here already: ``subscribed``,
-``unsubscribed``, ``channels``, and the ``channel`` field of ``chat``. Their exact
-shape is this module's reading of the channels design; a v1 server never sends them.
+Frames of protocol v2 (channels) are read too: ``subscribed``, ``unsubscribed``,
+``channels``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
+and ``history``; a v1 server never sends them, and their fields default to None.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ class Welcome(_Frame, tag="welcome", frozen=True, kw_only=True):
     recovered: bool | None = None
     history_partial: bool = False
     protocol: int = 1
+    #: v2: the channels this connection joined at once; the first is the default channel
+    channels: list[str] = []
     reconnected: bool = False
 
 
@@ -150,22 +152,31 @@ class Subscribed(_Frame, tag="subscribed", frozen=True, kw_only=True):
     """v2: reply to ``subscribe``. ``history`` is de-duplicated like a welcome's."""
 
     channel: str
+    users: list[str] = []
     history: list[Chat] = []
     recovered: bool | None = None
     ref: str | None = None
 
 
 class Unsubscribed(_Frame, tag="unsubscribed", frozen=True, kw_only=True):
-    """v2: reply to ``unsubscribe``."""
+    """v2: reply to ``unsubscribe``, or the server ended a subscription (``reason``)."""
 
     channel: str
     ref: str | None = None
+    reason: str | None = None
+
+
+class ChannelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One public channel of a ``channels`` reply and how many users are in it."""
+
+    name: str
+    users: int = 0
 
 
 class Channels(_Frame, tag="channels", frozen=True, kw_only=True):
-    """v2: the channels this connection is subscribed to (or that exist)."""
+    """v2: reply to ``channels``: the public channels, sorted by name."""
 
-    channels: list[str]
+    channels: list[ChannelInfo]
     ref: str | None = None
 
 

@@ -1,8 +1,9 @@
 """What a client has seen, per channel: the ``since`` to resume from and de-duplication.
 Sans I/O.
 
-Channel ``None`` is the default channel; whispers count there too, because the
-server recovers a user's whispers with the connection's ``?since=``.
+Channel ``None`` is the default channel (also under its name, :attr:`Tracker.default`,
+once a protocol v2 welcome said it); whispers count there too, because the server
+recovers a user's whispers with the connection's ``?since=``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,14 @@ class Tracker:
 
     def __init__(self) -> None:
         self.views: dict[str | None, ChannelView] = {None: ChannelView()}
+        #: the default channel's name (v2 welcome ``channels[0]``); kept under None
+        self.default: str | None = None
+
+    def _key(self, channel: str | None) -> str | None:
+        return None if channel == self.default else channel
 
     def view(self, channel: str | None) -> ChannelView:
+        channel = self._key(channel)
         v = self.views.get(channel)
         if v is None:
             v = self.views[channel] = ChannelView()
@@ -77,7 +84,7 @@ class Tracker:
 
     def since(self, channel: str | None) -> str | None:
         """The id to resume ``channel`` from, or None when nothing was seen there."""
-        v = self.views.get(channel)
+        v = self.views.get(self._key(channel))
         return v.last_id if v else None
 
     def fresh(self, messages: list[Chat | Whisper]) -> list[Chat | Whisper]:

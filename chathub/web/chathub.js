@@ -108,6 +108,8 @@ export class ChatHub extends EventTarget {
     this.welcome = null;
     this._since = options.since || null;
     this._views = new Map([[KEY_DEFAULT, new ChannelView()]]);
+    /** the default channel's name (protocol v2: the welcome's first channel) */
+    this._defaultChannel = null;
     /** subscribed channel -> since given to subscribe() */
     this._channels = new Map();
     this._ws = null;
@@ -129,7 +131,7 @@ export class ChatHub extends EventTarget {
   get channels() { return Array.from(this._channels.keys()); }
   /** The id of the last message seen in `channel` (default channel when omitted). */
   lastId(channel) {
-    const v = this._views.get(channel ?? KEY_DEFAULT);
+    const v = this._views.get(this._key(channel));
     return v ? v.lastId : null;
   }
 
@@ -322,8 +324,13 @@ export class ChatHub extends EventTarget {
 
   // -- frames ---------------------------------------------------------------------
 
+  /** The views map's key: the default channel (and whispers) under KEY_DEFAULT. */
+  _key(channel) {
+    return channel == null || channel === this._defaultChannel ? KEY_DEFAULT : channel;
+  }
+
   _view(channel) {
-    const key = channel ?? KEY_DEFAULT;
+    const key = this._key(channel);
     let v = this._views.get(key);
     if (!v) this._views.set(key, (v = new ChannelView()));
     return v;
@@ -375,6 +382,8 @@ export class ChatHub extends EventTarget {
 
   _onWelcome(f) {
     const reconnected = this.welcome !== null;
+    const joined = Array.isArray(f.channels) ? f.channels.filter((c) => typeof c === "string") : [];
+    if (joined.length) this._defaultChannel = joined[0];
     if (f.recovered === false) {
       // what was missed is out of the server's reach, or our ids came from another
       // message cache: start this view over (docs/protocol.md, welcome)
@@ -388,7 +397,11 @@ export class ChatHub extends EventTarget {
     this._refusals = 0;
     if (f.recovered === false) this._emit("gap", { channel: null, since: this._sentSince });
     this._emit("welcome", welcome);
-    for (const [channel, since] of this._channels) {
+    // the other auto-joined channels are joined again by the server, but only a
+    // subscribe carries their since: ask again where something was seen
+    const resume = new Map(joined.slice(1).filter((c) => this.lastId(c)).map((c) => [c, null]));
+    for (const [channel, since] of this._channels) resume.set(channel, since);
+    for (const [channel, since] of resume) {
       this.subscribe(channel, { since: this.lastId(channel) || since }).catch((err) => {
         if (err.code !== "disconnected" && err.code !== "not_connected") this._emit("error", err);
       });
