@@ -176,20 +176,18 @@ export class ChatHub extends EventTarget {
   close(code = 1000, reason = "left") {
     this._stopped = true;
     clearTimeout(this._timer);
-    const ws = this._ws;
-    this._drop();
-    if (ws) ws.close(code, reason);
+    this._drop(code, reason);
   }
 
-  /** Forget the current socket without waiting for it. */
-  _drop() {
+  /** Forget the current socket without waiting for it, closing it with `code`. */
+  _drop(code = 1000, reason = "") {
     const old = this._ws;
     this._ws = null;
     this._ready = false;
     this._failPending("disconnected", "the connection closed before the reply came");
     if (old) {
       old.onopen = old.onmessage = old.onclose = null;
-      old.close();
+      old.close(code, reason);
     }
   }
 
