@@ -41,7 +41,7 @@ CORPUS = [
 
 def msg(ms: int, sender: str, to: str | None, text: str) -> Message:
     return Message(type="chat" if to is None else "whisper", id=f"{ms}-0", from_=sender,
-                   text=text, ts=ms, to=to)
+                   text=text, ts=ms, to=to, channel="general" if to is None else None)
 
 
 @pytest.fixture

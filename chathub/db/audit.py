@@ -88,9 +88,6 @@ class AuditFlusher(StreamFlusher[dict[str, Any]]):
         await self._resend()  # what waited in this process goes to Valkey first
         return await super().step()
 
-    async def acked(self, ids: list[str]) -> None:
-        await self.kv.call(self.kv.client.xdel, self.stream, *ids)
-
 
 class AuditLog:
     """Records operator actions for one daemon; run :attr:`flusher` beside the hub."""

@@ -49,6 +49,8 @@ class StreamFlusher(Generic[T]):
 
     group: str = ""
     name: str = "flusher"
+    #: delete entries once in PostgreSQL (queues); False keeps them (a history stream)
+    delete_acked: bool = True
 
     def __init__(self, kv: KV, pool: asyncpg.Pool, stream: str, consumer: str,
                  batch: int, interval: float, trim: Callable[[], Any] | None = None, *,
@@ -137,8 +139,15 @@ class StreamFlusher(Generic[T]):
         return len(entries)
 
     async def acked(self, ids: list[str], items: list[T]) -> None:
-        """The batch is in PostgreSQL: acknowledge it (and delete or trim what it may)."""
-        await self.kv.call(self.kv.client.xack, self.stream, self.group, *ids)
+        """The batch is in PostgreSQL: acknowledge it, and delete it from the stream when
+        :attr:`delete_acked` (in one MULTI, so no entry is left acknowledged but kept)."""
+        if not self.delete_acked:
+            await self.kv.call(self.kv.client.xack, self.stream, self.group, *ids)
+            return
+        pipe = self.kv.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, *ids)
+        pipe.xdel(self.stream, *ids)
+        await self.kv.call(pipe.execute)
 
     async def run(self) -> None:
         """Flush until :meth:`stop`; then drain what is left while both servers answer."""
@@ -229,10 +238,7 @@ class MessageFlusher(StreamFlusher[Message | ChannelRecord]):
         return await store.insert_messages(self.pool, [m for m in items if isinstance(m, Message)])
 
     async def acked(self, ids: list[str], items: list[Message | ChannelRecord]) -> None:
-        pipe = self.kv.client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, *ids)
-        pipe.xdel(self.stream, *ids)
-        await self.kv.call(pipe.execute)
+        await super().acked(ids, items)
         streams = {self.keys.stream(m.channel) if m.channel else self.keys.whispers
                    for m in items if isinstance(m, Message)}
         if streams:
@@ -252,8 +258,3 @@ class SessionFlusher(StreamFlusher[dict[str, Any]]):
     async def write(self, items: list[dict[str, Any]]) -> int:
         return await store.insert_sessions(self.pool, items)
 
-    async def acked(self, ids: list[str], items: list[dict[str, Any]]) -> None:
-        pipe = self.kv.client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, *ids)
-        pipe.xdel(self.stream, *ids)
-        await self.kv.call(pipe.execute)

@@ -41,8 +41,6 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 200
 MAX_WORDS_CHARS = 500
 #: seconds a search may take in PostgreSQL before it is cancelled
 SEARCH_TIMEOUT = 3.0
-#: the channel every message belongs to while messages have no channel column
-DEFAULT_CHANNEL = "general"
 #: the largest value of PostgreSQL's bigint, which holds each part of an id
 _BIGINT_MAX = 2**63 - 1
 
@@ -127,13 +125,6 @@ def marked_text(text: str, marks: list[list[int]]) -> str:
     return "".join(out)
 
 
-async def has_channel_column(conn: asyncpg.Connection) -> bool:
-    """Whether ``messages`` has a ``channel`` column (added by the channels migration)."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'messages'::regclass "
-        "AND attname = 'channel' AND NOT attisdropped)"))
-
-
 def _id_bound(before: str) -> tuple[int, int]:
     ms, seq = parse_id(before)
     if ms > _BIGINT_MAX:
@@ -167,9 +158,6 @@ async def _fetch(pool: asyncpg.Pool, q: SearchQuery, timeout: float) -> list[asy
         async with conn.transaction(readonly=True):
             # 0 would mean no deadline at all
             await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-            channels = await has_channel_column(conn)
-            if not channels and q.channel not in (None, DEFAULT_CHANNEL):
-                return []
             args: list[Any] = [q.words]
             # the query written out in each place, so that the planner sees a constant and
             # uses the index (a CTE holding it would hide it behind a join)
@@ -184,18 +172,17 @@ async def _fetch(pool: asyncpg.Pool, q: SearchQuery, timeout: float) -> list[asy
                 where.append("m.recipient IS NULL")
             if q.user:
                 where.append(f"m.sender = {arg(q.user)}")
-            if channels and q.channel:
-                where.append(f"coalesce(m.channel, '{DEFAULT_CHANNEL}') = {arg(q.channel)}")
+            if q.channel:
+                where.append(f"m.channel = {arg(q.channel)}")
             if q.since_ms is not None:
                 where.append(f"m.id_ms >= {arg(min(max(q.since_ms, 0), _BIGINT_MAX))}")
             if q.before is not None:
                 ms, seq = _id_bound(q.before)
                 where.append(f"(m.id_ms, m.id_seq) < ({arg(ms)}, {arg(seq)})")
-            channel = "coalesce(m.channel, 'general')" if channels else f"'{DEFAULT_CHANNEL}'"
             sql = f"""
                 WITH found AS (
                     SELECT m.id, m.id_ms, m.id_seq, m.sender, m.recipient, m.text,
-                           {channel} AS channel
+                           m.channel
                     FROM messages m
                     WHERE {' AND '.join(where)}
                     ORDER BY m.id_ms DESC, m.id_seq DESC

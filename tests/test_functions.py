@@ -1,0 +1,88 @@
+"""The Valkey functions in cache.lua, called directly on the suite's Valkey: the branches
+that end-to-end runs reach only by chance (trim with unflushed entries, recovery past its
+limit, ids past 2^53, a history page with messages still on their way to PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chathub.keys import Keys
+from chathub.kv import KV
+
+NODE = "fn-test"
+
+
+@pytest.fixture
+async def kv(valkey_url: str, key_prefix: str) -> AsyncIterator[KV]:
+    k = KV(valkey_url, 2.0, key_prefix)
+    await k.connect()
+    yield k
+    await k.close()
+
+
+async def chat(kv: KV, channel: str, text: str) -> str:
+    k = Keys(kv.prefix)
+    status, mid = await kv.client.fcall(
+        "chathub_accept_chat", 6, k.stream(channel), k.queue, k.ids, k.rate("chat", "u"),
+        k.hits, k.hits_total, 1e9, 1e9, "u", text, channel, kv.prefix, NODE, 60_000)
+    assert status == 1
+    return str(mid)
+
+
+async def test_ids_increase_across_channels_and_after_the_clock_goes_back(kv):
+    k = Keys(kv.prefix)
+    a = await chat(kv, "a", "1")
+    await kv.client.set(k.ids, "99999999999999-5")  # as if the clock had been far ahead
+    b = await chat(kv, "b", "2")
+    assert b == "99999999999999-6" and a != b
+
+
+async def test_trim_keeps_what_is_not_yet_in_postgres(kv):
+    k = Keys(kv.prefix)
+    ids = [await chat(kv, "t", f"m{i}") for i in range(10)]
+    # nothing flushed: the queue holds all ten, so trimming to 3 removes nothing
+    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 0
+    await kv.client.xdel(k.queue, *ids[:6])  # the first six reached PostgreSQL
+    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 6
+    left = [e[0] for e in await kv.client.xrange(k.stream("t"))]
+    assert left == ids[6:]
+
+
+async def test_recover_past_its_limit_or_after_a_trim_is_not_recovered(kv):
+    k = Keys(kv.prefix)
+    ids = [await chat(kv, "r", f"m{i}") for i in range(8)]
+    ok = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 10, "")
+    assert ok[0] == 1 and [e[0] for e in ok[1]] == ids[3:]
+    over = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 4, "")
+    assert over == [0]
+    await kv.client.xtrim(k.stream("r"), minid=ids[5], approximate=False)
+    lost = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 10, "")
+    assert lost == [0]
+    newer = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids,
+                                  "18446744073709551615-0", 10, "")
+    assert newer == [0]
+
+
+async def test_history_says_when_older_messages_are_still_unflushed(kv):
+    k = Keys(kv.prefix)
+    ids = [await chat(kv, "h", f"m{i}") for i in range(3)]
+    await kv.client.xdel(k.queue, *ids[1:])  # only the oldest is still on its way
+    page = await kv.client.fcall("chathub_history", 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
+    assert [e[0] for e in page[0]] == [ids[0]] and page[1] == 1
+    await kv.client.xtrim(k.stream("h"), minid=ids[1], approximate=False)
+    page = await kv.client.fcall("chathub_history", 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
+    assert page[0] == [] and page[4] == 1  # PostgreSQL does not have ids[0] yet
+    other = await kv.client.fcall("chathub_history", 3, k.stream("x"), k.ids, k.queue, ids[1], 5, "x")
+    assert other[4] == 0  # another channel's unflushed message is no reason to wait
+
+
+async def test_ids_past_two_to_the_53_compare_exactly(kv):
+    k = Keys(kv.prefix)
+    base = 2**60
+    await kv.client.xadd(k.stream("big"), {"f": "u", "t": "a", "n": NODE}, id=f"{base}-1")
+    await kv.client.xadd(k.stream("big"), {"f": "u", "t": "b", "n": NODE}, id=f"{base}-2")
+    await kv.client.set(k.ids, f"{base}-2")
+    got = await kv.client.fcall("chathub_recover", 2, k.stream("big"), k.ids, f"{base}-1", 10, "")
+    assert got[0] == 1 and [e[0] for e in got[1]] == [f"{base}-2"]
