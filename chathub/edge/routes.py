@@ -136,7 +136,10 @@ class Routes:
             ctype += "; charset=utf-8"
         csp = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
                "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
-        return respond(200, f.read_bytes(), ctype, {"Content-Security-Policy": csp})
+        extra = {"Content-Security-Policy": csp}
+        if name == "chathub.js":  # other sites import the client module; ES modules load with CORS
+            extra["Access-Control-Allow-Origin"] = "*"
+        return respond(200, f.read_bytes(), ctype, extra)
 
 
 class AmbiguousHeader(ChathubError, ValueError):

@@ -1,21 +1,17 @@
 // chathub browser client: plain JavaScript, no build step, no dependencies.
 //
-// Speaks the wire protocol of docs/protocol.md over ws(s)://<this host>/ws.
+// The page around chathub.js (the client module: connection, reconnects, `since`,
+// de-duplication, requests matched by ref). This file only draws what it reports.
 // Everything that comes from the network is put on the page with textContent
 // (never innerHTML), so a message or a name can never become markup.
-"use strict";
+import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
-(() => {
+{
   /** user names the server accepts (protocol.USER_RE) */
   const NAME_RE = /^[A-Za-z0-9_.\-]{1,32}$/;
   const NAME_RULE = "1–32 characters: letters A–Z a–z, digits 0–9, _ - or .";
   /** messages asked for per `history` page */
   const HISTORY_PAGE = 50;
-  /** first reconnect delay; doubles per failed attempt up to BACKOFF_MAX_MS (±25% jitter) */
-  const BACKOFF_MIN_MS = 500;
-  const BACKOFF_MAX_MS = 10000;
-  /** refusals in a row (server reachable, upgrade refused) before we stop retrying */
-  const REFUSALS_BEFORE_GIVING_UP = 3;
   /** px from the top of the list at which older messages are fetched */
   const LOAD_OLDER_AT_PX = 60;
   /** px from the bottom within which the list follows new messages */
@@ -40,48 +36,27 @@
     creds: null,
     /** our name, from the last welcome */
     me: null,
-    ws: null,
-    /** whether the current socket reached "open" */
-    opened: false,
+    /** the ChatHub connection (chathub.js) for these credentials */
+    hub: null,
     /** a welcome arrived at least once with these credentials */
     everConnected: false,
-    /** no automatic reconnect (kicked, left, gave up) */
-    stopped: false,
     /** why the connection dropped, for the banner while reconnecting */
     why: null,
     /** the server said it is shutting down */
     shutdownSeen: false,
-    attempt: 0,
-    refusals: 0,
-    timer: null,
-    /** highest message id seen (chat or whisper): ?since= on reconnect */
-    lastId: null,
     /** lowest message id shown: `before` of the next history page */
     oldestId: null,
+    /** ids shown on the page (history pages may overlap what is shown) */
     ids: new Set(),
-    olderRef: null,
+    /** a history page is on its way */
+    olderBusy: false,
+    /** bumped when the list is reset: a history page asked for before is dropped */
+    olderGen: 0,
     olderDone: false,
     users: [],
     /** whisper target chosen by clicking a user, or null */
     target: null,
-    /** ref -> {text, to}: sent, not yet echoed */
-    pending: new Map(),
-    seq: 0,
   };
-
-  // -- message ids --------------------------------------------------------------
-
-  /** Compare two ids "<ms>-<seq>" numerically without losing precision. */
-  function cmpId(a, b) {
-    const [am, as] = a.split("-").map(trimZeros);
-    const [bm, bs] = b.split("-").map(trimZeros);
-    return cmpDigits(am, bm) || cmpDigits(as, bs);
-  }
-  function trimZeros(s) { return s.replace(/^0+(?=\d)/, ""); }
-  function cmpDigits(a, b) {
-    if (a.length !== b.length) return a.length < b.length ? -1 : 1;
-    return a < b ? -1 : a > b ? 1 : 0;
-  }
 
   // -- small DOM helpers ----------------------------------------------------------
 
@@ -153,7 +128,8 @@
     ui.messages.replaceChildren();
     state.ids.clear();
     state.oldestId = null;
-    state.olderRef = null;
+    state.olderBusy = false;
+    state.olderGen++;
     state.olderDone = false;
     ui.olderState.textContent = "";
     ui.older.disabled = false;
@@ -182,7 +158,6 @@
 
   function noteId(id) {
     state.ids.add(id);
-    if (state.lastId === null || cmpId(id, state.lastId) > 0) state.lastId = id;
     if (state.oldestId === null || cmpId(id, state.oldestId) < 0) state.oldestId = id;
   }
 
@@ -201,7 +176,6 @@
       ui.messages.insertBefore(renderMessage(m), before);
       noteId(m.id);
       added++;
-      if (m.ref) state.pending.delete(m.ref);
     }
     if (added && (follow || list.some((m) => m && m.from === state.me))) toBottom();
     return added;
@@ -230,13 +204,14 @@
   }
 
   function loadOlder() {
-    if (state.olderRef || state.olderDone || !isOpen()) return;
-    state.olderRef = "h" + (++state.seq);
-    const frame = { type: "history", limit: HISTORY_PAGE, ref: state.olderRef };
-    if (state.oldestId) frame.before = state.oldestId;
-    state.ws.send(JSON.stringify(frame));
+    if (state.olderBusy || state.olderDone || !state.hub || !state.hub.connected) return;
+    state.olderBusy = true;
+    const gen = state.olderGen;
     ui.olderState.textContent = "Loading older messages…";
     ui.older.disabled = true;
+    state.hub.history({ before: state.oldestId || undefined, limit: HISTORY_PAGE }).then(
+      (list) => { if (gen === state.olderGen) onHistory(list); },
+      (err) => { if (gen === state.olderGen) onHistoryError(err); });
   }
 
   /** Keep fetching until the list can scroll (so "scroll up for more" can work). */
@@ -283,150 +258,95 @@
 
   // -- connection -----------------------------------------------------------------
 
-  function isOpen() { return state.ws !== null && state.ws.readyState === WebSocket.OPEN; }
-
-  function wsUrl(params) {
+  function wsUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return scheme + "//" + location.host + "/ws?" + new URLSearchParams(params).toString();
+    return scheme + "//" + location.host + "/ws";
   }
 
-  function connect() {
-    clearTimeout(state.timer);
-    state.timer = null;
-    if (state.ws) {  // a "reconnect now" while an attempt is under way: drop that one
-      const old = state.ws;
-      state.ws = null;
-      old.onopen = old.onmessage = old.onclose = null;
-      old.close();
-    }
-    const params = state.creds.token ? { token: state.creds.token } : { user: state.creds.user };
-    if (state.lastId) params.since = state.lastId;
-    setConn("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
-    if (state.everConnected && state.why) setBanner(state.why + " Reconnecting now…", "Reconnect now");
-    let ws;
-    try {
-      ws = new WebSocket(wsUrl(params));
-    } catch (err) {
-      showLogin("Could not open a connection: " + err.message);
-      return;
-    }
-    state.ws = ws;
-    state.opened = false;
-    ws.onopen = () => { if (ws === state.ws) state.opened = true; };
-    ws.onmessage = (ev) => {
-      if (ws !== state.ws) return;
-      let frame;
-      try { frame = JSON.parse(ev.data); } catch { return; }
-      if (frame && typeof frame === "object") handle(frame);
-    };
-    ws.onclose = (ev) => {
-      if (ws !== state.ws) return;
-      const opened = state.opened;
-      state.ws = null;
-      closed(ev, opened);
-    };
-  }
-
-  /** Is the server up? Tells "it refused us" apart from "it is not there". */
-  async function serverUp() {
-    try {
-      const r = await fetch("/healthz", { cache: "no-store" });
-      return r.status === 200 || r.status === 503;
-    } catch {
-      return false;
-    }
+  /** A new connection for these credentials; the old one (if any) is closed. */
+  function start(creds) {
+    if (state.hub) state.hub.close();
+    const hub = new ChatHub(wsUrl(), creds, { healthUrl: "/healthz" });
+    state.hub = hub;
+    const on = (type, fn) => hub.addEventListener(type, (ev) => { if (hub === state.hub) fn(ev.detail); });
+    on("connecting", onConnecting);
+    on("welcome", onWelcome);
+    on("message", (m) => addMessages([m]));
+    on("join", (f) => {
+      if (!state.users.includes(f.user)) setUsers([...state.users, f.user]);
+      systemLine(f.user + " joined", "presence");
+    });
+    on("leave", (f) => {
+      setUsers(state.users.filter((u) => u !== f.user));
+      const r = f.reason && !["left", "client closed"].includes(f.reason) ? " (" + f.reason + ")" : "";
+      systemLine(f.user + " left" + r, "presence");
+    });
+    on("users", (f) => setUsers(Array.isArray(f.users) ? f.users : []));
+    on("error", (err) => showSendError(err));
+    on("shutdown", () => {
+      state.shutdownSeen = true;
+      setBanner("The server is restarting. Reconnecting automatically…");
+    });
+    on("disconnect", onDisconnect);
+    on("kicked", onKicked);
+    on("banned", onKicked);
+    on("closed", onClosed);
+    hub.connect();
   }
 
   const REFUSED =
     "The server refused the connection. Check your name (" + NAME_RULE + ") or token; " +
     "the server may also be full or limiting new connections — try again in a moment.";
 
-  async function closed(ev, opened) {
-    ui.users.classList.add("stale");  // presence is unknown until the next welcome
-    state.pending.clear();
-    state.olderRef = null;
-    ui.older.disabled = state.olderDone;
-    if (state.stopped) return;
-    if (ev.code === 4003) {
-      stopWith("Your token expired. Paste a new token to join again.");
-      return;
-    }
-    if (!state.everConnected) {
-      const up = await serverUp();
-      showLogin(up ? REFUSED : "Cannot reach the chat server at " + location.host + ". Is it running?");
-      setConn("offline", "Not connected");
-      return;
-    }
-    if (!opened) {
-      if (await serverUp()) {
-        if (++state.refusals >= REFUSALS_BEFORE_GIVING_UP) {
-          stopWith(REFUSED);
-          return;
-        }
-      } else {
-        state.refusals = 0;
-      }
-    }
-    let why = "The connection was lost.";
-    if (state.shutdownSeen || ev.code === 1001) why = "The server is restarting.";
-    else if (ev.code === 4002) why = "The connection fell behind and was closed.";
-    else if (ev.code === 1008 || ev.code === 1009) why = "The server closed the connection (" + (ev.reason || ev.code) + ").";
-    scheduleReconnect(why);
+  function onConnecting() {
+    setConn("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
+    if (state.everConnected && state.why) setBanner(state.why + " Reconnecting now…", "Reconnect now");
   }
 
-  function scheduleReconnect(why) {
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
-    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
-    state.attempt++;
+  /** Whatever ended the connection: presence and pending requests are stale. */
+  function connectionEnded() {
+    ui.users.classList.add("stale");  // presence is unknown until the next welcome
+    state.olderBusy = false;
+    ui.older.disabled = state.olderDone;
+  }
+
+  function onDisconnect(d) {
+    connectionEnded();
+    let why = "The connection was lost.";
+    if (state.shutdownSeen || d.code === 1001) why = "The server is restarting.";
+    else if (d.code === 4002) why = "The connection fell behind and was closed.";
+    else if (d.code === 1008 || d.code === 1009) why = "The server closed the connection (" + (d.reason || d.code) + ").";
     state.why = why;
     setConn("reconnecting", "Reconnecting…");
-    setBanner(why + " Reconnecting in " + Math.max(1, Math.round(delay / 1000)) + " s…", "Reconnect now");
-    state.timer = setTimeout(connect, delay);
+    setBanner(why + " Reconnecting in " + Math.max(1, Math.round(d.delayMs / 1000)) + " s…", "Reconnect now");
+  }
+
+  function onClosed(d) {
+    connectionEnded();
+    if (d.code === 4003) {
+      stopWith("Your token expired. Paste a new token to join again.");
+    } else if (d.neverConnected) {
+      setConn("offline", "Not connected");
+      showLogin(d.reachable ? REFUSED : "Cannot reach the chat server at " + location.host + ". Is it running?");
+    } else {
+      stopWith(REFUSED);
+    }
   }
 
   /** Stop for good (until the user acts), back on the login form. */
   function stopWith(message) {
-    state.stopped = true;
-    clearTimeout(state.timer);
     setConn("offline", "Not connected");
     state.everConnected = false;
     showLogin(message);
   }
 
-  // -- frames from the server -------------------------------------------------------
-
-  function handle(f) {
-    switch (f.type) {
-      case "welcome": return onWelcome(f);
-      case "chat":
-      case "whisper": return addMessages([f]);
-      case "history": return onHistory(f);
-      case "users": return setUsers(Array.isArray(f.users) ? f.users : []);
-      case "join":
-        if (!state.users.includes(f.user)) setUsers([...state.users, f.user]);
-        return systemLine(f.user + " joined", "presence");
-      case "leave": {
-        setUsers(state.users.filter((u) => u !== f.user));
-        const r = f.reason && !["left", "client closed"].includes(f.reason) ? " (" + f.reason + ")" : "";
-        return systemLine(f.user + " left" + r, "presence");
-      }
-      case "error": return onError(f);
-      case "kicked": return onKicked(f);
-      case "shutdown":
-        state.shutdownSeen = true;
-        setBanner("The server is restarting. Reconnecting automatically…");
-        return undefined;
-      default: return undefined;
-    }
-  }
+  // -- what the server reports ------------------------------------------------------
 
   function onWelcome(f) {
     const again = state.everConnected;
     const history = Array.isArray(f.history) ? f.history : [];
     state.me = f.user;
     state.everConnected = true;
-    state.attempt = 0;
-    state.refusals = 0;
     state.shutdownSeen = false;
     state.why = null;
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
@@ -452,10 +372,8 @@
     fillViewport();
   }
 
-  function onHistory(f) {
-    if (!f.ref || f.ref !== state.olderRef) return;
-    state.olderRef = null;
-    const list = Array.isArray(f.messages) ? f.messages : [];
+  function onHistory(list) {
+    state.olderBusy = false;
     if (list.length === 0) {
       state.olderDone = true;
       ui.olderState.textContent = "This is the beginning of the history.";
@@ -469,40 +387,34 @@
     fillViewport();
   }
 
+  function onHistoryError(err) {
+    state.olderBusy = false;
+    ui.older.disabled = state.olderDone;
+    if (err.code === "disconnected" || err.code === "not_connected") return;  // asked again later
+    ui.olderState.textContent = "Could not load older messages: " + err.message;
+  }
+
   const ERROR_TEXT = {
-    rate_limited: (f) => "You are sending too fast: wait " +
-      (Math.ceil((f.retry_after_ms || 1000) / 100) / 10) + " s, then send again.",
-    too_long: (f) => "Message too long: " + f.message + ".",
-    unknown_user: (f, p) => (p && p.to ? p.to : "That user") + " is not online; the whisper was not delivered.",
-    blocked: (f) => "Message blocked: " + f.message + ".",
-    unavailable: (f) => "The server could not deliver that right now (" + f.message + "). Try again.",
-    bad_request: (f) => "The server refused that message: " + f.message + ".",
+    rate_limited: (e) => "You are sending too fast: wait " +
+      (Math.ceil((e.retryAfterMs || 1000) / 100) / 10) + " s, then send again.",
+    too_long: (e) => "Message too long: " + e.message + ".",
+    unknown_user: (e, to) => (to || "That user") + " is not online; the whisper was not delivered.",
+    blocked: (e) => "Message blocked: " + e.message + ".",
+    unavailable: (e) => "The server could not deliver that right now (" + e.message + "). Try again.",
+    bad_request: (e) => "The server refused that message: " + e.message + ".",
+    not_connected: () => "Not connected right now; your message was not sent.",
+    timeout: () => "The server did not answer in time; the message may not have been sent.",
   };
 
-  function onError(f) {
-    const code = String(f.code || "error");
-    const message = String(f.message || "");
-    if (f.ref && f.ref === state.olderRef) {
-      state.olderRef = null;
-      ui.older.disabled = false;
-      ui.olderState.textContent = "Could not load older messages: " + message;
-      return;
-    }
-    const p = f.ref ? state.pending.get(f.ref) : undefined;
-    if (p) {
-      state.pending.delete(f.ref);
-      if (!ui.text.value) {
-        ui.text.value = p.text;
-        autosize();
-      }
-    }
-    const explain = ERROR_TEXT[code];
-    setError(ui.sendError, explain ? explain({ ...f, message }, p) : "Error (" + code + "): " + message, code);
+  /** Explain a ChatHubError next to the composer. */
+  function showSendError(err, to) {
+    const explain = ERROR_TEXT[err.code];
+    setError(ui.sendError, explain ? explain(err, to) : "Error (" + err.code + "): " + err.message,
+             err.code === "not_connected" ? "offline" : err.code);
   }
 
   function onKicked(f) {
-    state.stopped = true;
-    clearTimeout(state.timer);
+    connectionEnded();
     setConn("offline", "Disconnected");
     setBanner("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You will not be reconnected automatically.", "Reconnect");
@@ -528,14 +440,19 @@
       if (cmd) setError(ui.sendError, "Nothing to whisper: /w " + to + " TEXT", "usage");
       return false;
     }
-    if (!isOpen()) {
+    if (!state.hub || !state.hub.connected) {
       setError(ui.sendError, "Not connected right now; your message was not sent.", "offline");
       return false;
     }
-    const ref = "c" + (++state.seq);
-    const frame = to ? { type: "whisper", to, text, ref } : { type: "chat", text, ref };
-    state.pending.set(ref, { text: raw, to });
-    state.ws.send(JSON.stringify(frame));
+    const sent = to ? state.hub.whisper(to, text) : state.hub.chat(text);
+    sent.catch((err) => {
+      if (err.code === "disconnected") return;  // delivered or not, the reconnect shows it
+      if (!ui.text.value) {  // the text comes back to fix and resend
+        ui.text.value = raw;
+        autosize();
+      }
+      showSendError(err, to);
+    });
     setError(ui.sendError, null);
     return true;
   }
@@ -561,20 +478,14 @@
     setError(ui.loginError, null);
     state.creds = token ? { token } : { user: name };
     state.me = token ? null : name;
-    state.stopped = false;
     state.everConnected = false;
-    state.lastId = null;
-    state.attempt = 0;
-    state.refusals = 0;
     ui.join.disabled = true;
-    connect();
+    start(state.creds);
   });
 
   ui.leave.addEventListener("click", () => {
-    state.stopped = true;
-    clearTimeout(state.timer);
-    if (state.ws) state.ws.close(1000, "left");
-    state.ws = null;
+    if (state.hub) state.hub.close(1000, "left");
+    state.hub = null;
     state.everConnected = false;
     setTarget(null);
     setConn("offline", "Not connected");
@@ -583,10 +494,8 @@
   });
 
   ui.reconnect.addEventListener("click", () => {
-    state.stopped = false;
-    state.attempt = 0;
     setBanner("Reconnecting…");
-    connect();
+    state.hub.connect();
   });
 
   ui.composer.addEventListener("submit", (ev) => {
@@ -623,4 +532,4 @@
 
   try { ui.name.value = localStorage.getItem(NAME_KEY) || ""; } catch { /* private mode */ }
   setConn("offline", "Not connected");
-})();
+}
