@@ -82,6 +82,8 @@ class ChannelCommands:
     rates: ChannelRates
     publish: Any
     record: Any
+    #: the channel registry (name -> users) at the last look, while someone is subscribed
+    _known: dict[str, int] | None = None
 
     def _rates_now(self) -> dict[str, float]:
         return self.rates.per_minute(channel_totals(self.control.figures().stats))
@@ -149,23 +151,31 @@ class ChannelCommands:
                                                    "unsubscribed": result["unsubscribed"]})
         return {"name": name, "deleted": True, "unsubscribed": result["unsubscribed"]}
 
+    async def channel_baseline(self) -> None:
+        """Take the registry as it is now, so that a new subscriber hears every change
+        after its ``subscribe`` reply (called before that reply)."""
+        if self._known is None:
+            try:
+                self._known = {n: u for n, u, _ in await self.control.channels()}
+            except CacheUnavailable:
+                pass
+
     async def watch_channels(self) -> None:
         """Sample the channel counters each second; while someone is subscribed, push the
         registry's changes as events. Runs until cancelled."""
-        known: dict[str, int] | None = None
         while True:
             self.rates.sample(channel_totals(self.control.figures().stats))
             if not self._subscribers:
-                known = None
+                self._known = None
             else:
                 try:
                     now = {n: u for n, u, _ in await self.control.channels()}
                 except CacheUnavailable:
                     now = None
                 if now is not None:
-                    if known is not None:
-                        self._registry_changed(known, now)
-                    known = now
+                    if self._known is not None:
+                        self._registry_changed(self._known, now)
+                    self._known = now
             await asyncio.sleep(SAMPLE_PERIOD)
 
     def _registry_changed(self, before: dict[str, int], after: dict[str, int]) -> None:

@@ -299,6 +299,7 @@ class AdminServer(ModerationCommands, ChannelCommands):
         return out
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self.channel_baseline()
         return {"subscribed": True, "stats": await self.stats()}
 
     async def cmd_cluster(self, req: dict[str, Any]) -> dict[str, Any]:
