@@ -16,7 +16,7 @@ from .. import format as fmt
 from .clients import Cell, ClientsTable, Column
 
 #: ``channels`` replies kept per channel for the trend column (one per poll)
-TREND = 20
+TREND = 10
 #: eight heights of a text sparkline
 BLOCKS = "▁▂▃▄▅▆▇█"
 
