@@ -60,6 +60,9 @@ async def test_channels_lists_figures_of_every_channel(daemon):
     assert chans["$ops"]["private"] is True and chans["$ops"]["users"] == 0
     assert chans["general"]["subscriptions"] == 2 and chans["general"]["messages_per_min"] == 0
 
+    listed = {c["user"]: c["channels"] for c in (await call(sock, "clients"))["clients"]}
+    assert listed == {"ann": ["games", "general"], "bob": ["games", "general"]}
+
     info = await call(sock, "channel", name="games", recent=2)
     assert info["members"] == ["ann", "bob"] and info["users"] == 2
     assert [m["text"] for m in info["messages"]] == ["g2", "g3"]

@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 import chathub.tui.format as tui_format
+import pytest
 from chathub.tui.app import DashApp
 from chathub.tui.feed import FeedOptions
 from chathub.tui.messages import LinkState
 from chathub.tui.screens import DashScreen
 from chathub.tui.widgets import ChannelsTable, ClientsTable, StatusHeader
+
 from tests.fakeadmin import FakeAdmin
 from tests.helpers import wait_for
 

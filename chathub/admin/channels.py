@@ -15,12 +15,15 @@ docs/admin-protocol.md is the reader's version.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Any
 
 from ..errors import CacheUnavailable
 from ..protocol import is_private, valid_channel
+
+log = logging.getLogger("chathub.admin")
 
 #: seconds over which messages per minute are measured
 RATE_WINDOW = 60.0
@@ -164,19 +167,24 @@ class ChannelCommands:
         """Sample the channel counters each second; while someone is subscribed, push the
         registry's changes as events. Runs until cancelled."""
         while True:
-            self.rates.sample(channel_totals(self.control.figures().stats))
-            if not self._subscribers:
-                self._known = None
-            else:
-                try:
-                    now = {n: u for n, u, _ in await self.control.channels()}
-                except CacheUnavailable:
-                    now = None
-                if now is not None:
-                    if self._known is not None:
-                        self._registry_changed(self._known, now)
-                    self._known = now
+            try:
+                await self._look()
+            except Exception:  # a bad moment (the daemon stopping) must not end the rates
+                log.debug("channel watcher: look failed", exc_info=True)
             await asyncio.sleep(SAMPLE_PERIOD)
+
+    async def _look(self) -> None:
+        self.rates.sample(channel_totals(self.control.figures().stats))
+        if not self._subscribers:
+            self._known = None
+            return
+        try:
+            now = {n: u for n, u, _ in await self.control.channels()}
+        except CacheUnavailable:
+            return
+        if self._known is not None:
+            self._registry_changed(self._known, now)
+        self._known = now
 
     def _registry_changed(self, before: dict[str, int], after: dict[str, int]) -> None:
         for name in sorted(after.keys() - before.keys()):
