@@ -237,3 +237,15 @@ async def test_channel_cli(daemon):
         res = await cli(*args, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout
     await a.close()
+
+
+def test_deleted_channels_keep_their_messages_in_the_totals():
+    """/metrics' messages by channel type never go down when a channel is deleted."""
+    from chathub.stats import HubStats
+
+    s = HubStats(by_channel={"games": 3, "$ops": 2, "general": 1}, by_channel_remote={"games": 4})
+    assert s.channel_messages() == {"public": 4, "private": 2}
+    s.forget_channel("games")
+    s.forget_channel("$ops")
+    assert s.by_channel == {"general": 1} and s.by_channel_remote == {}
+    assert s.channel_messages() == {"public": 4, "private": 2}
