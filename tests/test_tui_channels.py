@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chathub.tui.app import DashApp
 from chathub.tui.screens import ChannelScreen, DashScreen, KickScreen
-from chathub.tui.widgets import ChannelsTable
+from chathub.tui.widgets import ChannelsTable, EventLog
 from chathub.tui.widgets.channels import spark
 
 from chathub.server import Daemon
@@ -46,6 +46,9 @@ async def test_channels_panel_lists_sorts_and_filters(daemon: Daemon) -> None:
             assert table.get_cell("games", "users").text == "1"
             await wait_for(lambda: set(table.get_cell("games", "trend").text) != {"▁"},
                            what="a trend for games")
+            events = main.query_one(EventLog)
+            await wait_for(lambda: any("channel games created" in line for line in events.entries),
+                           what="the channel_created event in the log")
             table.focus()
             await pilot.pause()
             await pilot.press("s")

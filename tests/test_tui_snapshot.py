@@ -43,14 +43,15 @@ STATS = {
     "cluster": [{"node": "hub-1", "connections": 3, "started": 0, "last_s": 3 * 3600},
                 {"node": "hub-2", "connections": 5, "started": 0, "last_s": 2 * 3600}],
 }
+# connection ages with no seconds shown ("1h 02m"), so a slow run draws the same picture
 CLIENTS = [
     {"user": "ann", "session": "s1", "remote_addr": "127.0.0.1", "connected_s": 3725,
      "chats_sent": 12, "whispers_sent": 1, "backlog": 0, "over_limit_s": 0.0,
      "rate_limit_hits": 0, "channels": ["general", "games"]},
-    {"user": "bob", "session": "s2", "remote_addr": "127.0.0.2", "connected_s": 125,
+    {"user": "bob", "session": "s2", "remote_addr": "127.0.0.2", "connected_s": 7215,
      "chats_sent": 3, "whispers_sent": 0, "backlog": 2048, "over_limit_s": 1.5,
      "rate_limit_hits": 7, "channels": ["general"]},
-    {"user": "bob", "session": "s3", "remote_addr": "127.0.0.2", "connected_s": 40,
+    {"user": "bob", "session": "s3", "remote_addr": "127.0.0.2", "connected_s": 104420,
      "chats_sent": 0, "whispers_sent": 0, "backlog": 0, "over_limit_s": 0.0,
      "rate_limit_hits": 0, "channels": ["general"]},
 ]
