@@ -41,6 +41,9 @@ class Figures:
     sessions_written: int
     #: refused upgrades by reason
     refusals: dict[str, int]
+    #: channels with at least one subscriber on this node, and subscriptions here
+    channels: int = 0
+    subscriptions: int = 0
     #: the hub's counters (messages, deliveries, errors, closes, ...)
     stats: HubStats = field(default_factory=HubStats)
 

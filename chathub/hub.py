@@ -323,6 +323,25 @@ class Hub:
             self._emit({"type": "kick", "user": user, "reason": reason, "connections": len(conns)})
         return len(conns)
 
+    def kick_from(self, user: str, channel: str, reason: str = "kicked") -> int:
+        """Take every connection of ``user`` on this hub out of ``channel`` (they get
+        ``unsubscribed`` with ``reason`` and stay connected); return how many."""
+        conns = [c for c in self._by_user.get(user, ()) if not c.gone and channel in c.channels]
+        for c in conns:
+            self._put_soon(_Unsubscribe(c, channel, None, reason))
+        if conns:
+            log.info("%s %s from %s (%d connections)", reason, user, channel, len(conns))
+        return len(conns)
+
+    def clear_channel(self, channel: str, reason: str = "deleted") -> int:
+        """Take every connection on this hub out of ``channel`` (it is being deleted);
+        return how many."""
+        conns = [c for c in self.subs.subscribers(channel) if not c.gone]
+        for c in conns:
+            self._put_soon(_Unsubscribe(c, channel, None, reason))
+        self.stats.forget_channel(channel)
+        return len(conns)
+
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
@@ -453,6 +472,8 @@ class Hub:
             own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
             if msg.to is None:
                 c.chats_sent += 1
+                ch = msg.channel or ""
+                self.stats.by_channel[ch] = self.stats.by_channel.get(ch, 0) + 1
                 self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c, own)
             else:
                 c.whispers_sent += 1
@@ -743,6 +764,8 @@ class Hub:
             return
         frame = text_frame(protocol.encode(msg))
         if msg.to is None:
+            remote = self.stats.by_channel_remote
+            remote[msg.channel] = remote.get(msg.channel, 0) + 1
             self.fanout.broadcast(frame, self.subs.subscribers(msg.channel), exclude=skip or None)
         else:
             self.fanout.whisper(msg, frame, None, frame, skip or None)

@@ -1,7 +1,12 @@
 """/metrics: the admin ``stats`` figures in Prometheus text format, plus two histograms.
 
 Gauges and counters are read from the hub's own counters at scrape time (a
-custom collector), so the hot path pays nothing for them. Only the fan-out and
+custom collector), so the hot path pays nothing for them.
+
+Channels appear as totals only (channels with subscribers here, subscriptions,
+messages by channel type): no series is labelled with a channel name, since
+channel names are chosen by users and an unbounded label set breaks Prometheus.
+Per-channel figures are on the admin socket (``chathub channels``). Only the fan-out and
 PostgreSQL-write histograms are observed as things happen: one ``observe`` per
 broadcast (not per recipient) and per batch written.
 """
@@ -57,6 +62,11 @@ class _FiguresCollector:
         yield counter("messages_flushed", "Messages written to PostgreSQL", f.messages_flushed)
         yield counter("sessions_written", "Sessions written to PostgreSQL", f.sessions_written)
         yield _labelled("messages_accepted", "Messages accepted, by type", "type", s.by_type)
+        yield gauge("channels", "Channels with at least one subscriber on this node", f.channels)
+        yield gauge("subscriptions", "Channel subscriptions of this node's connections",
+                    f.subscriptions)
+        yield _labelled("channel_messages", "Channel messages accepted on this node, by channel "
+                        "type (public, private)", "type", s.channel_messages())
         yield _labelled("errors", "Error frames sent, by code", "code", s.by_error)
         yield _labelled("refusals", "Connections refused, by reason", "reason", f.refusals)
         yield _labelled("closes", "Connections ended, by close reason", "reason", s.by_close)

@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 from . import __version__
 from .cache import MessageCache
 from .cluster.bus import Bus
+from .cluster.directory import ChannelDirectory
 from .cluster.kick import ClusterKick
 from .cluster.nodes import CRASHED, NodeWatch
 from .cluster.presence import Presence
@@ -99,7 +100,10 @@ class Node:
         self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
                                on_reaped=lambda _node, gone, left: self.hub.users_left(
                                    left, gone, CRASHED))
-        self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick)
+        self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick, self.hub.kick_from,
+                                  self.hub.clear_channel)
+        #: channel figures and deletion in Valkey (the admin socket's channel commands)
+        self.directory = ChannelDirectory(kv)
         self.guard = Guard(cfg)
         #: rate budgets and flood filter, with the override every hub shares (chathub limits)
         self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard))
@@ -158,7 +162,7 @@ class Node:
             postgres_up=self.postgres_up(), sessions_unsent=len(self.sessions.unsent),
             bus_resubscribes=self.bus.resubscribes, messages_flushed=self.message_flusher.written,
             sessions_written=self.session_flusher.written, refusals=dict(self.guard.refusals),
-            stats=hub.stats)
+            channels=len(hub.subs), subscriptions=hub.subs.count, stats=hub.stats)
 
     async def shared_figures(self) -> dict[str, Any]:
         """Figures Valkey keeps for the whole cluster (None where Valkey is down)."""

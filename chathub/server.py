@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import signal
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from . import __version__, fdlimit, sdnotify
+from . import __version__, fdlimit, protocol, sdnotify
 from .admin.server import AdminServer
 from .cluster.nodes import default_node_id
 from .config import Config
@@ -140,9 +141,10 @@ class Daemon:
     def clients(self) -> list[dict[str, Any]]:
         return [c.info() for c in self._running().hub.clients()]
 
-    async def kick(self, user: str, reason: str) -> int:
-        """Close every connection of ``user`` on every hub; return how many were closed."""
-        return await self._running().kicker.kick(user, reason)
+    async def kick(self, user: str, reason: str, channel: str | None = None) -> int:
+        """Close every connection of ``user`` on every hub (with ``channel``: take them
+        out of it); return how many connections."""
+        return await self._running().kicker.kick(user, reason, channel)
 
     async def cluster(self) -> list[dict[str, Any]]:
         return await self._running().nodes.cluster()
@@ -155,6 +157,32 @@ class Daemon:
 
     async def channels(self) -> list[tuple[str, int, bool]]:
         return await self._running().hub.presence.channels(private=True)
+
+    async def channel_figures(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._running().directory.figures(names)
+
+    async def channel(self, name: str, recent: int) -> dict[str, Any] | None:
+        node = self._running()
+        kind = await node.directory.kind(name)
+        if kind is None:
+            return None
+        history = await node.cache.recent(name, recent)
+        return {"name": name, "private": kind == "private",
+                "members": await node.hub.presence.members(name),
+                "messages": [json.loads(protocol.encode(m)) for m in history.messages]}
+
+    async def delete_channel(self, name: str, force: bool) -> dict[str, Any]:
+        node = self._running()
+        if name in self.cfg.channels.auto_join:
+            return {"result": "auto_join"}
+        if await node.directory.kind(name) is None:
+            return {"result": "unknown"}
+        members = await node.hub.presence.members(name)
+        if members and not force:
+            return {"result": "members", "members": members}
+        moved = await node.kicker.clear(name) if members else 0
+        await node.directory.delete(name)
+        return {"result": "deleted", "unsubscribed": moved}
 
     def operator(self) -> Operator:
         """Search, audit, limits and reload (chathub.admin.moderation)."""

@@ -36,6 +36,10 @@ class Subscriptions:
         #: subscriptions of every connection, for the figures
         self.count = 0
 
+    def __len__(self) -> int:
+        """Channels with local subscribers."""
+        return len(self._subs)
+
     def __contains__(self, channel: str) -> bool:
         return channel in self._subs
 

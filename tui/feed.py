@@ -22,6 +22,7 @@ from chathub.admin.client import AdminClient
 from chathub.errors import AdminError
 
 from .messages import (
+    ChannelsReceived,
     ClientsReceived,
     DaemonEvent,
     FeedProblem,
@@ -33,7 +34,8 @@ from .messages import (
 #: what a lost or refused admin connection can raise
 LINK_ERRORS = (AdminError, ConnectionError, OSError, TimeoutError)
 #: events after which the client list is fetched at once instead of at the next tick
-REFRESH_ON = frozenset({"connect", "disconnect", "kick", "slow_consumer"})
+REFRESH_ON = frozenset({"connect", "disconnect", "kick", "slow_consumer", "channel_created",
+                        "channel_emptied", "channel_deleted"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Feed:
     """Keeps one admin connection to the daemon alive and reports what it hears.
 
     ``await run()`` loops until cancelled: connect and say hello, fetch ``stats``,
-    subscribe, and request ``clients`` every ``poll_interval``; when the daemon goes
+    subscribe, and request ``clients`` and ``channels`` every ``poll_interval``; when the daemon goes
     away, post :class:`LinkChanged` and retry after a growing delay.
     """
 
@@ -144,7 +146,8 @@ class Feed:
                     self._refresh.set()
 
     async def _poll(self, admin: AdminClient) -> None:
-        """Request ``clients`` each ``poll_interval``, and soon after a connect or disconnect.
+        """Request ``clients`` and ``channels`` each ``poll_interval``, and soon after a
+        connect, a disconnect or a channel event.
 
         A failed request is reported and retried; a connection that is gone ends
         :meth:`_events`, which ends the session.
@@ -157,6 +160,7 @@ class Feed:
             self._refresh.clear()
             try:
                 reply = await admin.request("clients")
+                channels = await admin.request("channels")
             except AdminError as exc:
                 if str(exc) != last_problem:
                     last_problem = str(exc)
@@ -165,6 +169,8 @@ class Feed:
                 last_problem = ""
                 clients = reply.get("clients")
                 self.post(ClientsReceived(clients if isinstance(clients, list) else []))
+                listed = channels.get("channels")
+                self.post(ChannelsReceived(listed if isinstance(listed, list) else []))
             await asyncio.sleep(opts.min_poll_gap)
             remaining = opts.poll_interval - (loop.time() - started)
             if remaining > 0:

@@ -56,6 +56,23 @@ class ClientsReceived(Message):
         self.clients = clients
 
 
+class ChannelsReceived(Message):
+    """The reply to a ``channels`` request: every channel with its figures."""
+
+    def __init__(self, channels: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.channels = channels
+
+
+class ChannelReceived(Message):
+    """The reply to a ``channel`` request (the channel screen's poll), or ``error``."""
+
+    def __init__(self, channel: dict[str, Any] | None, error: str | None = None) -> None:
+        super().__init__()
+        self.channel = channel
+        self.error = error
+
+
 class DaemonEvent(Message):
     """One pushed event other than ``stats`` (connect, disconnect, kick, ...)."""
 
@@ -73,10 +90,13 @@ class FeedProblem(Message):
 
 
 class KickDone(Message):
-    """A ``kick`` request finished: ``closed`` connections, or ``error``."""
+    """A ``kick`` request finished: ``closed`` connections, or ``error``; ``channel`` when
+    the user was only taken out of that channel."""
 
-    def __init__(self, user: str, *, closed: int | None = None, error: str | None = None) -> None:
+    def __init__(self, user: str, *, closed: int | None = None, error: str | None = None,
+                 channel: str | None = None) -> None:
         super().__init__()
         self.user = user
         self.closed = closed
         self.error = error
+        self.channel = channel

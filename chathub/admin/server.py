@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
-from ..protocol import is_private, valid_channel
+from ..protocol import valid_channel
+from .channels import ChannelCommands, ChannelRates
 from .moderation import PEER, ModerationCommands, peer_of
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chathub.admin")
 
-ADMIN_PROTOCOL_VERSION = 2
+ADMIN_PROTOCOL_VERSION = 3
 #: events a subscriber may have waiting before new ones are dropped
 SUBSCRIBER_QUEUE = 1000
 #: seconds between pushed stats snapshots
@@ -57,8 +58,9 @@ class Control(Protocol):
         """Every connection on this node, as the ``clients`` reply lists them."""
         ...
 
-    async def kick(self, user: str, reason: str) -> int:
-        """Close ``user``'s connections on every hub; how many were closed."""
+    async def kick(self, user: str, reason: str, channel: str | None = None) -> int:
+        """Close ``user``'s connections on every hub, or with ``channel`` take them out of
+        it (``unsubscribed``, reason ``kicked``); how many connections."""
         ...
 
     async def cluster(self) -> list[dict[str, Any]]:
@@ -73,6 +75,21 @@ class Control(Protocol):
         """Every channel, private ones too: (name, members, private)."""
         ...
 
+    async def channel_figures(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """For each channel: ``history`` (Valkey stream length) and ``nodes`` (node ->
+        subscriptions there). Raises :class:`~chathub.errors.CacheUnavailable`."""
+        ...
+
+    async def channel(self, name: str, recent: int) -> dict[str, Any] | None:
+        """One channel: ``name``, ``private``, ``members`` (every hub), ``messages`` (the
+        newest ``recent``, oldest first); None when there is no such channel."""
+        ...
+
+    async def delete_channel(self, name: str, force: bool) -> dict[str, Any]:
+        """Delete a channel: ``result`` is "deleted" (with ``unsubscribed``), "unknown",
+        "auto_join" (refused), or "members" (refused without ``force``; with ``members``)."""
+        ...
+
     async def shared_figures(self) -> dict[str, Any]:
         """Figures kept in Valkey for the whole cluster: ``flush_backlog``,
         ``rate_limit_hits_cluster``, ``sessions_waiting`` (None when Valkey is down)."""
@@ -83,9 +100,10 @@ class Control(Protocol):
         ...
 
 
-class AdminServer(ModerationCommands):
+class AdminServer(ModerationCommands, ChannelCommands):
     """Serves the admin protocol for one daemon (``control``); the moderation commands
-    (search, audit, limits, reload) are in :mod:`chathub.admin.moderation`."""
+    (search, audit, limits, reload) are in :mod:`chathub.admin.moderation`, the channel
+    commands in :mod:`chathub.admin.channels`."""
 
     def __init__(self, path: Path, control: Control) -> None:
         self.path = Path(path)
@@ -98,6 +116,9 @@ class AdminServer(ModerationCommands):
         #: (st_dev, st_ino) of the socket file this server bound; only that file is removed
         self._bound: tuple[int, int] | None = None
         self._rate: list[tuple[float, int, int]] = []
+        #: messages per minute per channel, from the samples :meth:`watch_channels` takes
+        self.rates = ChannelRates()
+        self._watcher: asyncio.Task[None] | None = None
 
     def claim(self) -> None:
         """Refuse when another daemon answers on the socket; remove a stale one.
@@ -127,12 +148,17 @@ class AdminServer(ModerationCommands):
         os.chmod(self.path, 0o600)
         st = os.stat(self.path)
         self._bound = (st.st_dev, st.st_ino)
+        self._watcher = asyncio.create_task(self.watch_channels())
 
     async def stop(self) -> None:
         """Stop serving and remove the socket file, if it is still the one this server bound.
 
         A server that never started (its daemon refused to run) removes nothing.
         """
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         if self._server is not None:
             self._server.close()
             for t in list(self._conns):
@@ -257,28 +283,23 @@ class AdminServer(ModerationCommands):
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")
-        closed = await self.control.kick(user, reason[:200])
-        await self.record("kick", user, {"reason": reason[:200], "closed": closed})
-        return {"user": user, "closed": closed}
-
-    async def cmd_channel_create(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = req["name"]
-        if not isinstance(name, str) or not valid_channel(name):
-            raise ValueError("field 'name' must be a channel name: 1-64 of A-Z a-z 0-9 _ - . : "
-                             "after an optional '$'")
-        private = is_private(name) or bool(req.get("private"))
-        if private and not is_private(name):
-            raise ValueError("a private channel's name starts with '$'")
-        result = await self.control.create_channel(name, private, "admin")
-        if result == "full":
-            raise ValueError("channels.max_channels is reached")
-        return {"name": name, "private": private, "created": result == "ok"}
-
-    async def cmd_channels(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"channels": [{"name": n, "users": u, "private": p}
-                             for n, u, p in await self.control.channels()]}
+        channel = req.get("channel")
+        if channel is not None and (not isinstance(channel, str) or not valid_channel(channel)):
+            raise ValueError("field 'channel' must be a channel name")
+        closed = await self.control.kick(user, reason[:200], channel)
+        arguments: dict[str, Any] = {"reason": reason[:200], "closed": closed}
+        if channel is not None:
+            arguments["channel"] = channel
+            self.publish({"type": "kick", "user": user, "reason": reason[:200],
+                          "channel": channel, "connections": closed})
+        await self.record("kick", user, arguments)
+        out: dict[str, Any] = {"user": user, "closed": closed}
+        if channel is not None:
+            out["channel"] = channel
+        return out
 
     async def cmd_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self.channel_baseline()
         return {"subscribed": True, "stats": await self.stats()}
 
     async def cmd_cluster(self, req: dict[str, Any]) -> dict[str, Any]:

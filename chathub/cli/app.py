@@ -94,15 +94,28 @@ def migrate_cmd(
 def kick(
     user: Annotated[str, typer.Argument(help="User to disconnect.")],
     reason: Annotated[str, typer.Option(help="Told to the user.")] = "kicked by an operator",
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="Only take USER out of this channel (they get 'unsubscribed' with "
+                          "reason 'kicked' and stay connected).")] = None,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Close every connection of USER (exit 0), or exit 1 when USER is not connected."""
+    """Close every connection of USER, or with --channel take USER out of one channel
+    (exit 0); exit 1 when USER is not connected (or not in the channel)."""
     from ..admin.client import call
+    from .channels import check_name
 
-    reply = run_admin(call(admin_socket(config, socket), "kick", user=user, reason=reason))
+    fields: dict[str, Any] = {"user": user, "reason": reason}
+    if channel is not None:
+        check_name(channel)
+        fields["channel"] = channel
+    reply = run_admin(call(admin_socket(config, socket), "kick", **fields))
     closed = reply["closed"]
-    typer.echo(f"closed {closed} connection{'s' if closed != 1 else ''} of {user}")
+    plural = "s" if closed != 1 else ""
+    if channel is not None:
+        typer.echo(f"unsubscribed {closed} connection{plural} of {user} from {channel}")
+    else:
+        typer.echo(f"closed {closed} connection{plural} of {user}")
     raise typer.Exit(0 if closed else 1)
 
 

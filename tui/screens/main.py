@@ -1,4 +1,4 @@
-"""The main screen: header, figures, sparklines, clients, events, footer."""
+"""The main screen: header, figures, sparklines, clients, channels, events, footer."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import DataTable, Footer, Input
 
 from chathub.admin.client import call
 
 from ..feed import LINK_ERRORS, Feed, FeedOptions
 from ..messages import (
+    ChannelsReceived,
     ClientsReceived,
     DaemonEvent,
     FeedProblem,
@@ -25,7 +26,16 @@ from ..messages import (
     LinkState,
     StatsReceived,
 )
-from ..widgets import ClientsTable, EventLog, NodesPanel, StatsPanel, StatusHeader, Trends
+from ..widgets import (
+    ChannelsTable,
+    ClientsTable,
+    EventLog,
+    NodesPanel,
+    StatsPanel,
+    StatusHeader,
+    Trends,
+)
+from .channel import ChannelScreen
 from .kick import KickScreen
 
 
@@ -58,14 +68,20 @@ class DashScreen(Screen[None]):
         self.latest_stats: dict[str, Any] = {}
         #: the last ``clients`` list received (shown unless paused)
         self.latest_clients: list[dict[str, Any]] = []
+        #: the last ``channels`` list received (shown unless paused)
+        self.latest_channels: list[dict[str, Any]] = []
+        #: the table ``s`` sorts and ``/`` filters: the one that last had focus
+        self.active: ClientsTable | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
         with Horizontal(id="top"):
             yield StatsPanel(id="stats")
             yield Trends(id="trends")
-        yield Input(placeholder="filter clients by name (Enter: keep, Esc: clear)", id="filter")
-        yield ClientsTable(id="clients")
+        yield Input(placeholder="filter by name (Enter: keep, Esc: clear)", id="filter")
+        with Horizontal(id="middle"):
+            yield ClientsTable(id="clients")
+            yield ChannelsTable(id="channels")
         with Horizontal(id="bottom"):
             yield EventLog(id="events")
             yield NodesPanel(id="nodes")
@@ -76,9 +92,11 @@ class DashScreen(Screen[None]):
         self.query_one("#trends").border_title = "Last 3 minutes"
         self.query_one("#events").border_title = "Events"
         self.query_one("#nodes").border_title = "Nodes (* this one)"
-        table = self.query_one(ClientsTable)
+        self.query_one(ChannelsTable).border_title = "Channels"
+        table = self.query_one("#clients", ClientsTable)
         table.border_title = "Clients"
         table.focus()
+        self.active = table
         self.add_class("-stale")
         self.run_feed()
 
@@ -135,7 +153,14 @@ class DashScreen(Screen[None]):
     def on_clients_received(self, message: ClientsReceived) -> None:
         self.latest_clients = message.clients
         if not self.paused:
-            self.query_one(ClientsTable).sync(message.clients)
+            self.query_one("#clients", ClientsTable).sync(message.clients)
+
+    def on_channels_received(self, message: ChannelsReceived) -> None:
+        self.latest_channels = message.channels
+        table = self.query_one(ChannelsTable)
+        table.record(message.channels)  # the trend keeps its time axis while paused
+        if not self.paused:
+            table.sync(message.channels)
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
         self.query_one(EventLog).add_event(message.event)
@@ -165,15 +190,32 @@ class DashScreen(Screen[None]):
         if not paused:
             self._show_stats(self.latest_stats)
             self.query_one(Trends).show()
-            self.query_one(ClientsTable).sync(self.latest_clients)
+            self.query_one("#clients", ClientsTable).sync(self.latest_clients)
+            self.query_one(ChannelsTable).sync(self.latest_channels)
 
     def watch_link(self, state: LinkState) -> None:
         self.set_class(state is not LinkState.CONNECTED, "-stale")
 
     # -- actions ------------------------------------------------------------------------
 
+    def on_descendant_focus(self, event: Any) -> None:
+        if isinstance(event.widget, ClientsTable):
+            self.active = event.widget
+
+    def _table(self) -> ClientsTable:
+        return self.active or self.query_one("#clients", ClientsTable)
+
+    @on(DataTable.RowSelected, "#channels")
+    def _open_channel(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.app.push_screen(ChannelScreen(self.socket_path, str(event.row_key.value),
+                                           self.options))
+
     def action_kick(self) -> None:
-        table = self.query_one(ClientsTable)
+        if isinstance(self.active, ChannelsTable):
+            self.notify("Open a channel (Enter) to remove one of its members", severity="warning")
+            return
+        table = self.query_one("#clients", ClientsTable)
         client = table.selected
         if client is None:
             self.notify("No client selected", severity="warning")
@@ -196,21 +238,22 @@ class DashScreen(Screen[None]):
         box = self.query_one("#filter", Input)
         box.value = ""
         box.remove_class("-shown")
-        self.query_one(ClientsTable).focus()
+        self._table().filter_text = ""
+        self._table().focus()
 
     def action_sort(self) -> None:
-        self.query_one(ClientsTable).cycle_sort()
+        self._table().cycle_sort()
 
     def action_pause(self) -> None:
         self.paused = not self.paused
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.query_one(ClientsTable).filter_text = event.value.strip()
+        self._table().filter_text = event.value.strip()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         if not event.value.strip():
             event.input.remove_class("-shown")
-        self.query_one(ClientsTable).focus()
+        self._table().focus()
 

@@ -1,5 +1,6 @@
 """The dashboard's widgets, one area of the screen each."""
 
+from .channels import ChannelsTable
 from .clients import ClientsTable
 from .events import EventLog
 from .header import StatusHeader
@@ -7,4 +8,4 @@ from .nodes import NodesPanel
 from .stats import StatsPanel
 from .trends import Trends
 
-__all__ = ["ClientsTable", "EventLog", "NodesPanel", "StatsPanel", "StatusHeader", "Trends"]
+__all__ = ["ChannelsTable", "ClientsTable", "EventLog", "NodesPanel", "StatsPanel", "StatusHeader", "Trends"]

@@ -92,8 +92,20 @@ class ClientsTable(DataTable[Cell]):
         #: session id -> the cells shown in that row
         self._cells: dict[str, dict[str, Cell]] = {}
 
+    #: the columns, the cells of one entry, and the word in the border title
+    COLUMNS: tuple[Column, ...] = COLUMNS
+    TITLE = "Clients"
+
+    def cells_of(self, entry: dict[str, Any], now: float) -> dict[str, Cell]:
+        """The cells of one entry of the list shown."""
+        return cells(entry, now)
+
+    def key_of(self, entry: dict[str, Any]) -> str:
+        """The row key of one entry (a session id)."""
+        return str(entry.get("session"))
+
     def on_mount(self) -> None:
-        for col in COLUMNS:
+        for col in self.COLUMNS:
             self.add_column(self._label(col), key=col.key)
 
     # -- reading ------------------------------------------------------------------------
@@ -118,7 +130,7 @@ class ClientsTable(DataTable[Cell]):
         """Make the rows match ``clients`` (filtered), touching only what changed."""
         self.clients = clients
         now = time.time() if now is None else now
-        wanted = {str(c.get("session")): c for c in clients if self._matches(c)}
+        wanted = {self.key_of(c): c for c in clients if self._matches(c)}
         cursor = self._cursor_key()
         reorder = False
         for key in [k for k in self._cells if k not in wanted]:
@@ -126,10 +138,10 @@ class ClientsTable(DataTable[Cell]):
             del self._cells[key]
             del self._shown[key]
         for key, client in wanted.items():
-            new = cells(client, now)
+            new = self.cells_of(client, now)
             old = self._cells.get(key)
             if old is None:
-                self.add_row(*(new[k] for k in COLUMN_KEYS), key=key)
+                self.add_row(*(new[c.key] for c in self.COLUMNS), key=key)
                 reorder = True
             else:
                 for col, cell in new.items():
@@ -146,13 +158,14 @@ class ClientsTable(DataTable[Cell]):
 
     def cycle_sort(self) -> None:
         """Sort by the next column (wrapping around)."""
-        i = COLUMN_KEYS.index(self.sort_column)
-        self.sort_column = COLUMN_KEYS[(i + 1) % len(COLUMN_KEYS)]
+        keys = [c.key for c in self.COLUMNS]
+        i = keys.index(self.sort_column)
+        self.sort_column = keys[(i + 1) % len(keys)]
 
     def watch_sort_column(self, old: str, new: str) -> None:
         if not self.is_mounted:
             return
-        for col in COLUMNS:
+        for col in self.COLUMNS:
             self.columns[self._column_key(col.key)].label = self._label(col)
         cursor = self._cursor_key()
         self._sort()
@@ -181,7 +194,7 @@ class ClientsTable(DataTable[Cell]):
         return next(k for k in self.columns if k.value == key)
 
     def _sort(self) -> None:
-        col = next(c for c in COLUMNS if c.key == self.sort_column)
+        col = next(c for c in self.COLUMNS if c.key == self.sort_column)
         self.sort(col.key, key=lambda cell: cell.key, reverse=col.descending)
 
     def _cursor_key(self) -> str | None:
@@ -201,7 +214,7 @@ class ClientsTable(DataTable[Cell]):
     def _update_title(self) -> None:
         total = len(self.clients)
         shown = len(self._cells)
-        title = f"Clients {shown}" if shown == total else f"Clients {shown} of {total}"
+        title = f"{self.TITLE} {shown}" if shown == total else f"{self.TITLE} {shown} of {total}"
         if self.filter_text:
             title += f" · filter “{self.filter_text}”"
         self.border_title = title

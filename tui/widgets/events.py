@@ -26,6 +26,17 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
     if name == "disconnect":
         reason = event.get("reason") or ""
         return f"← {user} disconnected ({event.get('code', '?')}{' ' + reason if reason else ''})", ""
+    if name == "kick" and event.get("channel"):
+        n = event.get("connections", 0)
+        return (f"✕ {user} removed from {event['channel']}: {event.get('reason', '')} "
+                f"({n} connection{'s' if n != 1 else ''})"), "magenta"
+    if name == "channel_created":
+        private = " (private)" if event.get("private") else ""
+        return f"+ channel {event.get('channel')} created{private}", "cyan"
+    if name == "channel_emptied":
+        return f"○ channel {event.get('channel')} is empty", "dim"
+    if name == "channel_deleted":
+        return f"✕ channel {event.get('channel')} deleted", "bold cyan"
     if name == "kick":
         n = event.get("connections", 0)
         return (f"✕ {user} kicked: {event.get('reason', '')} "

@@ -1,0 +1,73 @@
+"""A fake daemon for dashboard layout tests: the admin protocol over a real Unix socket,
+answering from fixed figures.
+
+    async with FakeAdmin(path, replies) as fake:
+        app = DashApp(path, ...)
+
+``replies`` maps a command to the fields of its reply; ``subscribe`` answers with
+``replies["stats"]`` and then pushes nothing, so what the dashboard shows depends on
+these figures alone, not on a live daemon's clocks. Entries of ``clients`` may give
+``connected_s`` (seconds ago) instead of ``connected_at``, and entries of the stats'
+``cluster`` ``last_s`` instead of ``last``, resolved when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class FakeAdmin:
+    """Serves canned admin replies on ``path`` until closed; counts what was asked."""
+
+    def __init__(self, path: Path, replies: dict[str, dict[str, Any]]) -> None:
+        self.path = path
+        self.replies = replies
+        #: command -> how many times it was asked
+        self.asked: dict[str, int] = {}
+        self._server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> FakeAdmin:
+        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+        self.path.unlink(missing_ok=True)
+
+    def _reply(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = str(req.get("cmd"))
+        self.asked[cmd] = self.asked.get(cmd, 0) + 1
+        now = int(time.time() * 1000)
+        if cmd in ("subscribe", "stats"):
+            stats = dict(self.replies["stats"])
+            stats["cluster"] = [{**n, "last": now - int(n.get("last_s", 0) * 1000)}
+                                for n in stats.get("cluster", [])]
+            return {"subscribed": True, "stats": stats} if cmd == "subscribe" else stats
+        if cmd not in self.replies:
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        fields = dict(self.replies[cmd])
+        if cmd == "clients":
+            fields["clients"] = [
+                {**c, "connected_at": now - int(c.get("connected_s", 0) * 1000)}
+                for c in fields["clients"]]
+        return fields
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                req = json.loads(line)
+                reply = {"id": req.get("id"), "ok": True, **self._reply(req)}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()

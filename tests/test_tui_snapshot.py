@@ -1,0 +1,98 @@
+"""The main screen's layout, against a fake daemon serving fixed figures (tests/fakeadmin.py).
+
+The screen is exported as SVG (``App.export_screenshot``) and compared with
+tests/snapshots/dash_main.svg. After an intended change of the layout, look at the new
+picture and regenerate it with:
+
+    CHATHUB_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/test_tui_snapshot.py
+
+(open the .svg in a browser to look at it). Clocks are taken out: the figures are
+fixed, the event log's times are pinned, and the feed polls once (its interval is an
+hour), so the same figures always draw the same picture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import chathub.tui.format as tui_format
+import pytest
+from chathub.tui.app import DashApp
+from chathub.tui.feed import FeedOptions
+from chathub.tui.messages import LinkState
+from chathub.tui.screens import DashScreen
+from chathub.tui.widgets import ChannelsTable, ClientsTable, StatusHeader
+
+from tests.fakeadmin import FakeAdmin
+from tests.helpers import wait_for
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "dash_main.svg"
+#: one poll, no reconnects: nothing changes after the first figures
+STILL = FeedOptions(poll_interval=3600, min_poll_gap=0, stale_after=3600)
+
+STATS = {
+    "node": "hub-1", "uptime_s": 7384.0, "connections": 3, "users": 2,
+    "messages_in": 1520, "deliveries_out": 4210, "messages_per_s": 4.5,
+    "deliveries_per_s": 12.0, "broadcast_queue": 0, "whisper_queue": 0, "inbox": 0,
+    "max_backlog": 2048, "rate_limit_hits": 7, "rate_limit_hits_last_minute": 1,
+    "slow_consumers": 0, "kicks": 1, "errors": {}, "refusals": {}, "closes": {},
+    "valkey_up": True, "postgres_up": True, "bus_resubscribes": 0, "events_dropped": 0,
+    "tasks": 30, "flush_backlog": 2, "rate_limit_hits_cluster": 7, "sessions_waiting": 0,
+    # heartbeats hours ago: the "beat" column shows minutes, so it holds still for one
+    "cluster": [{"node": "hub-1", "connections": 3, "started": 0, "last_s": 3 * 3600},
+                {"node": "hub-2", "connections": 5, "started": 0, "last_s": 2 * 3600}],
+}
+# connection ages with no seconds shown ("1h 02m"), so a slow run draws the same picture
+CLIENTS = [
+    {"user": "ann", "session": "s1", "remote_addr": "127.0.0.1", "connected_s": 3725,
+     "chats_sent": 12, "whispers_sent": 1, "backlog": 0, "over_limit_s": 0.0,
+     "rate_limit_hits": 0, "channels": ["general", "games"]},
+    {"user": "bob", "session": "s2", "remote_addr": "127.0.0.2", "connected_s": 7215,
+     "chats_sent": 3, "whispers_sent": 0, "backlog": 2048, "over_limit_s": 1.5,
+     "rate_limit_hits": 7, "channels": ["general"]},
+    {"user": "bob", "session": "s3", "remote_addr": "127.0.0.2", "connected_s": 104420,
+     "chats_sent": 0, "whispers_sent": 0, "backlog": 0, "over_limit_s": 0.0,
+     "rate_limit_hits": 0, "channels": ["general"]},
+]
+CHANNELS = [
+    {"name": "general", "private": False, "users": 7, "subscriptions": 8,
+     "nodes": {"hub-1": 3, "hub-2": 5}, "messages_per_min": 42.0, "history": 500},
+    {"name": "games", "private": False, "users": 1, "subscriptions": 1,
+     "nodes": {"hub-1": 1}, "messages_per_min": 3.5, "history": 40},
+    {"name": "$ops", "private": True, "users": 0, "subscriptions": 0, "nodes": {},
+     "messages_per_min": 0.0, "history": 0},
+]
+REPLIES = {
+    "hello": {"protocol": 3, "version": "0.1.0", "node": "hub-1", "pid": 4242},
+    "stats": STATS, "clients": {"clients": CLIENTS}, "channels": {"channels": CHANNELS},
+}
+
+
+async def test_main_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Header, figures, sparklines, clients, channels, events and nodes as drawn from
+    fixed figures match the committed picture."""
+    monkeypatch.setattr(tui_format, "clock", lambda ts_ms=None: "12:00:00")
+    sock = short_dir / "fake.sock"
+    async with FakeAdmin(sock, REPLIES) as fake:
+        app = DashApp(sock, options=STILL)
+        async with app.run_test(size=(140, 40)) as pilot:
+            main = app.screen
+            assert isinstance(main, DashScreen)
+            header = main.query_one(StatusHeader)
+            clients = main.query_one("#clients", ClientsTable)
+            channels = main.query_one(ChannelsTable)
+            await wait_for(lambda: header.state is LinkState.CONNECTED
+                           and clients.row_count == 3 and channels.row_count == 3,
+                           what="the fake figures on screen")
+            await pilot.pause()
+            svg = app.export_screenshot()
+        assert fake.asked.get("channels") == 1  # one poll: nothing moved after it
+    if os.environ.get("CHATHUB_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(svg)
+        if not os.environ.get("CHATHUB_UPDATE_SNAPSHOTS"):
+            pytest.fail(f"wrote the first {SNAPSHOT.name}: look at it, commit it, run again")
+    assert svg == SNAPSHOT.read_text(), (
+        f"the main screen differs from {SNAPSHOT}; if the change is intended, regenerate it "
+        "(see this module's docstring)")
