@@ -102,7 +102,8 @@ def unban(
 @bans_app.command()
 def mute(
     user: Annotated[str, typer.Argument(help="The user.")],
-    duration: Annotated[str, typer.Option("--for", help="How long: 30s, 10m, 2h, 7d.")],
+    duration: Annotated[str | None, typer.Option(
+        "--for", help="How long: 30s, 10m, 2h, 7d (required).")] = None,
     reason: Annotated[str, typer.Option(help="Recorded in the audit trail.")] = "",
     config: ConfigOpt = None,
     socket: SocketOpt = None,
@@ -112,6 +113,8 @@ def mute(
     from ..admin.client import call
 
     fields = _checked(user, None, None, mute=True)
+    if duration is None:
+        fail("--for: a mute needs a duration, such as 10m", 2)
     seconds = _seconds(duration)
     reply = run_admin(call(admin_socket(config, socket), "mute", seconds=seconds, reason=reason,
                            **fields))
