@@ -157,7 +157,7 @@ def audit(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """List the operator actions recorded (kick, limits, reload), newest first."""
+    """List the operator actions recorded (kick, bans, mutes, limits, reload), newest first."""
     from ..admin.client import call
 
     if not 1 <= limit <= 1000:
