@@ -199,6 +199,8 @@ class BanSync:
         self.enforce = enforce
         #: what this hub enforces
         self.active = BanList()
+        #: changes applied since start (a refresh that read Valkey before one of them is dropped)
+        self._changes = 0
 
     def key(self, scope: str) -> str:
         return self.kv.key(f"bans:{scope}")
@@ -232,11 +234,15 @@ class BanSync:
         return out
 
     async def refresh(self) -> None:
-        """Read the stored bans now; an outage leaves the list as it is."""
+        """Read the stored bans now; an outage leaves the list as it is, and so does a
+        change that arrived while reading (the next refresh reads it)."""
+        changes = self._changes
         try:
-            self.active.replace(await self.load())
+            loaded = await self.load()
         except CacheUnavailable:
-            pass
+            return
+        if changes == self._changes:
+            self.active.replace(loaded)
 
     async def run(self) -> None:
         """Read the stored bans every :data:`REFRESH_INTERVAL` seconds, forever."""
@@ -258,6 +264,7 @@ class BanSync:
     async def lift(self, scope: str, key: str) -> bool:
         """Delete an entry everywhere; whether Valkey held it. Raises CacheUnavailable."""
         n = await self.kv.call(self.kv.client.hdel, self.key(scope), key)
+        self._changes += 1
         self.active.remove(scope, key)
         await self._tell({"k": BUS_KIND, "op": "del", "s": scope, "key": key})
         return bool(n)
@@ -282,6 +289,7 @@ class BanSync:
                         "%gs", REFRESH_INTERVAL)
 
     def _added(self, ban: Ban) -> None:
+        self._changes += 1
         self.active.add(ban)
         if ban.active(now_ms()):
             self.enforce(ban)
@@ -295,6 +303,7 @@ class BanSync:
             spawn(self.refresh())
             return True
         if payload.get("op") == "del":
+            self._changes += 1
             self.active.remove(scope, key)
             return True
         try:
