@@ -53,6 +53,9 @@ KICKED = Close(4001, "kicked")
 SLOW_CONSUMER = Close(4002, "slow consumer")
 #: the token used to connect has expired; get a new one
 TOKEN_EXPIRED = Close(4003, "token expired")
+#: an operator banned this user (or its address); sent after a ``banned`` frame. Terminal:
+#: a client must not reconnect by itself (the upgrade is refused with 403 until the ban ends)
+BANNED = Close(4004, "banned")
 
 #: most bytes of UTF-8 a close frame's reason may hold: a control frame's payload is at
 #: most 125 bytes, two of which carry the code (RFC 6455, sections 5.5 and 5.5.1)
@@ -61,7 +64,8 @@ MAX_REASON_BYTES = 123
 #: the reason recorded in the session row, by close code
 REASONS = {int(c): c.reason for c in (
     NORMAL, GOING_AWAY, PROTOCOL_ERROR, ABNORMAL, INVALID_DATA, POLICY_VIOLATION,
-    MESSAGE_TOO_BIG, INTERNAL_ERROR, TRY_AGAIN_LATER, KICKED, SLOW_CONSUMER, TOKEN_EXPIRED)}
+    MESSAGE_TOO_BIG, INTERNAL_ERROR, TRY_AGAIN_LATER, KICKED, SLOW_CONSUMER, TOKEN_EXPIRED,
+    BANNED)}
 
 
 def wire_reason(reason: str) -> str:

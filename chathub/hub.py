@@ -33,6 +33,7 @@ from typing import Any
 
 from . import closecodes, protocol
 from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
+from .bans import Ban, BanList
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
 from .config import ChannelsConfig, HubConfig
@@ -131,7 +132,8 @@ class Hub:
                  watch: Callable[[str], None] = lambda _c: None,
                  unwatch: Callable[[str], None] = lambda _c: None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
-                 on_fanout: Callable[[float], None] | None = None) -> None:
+                 on_fanout: Callable[[float], None] | None = None,
+                 bans: BanList | None = None) -> None:
         """Args:
             cache: ids, history and rate limits (:class:`~chathub.backends.MessageCache`).
             presence: who is online and in which channel on every hub
@@ -145,6 +147,7 @@ class Hub:
             on_event: called with each event for the admin socket's subscribers
                 (``{"type": "connect", ...}``); must not block.
             on_fanout: called with the seconds each broadcast fan-out took (/metrics).
+            bans: the bans and mutes in force (:mod:`chathub.bans`), read without I/O.
         """
         self.cache = cache
         self.presence = presence
@@ -173,6 +176,8 @@ class Hub:
         self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
                              self._emit, on_fanout)
         self._stopping = False
+        #: bans and mutes: channel bans refuse ``subscribe``, mutes refuse chat and whisper
+        self.bans = bans or BanList()
 
     # -- reading state --------------------------------------------------------
 
@@ -342,6 +347,33 @@ class Hub:
         self.stats.forget_channel(channel)
         return len(conns)
 
+    def enforce_ban(self, ban: Ban) -> int:
+        """Apply a ban that was just added to this hub's connections; return how many it hit.
+
+        A user or address ban sends ``banned`` and closes 4004; a channel ban takes the
+        user's connections out of the channel (``unsubscribed``, reason ``banned``); a
+        mute changes nothing here (the hub refuses the next chat). Does not wait.
+        """
+        if ban.scope == "mute":
+            return 0
+        if ban.scope == "channel":
+            channel = ban.channel or ""
+            hit = [c for c in self._by_user.get(ban.user or "", ())
+                   if not c.gone and channel in c.channels]
+            for c in hit:
+                self._put_soon(_Unsubscribe(c, channel, None, "banned"))
+            return len(hit)
+        hit = [c for c in self._clients if not c.gone and ban.covers(c.user, c.remote_addr)]
+        frame = protocol.encode_banned(ban.reason, ban.until)
+        for c in hit:
+            c.send(frame)
+            c.close_soon(closecodes.BANNED, ban.reason or closecodes.BANNED.reason)
+        if hit:
+            log.info("banned %s (%d connections): %s", ban.key, len(hit), ban.reason)
+            self._emit({"type": "ban", "scope": ban.scope, "target": ban.key,
+                        "reason": ban.reason, "connections": len(hit)})
+        return len(hit)
+
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
@@ -421,8 +453,16 @@ class Hub:
         # A client that left after sending still has its messages delivered: they were
         # read before it left, and writes to its own closed connection are skipped.
         todo: list[_Inbound] = []
+        now = _now_ms()
         for ev in batch:
             m = ev.message
+            mute = self.bans.muted(ev.client.user, now)
+            if mute is not None:
+                wait = None if mute.until is None else max(1, mute.until - now)
+                self._error(ev.client, protocol.MUTED,
+                            "you are muted" + (f"; retry in {wait} ms" if wait else ""),
+                            m.ref, wait)
+                continue
             if isinstance(m, Chat):
                 channel = m.channel or self.default_channel
                 if channel not in ev.client.channels:
@@ -534,6 +574,9 @@ class Hub:
                 self._joined(c, ch, first, now, welcome.top if ch == self.default_channel else "")
             if members is None:
                 members = list(self.subs.members(self.default_channel).sorted())
+            for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome
+                if self.bans.channel(ch, c.user, now) is not None:
+                    self._put_soon(_Unsubscribe(c, ch, None, "banned"))
             c.send(protocol.encode_welcome(c.user, c.session, members, welcome.messages,
                                            recovered, welcome.partial, list(auto)))
             self.feed.welcomed(c, None, welcome.top)  # its whispers up to top were recovered
@@ -592,6 +635,8 @@ class Hub:
 
     def _may_subscribe(self, c: Client, channel: str) -> tuple[str, str] | None:
         """The error (code, message) that refuses ``c`` the channel, or None."""
+        if self.bans.channel(channel, c.user) is not None:
+            return protocol.FORBIDDEN, f"you are banned from {channel}"
         if protocol.is_private(channel) and not any(
                 fnmatch.fnmatchcase(channel, pattern) for pattern in c.rights):
             return protocol.FORBIDDEN, f"{channel} is private and your token does not name it"

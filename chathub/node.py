@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import __version__
+from .bans import Ban, BanSync
 from .cache import MessageCache
 from .cluster.bus import Bus
 from .cluster.directory import ChannelDirectory
@@ -92,11 +93,14 @@ class Node:
                                self.postgres_up)
         self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels)
         self.sessions = SessionRecorder(kv, node_id)
+        #: bans and mutes every hub enforces from memory (chathub ban / mute)
+        self.bans = BanSync(kv, node_id, self._enforce_ban)
         self.bus = Bus(kv, node_id, self._from_bus, self._bus_back,
                        on_watching=self._bus_watching)
         self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
                        channels=cfg.channels, watch=self.bus.watch, unwatch=self.bus.unwatch,
-                       on_event=publish, on_fanout=self.metrics.observe_fanout)
+                       on_event=publish, on_fanout=self.metrics.observe_fanout,
+                       bans=self.bans.active)
         self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
                                on_reaped=lambda _node, gone, left: self.hub.users_left(
                                    left, gone, CRASHED))
@@ -104,7 +108,7 @@ class Node:
                                   self.hub.clear_channel)
         #: channel figures and deletion in Valkey (the admin socket's channel commands)
         self.directory = ChannelDirectory(kv)
-        self.guard = Guard(cfg)
+        self.guard = Guard(cfg, self.bans.active)
         #: rate budgets and flood filter, with the override every hub shares (chathub limits)
         self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard))
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
@@ -116,6 +120,7 @@ class Node:
         kv.on_change(partial(self._service_changed, "valkey"))
         kv.on_change(lambda up: self.hub.resync() if up else None)
         kv.on_change(lambda up: spawn(self.limits.refresh()) if up else None)
+        kv.on_change(lambda up: spawn(self.bans.refresh()) if up else None)
         #: the listener, once :meth:`start` opened it
         self.server: Server | None = None
         #: the port actually bound (useful with port 0)
@@ -126,8 +131,12 @@ class Node:
 
     def _from_bus(self, payload: dict[str, Any]) -> None:
         """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
-        if not self.kicker.receive(payload) and not self.limits.receive(payload):
+        if (not self.kicker.receive(payload) and not self.limits.receive(payload)
+                and not self.bans.receive(payload)):
             self.hub.remote(payload)
+
+    def _enforce_ban(self, ban: Ban) -> None:
+        self.hub.enforce_ban(ban)
 
     def _bus_back(self) -> None:
         self.hub.resubscribed()
@@ -182,6 +191,7 @@ class Node:
         cfg = self.cfg
         await self.cache.setup()
         await self.limits.refresh()  # an override set earlier applies from the first message
+        await self.bans.refresh()  # and bans from the first upgrade
         for flusher in (self.message_flusher, self.session_flusher):
             await flusher.setup()
         await self.nodes.beat()
@@ -195,6 +205,7 @@ class Node:
         await self.cache.warm()  # the first welcomes need no wait for PostgreSQL
         self._tasks.append(asyncio.create_task(self.nodes.run()))
         self._tasks.append(asyncio.create_task(self.limits.run()))
+        self._tasks.append(asyncio.create_task(self.bans.run()))
         if self.keepalive is not None:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
         self.server = await serve(

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from .bandesk import BanDesk
 from .config import Config
 from .db.audit import AuditLog
 from .db.search import SearchQuery, search
@@ -48,11 +49,14 @@ class Operator:
         self.limits: LiveLimits = node.limits
         self.audit = AuditLog(node.kv, node.pool, node.node_id, cfg.cache.flush_batch,
                               cfg.cache.flush_interval)
+        #: bans and mutes (chathub ban / mute)
+        self.bans = BanDesk(node.pool, node.bans)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the audit writer."""
+        """Start the audit writer; put PostgreSQL's bans back into Valkey if it lost them."""
         await self.audit.flusher.setup()
+        await self.bans.restore()
         self._task = asyncio.create_task(self.audit.flusher.run())
 
     async def stop(self, deadline: float) -> None:

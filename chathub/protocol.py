@@ -52,6 +52,7 @@ NOT_SUBSCRIBED = "not_subscribed"
 FORBIDDEN = "forbidden"
 UNKNOWN_CHANNEL = "unknown_channel"
 TOO_MANY_CHANNELS = "too_many_channels"
+MUTED = "muted"
 
 Ref = Annotated[str, msgspec.Meta(max_length=MAX_REF_CHARS)]
 
@@ -421,6 +422,11 @@ def encode_channels(channels: list[tuple[str, int]], ref: str | None = None) -> 
 def encode_kicked(reason: str) -> bytes:
     """Sent before close 4001."""
     return _encoder.encode({"type": "kicked", "reason": reason})
+
+
+def encode_banned(reason: str, until: int | None) -> bytes:
+    """Sent before close 4004; ``until`` is epoch ms, or None for a ban until lifted."""
+    return _encoder.encode({"type": "banned", "reason": reason, "until": until})
 
 
 SHUTDOWN_FRAME = b'{"type":"shutdown"}'

@@ -189,9 +189,9 @@ def _sync_probe(ws, n: int) -> list[dict]:
 
 
 #: tasks a daemon runs with no client connected (hub loop and deliverers, flushers, bus,
-#: node watch, live limits, audit writer, admin server and this admin connection), with
-#: slack for timers in flight
-IDLE_TASKS = 18
+#: node watch, live limits, ban refresher, audit writer, admin server and this admin
+#: connection), with slack for timers in flight
+IDLE_TASKS = 19
 
 
 def test_fuzzed_frames_get_errors_and_others_keep_receiving(fuzz_daemon):

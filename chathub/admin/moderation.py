@@ -22,6 +22,7 @@ import asyncpg
 
 from ..db.search import SearchQuery, SearchTimeout
 from ..errors import CacheUnavailable, ConfigError
+from .bans import BanCommands
 
 if TYPE_CHECKING:
     from ..operator import Operator
@@ -60,8 +61,9 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
     return Peer(uid, name, pid)
 
 
-class ModerationCommands:
-    """``cmd_*`` handlers for the moderation commands; needs ``self.control.operator()``."""
+class ModerationCommands(BanCommands):
+    """``cmd_*`` handlers for the moderation commands (and bans and mutes, from
+    :mod:`chathub.admin.bans`); needs ``self.control.operator()``."""
 
     control: Any
 

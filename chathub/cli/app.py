@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .bans import bans_app
 from .channels import channel_app, list_channels
 from .common import (
     ConfigOpt,
@@ -185,6 +186,7 @@ def token(
 
 app.add_typer(channel_app, name="channel")
 app.add_typer(moderation_app)
+app.add_typer(bans_app)
 app.command("channels")(list_channels)
 
 

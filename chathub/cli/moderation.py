@@ -28,6 +28,21 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def parse_duration(text: str) -> float:
+    """A duration (30s, 10m, 2h, 7d, 1w) in seconds, more than zero.
+
+    Raises:
+        ValueError: not a duration, or zero.
+    """
+    m = _DURATION_RE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"cannot read {text!r}; use a duration such as 30s, 10m, 2h, 7d")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is no time at all; use a duration such as 30s, 10m, 2h, 7d")
+    return seconds
+
+
 def parse_since(text: str, now: float | None = None) -> int:
     """``--since``: a duration back from now (30s, 15m, 2h, 7d, 1w) or an ISO date/time
     (2024-05-01, 2024-05-01T12:00, UTC unless it names an offset); epoch ms.
@@ -142,7 +157,7 @@ def audit(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """List the operator actions recorded (kick, limits, reload), newest first."""
+    """List the operator actions recorded (kick, bans, mutes, limits, reload), newest first."""
     from ..admin.client import call
 
     if not 1 <= limit <= 1000:

@@ -12,11 +12,13 @@ import importlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from ..bans import Ban, BanList
 from ..bucket import TokenBucket
 from ..config import Config
 from ..protocol import Chat, Whisper
@@ -40,8 +42,10 @@ _BUCKETS_MAX = 100_000
 class Guard:
     """Admission and moderation for one daemon."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, bans: BanList | None = None) -> None:
         self.cfg = cfg
+        #: bans by user and by address, checked from memory (:mod:`chathub.bans`)
+        self.bans = bans or BanList()
         #: refusals by reason
         self.refusals: dict[str, int] = defaultdict(int)
         #: open connections by address; an address leaves when its last one closes
@@ -76,6 +80,9 @@ class Guard:
         ip = proxies.resolve(peer[0] if peer else None, request.headers, s.trusted_proxies).ip
         if not self._take(ip):
             return self._refuse("connect_rate", 429, "too many connection attempts; slow down")
+        ban = self.bans.address(ip)
+        if ban is not None:
+            return self._banned("your address is banned", ban)
         if connections >= s.max_connections:
             return self._refuse("max_connections", 503, "the server is full; try again later")
         if self._per_ip.get(ip, 0) >= s.max_connections_per_ip:  # .get: refusals add no key
@@ -109,9 +116,17 @@ class Guard:
             self.refusals["bad_request"] += 1
             return bad
         assert user_ok is not None
+        ban = self.bans.user(user_ok)
+        if ban is not None:
+            return self._banned("you are banned", ban)
         return Admission(user_ok, since, f"{ip}",
                          (first_header(request.headers, "User-Agent") or "")[:256], expires_at,
                          rights)
+
+    def _banned(self, what: str, ban: Ban) -> Response:
+        until = "until lifted" if ban.until is None else f"until {_utc(ban.until)}"
+        return self._refuse("banned", 403, f"{what} {until}"
+                            + (f": {ban.reason}" if ban.reason else ""))
 
     def open_per_ip(self) -> dict[str, int]:
         """Open connections by remote address (addresses with none are not kept)."""
@@ -132,6 +147,10 @@ class Guard:
     def moderate(self, user: str, msg: Chat | Whisper) -> Chat | Whisper:
         """Run the filter chain; returns the message (maybe masked) or raises ProtocolError."""
         return moderation.run_chain(self.filters, user, msg)
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _bearer(request: Request) -> str | None:
