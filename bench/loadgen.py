@@ -18,6 +18,7 @@ for the receive counts to settle), :meth:`Shard.close` closes everything.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import resource
@@ -37,6 +38,8 @@ SETTLE = 0.3
 CLOSE_TIMEOUT = 5.0
 #: seconds a generator process may take for one phase before the parent gives up on it
 PHASE_TIMEOUT = 180.0
+#: how long after the harness's command the generators start sending, ns
+START_LEAD_NS = 200_000_000
 
 
 @dataclass
@@ -64,6 +67,8 @@ class LoadSpec:
     concurrency: int = 100
     #: seconds one connection may take to open and get its welcome
     connect_timeout: float = 10.0
+    #: "chathub" (JSON frames, a welcome first) or "raw" (the Go hub; see bench.wsproto)
+    proto: str = "chathub"
 
     def ids(self, shard: int, procs: int) -> range:
         """The global connection ids of ``shard``."""
@@ -164,7 +169,8 @@ class Shard:
                 started = time.perf_counter()
                 try:
                     conn = await connect(spec.host, spec.port, f"{spec.path}?user={self._user(g)}",
-                                         self.tally, parse, spec.connect_timeout)
+                                         self.tally, parse, spec.connect_timeout,
+                                         spec.proto == "raw")
                 except TimeoutError:
                     tally.error("connect_timeout")
                     return
@@ -394,15 +400,93 @@ class Generator:
         parts = [await self._expect(pipe, "ramped", PHASE_TIMEOUT) for _, pipe in self._workers]
         return merge_ramps(parts)
 
-    async def run(self, duration: float | None = None) -> dict[str, Any]:
-        """Send in every process from one start time; the merged :class:`RunResult`."""
+    async def run(self, duration: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
+        """Send in every process from one start time (monotonic ns; default: 0.2 s from now);
+        the merged :class:`RunResult`."""
         duration = self.spec.duration if duration is None else duration
-        start_ns = time.monotonic_ns() + 200_000_000
+        start_ns = start_ns or time.monotonic_ns() + START_LEAD_NS
         for _, pipe in self._workers:
             pipe.send(("run", start_ns, duration))
         parts = [await self._expect(pipe, "result", duration + DRAIN_TIMEOUT + 30)
                  for _, pipe in self._workers]
         return merge_runs(parts)
+
+
+class ProcessGenerator:
+    """The same load as :class:`Generator`, run by an external generator executable (the
+    Go one in ``bench/gen``): ``procs`` processes, each one shard, driven over stdin and
+    stdout with JSON lines (see ``bench/gen/main.go``). Same interface and results."""
+
+    def __init__(self, spec: LoadSpec, procs: int, exe: str) -> None:
+        self.spec = spec
+        self.procs = max(1, min(procs, spec.n))
+        self.exe = exe
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._errs: list[Any] = []
+
+    async def __aenter__(self) -> ProcessGenerator:
+        import tempfile
+
+        for k in range(self.procs):
+            arg = json.dumps({"spec": asdict(self.spec), "shard": k, "procs": self.procs})
+            err = tempfile.TemporaryFile()
+            p = await asyncio.create_subprocess_exec(
+                self.exe, arg, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=err, limit=1 << 24, preexec_fn=raise_nofile)
+            self._procs.append(p)
+            self._errs.append(err)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for p in self._procs:
+            if p.stdin is not None and not p.stdin.is_closing():
+                try:
+                    p.stdin.write(b"close\n")
+                    p.stdin.close()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+        for p in self._procs:
+            try:
+                await asyncio.wait_for(p.wait(), CLOSE_TIMEOUT + 10)
+            except TimeoutError:  # a stuck generator of ours: stop it by its pid
+                p.kill()
+                await p.wait()
+        for err in self._errs:
+            err.close()
+        self._procs.clear()
+        self._errs.clear()
+
+    def _stderr(self, k: int) -> str:
+        err = self._errs[k]
+        err.seek(0)
+        return err.read().decode(errors="replace").strip()[-300:]
+
+    async def _expect(self, k: int, kind: str, timeout: float) -> dict[str, Any]:
+        p = self._procs[k]
+        assert p.stdout is not None
+        try:
+            line = await asyncio.wait_for(p.stdout.readline(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"a generator process sent no {kind!r} within {timeout:.0f}s") from None
+        if not line:
+            await p.wait()
+            raise RuntimeError(f"a generator process died ({p.returncode}): {self._stderr(k)}")
+        msg = json.loads(line)
+        if msg.pop("kind", None) != kind:
+            raise RuntimeError(f"generator sent {line[:80]!r}, expected {kind!r}")
+        return msg
+
+    async def ramp(self) -> dict[str, Any]:
+        return merge_ramps([await self._expect(k, "ramped", PHASE_TIMEOUT) for k in range(self.procs)])
+
+    async def run(self, duration: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
+        duration = self.spec.duration if duration is None else duration
+        start_ns = start_ns or time.monotonic_ns() + START_LEAD_NS
+        for p in self._procs:
+            assert p.stdin is not None
+            p.stdin.write(f"run {start_ns} {duration}\n".encode())
+        return merge_runs([await self._expect(k, "result", duration + DRAIN_TIMEOUT + 30)
+                           for k in range(self.procs)])
 
 
 def merge_ramps(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -16,8 +16,9 @@
 // the text frames that start with {"type":"chat"; only senders and every
 // sample_every-th connection look inside one, for the send time in its text
 // ("<monotonic ns> <sender id> <seq>"). With proto "raw" (a hub that joins queued
-// messages with newlines into one frame and sends no welcome) each line of a
-// chat frame counts as one delivery and the upgrade counts as the welcome.
+// messages with newlines into one message, fragmented past its write buffer, and
+// sends no welcome) each line of a chat message counts as one delivery and the
+// upgrade counts as the welcome.
 package main
 
 import (
@@ -271,11 +272,27 @@ type Conn struct {
 	closeCode atomic.Int32
 	welcomed  bool
 	done      chan struct{}
+	// a fragmented chat message in progress (the Go hub fragments messages longer
+	// than its 1,024-byte write buffer), and its bytes when this connection parses
+	inChat bool
+	msg    []byte
+	// out feeds a sender's writer goroutine, so that a sender never stops reading
+	// while its own write waits for the server (nil for receivers: they write
+	// only pongs and closes)
+	out chan []byte
 }
 
 func (c *Conn) write(b []byte) bool {
 	if c.dead.Load() {
 		return false
+	}
+	if c.out != nil {
+		select {
+		case c.out <- b:
+			return true
+		case <-c.done:
+			return false
+		}
 	}
 	c.wmu.Lock()
 	_, err := c.nc.Write(b)
@@ -307,9 +324,16 @@ func (c *Conn) frames(buf []byte) int {
 			break
 		}
 		payload := buf[start:end]
+		fin := buf[pos]&0x80 != 0
 		switch buf[pos] & 0x0F {
 		case 1:
-			c.text(payload)
+			if fin {
+				c.text(payload)
+			} else {
+				c.firstFragment(payload)
+			}
+		case 0:
+			c.continuation(payload, fin)
 		case 8:
 			c.closedByServer(payload)
 		case 9:
@@ -331,15 +355,7 @@ func (c *Conn) text(p []byte) {
 		}
 		c.chats.Add(int64(bytes.Count(p, []byte{'\n'}) + 1))
 		if c.parse {
-			for len(p) > 0 {
-				i := bytes.IndexByte(p, '\n')
-				if i < 0 {
-					c.chat(p)
-					break
-				}
-				c.chat(p[:i])
-				p = p[i+1:]
-			}
+			c.lines(p)
 		}
 		return
 	}
@@ -360,6 +376,57 @@ func (c *Conn) text(p []byte) {
 		if c.sender != nil {
 			c.sender.doneOne(true)
 		}
+	}
+}
+
+// firstFragment starts a fragmented text message: a chat counts one delivery per
+// line (raw) or one in all (chathub); its text is kept when this connection parses.
+func (c *Conn) firstFragment(p []byte) {
+	c.inChat = bytes.HasPrefix(p, chatPrefix)
+	if !c.inChat {
+		return
+	}
+	c.chats.Add(1)
+	if c.raw {
+		c.chats.Add(int64(bytes.Count(p, []byte{'\n'})))
+	}
+	if c.parse {
+		c.msg = append(c.msg[:0], p...)
+	}
+}
+
+func (c *Conn) continuation(p []byte, fin bool) {
+	if !c.inChat {
+		return
+	}
+	if c.raw {
+		c.chats.Add(int64(bytes.Count(p, []byte{'\n'})))
+	}
+	if c.parse {
+		c.msg = append(c.msg, p...)
+	}
+	if fin {
+		c.inChat = false
+		if c.parse {
+			c.lines(c.msg)
+		}
+	}
+}
+
+// lines parses each chat of a (raw) message: one per line.
+func (c *Conn) lines(p []byte) {
+	if !c.raw {
+		c.chat(p)
+		return
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			c.chat(p)
+			return
+		}
+		c.chat(p[:i])
+		p = p[i+1:]
 	}
 }
 
@@ -407,6 +474,23 @@ func (c *Conn) closedByServer(p []byte) {
 	}
 	c.dead.Store(true)
 	c.nc.Close()
+}
+
+// writer writes a sender's frames in order until the connection ends.
+func (c *Conn) writer() {
+	for {
+		select {
+		case b := <-c.out:
+			c.wmu.Lock()
+			_, err := c.nc.Write(b)
+			c.wmu.Unlock()
+			if err != nil {
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // readLoop counts frames until the connection ends; buf[:n] is what was read already.
@@ -536,6 +620,10 @@ func (sh *Shard) dial(g int) (*Conn, error) {
 		n += m
 	}
 	nc.SetDeadline(time.Time{})
+	if g < s.Senders {
+		c.out = make(chan []byte, 1024)
+		go c.writer()
+	}
 	go c.readLoop(buf, n)
 	return c, nil
 }

@@ -20,11 +20,12 @@ let seq = 0;
 
 const server = http.createServer((req, res) => {
   if (req.url.startsWith("/healthz")) {
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify({ status: "ok", connections: wss.clients.size }) + "\n");
+    const body = JSON.stringify({ status: "ok", connections: wss.clients.size }) + "\n";
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
     return;
   }
-  res.writeHead(404);
+  res.writeHead(404, { "content-length": 0 });
   res.end();
 });
 server.listen(port, "127.0.0.1", 2048);
