@@ -143,6 +143,8 @@ async def _load(srv: ServerProc, spec: LoadSpec, ctx: Ctx, profile: str | None =
 
             await wait_py_spy(spy)
     out = summarize_run(run, ctx.gen_cpus)
+    if srv.kind == "go-hub":  # it drops a client whose queue is full with a close without code
+        out["slow_consumer_disconnects"] = run["errors"].get("close_1005", 0)
     out.update(_ramp_figures(ramp))
     wall = wall or 1e-9
     out["server_cpu"] = round(server_s / wall, 3)
