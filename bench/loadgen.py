@@ -513,8 +513,10 @@ def merge_runs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: 0 for k in ("connections", "senders", "sent", "acked", "refused",
                                           "in_flight_left", "chats_window", "chats_total",
                                           "unexpected_close")}
-    out.update(seconds=0.0, drain_s=0.0, cpu_s=0.0, machine_s=0.0, errors={})
+    out.update(seconds=0.0, drain_s=0.0, cpu_s=0.0, machine_s=0.0, errors={}, reads=None)
     for p in parts:
+        if p.get("reads") is not None:  # the Go generator counts its reads in the window
+            out["reads"] = (out["reads"] or 0) + p["reads"]
         for k in ("connections", "senders", "sent", "acked", "refused", "in_flight_left",
                   "chats_window", "chats_total", "unexpected_close"):
             out[k] += p[k]
@@ -548,6 +550,7 @@ def summarize_run(r: dict[str, Any], gen_cpus: int) -> dict[str, Any]:
         "errors": r["errors"],
         "slow_consumer_disconnects": r["errors"].get("close_4002", 0),
         "generator_cpu": round(gen_cpu, 3),
+        "deliveries_per_read": round(r["chats_window"] / r["reads"], 2) if r.get("reads") else None,
         "generator_bound": gen_cpu >= 0.9,
         "machine_cpu": round(r["machine_s"] / secs, 3),
         "seconds": round(secs, 2),

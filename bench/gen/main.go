@@ -33,6 +33,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -505,6 +506,7 @@ func (c *Conn) readLoop(buf []byte, n int) {
 			buf = append(buf, make([]byte, len(buf))...)
 		}
 		m, err := c.nc.Read(buf[n:])
+		c.sh.reads.Add(1)
 		if err != nil {
 			c.dead.Store(true)
 			if !c.closing.Load() && c.closeCode.Load() == 0 {
@@ -522,6 +524,7 @@ func (c *Conn) readLoop(buf []byte, n int) {
 // -- shard --------------------------------------------------------------------------------
 
 type Shard struct {
+	reads   atomic.Int64 // read calls of all connections, for reads per delivery
 	spec    Spec
 	ids     []int
 	tally   *Tally
@@ -713,6 +716,7 @@ type RunResult struct {
 	Latency         *Hist          `json:"latency"`
 	Errors          map[string]int `json:"errors"`
 	UnexpectedClose int            `json:"unexpected_close"`
+	Reads           int64          `json:"reads"`
 }
 
 func sleepUntil(ns int64) {
@@ -730,7 +734,7 @@ func (sh *Shard) run(startNs int64, duration float64) RunResult {
 	t.mu.Unlock()
 	res := RunResult{Kind: "result", Connections: len(sh.conns), Senders: len(sh.senders)}
 	cpu0, busy0 := cpuSeconds(), machineBusy()
-	chats0 := sh.chats()
+	chats0, reads0 := sh.chats(), sh.reads.Load()
 	t0 := monoNs()
 	stop := t0 + int64(duration*1e9)
 	for _, s := range sh.senders {
@@ -748,6 +752,7 @@ func (sh *Shard) run(startNs int64, duration float64) RunResult {
 		s.mu.Unlock()
 	}
 	res.ChatsWindow = sh.chats() - chats0
+	res.Reads = sh.reads.Load() - reads0
 	res.Seconds = float64(t1-t0) / 1e9
 	res.CPUs = cpuSeconds() - cpu0
 	res.MachineS = machineBusy() - busy0
@@ -864,6 +869,12 @@ func main() {
 	sh := &Shard{spec: arg.Spec, tally: &Tally{errors: map[string]int{}, latency: newHist()}}
 	for g := arg.Shard; g < arg.Spec.N; g += arg.Procs {
 		sh.ids = append(sh.ids, g)
+	}
+	if path := os.Getenv("CHATHUB_BENCH_GEN_PROFILE"); path != "" { // a CPU profile for go tool pprof
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(sh.ramp())
