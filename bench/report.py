@@ -18,6 +18,7 @@ _LOAD = [("server CPU, cores", "server_cpu"), ("Valkey+PG CPU, cores", "services
          ("deliveries per CPU-second, server+Valkey+PG", "deliveries_per_cpu_s_all"),
          ("server CPU µs per delivery", "server_us_per_delivery"),
          ("generator CPU µs per delivery", "generator_us_per_delivery"),
+         ("deliveries per generator read", "deliveries_per_read"),
          ("generator CPU share", "generator_cpu"), ("other processes' CPU, cores", "others_cpu")]
 #: (label, key) of the figures shown per scenario kind; ``latency`` covers every rate
 METRICS: dict[str, list[tuple[str, str]]] = {
