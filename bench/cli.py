@@ -162,6 +162,15 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list
     return results, notes
 
 
+def sizes_of(args: argparse.Namespace):  # noqa: ANN201 - a Sizes
+    return QUICK if args.quick else FULL
+
+
+def profile_paths(path: str, sizes) -> list[str]:  # noqa: ANN001
+    """Where fanout writes its profiles: ``path`` for the first N, ``path.n<N>`` for the others."""
+    return [path if k == 0 else f"{path}.n{n}" for k, n in enumerate(sizes.fanout_ns)]
+
+
 def command_line(argv: list[str]) -> str:
     return " ".join(["python -m bench", *map(shlex.quote, argv)])
 
@@ -195,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
               f"Python {meta['machine']['python']}, in {meta['elapsed_s']} s, with:", "",
               f"    {meta['command']}", "", *[f"- {n}" for n in notes], "",
               report.markdown_table(results), ""]
-        if args.profile and Path(args.profile).exists():
+        if args.profile:
             from .profile import render, summarize
 
-            md += [f"py-spy profile of the chathub daemon during fanout ({args.profile}):", "",
-                   render(summarize(args.profile)), ""]
+            for n, path in zip(sizes_of(args).fanout_ns, profile_paths(args.profile, sizes_of(args)), strict=True):
+                if Path(path).exists():
+                    md += [f"py-spy profile of the chathub daemon during fanout N={n} ({path}):", "",
+                           render(summarize(path)), ""]
         Path(args.markdown).write_text("\n".join(md))
     print(json.dumps({"elapsed_s": meta["elapsed_s"]}), file=sys.stderr)
     return 0
