@@ -30,8 +30,9 @@ from typing import Any
 from .hist import Histogram
 from .wsproto import Conn, Sender, Tally, connect
 
-#: seconds the drain waits for senders' own echoes after the sending stopped
-DRAIN_TIMEOUT = 10.0
+#: seconds the drain waits at most for senders' own echoes and settled counts after the
+#: sending stopped (slow servers at N=10,000 queue many seconds of frames)
+DRAIN_TIMEOUT = 30.0
 #: the receive counts must stay unchanged this long for the drain to end
 SETTLE = 0.3
 #: seconds to wait for the server to close connections after we sent close
@@ -69,6 +70,8 @@ class LoadSpec:
     connect_timeout: float = 10.0
     #: "chathub" (JSON frames, a welcome first) or "raw" (the Go hub; see bench.wsproto)
     proto: str = "chathub"
+    #: most seconds the drain after the sending window takes
+    drain_timeout: float = DRAIN_TIMEOUT
 
     def ids(self, shard: int, procs: int) -> range:
         """The global connection ids of ``shard``."""
@@ -267,7 +270,7 @@ class Shard:
             k += 1
 
     async def _drain(self) -> None:
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        deadline = time.monotonic() + self.spec.drain_timeout
         while time.monotonic() < deadline and any(
                 s.in_flight > 0 and not s.conn.transport.is_closing() for s in self.senders):
             await asyncio.sleep(0.02)
@@ -407,7 +410,7 @@ class Generator:
         start_ns = start_ns or time.monotonic_ns() + START_LEAD_NS
         for _, pipe in self._workers:
             pipe.send(("run", start_ns, duration))
-        parts = [await self._expect(pipe, "result", duration + DRAIN_TIMEOUT + 30)
+        parts = [await self._expect(pipe, "result", duration + self.spec.drain_timeout + 30)
                  for _, pipe in self._workers]
         return merge_runs(parts)
 
@@ -485,7 +488,7 @@ class ProcessGenerator:
         for p in self._procs:
             assert p.stdin is not None
             p.stdin.write(f"run {start_ns} {duration}\n".encode())
-        return merge_runs([await self._expect(k, "result", duration + DRAIN_TIMEOUT + 30)
+        return merge_runs([await self._expect(k, "result", duration + self.spec.drain_timeout + 30)
                            for k in range(self.procs)])
 
 

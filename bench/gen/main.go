@@ -58,10 +58,10 @@ type Spec struct {
 	Concurrency    int      `json:"concurrency"`
 	ConnectTimeout float64  `json:"connect_timeout"`
 	Proto          string   `json:"proto"`
+	DrainTimeout   float64  `json:"drain_timeout"`
 }
 
 const (
-	drainTimeout = 10 * time.Second       // wait for senders' own echoes after sending
 	settle       = 300 * time.Millisecond // receive counts unchanged this long ends the drain
 	closeTimeout = 5 * time.Second        // wait for the server to drop connections we closed
 	readBuf      = 16 << 10               // bytes read at once per connection
@@ -802,7 +802,7 @@ func (sh *Shard) openLoop(t0, stop int64) {
 }
 
 func (sh *Shard) drain() {
-	deadline := time.Now().Add(drainTimeout)
+	deadline := time.Now().Add(time.Duration(sh.spec.DrainTimeout * float64(time.Second)))
 	for time.Now().Before(deadline) {
 		busy := false
 		for _, s := range sh.senders {
