@@ -17,11 +17,11 @@ from bench.wsproto import Conn, Tally
 
 
 def _spec(port: int, **kw) -> LoadSpec:
-    return LoadSpec(port=port, n=20, senders=2, window=4, duration=1.0, sample_every=5, **kw)
+    return LoadSpec(port=port, n=20, senders=2, window=4, duration=0.5, sample_every=5, **kw)
 
 
 async def _load(port: int, **kw) -> tuple[dict, int]:
-    """Run N=20, S=2 for about a second in-process; the run's summary and frames counted."""
+    """Run N=20, S=2 for half a second in-process; the run's summary and frames counted."""
     shard = Shard(_spec(port, **kw))
     try:
         ramp = await shard.ramp()
