@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "auto: Go when it builds, else Python")
     ap.add_argument("--quick", action="store_true", help="small N and 2 s runs: a smoke test")
     ap.add_argument("--duration", type=float, help="seconds of sending per run (overrides)")
+    ap.add_argument("--window", type=int,
+                    help="fanout: messages each sender keeps in flight (default 4)")
     ap.add_argument("--procs", type=int,
                     help="generator processes (default: the generator's CPUs for the Python "
                          "generator, 1 for the Go one, which uses every generator CPU)")
@@ -118,6 +120,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list
     sizes = QUICK if args.quick else FULL
     if args.duration:
         sizes = replace(sizes, duration=args.duration)
+    if args.window:
+        sizes = replace(sizes, fanout_window=args.window)
     exe, why = choose_generator(args.generator)
     procs = args.procs or (1 if exe else gen_cpus)
     ctx = Ctx(sizes=sizes, procs=procs, gen_cpus=gen_cpus, concurrency=args.concurrency,
