@@ -5,8 +5,7 @@
 | ``idle`` | server RSS per idle connection (chathub: plus its Valkey's), held with keepalive |
 | ``connect`` | time to open N connections, each up to its welcome; connections/s |
 | ``latency`` | open loop at R msgs/s to N connections: send→receipt p50/p90/p99/max |
-| ``fanout`` | closed loop, S senders × W in flight to N connections (one row per N): msgs/s, |
-|            | deliveries/s and deliveries per server CPU-second |
+| ``fanout`` | closed loop, S senders × W in flight to N connections (a row per N): deliveries/s, per server CPU-second |
 | ``ingest`` | many senders, few receivers: msgs/s through ids, rate-limit check and flush |
 | ``flush`` | rows/s from the Valkey stream into PostgreSQL (chathub only) |
 
