@@ -180,17 +180,17 @@ class ServerProc:
         """
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix=f"chb{self.kind[0]}", dir="/tmp"))
-        if self.kind == "node-ws":
-            self._node_dir = peers.node_ws()
-            self.note = f"ws {peers.WS_VERSION}"
-        elif self.kind == "go-hub":
-            try:
+        try:
+            if self.kind == "node-ws":
+                self._node_dir = peers.node_ws()
+                self.note = f"ws {peers.WS_VERSION}"
+            elif self.kind == "go-hub":
                 self._exe, version = peers.gorilla_chat(self.data_dir)
-            except peers.Unavailable:
-                shutil.rmtree(self.data_dir, ignore_errors=True)
-                self.data_dir = None
-                raise
-            self.note = f"gorilla/websocket examples/chat ({version})"
+                self.note = f"gorilla/websocket examples/chat ({version})"
+        except peers.Unavailable:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+            raise
 
     def _command(self) -> list[str]:
         if self.kind == "reference":
@@ -357,7 +357,9 @@ class ServerProc:
 
     async def stop(self) -> None:
         """SIGTERM by PID, wait, SIGKILL after STOP_TIMEOUT; then leftover services by PID."""
-        if self.proc is None:
+        if self.proc is None:  # prepared but never started
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
