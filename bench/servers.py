@@ -374,9 +374,16 @@ class ServerProc:
                     os.kill(pid, signal.SIGTERM)
                 except OSError:
                     pass
+        deadline = time.monotonic() + 10.0  # let them finish writing into the data dir
+        while time.monotonic() < deadline and any(
+                Path(f"/proc/{pid}").exists() and self._ours(pid) for pid in self.service_pids):
+            await asyncio.sleep(0.1)
         if self.data_dir is not None:
             await asyncio.sleep(0.2)
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.data_dir.exists():  # something wrote into it meanwhile: once more
+                await asyncio.sleep(1.0)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _ours(self, pid: int) -> bool:
         """True when ``pid`` still works in our data dir (Valkey and PostgreSQL chdir there)."""
