@@ -216,6 +216,8 @@ async def connect(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
     secs = ramp["seconds"] or 1e-9
     out["conns_per_s"] = round(ramp["connected"] / secs, 1)
     out["server_cpu_s"] = round(server_cpu, 3)
+    # like deliveries per CPU-second: comparable even when the server did not get a whole CPU
+    out["server_ms_per_conn"] = round(1000 * server_cpu / ramp["connected"], 3) if ramp["connected"] else None
     out["generator_cpu"] = round(ramp["cpu_s"] / secs / max(1, ctx.gen_cpus), 3)
     out["generator_bound"] = out["generator_cpu"] >= 0.9
     out["others_cpu"] = others_cpu(ramp["machine_s"] / secs, server_cpu / secs, ramp["cpu_s"] / secs)
