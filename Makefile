@@ -27,6 +27,9 @@ serve: $(STAMP)
 test: $(TSTAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# make bench [ARGS="--quick"]: chathub next to its peers (docs/performance.md). Node ws runs
+# when node and npm are installed, the Go hub when go is and CHATHUB_BENCH_GORILLA names a
+# gorilla/websocket checkout at v1.5.3; the Go load generator is built when go is installed.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 

@@ -18,6 +18,7 @@ for the receive counts to settle), :meth:`Shard.close` closes everything.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import resource
@@ -29,14 +30,17 @@ from typing import Any
 from .hist import Histogram
 from .wsproto import Conn, Sender, Tally, connect
 
-#: seconds the drain waits for senders' own echoes after the sending stopped
-DRAIN_TIMEOUT = 10.0
+#: seconds the drain waits at most for senders' own echoes and settled counts after the
+#: sending stopped (slow servers at N=10,000 queue many seconds of frames)
+DRAIN_TIMEOUT = 30.0
 #: the receive counts must stay unchanged this long for the drain to end
 SETTLE = 0.3
 #: seconds to wait for the server to close connections after we sent close
 CLOSE_TIMEOUT = 5.0
 #: seconds a generator process may take for one phase before the parent gives up on it
 PHASE_TIMEOUT = 180.0
+#: how long after the harness's command the generators start sending, ns
+START_LEAD_NS = 200_000_000
 
 
 @dataclass
@@ -64,6 +68,10 @@ class LoadSpec:
     concurrency: int = 100
     #: seconds one connection may take to open and get its welcome
     connect_timeout: float = 10.0
+    #: "chathub" (JSON frames, a welcome first) or "raw" (the Go hub; see bench.wsproto)
+    proto: str = "chathub"
+    #: most seconds the drain after the sending window takes
+    drain_timeout: float = DRAIN_TIMEOUT
 
     def ids(self, shard: int, procs: int) -> range:
         """The global connection ids of ``shard``."""
@@ -164,7 +172,8 @@ class Shard:
                 started = time.perf_counter()
                 try:
                     conn = await connect(spec.host, spec.port, f"{spec.path}?user={self._user(g)}",
-                                         self.tally, parse, spec.connect_timeout)
+                                         self.tally, parse, spec.connect_timeout,
+                                         spec.proto == "raw")
                 except TimeoutError:
                     tally.error("connect_timeout")
                     return
@@ -261,7 +270,7 @@ class Shard:
             k += 1
 
     async def _drain(self) -> None:
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        deadline = time.monotonic() + self.spec.drain_timeout
         while time.monotonic() < deadline and any(
                 s.in_flight > 0 and not s.conn.transport.is_closing() for s in self.senders):
             await asyncio.sleep(0.02)
@@ -394,15 +403,93 @@ class Generator:
         parts = [await self._expect(pipe, "ramped", PHASE_TIMEOUT) for _, pipe in self._workers]
         return merge_ramps(parts)
 
-    async def run(self, duration: float | None = None) -> dict[str, Any]:
-        """Send in every process from one start time; the merged :class:`RunResult`."""
+    async def run(self, duration: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
+        """Send in every process from one start time (monotonic ns; default: 0.2 s from now);
+        the merged :class:`RunResult`."""
         duration = self.spec.duration if duration is None else duration
-        start_ns = time.monotonic_ns() + 200_000_000
+        start_ns = start_ns or time.monotonic_ns() + START_LEAD_NS
         for _, pipe in self._workers:
             pipe.send(("run", start_ns, duration))
-        parts = [await self._expect(pipe, "result", duration + DRAIN_TIMEOUT + 30)
+        parts = [await self._expect(pipe, "result", duration + self.spec.drain_timeout + 30)
                  for _, pipe in self._workers]
         return merge_runs(parts)
+
+
+class ProcessGenerator:
+    """The same load as :class:`Generator`, run by an external generator executable (the
+    Go one in ``bench/gen``): ``procs`` processes, each one shard, driven over stdin and
+    stdout with JSON lines (see ``bench/gen/main.go``). Same interface and results."""
+
+    def __init__(self, spec: LoadSpec, procs: int, exe: str) -> None:
+        self.spec = spec
+        self.procs = max(1, min(procs, spec.n))
+        self.exe = exe
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._errs: list[Any] = []
+
+    async def __aenter__(self) -> ProcessGenerator:
+        import tempfile
+
+        for k in range(self.procs):
+            arg = json.dumps({"spec": asdict(self.spec), "shard": k, "procs": self.procs})
+            err = tempfile.TemporaryFile()
+            p = await asyncio.create_subprocess_exec(
+                self.exe, arg, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=err, limit=1 << 24, preexec_fn=raise_nofile)
+            self._procs.append(p)
+            self._errs.append(err)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for p in self._procs:
+            if p.stdin is not None and not p.stdin.is_closing():
+                try:
+                    p.stdin.write(b"close\n")
+                    p.stdin.close()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+        for p in self._procs:
+            try:
+                await asyncio.wait_for(p.wait(), CLOSE_TIMEOUT + 10)
+            except TimeoutError:  # a stuck generator of ours: stop it by its pid
+                p.kill()
+                await p.wait()
+        for err in self._errs:
+            err.close()
+        self._procs.clear()
+        self._errs.clear()
+
+    def _stderr(self, k: int) -> str:
+        err = self._errs[k]
+        err.seek(0)
+        return err.read().decode(errors="replace").strip()[-300:]
+
+    async def _expect(self, k: int, kind: str, timeout: float) -> dict[str, Any]:
+        p = self._procs[k]
+        assert p.stdout is not None
+        try:
+            line = await asyncio.wait_for(p.stdout.readline(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"a generator process sent no {kind!r} within {timeout:.0f}s") from None
+        if not line:
+            await p.wait()
+            raise RuntimeError(f"a generator process died ({p.returncode}): {self._stderr(k)}")
+        msg = json.loads(line)
+        if msg.pop("kind", None) != kind:
+            raise RuntimeError(f"generator sent {line[:80]!r}, expected {kind!r}")
+        return msg
+
+    async def ramp(self) -> dict[str, Any]:
+        return merge_ramps([await self._expect(k, "ramped", PHASE_TIMEOUT) for k in range(self.procs)])
+
+    async def run(self, duration: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
+        duration = self.spec.duration if duration is None else duration
+        start_ns = start_ns or time.monotonic_ns() + START_LEAD_NS
+        for p in self._procs:
+            assert p.stdin is not None
+            p.stdin.write(f"run {start_ns} {duration}\n".encode())
+        return merge_runs([await self._expect(k, "result", duration + self.spec.drain_timeout + 30)
+                           for k in range(self.procs)])
 
 
 def merge_ramps(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -429,8 +516,10 @@ def merge_runs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: 0 for k in ("connections", "senders", "sent", "acked", "refused",
                                           "in_flight_left", "chats_window", "chats_total",
                                           "unexpected_close")}
-    out.update(seconds=0.0, drain_s=0.0, cpu_s=0.0, machine_s=0.0, errors={})
+    out.update(seconds=0.0, drain_s=0.0, cpu_s=0.0, machine_s=0.0, errors={}, reads=None)
     for p in parts:
+        if p.get("reads") is not None:  # the Go generator counts its reads in the window
+            out["reads"] = (out["reads"] or 0) + p["reads"]
         for k in ("connections", "senders", "sent", "acked", "refused", "in_flight_left",
                   "chats_window", "chats_total", "unexpected_close"):
             out[k] += p[k]
@@ -464,6 +553,7 @@ def summarize_run(r: dict[str, Any], gen_cpus: int) -> dict[str, Any]:
         "errors": r["errors"],
         "slow_consumer_disconnects": r["errors"].get("close_4002", 0),
         "generator_cpu": round(gen_cpu, 3),
+        "deliveries_per_read": round(r["chats_window"] / r["reads"], 2) if r.get("reads") else None,
         "generator_bound": gen_cpu >= 0.9,
         "machine_cpu": round(r["machine_s"] / secs, 3),
         "seconds": round(secs, 2),

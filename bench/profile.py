@@ -22,15 +22,24 @@ _LINE = re.compile(r"\s*\((.*?):\d+\)$")
 
 
 def _py_spy() -> str | None:
+    """py-spy next to this Python or on the PATH; installed with pip on first use."""
     here = Path(sys.executable).parent / "py-spy"
-    return str(here) if here.exists() else shutil.which("py-spy")
+    found = str(here) if here.exists() else shutil.which("py-spy")
+    if found is None:
+        import subprocess
+
+        print("bench: installing py-spy (pip install py-spy) for --profile", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"],
+                       check=False, timeout=300)
+        found = str(here) if here.exists() else shutil.which("py-spy")
+    return found
 
 
 async def start_py_spy(pid: int, out: str, duration: float) -> asyncio.subprocess.Process | None:
     """Start ``py-spy record`` on ``pid`` for ``duration`` seconds (None when not installed)."""
     exe = _py_spy()
     if exe is None:
-        print("bench: py-spy is not installed (pip install py-spy); no profile", file=sys.stderr)
+        print("bench: py-spy could not be installed (pip install py-spy); no profile", file=sys.stderr)
         return None
     return await asyncio.create_subprocess_exec(
         exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))),

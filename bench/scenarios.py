@@ -2,15 +2,15 @@
 
 | scenario | what it measures |
 |---|---|
-| ``idle`` | server RSS per idle connection (VmRSS of the server process before/after) |
+| ``idle`` | server RSS per idle connection (chathub: plus its Valkey's), held with keepalive |
 | ``connect`` | time to open N connections, each up to its welcome; connections/s |
 | ``latency`` | open loop at R msgs/s to N connections: send→receipt p50/p90/p99/max |
-| ``fanout`` | closed loop, S senders × W in flight to N connections: msgs/s, deliveries/s |
+| ``fanout`` | closed loop, S senders × W in flight to N connections (a row per N): deliveries/s, per server CPU-second |
 | ``ingest`` | many senders, few receivers: msgs/s through ids, rate-limit check and flush |
 | ``flush`` | rows/s from the Valkey stream into PostgreSQL (chathub only) |
 
-Every figure is measured the same way for chathub and for the reference, except
-``flush``, which the reference has nothing to compare with.
+Every figure is measured the same way for chathub and for each peer (the
+reference, Node ``ws``, the Go hub), except ``flush``, which only chathub has.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .hist import Histogram
-from .loadgen import Generator, LoadSpec, machine_busy_s, summarize_run
+from .loadgen import (
+    START_LEAD_NS,
+    Generator,
+    LoadSpec,
+    ProcessGenerator,
+    machine_busy_s,
+    summarize_run,
+)
 from .servers import ServerProc
 
 
@@ -30,14 +37,17 @@ class Sizes:
     """The parameters of a run: the full one, or ``--quick``."""
 
     duration: float = 10.0
-    fanout_n: int = 1000
+    #: one fanout row per N
+    fanout_ns: tuple[int, ...] = (1000, 10000)
     fanout_senders: int = 10
     fanout_window: int = 4
     latency_n: int = 1000
     latency_senders: int = 10
     latency_rates: tuple[float, ...] = (20.0, 50.0)
-    idle_n: int = 5000
-    connect_n: int = 1000
+    idle_n: int = 15000
+    #: seconds the idle connections are held (keepalive pings and pongs go on meanwhile)
+    idle_hold: float = 60.0
+    connect_n: int = 15000
     ingest_senders: int = 200
     ingest_receivers: int = 10
     ingest_window: int = 4
@@ -48,7 +58,8 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(duration=2.0, fanout_n=100, latency_n=100, idle_n=500, connect_n=200,
+QUICK = Sizes(duration=2.0, fanout_ns=(100, 1000), latency_n=100, idle_n=500, idle_hold=3.0,
+              connect_n=500,
               ingest_senders=40, ingest_receivers=5, flush_senders=10, flush_drain_timeout=20.0)
 
 
@@ -62,6 +73,16 @@ class Ctx:
     concurrency: int = 100
     #: py-spy output path for the chathub daemon during ``fanout`` (None: no profile)
     profile: str | None = None
+    #: an external generator executable (the Go one), or None for the Python generator
+    generator: str | None = None
+
+
+def make_generator(spec: LoadSpec, ctx: Ctx, procs: int | None = None) -> Generator | ProcessGenerator:
+    """The generator of this run for ``spec``: the Go one when built, else the Python one."""
+    procs = ctx.procs if procs is None else procs
+    if ctx.generator:
+        return ProcessGenerator(spec, procs, ctx.generator)
+    return Generator(spec, procs)
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -82,27 +103,52 @@ def _ramp_figures(ramp: dict[str, Any]) -> dict[str, Any]:
             "connect_p50_ms": s["p50_ms"], "connect_p99_ms": s["p99_ms"]}
 
 
+async def _window_cpu(srv: ServerProc, start_ns: int, duration: float) -> tuple[float, float, float]:
+    """CPU seconds of the server and of its services over the sending window, and its length."""
+    await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
+    cpu0, svc0, t0 = srv.cpu_s(), srv.services_cpu_s(), time.monotonic()
+    await asyncio.sleep(duration)
+    return srv.cpu_s() - cpu0, srv.services_cpu_s() - svc0, time.monotonic() - t0
+
+
+def per_delivery(deliveries: int, server_cpu_s: float, services_cpu_s: float,
+                 generator_cpu_s: float) -> dict[str, Any]:
+    """Deliveries per server CPU-second (and with Valkey+PostgreSQL), CPU µs per delivery."""
+    def div(a: float, b: float, scale: float = 1.0) -> float | None:
+        return round(scale * a / b, 3 if scale != 1.0 else 1) if b > 0 and a > 0 else None
+
+    return {"deliveries_per_cpu_s": div(deliveries, server_cpu_s),
+            "deliveries_per_cpu_s_all": div(deliveries, server_cpu_s + services_cpu_s),
+            "server_us_per_delivery": div(server_cpu_s, deliveries, 1e6),
+            "generator_us_per_delivery": div(generator_cpu_s, deliveries, 1e6)}
+
+
 async def _load(srv: ServerProc, spec: LoadSpec, ctx: Ctx, profile: str | None = None) -> dict[str, Any]:
-    """Ramp, run once, close; the run's figures plus the ramp's and the server's CPU share."""
-    async with Generator(spec, ctx.procs) as gen:
+    """Ramp, run once, close; the run's figures plus the ramp's and the server's CPU over the
+    sending window (sampled by the harness from the agreed start time for ``duration``)."""
+    async with make_generator(spec, ctx) as gen:
         ramp = await gen.ramp()
-        cpu0, svc0, t0 = srv.cpu_s(), srv.services_cpu_s(), time.monotonic()
         spy = None
         if profile is not None:
             from .profile import start_py_spy
 
             spy = await start_py_spy(srv.pid, profile, spec.duration)
-        run = await gen.run()
-        wall = time.monotonic() - t0
-        cpu1, svc1 = srv.cpu_s(), srv.services_cpu_s()
+        start_ns = time.monotonic_ns() + START_LEAD_NS
+        window = asyncio.create_task(_window_cpu(srv, start_ns, spec.duration))
+        run = await gen.run(start_ns=start_ns)
+        server_s, services_s, wall = await window
         if spy is not None:
             from .profile import wait_py_spy
 
             await wait_py_spy(spy)
     out = summarize_run(run, ctx.gen_cpus)
+    if srv.kind == "go-hub":  # it drops a client whose queue is full with a close without code
+        out["slow_consumer_disconnects"] = run["errors"].get("close_1005", 0)
     out.update(_ramp_figures(ramp))
-    out["server_cpu"] = round((cpu1 - cpu0) / wall, 3)
-    out["services_cpu"] = round((svc1 - svc0) / wall, 3)
+    wall = wall or 1e-9
+    out["server_cpu"] = round(server_s / wall, 3)
+    out["services_cpu"] = round(services_s / wall, 3)
+    out.update(per_delivery(run["chats_window"], server_s, services_s, run["cpu_s"]))
     out["others_cpu"] = others_cpu(out["machine_cpu"], out["server_cpu"], out["services_cpu"],
                                    run["cpu_s"] / (run["seconds"] or 1e-9))
     await _settle(srv)
@@ -115,20 +161,26 @@ def others_cpu(machine: float, *ours: float) -> float:
 
 
 def _spec(srv: ServerProc, ctx: Ctx, **kw: Any) -> LoadSpec:
+    proto = "raw" if srv.kind == "go-hub" else "chathub"
     return replace(LoadSpec(port=srv.port, concurrency=ctx.concurrency,
-                            duration=ctx.sizes.duration), **kw)
+                            duration=ctx.sizes.duration, proto=proto), **kw)
 
 
 # -- scenarios --------------------------------------------------------------------------------
 
 
 async def fanout(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
-    """N connections, S senders in closed loop with W in flight each."""
+    """N connections, S senders in closed loop with W in flight each; one row per N."""
     z = ctx.sizes
-    spec = _spec(srv, ctx, n=z.fanout_n, senders=z.fanout_senders, window=z.fanout_window)
-    prof = ctx.profile if srv.kind == "chathub" else None
-    out = await _load(srv, spec, ctx, profile=prof)
-    return [{"scenario": "fanout", "n": spec.n, "s": spec.senders, "w": spec.window, **out}]
+    rows = []
+    for k, n in enumerate(z.fanout_ns):
+        spec = _spec(srv, ctx, n=n, senders=z.fanout_senders, window=z.fanout_window)
+        prof = ctx.profile if srv.kind == "chathub" else None
+        if prof and k:
+            prof = f"{prof}.n{n}"
+        out = await _load(srv, spec, ctx, profile=prof)
+        rows.append({"scenario": f"fanout_n{n}", "n": spec.n, "s": spec.senders, "w": spec.window, **out})
+    return rows
 
 
 async def latency(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
@@ -157,13 +209,15 @@ async def connect(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
     z = ctx.sizes
     spec = _spec(srv, ctx, n=z.connect_n, senders=0, duration=0.0)
     cpu0 = srv.cpu_s()
-    async with Generator(spec, ctx.procs) as gen:
+    async with make_generator(spec, ctx) as gen:
         ramp = await gen.ramp()
         server_cpu = srv.cpu_s() - cpu0
     out = _ramp_figures(ramp)
     secs = ramp["seconds"] or 1e-9
     out["conns_per_s"] = round(ramp["connected"] / secs, 1)
     out["server_cpu_s"] = round(server_cpu, 3)
+    # like deliveries per CPU-second: comparable even when the server did not get a whole CPU
+    out["server_ms_per_conn"] = round(1000 * server_cpu / ramp["connected"], 3) if ramp["connected"] else None
     out["generator_cpu"] = round(ramp["cpu_s"] / secs / max(1, ctx.gen_cpus), 3)
     out["generator_bound"] = out["generator_cpu"] >= 0.9
     out["others_cpu"] = others_cpu(ramp["machine_s"] / secs, server_cpu / secs, ramp["cpu_s"] / secs)
@@ -172,25 +226,40 @@ async def connect(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
 
 
 async def idle(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
-    """Server RSS per idle connection: VmRSS before and after opening N idle connections."""
+    """RSS per idle connection, and whether N idle connections hold for ``idle_hold`` s.
+
+    VmRSS of the server process before and after opening N idle connections, and
+    for chathub also that of its Valkey (presence and session entries; the daemon's
+    only Valkey, so all of its growth is the daemon's share). Then the connections
+    stay open while the server's keepalive pings them; any the server closes or
+    loses is counted.
+    """
     z = ctx.sizes
     # warm up the code paths once (imports, caches) so "before" is a fair baseline
     warm = _spec(srv, ctx, n=50, senders=0, duration=0.0)
-    async with Generator(warm, 1) as gen:
+    async with make_generator(warm, ctx, 1) as gen:
         await gen.ramp()
     await _settle(srv)
     await asyncio.sleep(1.0)
-    before = srv.rss_kb()
+    before, vk_before = srv.rss_kb(), srv.valkey_rss_kb()
     spec = _spec(srv, ctx, n=z.idle_n, senders=0, duration=0.0)
-    async with Generator(spec, ctx.procs) as gen:
+    async with make_generator(spec, ctx) as gen:
         ramp = await gen.ramp()
         await asyncio.sleep(2.0)
-        after = srv.rss_kb()
-        held = await srv.connections()
+        after, vk_after = srv.rss_kb(), srv.valkey_rss_kb()
+        held_now = await srv.connections()
+        hold = await gen.run(duration=z.idle_hold)
+        held_after = await srv.connections()
     conns = ramp["connected"] or 1
     out = _ramp_figures(ramp)
+    daemon_kb = (after - before) / conns
+    valkey_kb = (vk_after - vk_before) / conns
     out.update(rss_before_mb=round(before / 1024, 1), rss_after_mb=round(after / 1024, 1),
-               rss_per_conn_kb=round((after - before) / conns, 2), server_connections=held)
+               rss_per_conn_kb=round(daemon_kb, 2), valkey_per_conn_kb=round(valkey_kb, 2),
+               total_per_conn_kb=round(daemon_kb + valkey_kb, 2), server_connections=held_now,
+               hold_s=round(hold["seconds"], 1), lost_in_hold=hold["unexpected_close"],
+               held=ramp["connected"] - hold["unexpected_close"],
+               server_connections_after_hold=held_after, hold_errors=hold["errors"])
     await _settle(srv)
     return [{"scenario": "idle", "n": spec.n, **out}]
 
@@ -215,7 +284,7 @@ async def flush(srv: ServerProc, ctx: Ctx) -> list[dict[str, Any]]:
     await own.start()
     try:
         spec = _spec(own, ctx, n=z.flush_senders, senders=z.flush_senders, window=z.flush_window)
-        pushed = await _load(own, spec, ctx)
+        pushed = await _load(own, spec, ctx)  # (flush has no peers to compare)
         assert own.data_dir is not None
         samples: list[tuple[float, int]] = []
         async with AdminClient(own.data_dir / "admin.sock") as admin:

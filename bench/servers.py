@@ -2,7 +2,9 @@
 
 :class:`ServerProc` runs one server as a subprocess on a loopback port: chathub
 (``chathub serve`` with a fresh temporary data dir, limits raised so that they
-never trigger) or the reference (:mod:`bench.reference`). It is pinned to its
+never trigger), or a peer: the reference (:mod:`bench.reference`, a bare
+``websockets`` server), Node ``ws`` (``bench/peers/ws_server.cjs``) or the Go hub
+(gorilla/websocket's chat example; see :mod:`bench.peers`). It is pinned to its
 CPUs with ``taskset`` when asked, reads its RSS and CPU time from ``/proc``, and
 is stopped by its PID (SIGTERM, then SIGKILL after a bound). The embedded
 Valkey and PostgreSQL that chathub starts are found through their pid files, so
@@ -25,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from . import peers
 
 #: the repository root (bench/ lives in it)
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,13 +130,24 @@ async def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, byt
     return await asyncio.wait_for(go(), timeout)
 
 
+#: every kind of server the harness runs, in the order it runs them per scenario
+KINDS = ("reference", "node-ws", "go-hub", "chathub")
+#: seconds a server without a connection count gets to drop closed connections
+SETTLE_BLIND = 1.0
+
+
 class ServerProc:
-    """One server under test: ``await start()``, measure, ``await stop()``."""
+    """One server under test: ``prepare()``, ``await start()``, measure, ``await stop()``."""
 
     def __init__(self, kind: str, cpus: str | None = None, env: dict[str, str] | None = None,
                  log_level: str = "INFO", chathub_src: str | None = None, workers: int = 1) -> None:
-        assert kind in ("chathub", "reference")
+        assert kind in KINDS, kind
         self.kind = kind
+        #: what was built or installed for a peer (version line), for the report
+        self.note = ""
+        #: the Go hub's binary; the folder holding Node's ``ws``
+        self._exe: Path | None = None
+        self._node_dir: Path | None = None
         #: hub processes (``chathub serve --workers``)
         self.workers = workers
         #: a folder holding a ``chathub`` package to run instead of the installed one
@@ -152,9 +167,38 @@ class ServerProc:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def counts_connections(self) -> bool:
+        """Whether the server reports its open connections (the Go hub does not)."""
+        return self.kind != "go-hub"
+
+    def prepare(self) -> None:
+        """Install or build what a peer needs (before :meth:`start`).
+
+        Raises:
+            peers.Unavailable: the peer cannot run here; the message says why.
+        """
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix=f"chb{self.kind[0]}", dir="/tmp"))
+        try:
+            if self.kind == "node-ws":
+                self._node_dir = peers.node_ws()
+                self.note = f"ws {peers.WS_VERSION}"
+            elif self.kind == "go-hub":
+                self._exe, version = peers.gorilla_chat(self.data_dir)
+                self.note = f"gorilla/websocket examples/chat ({version})"
+        except peers.Unavailable:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+            raise
+
     def _command(self) -> list[str]:
         if self.kind == "reference":
             cmd = [sys.executable, "-m", "bench.reference", "--port", str(self.port)]
+        elif self.kind == "node-ws":
+            cmd = ["node", str(peers.HERE / "ws_server.cjs"), "--port", str(self.port)]
+        elif self.kind == "go-hub":
+            cmd = [str(self._exe), "-addr", f"127.0.0.1:{self.port}"]
         else:
             cmd = [sys.executable, "-c", "from chathub.cli import app; app()", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
                    "--host", "127.0.0.1", "--log-level", self.log_level]
@@ -171,12 +215,16 @@ class ServerProc:
             RuntimeError: it exited or did not answer in time (with its log's tail).
         """
         self.port = free_port()
-        self.data_dir = Path(tempfile.mkdtemp(prefix=f"chb{self.kind[0]}", dir="/tmp"))
+        if self.data_dir is None:
+            self.prepare()
+        assert self.data_dir is not None
         self.log_path = self.data_dir / "server.log"
         env = dict(os.environ)
         env = {k: v for k, v in env.items() if not k.startswith("CHATHUB_")}
         if self.kind == "chathub":
             env.update(CHATHUB_ENV)
+        if self._node_dir is not None:
+            env["CHATHUB_BENCH_NODE_DIR"] = str(self._node_dir)
         env.update(self.extra_env)
         first = str(ROOT) if self.kind == "reference" else (self.chathub_src or "")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH", "")) if p)
@@ -191,7 +239,7 @@ class ServerProc:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 status, _ = await http_get(self.port, "/healthz", 2.0)
-                if status == 200:
+                if status == 200 or not self.counts_connections:  # the Go hub: any answer
                     break
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
                 pass
@@ -227,6 +275,15 @@ class ServerProc:
         """CPU seconds of the server process itself."""
         return cpu_s(self.pid)
 
+    def valkey_rss_kb(self) -> int:
+        """VmRSS of chathub's embedded Valkey in kB (0 for other servers)."""
+        assert self.data_dir is not None
+        try:
+            pid = int((self.data_dir / "valkey" / "valkey.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        return rss_kb(pid)
+
     def services_cpu_s(self) -> float:
         """CPU seconds of the embedded Valkey and PostgreSQL (postmaster and its backends)."""
         total = 0.0
@@ -237,7 +294,9 @@ class ServerProc:
         return total
 
     async def connections(self) -> int | None:
-        """Open connections as /healthz reports them."""
+        """Open connections as /healthz reports them (None: unknown)."""
+        if not self.counts_connections:
+            return None
         try:
             _, body = await http_get(self.port, "/healthz", 5.0)
             return int(json.loads(body).get("connections", 0))
@@ -245,7 +304,11 @@ class ServerProc:
             return None
 
     async def wait_connections(self, target: int, timeout: float = 30.0) -> bool:
-        """Wait (bounded) until the server counts at most ``target`` connections."""
+        """Wait (bounded) until the server counts at most ``target`` connections
+        (a server that does not count them gets :data:`SETTLE_BLIND` seconds)."""
+        if not self.counts_connections:
+            await asyncio.sleep(SETTLE_BLIND)
+            return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             n = await self.connections()
@@ -260,7 +323,7 @@ class ServerProc:
         while time.monotonic() < deadline:
             try:
                 status, _ = await http_get(self.port, "/healthz", 5.0)
-                if status == 200:
+                if status == 200 or not self.counts_connections:
                     return True
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
                 pass
@@ -294,7 +357,9 @@ class ServerProc:
 
     async def stop(self) -> None:
         """SIGTERM by PID, wait, SIGKILL after STOP_TIMEOUT; then leftover services by PID."""
-        if self.proc is None:
+        if self.proc is None:  # prepared but never started
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -309,9 +374,16 @@ class ServerProc:
                     os.kill(pid, signal.SIGTERM)
                 except OSError:
                     pass
+        deadline = time.monotonic() + 10.0  # let them finish writing into the data dir
+        while time.monotonic() < deadline and any(
+                Path(f"/proc/{pid}").exists() and self._ours(pid) for pid in self.service_pids):
+            await asyncio.sleep(0.1)
         if self.data_dir is not None:
             await asyncio.sleep(0.2)
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.data_dir.exists():  # something wrote into it meanwhile: once more
+                await asyncio.sleep(1.0)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _ours(self, pid: int) -> bool:
         """True when ``pid`` still works in our data dir (Valkey and PostgreSQL chdir there)."""

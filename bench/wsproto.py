@@ -12,6 +12,11 @@ Server frames are never masked (RFC 6455 §5.1); frames we send are masked with 
 all-zero key, which is valid and leaves the payload as is. ``ping`` gets a ``pong``,
 ``close`` is echoed. Fragmented frames are not expected (servers here never
 fragment) and are counted as ``other``.
+
+With ``raw=True`` (the Go hub: it sends no welcome, echoes a client's text as is,
+and joins the messages queued for a client with newlines into one message, which
+it fragments past its 1,024-byte write buffer) the upgrade counts as the welcome
+and each line of a chat message as one delivery; fragments are put together.
 """
 
 from __future__ import annotations
@@ -138,15 +143,20 @@ class Conn(asyncio.Protocol):
     """One client connection. ``welcome`` resolves once the server's first frame came."""
 
     __slots__ = ("host", "port", "path", "tally", "parse", "sender", "transport", "buf",
-                 "upgraded", "welcome", "chats", "frames", "closing", "close_code", "lost")
+                 "upgraded", "welcome", "chats", "frames", "closing", "close_code", "lost", "raw", "frag")
 
-    def __init__(self, host: str, port: int, path: str, tally: Tally, parse: bool = False) -> None:
+    def __init__(self, host: str, port: int, path: str, tally: Tally, parse: bool = False,
+                 raw: bool = False) -> None:
         self.host = host
         self.port = port
         self.path = path
         self.tally = tally
         #: look inside chat frames (latency sample receivers and senders)
         self.parse = parse
+        #: a hub without welcome that joins queued messages with newlines (see above)
+        self.raw = raw
+        #: the fragments so far of a fragmented chat message (raw only), else None
+        self.frag: bytearray | None = None
         self.sender: Sender | None = None
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
@@ -212,10 +222,21 @@ class Conn(asyncio.Protocol):
                 break
             self.frames += 1
             op = view[pos] & 0x0F
-            if op == 1 and view.startswith(CHAT_PREFIX, start):
-                self.chats += 1
-                if self.parse:
-                    self._chat(view, start, end)
+            if self.raw and (op == 0 or (op == 1 and not view[pos] & 0x80)):
+                if op == 1 and view.startswith(CHAT_PREFIX, start):
+                    self.frag = bytearray(view[start:end])
+                elif op == 0 and self.frag is not None:
+                    self.frag += view[start:end]
+                    if view[pos] & 0x80:
+                        self._raw_chats(bytes(self.frag))
+                        self.frag = None
+            elif op == 1 and view.startswith(CHAT_PREFIX, start):
+                if self.raw:
+                    self._raw_chats(bytes(view[start:end]))
+                else:
+                    self.chats += 1
+                    if self.parse:
+                        self._chat(view, start, end)
             elif op == 1:
                 self._other(bytes(view[start:end]))
             elif op == 8:
@@ -246,6 +267,8 @@ class Conn(asyncio.Protocol):
             self._fail(f"http_{status}")
             return b""
         self.upgraded = True
+        if self.raw and not self.welcome.done():
+            self.welcome.set_result(None)
         return rest
 
     def _fail(self, reason: str) -> None:
@@ -268,6 +291,12 @@ class Conn(asyncio.Protocol):
         s = self.sender
         if s is not None and parts[1] == s.sid:
             s.on_echo()
+
+    def _raw_chats(self, payload: bytes) -> None:
+        self.chats += payload.count(b"\n") + 1
+        if self.parse:
+            for line in payload.split(b"\n"):
+                self._chat(line, 0, len(line))
 
     def _other(self, payload: bytes) -> None:
         if payload.startswith(WELCOME_PREFIX):
@@ -310,7 +339,7 @@ class Conn(asyncio.Protocol):
 
 
 async def connect(host: str, port: int, path: str, tally: Tally, parse: bool,
-                  timeout: float) -> Conn:
+                  timeout: float, raw: bool = False) -> Conn:
     """Open one connection and wait for its welcome.
 
     Raises:
@@ -321,7 +350,7 @@ async def connect(host: str, port: int, path: str, tally: Tally, parse: bool,
 
     def factory() -> Conn:
         nonlocal conn
-        conn = Conn(host, port, path, tally, parse)
+        conn = Conn(host, port, path, tally, parse, raw)
         return conn
 
     async def opening() -> Conn:

@@ -1,18 +1,28 @@
-"""Smoke tests of the benchmark's load generator against real servers (no timing assertions)."""
+"""Smoke tests of the benchmark's load generators against real servers (no timing assertions)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import asdict
 
+import pytest
 from websockets.asyncio.server import serve
 
-from bench import reference
-from bench.loadgen import LoadSpec, Shard, merge_runs, summarize_run
+from bench import peers, reference
+from bench.loadgen import LoadSpec, ProcessGenerator, Shard, merge_runs, summarize_run
+from bench.report import TARGETS, markdown_table
+from bench.scenarios import per_delivery
+from bench.wsproto import Conn, Tally
 
 
-async def _load(port: int) -> tuple[dict, int]:
-    """Run N=20, S=2 for about a second; return the run's summary and frames counted."""
-    shard = Shard(LoadSpec(port=port, n=20, senders=2, window=4, duration=1.0, sample_every=5))
+def _spec(port: int, **kw) -> LoadSpec:
+    return LoadSpec(port=port, n=20, senders=2, window=4, duration=0.5, sample_every=5, **kw)
+
+
+async def _load(port: int, **kw) -> tuple[dict, int]:
+    """Run N=20, S=2 for half a second in-process; the run's summary and frames counted."""
+    shard = Shard(_spec(port, **kw))
     try:
         ramp = await shard.ramp()
         assert ramp.connected == 20, ramp.errors
@@ -20,6 +30,46 @@ async def _load(port: int) -> tuple[dict, int]:
     finally:
         await shard.close()
     return summarize_run(merge_runs([asdict(res)]), 1), res.chats_total
+
+
+def _go_generator() -> str:
+    try:
+        return str(peers.go_generator())
+    except peers.Unavailable as exc:
+        pytest.skip(f"Go generator unavailable: {exc}")
+
+
+async def _go_load(port: int, **kw) -> dict:
+    """The same load through the Go generator; the run's summary."""
+    async with ProcessGenerator(_spec(port, **kw), 1, _go_generator()) as gen:
+        ramp = await gen.ramp()
+        assert ramp["connected"] == 20, ramp["errors"]
+        run = await gen.run()
+    return summarize_run(run, 1)
+
+
+async def _raw_hub(ws) -> None:  # type: ignore[no-untyped-def]
+    """A hub like the Go one: no welcome, each text echoed as is to everyone, joined by a
+    newline with one more chat (no sender's) and sent in two fragments."""
+    async for data in ws:
+        joined = data + '\n{"type":"chat","text":"x"}'  # two deliveries in one message
+        half = len(joined) // 2
+        for peer in list(RAW_CLIENTS):
+            try:
+                await peer.send(iter([joined[:half], joined[half:]]))
+            except Exception:
+                continue
+
+
+RAW_CLIENTS: set = set()
+
+
+async def _raw_handler(ws) -> None:  # type: ignore[no-untyped-def]
+    RAW_CLIENTS.add(ws)
+    try:
+        await _raw_hub(ws)
+    finally:
+        RAW_CLIENTS.discard(ws)
 
 
 async def test_load_generator_counts_every_delivery_from_chathub(daemon_factory):
@@ -37,3 +87,54 @@ async def test_load_generator_counts_every_delivery_from_reference():
         port = next(iter(server.sockets)).getsockname()[1]
         summary, delivered = await _load(port)
     assert delivered > 0 and summary["delivery_ratio"] == 1.0
+
+
+async def test_go_generator_counts_every_delivery_from_chathub(daemon_factory):
+    """The Go generator sees the same: every chat to every connection, latency sampled."""
+    daemon = await daemon_factory(ratelimit={"chat_rate": 1e6, "chat_burst": 1000000})
+    summary = await _go_load(daemon.port)
+    assert summary["acked"] > 0 and summary["delivery_ratio"] == 1.0
+    assert summary["samples"] > 0 and summary["errors"] == {}
+
+
+async def test_both_generators_count_lines_of_fragmented_raw_messages():
+    """With proto "raw" each line of a (fragmented) chat message is one delivery."""
+    RAW_CLIENTS.clear()
+    async with serve(_raw_handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        summary, delivered = await _load(port, proto="raw")
+        # each message comes back as two deliveries to each of the 20 connections
+        assert delivered == 2 * 20 * summary["sent"] > 0
+        go = await _go_load(port, proto="raw")
+    assert go["deliveries"] == 2 * 20 * go["sent"] > 0
+    assert go["samples"] > 0
+
+
+def test_python_connection_walks_split_frames():
+    """Frames split across reads at any byte are counted once each."""
+    async def go() -> Conn:
+        conn = Conn("h", 1, "/ws", Tally(None))
+        conn.upgraded = True
+        frame = b'{"type":"chat","id":"1","from":"s0","text":"x","ts":1}'
+        data = (bytes((0x81, len(frame))) + frame) * 3
+        for i in range(len(data)):
+            conn.data_received(data[i:i + 1])
+        return conn
+
+    assert asyncio.run(go()).chats == 3
+
+
+def test_deliveries_per_cpu_second_and_targets():
+    """Per-CPU figures divide as documented; a goal against a peer needs the peer's figure."""
+    fig = per_delivery(2_000_000, server_cpu_s=1.6, services_cpu_s=0.4, generator_cpu_s=0.5)
+    assert fig == {"deliveries_per_cpu_s": 1_250_000.0, "deliveries_per_cpu_s_all": 1_000_000.0,
+                   "server_us_per_delivery": 0.8, "generator_us_per_delivery": 0.25}
+    target = TARGETS[("fanout_n1000", "deliveries_per_cpu_s")]
+    ch = {"deliveries_per_cpu_s": 1_300_000.0}
+    assert target.check({"chathub": ch, "go-hub": {"deliveries_per_cpu_s": 1_000_000.0}},
+                        "deliveries_per_cpu_s") == (True, "1.30×")
+    assert target.check({"chathub": ch, "go-hub": {"deliveries_per_cpu_s": 1_100_000.0}},
+                        "deliveries_per_cpu_s")[0] is False
+    assert target.check({"chathub": ch}, "deliveries_per_cpu_s") == (None, "no go-hub figure")
+    table = markdown_table({"chathub": {"fanout_n1000": {"n": 1000, **ch}}})
+    assert "≥ 1.2× go-hub" in table and json.dumps(table)

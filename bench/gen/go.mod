@@ -1,0 +1,3 @@
+module chathub/bench/gen
+
+go 1.19
