@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .peer import PEER
+
 
 def _target(req: dict[str, Any]) -> tuple[Any, Any, Any]:
     return req.get("user"), req.get("ip"), req.get("channel")
@@ -25,7 +27,6 @@ class BanCommands:
     record: Any
 
     async def _set(self, req: dict[str, Any], mute: bool) -> dict[str, Any]:
-        from .moderation import PEER
 
         user, ip, channel = _target(req)
         entry = await self._operator().bans.ban(user, ip, channel, req.get("seconds"),

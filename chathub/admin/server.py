@@ -26,7 +26,8 @@ from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
 from ..protocol import valid_channel
 from .channels import ChannelCommands, ChannelRates
-from .moderation import PEER, ModerationCommands, peer_of
+from .moderation import ModerationCommands
+from .peer import PEER, peer_of
 
 if TYPE_CHECKING:
     from ..operator import Operator
