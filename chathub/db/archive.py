@@ -30,7 +30,7 @@ import asyncpg
 
 from ..errors import DatabaseUnavailable
 from ..protocol import Message, parse_id
-from ..tasks import spawn
+from ..tasks import bounded, spawn
 
 log = logging.getLogger("chathub.db.archive")
 
@@ -85,7 +85,9 @@ class Archive:
             raise DatabaseUnavailable("the message archive (PostgreSQL) is unavailable",
                                       retry_after_ms=RETRY_AFTER_MS)
         try:
-            return await asyncio.wait_for(self.load(ms, seq, limit), self.deadline)
+            # bounded(), not wait_for(): a cancelled query's cleanup on a slow link must not
+            # hold the client past the deadline
+            return await bounded(self.load(ms, seq, limit), self.deadline)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 DatabaseUnavailable) as exc:
             self.failures += 1

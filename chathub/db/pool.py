@@ -63,3 +63,20 @@ async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
             f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None
+
+
+#: seconds a pool may take to close its connections politely at shutdown before they
+#: are dropped; on a slow link each goodbye (and each cancelled query's reset) is a round trip
+CLOSE_TIMEOUT = 2.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``pool``: politely within ``timeout`` seconds, else by dropping its connections.
+
+    Nothing is lost by dropping them: by then every write the daemon cares about was
+    committed or is still pending in Valkey for the next flusher.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, OSError, asyncpg.InterfaceError):
+        pool.terminate()
