@@ -411,3 +411,33 @@ def _flushed(w: World, n: int) -> Any:
         rows = await pg_rows(w.direct_db_url, "SELECT count(*) AS n FROM messages")
         return rows[0]["n"] >= n
     return check
+
+
+async def test_welcome_while_postgres_is_down_carries_what_valkey_holds(world: World) -> None:
+    """Issue's first case: the stream holds fewer messages than a welcome shows and PostgreSQL
+    is stopped. A new client gets a welcome with what Valkey holds and ``history_partial``,
+    never a close; once PostgreSQL is back, welcomes are complete again."""
+    daemon = await world.daemon()
+    await seed(daemon.port)
+    await wait_for(_flushed(world, SEEDED), timeout=15, what="seed in PostgreSQL")
+    first = await Chatter.connect(daemon.port, "first")  # a welcome page is fetched below the stream
+    # more messages flushed and trimmed: the stream now starts above the page fetched for welcomes
+    await seed(daemon.port)
+    await wait_for(_flushed(world, 2 * SEEDED), timeout=15, what="second seed in PostgreSQL")
+    await asyncio.to_thread(world.svc.pg.stop)
+    late = await Chatter.connect(daemon.port, "late")
+    assert late.welcome.get("history_partial") is True
+    assert 0 < len(late.welcome["history"]) < KEEP
+    ids = [tuple(map(int, m["id"].split("-"))) for m in late.welcome["history"]]
+    assert ids == sorted(ids)
+    await late.chat("still here", ref="x")
+    assert (await reply_to(late, "x"))["type"] == "chat"
+    await asyncio.to_thread(world.svc.pg.start)
+
+    async def complete() -> bool:
+        async with await Chatter.connect(daemon.port, "later") as c:
+            return not c.welcome.get("history_partial") and len(c.welcome["history"]) == KEEP
+
+    await wait_for(complete, timeout=15, what="a complete welcome after PostgreSQL came back")
+    await first.close()
+    await late.close()

@@ -17,7 +17,11 @@ longer reaches back:
   database gives complete welcomes.
 
 Messages older than the stream's first entry never change, so a page fetched for
-one bound serves every later welcome whose bound is at or below it.
+one bound serves every later welcome whose bound is at or below it. A page fetched
+while the stream was empty (bound None) is what PostgreSQL held then: messages
+stamped later, once flushed and trimmed, are older than later bounds but not in
+it, so it serves only welcomes that find the stream empty too, or whose bound is at
+or below its newest message.
 """
 
 from __future__ import annotations
@@ -104,6 +108,10 @@ class Archive:
             return None
         pbound, msgs, complete = self._page
         b = parse_id(bound) if bound else _TOP
+        if pbound == _TOP and bound is not None:
+            newest = parse_id(msgs[0].id) if msgs else (0, 0)
+            if b > (newest[0], newest[1] + 1):
+                return None  # stamped after the fetch and trimmed since: not in the page
         if b > pbound:
             return None  # messages between the page's bound and this one are not in it
         fit = [m for m in msgs if parse_id(m.id) < b] if b < pbound else msgs

@@ -26,8 +26,8 @@ from ..cache import FLUSH_GROUP, entry_fields, entry_to_message
 from ..errors import CacheUnavailable
 from ..kv import KV
 from ..protocol import Message
-from . import store
 from ..tasks import bounded
+from . import store
 
 log = logging.getLogger("chathub.db.flusher")
 
