@@ -8,7 +8,8 @@ them chat at ``--rate`` messages per second in all. Each phase lasts ``--seconds
 - ``healthy``: no fault;
 - ``pg_slow``: 2 s added to every round trip to PostgreSQL;
 - ``pg_down``: PostgreSQL stopped;
-- ``valkey_slow``: 2 s added to every round trip to Valkey.
+- ``valkey_slow``: 2 s added to every round trip to Valkey (more than ``valkey.timeout``);
+- ``valkey_lag``: 0.2 s added to every round trip to Valkey (less than ``valkey.timeout``).
 
 For each phase it prints the latency from a chat being sent to its delivery at
 another client (p50, p99, max, in ms), how many chats were delivered, and how many
@@ -39,7 +40,9 @@ from tests.procs import DaemonProcess, free_port, write_config
 
 #: seconds added per round trip for the "slow" phases
 SLOW = 2.0
-PHASES = ("healthy", "pg_slow", "pg_down", "valkey_slow")
+#: seconds added per round trip for ``valkey_lag``: slow, but under ``valkey.timeout``
+LAG = 0.2
+PHASES = ("healthy", "pg_slow", "pg_down", "valkey_slow", "valkey_lag")
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -138,6 +141,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 await asyncio.to_thread(pg.stop)
             elif name == "valkey_slow":
                 vkp.set_latency(up=SLOW)
+            elif name == "valkey_lag":
+                vkp.set_latency(up=LAG)
             res = {"phase": name, **await phase(senders, observer, args.rate, args.seconds)}
             print(json.dumps(res), flush=True)
             results.append(res)

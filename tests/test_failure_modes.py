@@ -52,28 +52,26 @@ EXPECTED: dict[str, dict[str, str]] = {
     "pg_down": {
         "connect": "welcome", "since": "welcome recovered", "chat": "echo",
         "whisper": "delivered", "users": "users", "history": "unavailable retry_after_ms",
-        "kick": "kicked 4001", "status": "exit 0", "dash": "stats pushed",
-        "healthz": "503 postgres", "metrics": "200", "shutdown": "shutdown 1001",
+        "kick": "kicked 4001", "status": "exit 0 pg down valkey",
+        "dash": "stats pushed pg down valkey", "healthz": "503 postgres", "metrics": "200",
+        "shutdown": "shutdown 1001",
     },
     "pg_slow": {
         "connect": "welcome", "since": "welcome recovered", "chat": "echo",
         "whisper": "delivered", "users": "users", "history": "unavailable retry_after_ms",
-        "kick": "kicked 4001", "status": "exit 0", "dash": "stats pushed",
+        "kick": "kicked 4001", "status": "exit 0 pg valkey", "dash": "stats pushed pg valkey",
         "healthz": "200", "metrics": "200", "shutdown": "shutdown 1001",
     },
     "valkey_down": {
-        "connect": "welcome", "since": "welcome not recovered", "chat": "error unavailable",
-        "whisper": "error unavailable", "users": "users", "history": "unavailable retry_after_ms",
-        "kick": "kicked 4001", "status": "exit 0", "dash": "stats pushed",
-        "healthz": "503 valkey", "metrics": "200", "shutdown": "shutdown 1001",
-    },
-    "valkey_slow": {
-        "connect": "welcome", "since": "welcome not recovered", "chat": "error unavailable",
-        "whisper": "error unavailable", "users": "users", "history": "unavailable retry_after_ms",
-        "kick": "kicked 4001", "status": "exit 0", "dash": "stats pushed",
+        "connect": "welcome empty", "since": "welcome not recovered empty",
+        "chat": "error unavailable", "whisper": "error unavailable", "users": "users",
+        "history": "unavailable retry_after_ms", "kick": "kicked 4001",
+        "status": "exit 0 pg valkey down", "dash": "stats pushed pg valkey down",
         "healthz": "503 valkey", "metrics": "200", "shutdown": "shutdown 1001",
     },
 }
+#: to chathub, Valkey 2 s slower than valkey.timeout allows is Valkey down (after one timeout)
+EXPECTED["valkey_slow"] = dict(EXPECTED["valkey_down"])
 
 
 @dataclass
@@ -206,6 +204,12 @@ async def reply_to(c: Chatter, ref: str) -> dict[str, Any]:
             return f
 
 
+def _flags(stats: dict[str, Any]) -> str:
+    """The dependency flags of a stats snapshot, as a cell shows them."""
+    return (" pg" + ("" if stats["postgres_up"] else " down")
+            + " valkey" + ("" if stats["valkey_up"] else " down"))
+
+
 def welcome_outcome(c: Chatter) -> str:
     w = c.welcome
     out = "welcome"
@@ -213,6 +217,8 @@ def welcome_outcome(c: Chatter) -> str:
         out += " recovered" if w["recovered"] else " not recovered"
     if w.get("history_partial"):
         out += " partial"
+    if not w["history"]:
+        out += " empty"
     return out
 
 
@@ -329,16 +335,16 @@ async def _run_matrix(w: World, fault: str, daemon: Daemon, last_id: str,
         out, _ = await proc.communicate()
         stats = json.loads(out) if proc.returncode == 0 else {}
         assert proc.returncode != 0 or stats["node"] == daemon.node_id, out
-        return f"exit {proc.returncode}"
+        return f"exit {proc.returncode}" + _flags(stats)
 
     async def dash() -> str:
         async with AdminClient(sock) as admin:
             events = admin.subscribe()
             first = await anext(events)
             assert first["event"] == "stats"
-            while (await anext(events))["event"] != "stats":
+            while (pushed := await anext(events))["event"] != "stats":
                 pass  # connect/disconnect events may come first
-        return "stats pushed"
+        return "stats pushed" + _flags(pushed)
 
     async def healthz() -> str:
         code, body = await http_get(port, "/healthz")
@@ -374,7 +380,7 @@ async def _run_matrix(w: World, fault: str, daemon: Daemon, last_id: str,
 async def test_failure_mode_row(world: World, fault: str) -> None:
     """Every operation under one dependency fault gives its documented outcome; nothing is lost."""
     daemon = await world.daemon()
-    last_id, seeded = await seed(daemon.port)
+    _, seeded = await seed(daemon.port)
     # the oldest seeded messages are in PostgreSQL only once the flusher trimmed the stream
     await wait_for(_flushed(world, len(seeded)), timeout=15, what="seed in PostgreSQL")
     alice = await Chatter.connect(daemon.port, "alice")
@@ -382,7 +388,8 @@ async def test_failure_mode_row(world: World, fault: str) -> None:
     victim = await Chatter.connect(daemon.port, "victim")
     assert len(alice.welcome["history"]) > 0
     await apply_fault(world, fault)
-    row = await _run_matrix(world, fault, daemon, last_id, alice, bob, victim)
+    # ?since= an id a few messages back: a returning client has something to recover
+    row = await _run_matrix(world, fault, daemon, seeded[-5], alice, bob, victim)
     row.sessions += [c.welcome["session"] for c in (alice, bob, victim)]
     print(f"\n{fault}: {row.outcome}\n{fault} seconds: {row.seconds}")
 
@@ -441,3 +448,29 @@ async def test_welcome_while_postgres_is_down_carries_what_valkey_holds(world: W
     await wait_for(complete, timeout=15, what="a complete welcome after PostgreSQL came back")
     await first.close()
     await late.close()
+
+
+async def test_dashboard_shows_each_dependency_going_and_coming_back(world: World) -> None:
+    """`chathub dash` (Textual's pilot) on a daemon whose PostgreSQL, then Valkey, stop and
+    start again: the stats panel follows each change and the dashboard stays attached."""
+    from chathub.tui.widgets import StatsPanel
+    from tests.test_tui import SIZE, connected, dash, parts
+
+    daemon = await world.daemon()
+    app = dash(daemon.cfg.admin_socket)
+    async with app.run_test(size=SIZE):
+        await connected(app, daemon.node_id)
+        panel = parts(app)[0].query_one(StatsPanel)
+        async with await Chatter.connect(daemon.port, "alice") as alice:
+            await asyncio.to_thread(world.svc.pg.stop)
+            await alice.chat("to be written later", ref="a")  # the flusher's write fails
+            assert (await reply_to(alice, "a"))["type"] == "chat"
+            await wait_for(lambda: panel.value("postgres") == "✕ down", what="postgres down shown")
+            await asyncio.to_thread(world.svc.vk.stop)
+            await alice.chat("refused", ref="b")
+            assert (await reply_to(alice, "b"))["code"] == "unavailable"
+            await wait_for(lambda: panel.value("valkey") == "✕ down", what="valkey down shown")
+            await heal(world)
+            await wait_for(lambda: panel.value("valkey") == "● up" and panel.value("postgres") == "● up",
+                           timeout=20, what="both shown up again")
+        await connected(app, daemon.node_id)
