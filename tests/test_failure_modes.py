@@ -454,6 +454,7 @@ async def test_dashboard_shows_each_dependency_going_and_coming_back(world: Worl
     """`chathub dash` (Textual's pilot) on a daemon whose PostgreSQL, then Valkey, stop and
     start again: the stats panel follows each change and the dashboard stays attached."""
     from chathub.tui.widgets import StatsPanel
+
     from tests.test_tui import SIZE, connected, dash, parts
 
     daemon = await world.daemon()
