@@ -17,7 +17,7 @@ def conn(**kw: Any) -> dict[str, Any]:
     base = {"user": "a", "hub": 0, "since": None, "opened": 0.0, "session": "s1",
             "recovered": None, "history_partial": False, "welcome_ids": [], "live_ids": [],
             "echoed": [], "errors": {}, "close_code": 1000, "closed": 50.0, "closed_wall": 0.0,
-            "dropped": False, "ended": True, "refused": None}
+            "dropped": False, "ended": True, "refused": None, "unavailable_refs": []}
     base.update(kw)
     return base
 
@@ -44,6 +44,14 @@ def test_checker_passes_a_clean_log_and_flags_each_kind_of_fault() -> None:
         "echoed message missing from PostgreSQL", "message stored more than once",
         "since-recovery missed messages", "connection without exactly one session row",
         "close code 1011 no fault explains"}
+
+    # told "unavailable" but stored: a known gap, reported without failing the run, and
+    # not counted again as missed by a connection that recovered with since
+    told = [conn(unavailable_refs=["b#1"]),
+            conn(session="s2", since="9-0", recovered=True, live_ids=["10-0", "12-0"], user="c")]
+    v = checker.check(told, [], 40.0, [], rows, sess)
+    assert v.ok and set(v.violations) == {
+        "message stored although its sender was told it was not sent"}
 
     # the same lost echo, stamped within a second before a Valkey SIGKILL: explained
     lost = [conn(echoed=[("13000-0", "a#2", "a#2")])]

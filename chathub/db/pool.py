@@ -51,14 +51,17 @@ async def connect(url: str, timeout: float = 5.0) -> asyncpg.Connection:
 
 
 async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.Pool:
-    """A pool of ``size`` connections, opened now.
+    """A pool of up to ``size`` connections, opened as they are needed.
 
     Raises:
         DatabaseUnavailable: one line: where, and why.
     """
     try:
         return await asyncpg.create_pool(
-            url, min_size=1, max_size=size, timeout=timeout, command_timeout=timeout * 6,
+            # min_size=0: a pool with a floor reconnects in the background while
+            # PostgreSQL is down and logs a traceback for every try; the flushers already
+            # say, once, that PostgreSQL is away
+            url, min_size=0, max_size=size, timeout=timeout, command_timeout=timeout * 6,
             server_settings={"application_name": f"chathub-{os.getpid()}"})
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(

@@ -51,6 +51,8 @@ class Conn:
     echoed: list[tuple[str, str, str]] = field(default_factory=list)
     #: error codes received (unavailable, rate_limited, ...)
     errors: dict[str, int] = field(default_factory=dict)
+    #: refs of this client's messages answered ``unavailable`` ("nothing was sent")
+    unavailable_refs: list[str] = field(default_factory=list)
     close_code: int | None = None
     closed: float = 0.0
     #: wall-clock time of the close (compared with Valkey's clock in the checker)
@@ -145,6 +147,8 @@ class ChaosClient:
                 conn.echoed.append((f["id"], f["text"], f["ref"]))
         elif t == "error":
             conn.errors[f["code"]] = conn.errors.get(f["code"], 0) + 1
+            if f["code"] == "unavailable" and f.get("ref"):
+                conn.unavailable_refs.append(f["ref"])
 
     def _seen(self, mid: str) -> None:
         if self.last_seen is None or id_key(mid) > id_key(self.last_seen):
