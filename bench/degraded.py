@@ -13,7 +13,7 @@ them chat at ``--rate`` messages per second in all. Each phase lasts ``--seconds
 
 For each phase it prints the latency from a chat being sent to its delivery at
 another client (p50, p99, max, in ms), how many chats were delivered, and how many
-were answered with an error instead. Figures go to docs/performance.md; nothing here
+were answered with an error instead, and how long those answers took. Figures go to docs/performance.md; nothing here
 asserts a time. Only loopback addresses are used; each phase is bounded in messages
 and in time; only the processes started here are stopped.
 """
@@ -57,6 +57,8 @@ async def phase(senders: list[Any], observer: Any, rate: float, seconds: float) 
     sent: dict[str, float] = {}
     lat: list[float] = []
     errors: dict[str, int] = {}
+    #: milliseconds from sending to an error answer (when a chat is refused)
+    err_lat: list[float] = []
     tag = f"{random.getrandbits(32):08x}"
     stop = asyncio.Event()
 
@@ -77,6 +79,9 @@ async def phase(senders: list[Any], observer: Any, rate: float, seconds: float) 
             f = json.loads(await ws.recv())
             if f.get("type") == "error":
                 errors[f["code"]] = errors.get(f["code"], 0) + 1
+                t0 = sent.get(f.get("ref") or "")
+                if t0 is not None:
+                    err_lat.append((time.perf_counter() - t0) * 1000)
 
     watcher = asyncio.create_task(watch())
     readers = [asyncio.create_task(errs(s)) for s in senders]
@@ -86,7 +91,7 @@ async def phase(senders: list[Any], observer: Any, rate: float, seconds: float) 
         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
         text = f"{tag}-{i}"
         sent[text] = time.perf_counter()
-        await senders[i % len(senders)].send(json.dumps({"type": "chat", "text": text}))
+        await senders[i % len(senders)].send(json.dumps({"type": "chat", "text": text, "ref": text}))
     stop.set()
     try:
         await asyncio.wait_for(watcher, SLOW * 3)
@@ -97,7 +102,8 @@ async def phase(senders: list[Any], observer: Any, rate: float, seconds: float) 
     await asyncio.gather(*readers, return_exceptions=True)
     return {"sent": n, "delivered": len(lat), "errors": errors,
             "p50_ms": _r(percentile(lat, 0.5)), "p99_ms": _r(percentile(lat, 0.99)),
-            "max_ms": _r(max(lat) if lat else None)}
+            "max_ms": _r(max(lat) if lat else None),
+            "error_p50_ms": _r(percentile(err_lat, 0.5)), "error_max_ms": _r(max(err_lat) if err_lat else None)}
 
 
 def _r(x: float | None) -> float | None:
@@ -166,7 +172,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.degraded", description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=200, help="connected clients (default 200)")
+    ap.add_argument("--clients", type=int, default=50,
+                    help="connected clients (default 50; they share this process's CPU)")
     ap.add_argument("--senders", type=int, default=10, help="clients that chat (default 10)")
     ap.add_argument("--rate", type=float, default=50.0, help="chats per second in all (default 50)")
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
