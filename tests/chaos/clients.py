@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tests.helpers import ws_url
 
@@ -96,7 +96,7 @@ class ChaosClient:
             conn = Conn(self.user, hub, self.last_seen, self.now())
             try:
                 await self._session(conn)
-            except (OSError, TimeoutError, InvalidStatus) as exc:
+            except (OSError, TimeoutError, InvalidHandshake) as exc:  # no hub there, or it died mid-handshake
                 conn.refused = exc.response.status_code if isinstance(exc, InvalidStatus) else 0
                 conn.closed = self.now()
                 self.log.append(conn)

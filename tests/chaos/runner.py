@@ -171,7 +171,7 @@ class Run:
 
     async def close(self) -> None:
         for h in self.hubs:
-            h.stop()
+            await asyncio.to_thread(h.stop)
         for p in (getattr(self, "pg_proxy", None), getattr(self, "vk_proxy", None)):
             if p is not None:
                 await p.close()
