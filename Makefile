@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: serve test bench lint clean
+.PHONY: serve test bench bench-degraded chaos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,19 @@ test: $(TSTAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
+# chat latency while PostgreSQL or Valkey is slow or down (docs/performance.md)
+bench-degraded: $(TSTAMP)
+	$(BIN)/python -m bench.degraded $(ARGS)
+
+# three hubs, fifty clients and a fixed-seed schedule of faults, then the checker
+# (docs/failure-modes.md); make chaos SEED=1 DURATION=600
+SEED     ?= 1
+DURATION ?= 600
+chaos: $(TSTAMP)
+	$(BIN)/python -m tests.chaos.runner --seed $(SEED) --duration $(DURATION) --out .chaos/seed-$(SEED) $(ARGS)
+
 lint: $(TSTAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .chathub
+	rm -rf $(VENV) .chathub .chaos

@@ -216,7 +216,7 @@ class Daemon:
                 await self._operator.stop(deadline)
             await self.admin.stop()
             if self.pool is not None:
-                await self.pool.close()
+                await dbpool.close_pool(self.pool)
             if self.kv is not None:
                 await self.kv.close()
             await asyncio.to_thread(self._stop_services)

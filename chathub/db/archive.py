@@ -17,7 +17,11 @@ longer reaches back:
   database gives complete welcomes.
 
 Messages older than the stream's first entry never change, so a page fetched for
-one bound serves every later welcome whose bound is at or below it.
+one bound serves every later welcome whose bound is at or below it. A page fetched
+while the stream was empty (bound None) is what PostgreSQL held then: messages
+stamped later, once flushed and trimmed, are older than later bounds but not in
+it, so it serves only welcomes that find the stream empty too, or whose bound is at
+or below its newest message.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import asyncpg
 
 from ..errors import DatabaseUnavailable
 from ..protocol import Message, parse_id
-from ..tasks import spawn
+from ..tasks import bounded, spawn
 
 log = logging.getLogger("chathub.db.archive")
 
@@ -92,7 +96,9 @@ class Archive:
             raise DatabaseUnavailable("the message archive (PostgreSQL) is unavailable",
                                       retry_after_ms=RETRY_AFTER_MS)
         try:
-            return await asyncio.wait_for(self.load(channel, ms, seq, limit), self.deadline)
+            # bounded(), not wait_for(): a cancelled query's cleanup on a slow link must not
+            # hold the client past the deadline
+            return await bounded(self.load(channel, ms, seq, limit), self.deadline)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 DatabaseUnavailable) as exc:
             self.failures += 1
@@ -112,6 +118,10 @@ class Archive:
         self._pages.move_to_end(channel)
         pbound, msgs, complete = page
         b = parse_id(bound) if bound else _TOP
+        if pbound == _TOP and bound is not None:
+            newest = parse_id(msgs[0].id) if msgs else (0, 0)
+            if b > (newest[0], newest[1] + 1):
+                return None  # stamped after the fetch and trimmed since: not in the page
         if b > pbound:
             return None  # messages between the page's bound and this one are not in it
         fit = [m for m in msgs if parse_id(m.id) < b] if b < pbound else msgs

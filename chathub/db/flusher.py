@@ -28,6 +28,7 @@ from ..errors import CacheUnavailable
 from ..keys import Keys
 from ..kv import KV
 from ..protocol import Message
+from ..tasks import bounded
 from . import store
 
 log = logging.getLogger("chathub.db.flusher")
@@ -154,7 +155,9 @@ class StreamFlusher(Generic[T]):
         backoff = MIN_BACKOFF
         while not self._stopping:
             try:
-                n = await self.step()
+                # bounded(): when the daemon stops it cancels this task, which then ends
+                # at once instead of after the cancelled query's cleanup
+                n = await bounded(self.step(), None)
                 backoff = MIN_BACKOFF
             except CacheUnavailable:
                 n = 0
@@ -188,7 +191,9 @@ class StreamFlusher(Generic[T]):
         self._wake.set()
         while time.monotonic() < deadline:
             try:
-                if await self.step() == 0:
+                # a batch that cannot finish by the deadline stays pending in Valkey for
+                # the next flusher; bounded() does not wait for the cancelled write
+                if await bounded(self.step(), deadline - time.monotonic()) == 0:
                     return True
             except Exception:
                 return False

@@ -51,15 +51,35 @@ async def connect(url: str, timeout: float = 5.0) -> asyncpg.Connection:
 
 
 async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.Pool:
-    """A pool of ``size`` connections, opened now.
+    """A pool of up to ``size`` connections, opened as they are needed.
 
     Raises:
         DatabaseUnavailable: one line: where, and why.
     """
     try:
         return await asyncpg.create_pool(
-            url, min_size=1, max_size=size, timeout=timeout, command_timeout=timeout * 6,
+            # min_size=0: a pool with a floor reconnects in the background while
+            # PostgreSQL is down and logs a traceback for every try; the flushers already
+            # say, once, that PostgreSQL is away
+            url, min_size=0, max_size=size, timeout=timeout, command_timeout=timeout * 6,
             server_settings={"application_name": f"chathub-{os.getpid()}"})
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
             f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None
+
+
+#: seconds a pool may take to close its connections politely at shutdown before they
+#: are dropped; on a slow link each goodbye (and each cancelled query's reset) is a round trip
+CLOSE_TIMEOUT = 2.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``pool``: politely within ``timeout`` seconds, else by dropping its connections.
+
+    Nothing is lost by dropping them: by then every write the daemon cares about was
+    committed or is still pending in Valkey for the next flusher.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, OSError, asyncpg.InterfaceError):
+        pool.terminate()
