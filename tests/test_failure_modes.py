@@ -29,6 +29,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chathub.admin.client import AdminClient, call
+from chathub.keys import Keys
 from chathub.server import Daemon
 from tests.chaos.services import TcpPostgres, TcpValkey
 from tests.conftest import make_config
@@ -116,12 +117,13 @@ class World:
     def direct_db_url(self) -> str:
         return self.svc.pg.url_for(self.db)
 
-    async def daemon(self, history_size: int = KEEP) -> Daemon:
+    async def daemon(self, history_ttl: float = 3600.0) -> Daemon:
         n = len(self.daemons)
         cfg = make_config(self.db_url, self.svc.vk.url_via(self.vk_proxy.port), self.prefix,
                           self.folder / f"d{n}",
-                          cache={"flush_interval": 0.1, "history_size": history_size,
+                          cache={"flush_interval": 0.1, "history_size": KEEP,
                                  "history_on_join": KEEP},
+                          channels={"history_ttl": history_ttl},
                           server={"port": 0, "ping_interval": 5.0, "drain_timeout": DRAIN})
         d = Daemon(cfg)
         self.daemons.append(d)
@@ -424,14 +426,21 @@ async def test_welcome_while_postgres_is_down_carries_what_valkey_holds(world: W
     """Issue's first case: the stream holds fewer messages than a welcome shows and PostgreSQL
     is stopped. A new client gets a welcome with what Valkey holds and ``history_partial``,
     never a close; once PostgreSQL is back, welcomes are complete again."""
-    # a channel's stream keeps half of what a welcome shows: the rest is in PostgreSQL
-    daemon = await world.daemon(history_size=KEEP // 2)
+    # a channel whose Valkey history expired (history_ttl) while PostgreSQL keeps it all
+    daemon = await world.daemon(history_ttl=1.0)
     await seed(daemon.port)
     await wait_for(_flushed(world, SEEDED), timeout=15, what="seed in PostgreSQL")
     first = await Chatter.connect(daemon.port, "first")  # a welcome page is fetched below the stream
-    # more messages flushed and trimmed: the stream now starts above the page fetched for welcomes
-    await seed(daemon.port)
-    await wait_for(_flushed(world, 2 * SEEDED), timeout=15, what="second seed in PostgreSQL")
+    stream = Keys(daemon.kv.prefix).stream("general")
+
+    async def expired() -> bool:
+        return not await daemon.kv.client.exists(stream)
+
+    await wait_for(expired, timeout=15, what="the channel's Valkey history expired")
+    async with await Chatter.connect(daemon.port, "again") as again:
+        for i in range(2):
+            await again.chat(f"after {i}", ref=f"a{i}")
+            await reply_to(again, f"a{i}")
     await asyncio.to_thread(world.svc.pg.stop)
     late = await Chatter.connect(daemon.port, "late")
     assert late.welcome.get("history_partial") is True
