@@ -249,7 +249,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   /** Alt+↑/↓: the previous or next view in the sidebar. */
   function move(step) {
-    const keys = Array.from(state.views.keys());
+    const keys = Array.from(ui.channels.querySelectorAll("button[data-view]"), (b) => b.dataset.view);
     const i = keys.indexOf(state.active);
     if (i < 0 || keys.length < 2) return;
     activate(keys[(i + step + keys.length) % keys.length]);
