@@ -102,7 +102,11 @@ async def test_two_channels_keep_their_messages_users_and_unread_counts(daemon, 
 
     if path := os.environ.get("CHATHUB_WEB_CHANNELS_SCREENSHOT"):
         await chan(bob, "ops").click()
-        await bob.page.locator("#join-box summary").click()
+        await bob.page.locator("#text").fill("")
+        await alice.send("Lunch at noon?")
+        await expect(chan(bob, "general").locator(".unread")).to_have_text("1")
+        await bob.page.locator("#join-box").evaluate("e => { e.open = true; }")
+        await expect(bob.page.locator('#public-channels button[data-channel="ops"]')).to_contain_text("2 users")
         await bob.page.screenshot(path=path)
 
     await bob.page.set_viewport_size({"width": 360, "height": 640})
