@@ -25,11 +25,17 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     loginError: $("login-error"), join: $("join"),
     chatView: $("chat-view"), banner: $("banner"), bannerText: $("banner-text"),
     reconnect: $("reconnect"), scroller: $("scroller"), older: $("older"),
-    olderState: $("older-state"), messages: $("messages"), users: $("users"),
+    olderState: $("older-state"), users: $("users"), usersLabel: $("users-label"),
+    messagesTitle: $("messages-title"), channels: $("channels"), joinBox: $("join-box"),
+    joinChannel: $("join-channel"), channelName: $("channel-name"), channelError: $("channel-error"),
+    publicChannels: $("public-channels"), publicRefresh: $("public-refresh"),
     userCount: $("user-count"), composer: $("composer"), target: $("target"),
     targetText: $("target-text"), targetClear: $("target-clear"), text: $("text"),
     send: $("send"), sendError: $("send-error"),
   };
+
+  /** the key of the whispers view in state.views (no channel name has an "@") */
+  const WHISPERS = "@whispers";
 
   const state = {
     /** {user} or {token}: how we connect */
@@ -44,16 +50,12 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     why: null,
     /** the server said it is shutting down */
     shutdownSeen: false,
-    /** lowest message id shown: `before` of the next history page */
-    oldestId: null,
-    /** ids shown on the page (history pages may overlap what is shown) */
-    ids: new Set(),
-    /** a history page is on its way */
-    olderBusy: false,
-    /** bumped when the list is reset: a history page asked for before is dropped */
-    olderGen: 0,
-    olderDone: false,
-    users: [],
+    /** channel name (or WHISPERS) -> its view; in sidebar order */
+    views: new Map(),
+    /** the default channel: the welcome's first channel */
+    defaultName: null,
+    /** the key of the view shown */
+    active: null,
     /** whisper target chosen by clicking a user, or null */
     target: null,
   };
@@ -122,18 +124,152 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     show(ui.reconnect, Boolean(button));
   }
 
-  // -- the message list ---------------------------------------------------------
+  // -- views: one per channel, plus the whispers -----------------------------------
 
-  function resetMessages() {
-    ui.messages.replaceChildren();
-    state.ids.clear();
-    state.oldestId = null;
-    state.olderBusy = false;
-    state.olderGen++;
-    state.olderDone = false;
-    ui.olderState.textContent = "";
-    ui.older.disabled = false;
-    show(ui.older, true);
+  /** A channel's (or the whispers') messages, users, paging and unread count. */
+  function makeView(key) {
+    const whispers = key === WHISPERS;
+    const list = node("ol", "messages");
+    list.setAttribute("role", "log");
+    list.setAttribute("aria-live", "polite");
+    list.setAttribute("aria-relevant", "additions");
+    list.setAttribute("aria-labelledby", "messages-title");
+    list.hidden = true;
+    list.dataset.view = key;
+    ui.scroller.append(list);
+    const item = node("li", "chan-item");
+    const button = node("button", "chan");
+    button.type = "button";
+    button.dataset.view = key;
+    const label = node("span", "chan-name", whispers ? "Whispers" : "#" + key);
+    const badge = node("span", "unread");
+    badge.hidden = true;
+    button.append(label, " ", badge);
+    item.append(button);
+    if (!whispers && key !== state.defaultName) {
+      const leave = node("button", "chan-leave quiet", "×");
+      leave.type = "button";
+      leave.dataset.leave = key;
+      leave.setAttribute("aria-label", "Leave #" + key);
+      leave.title = "Leave #" + key;
+      item.append(leave);
+    }
+    const v = {
+      key, whispers, list, item, button, badge,
+      /** ids shown (history pages may overlap what is shown) */
+      ids: new Set(),
+      /** lowest id shown: `before` of the next history page */
+      oldestId: null,
+      olderBusy: false,
+      /** bumped when the list is reset: a page asked for before is dropped */
+      olderGen: 0,
+      olderDone: whispers,
+      olderText: whispers ? "Whispers sent and received while this page is open." : "",
+      users: [],
+      unread: 0,
+      /** the list was scrolled to the bottom when last shown */
+      atBottom: true,
+      scrollTop: 0,
+      /** the history of the channel arrived at least once */
+      loaded: whispers,
+    };
+    return v;
+  }
+
+  function channelLabel(v) { return v.whispers ? "Whispers" : "#" + v.key; }
+
+  /** The view of `key`, created (and put in the sidebar) when missing. */
+  function view(key) {
+    let v = state.views.get(key);
+    if (v) return v;
+    v = makeView(key);
+    state.views.set(key, v);
+    const w = state.views.get(WHISPERS);
+    if (w && w !== v) ui.channels.insertBefore(v.item, w.item); else ui.channels.append(v.item);
+    return v;
+  }
+
+  function activeView() { return state.views.get(state.active) || null; }
+
+  /** The view of a chat message's channel (the default channel when it has none). */
+  function chanKey(channel) { return channel == null ? state.defaultName : channel; }
+
+  function removeView(key) {
+    const v = state.views.get(key);
+    if (!v || key === state.defaultName || key === WHISPERS) return;
+    state.views.delete(key);
+    v.item.remove();
+    v.list.remove();
+    if (state.active === key) activate(state.defaultName);
+  }
+
+  function clearViews() {
+    for (const v of state.views.values()) { v.item.remove(); v.list.remove(); }
+    state.views.clear();
+    state.active = null;
+    state.defaultName = null;
+  }
+
+  function renderBadge(v) {
+    v.badge.textContent = v.unread ? String(v.unread) : "";
+    v.badge.hidden = !v.unread;
+    v.button.setAttribute("aria-label", channelLabel(v) + (v.unread ? ", " + v.unread + " unread" : ""));
+    v.item.classList.toggle("has-unread", v.unread > 0);
+  }
+
+  /** Show the view of `key`: its messages, users and paging state. */
+  function activate(key) {
+    const next = state.views.get(key);
+    if (!next) return;
+    const prev = activeView();
+    if (prev && prev !== next) {
+      prev.atBottom = nearBottom();
+      prev.scrollTop = ui.scroller.scrollTop;
+      prev.list.hidden = true;
+      prev.list.removeAttribute("id");
+      prev.button.removeAttribute("aria-current");
+      prev.item.classList.remove("active");
+    }
+    state.active = key;
+    next.list.id = "messages";
+    next.list.hidden = false;
+    next.button.setAttribute("aria-current", "true");
+    next.item.classList.add("active");
+    next.unread = 0;
+    renderBadge(next);
+    ui.messagesTitle.textContent = "Messages in " + channelLabel(next);
+    ui.olderState.textContent = next.olderText;
+    ui.older.disabled = next.olderBusy || next.olderDone;
+    show(ui.older, !next.olderDone);
+    if (next.atBottom) toBottom(); else ui.scroller.scrollTop = next.scrollTop;
+    renderUsers();
+    setPlaceholder();
+    fillViewport();
+  }
+
+  /** Alt+↑/↓: the previous or next view in the sidebar. */
+  function move(step) {
+    const keys = Array.from(ui.channels.querySelectorAll("button[data-view]"), (b) => b.dataset.view);
+    const i = keys.indexOf(state.active);
+    if (i < 0 || keys.length < 2) return;
+    activate(keys[(i + step + keys.length) % keys.length]);
+  }
+
+  // -- the message lists ---------------------------------------------------------
+
+  function resetView(v) {
+    v.list.replaceChildren();
+    v.ids.clear();
+    v.oldestId = null;
+    v.olderBusy = false;
+    v.olderGen++;
+    v.olderDone = v.whispers;
+    if (!v.whispers) v.olderText = "";
+    if (v.key === state.active) {
+      ui.olderState.textContent = v.olderText;
+      ui.older.disabled = v.olderDone;
+      show(ui.older, !v.olderDone);
+    }
   }
 
   function renderMessage(m) {
@@ -156,74 +292,154 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     return li;
   }
 
-  function noteId(id) {
-    state.ids.add(id);
-    if (state.oldestId === null || cmpId(id, state.oldestId) < 0) state.oldestId = id;
+  function noteId(v, id) {
+    v.ids.add(id);
+    if (v.oldestId === null || cmpId(id, v.oldestId) < 0) v.oldestId = id;
   }
 
-  /** Add live or recovered messages in id order; skips ids already shown. Returns how many. */
-  function addMessages(list) {
-    const follow = nearBottom();
-    let added = 0;
+  /** Add live or recovered messages to `v` in id order; skips ids already shown.
+   *  Returns the messages added. */
+  function addMessages(v, list) {
+    const shown = v.key === state.active;
+    const follow = shown && nearBottom();
+    const added = [];
     for (const m of list) {
-      if (!m || typeof m.id !== "string" || state.ids.has(m.id)) continue;
+      if (!m || typeof m.id !== "string" || v.ids.has(m.id)) continue;
       // Walk back over messages with a higher id (rare: only recovered ones land early).
       let before = null;
-      for (let e = ui.messages.lastElementChild; e; e = e.previousElementSibling) {
+      for (let e = v.list.lastElementChild; e; e = e.previousElementSibling) {
         if (!e.dataset.id) continue;
         if (cmpId(e.dataset.id, m.id) > 0) before = e; else break;
       }
-      ui.messages.insertBefore(renderMessage(m), before);
-      noteId(m.id);
-      added++;
+      v.list.insertBefore(renderMessage(m), before);
+      noteId(v, m.id);
+      added.push(m);
     }
-    if (added && (follow || list.some((m) => m && m.from === state.me))) toBottom();
+    if (shown && added.length && (follow || added.some((m) => m.from === state.me))) toBottom();
     return added;
   }
 
-  /** Prepend a page of older messages, keeping what the reader looks at in place. */
-  function addOlder(list) {
-    const fresh = list.filter((m) => m && typeof m.id === "string" && !state.ids.has(m.id));
+  /** Messages that arrived for `v` (live or recovered): shown, and counted when unseen. */
+  function deliver(v, list, count) {
+    const added = addMessages(v, list);
+    if (count && v.key !== state.active) {
+      const n = added.filter((m) => m.from !== state.me).length;
+      if (n) { v.unread += n; renderBadge(v); }
+    }
+  }
+
+  /** Route messages to their views: chat to its channel; whispers to the whispers
+   *  and, as always, to the default channel. */
+  function route(list, count) {
+    const byView = new Map();
+    const put = (key, m) => {
+      if (!byView.has(key)) byView.set(key, []);
+      byView.get(key).push(m);
+    };
+    for (const m of list) {
+      if (!m || typeof m.id !== "string") continue;
+      if (m.type === "whisper") {
+        put(WHISPERS, m);
+        put(state.defaultName, m);
+      } else {
+        put(chanKey(m.channel), m);
+      }
+    }
+    for (const [key, msgs] of byView) {
+      if (key == null) continue;
+      // whispers count as unread in their own view only
+      deliver(view(key), msgs, count && (key === WHISPERS || msgs.some((m) => m.type !== "whisper")));
+    }
+  }
+
+  /** Prepend a page of older messages to `v`, keeping what the reader looks at in place. */
+  function addOlder(v, list) {
+    const fresh = list.filter((m) => m && typeof m.id === "string" && !v.ids.has(m.id));
     fresh.sort((a, b) => cmpId(a.id, b.id));
     const frag = document.createDocumentFragment();
     for (const m of fresh) {
       frag.append(renderMessage(m));
-      noteId(m.id);
+      noteId(v, m.id);
     }
     const s = ui.scroller;
     const fromBottom = s.scrollHeight - s.scrollTop;
-    ui.messages.prepend(frag);
-    s.scrollTop = s.scrollHeight - fromBottom;
+    v.list.prepend(frag);
+    if (v.key === state.active) s.scrollTop = s.scrollHeight - fromBottom;
     return fresh.length;
   }
 
-  function systemLine(text, kind) {
-    const follow = nearBottom();
-    ui.messages.append(node("li", "sys" + (kind ? " " + kind : ""), text));
+  function systemLine(v, text, kind) {
+    if (!v) return;
+    const follow = v.key === state.active && nearBottom();
+    v.list.append(node("li", "sys" + (kind ? " " + kind : ""), text));
     if (follow) toBottom();
   }
 
+  function setOlderText(v, text) {
+    v.olderText = text;
+    if (v.key === state.active) ui.olderState.textContent = text;
+  }
+
   function loadOlder() {
-    if (state.olderBusy || state.olderDone || !state.hub || !state.hub.connected) return;
-    state.olderBusy = true;
-    const gen = state.olderGen;
-    ui.olderState.textContent = "Loading older messages…";
+    const v = activeView();
+    if (!v || v.olderBusy || v.olderDone || !state.hub || !state.hub.connected) return;
+    v.olderBusy = true;
+    const gen = v.olderGen;
+    setOlderText(v, "Loading older messages…");
     ui.older.disabled = true;
-    state.hub.history({ before: state.oldestId || undefined, limit: HISTORY_PAGE }).then(
-      (list) => { if (gen === state.olderGen) onHistory(list); },
-      (err) => { if (gen === state.olderGen) onHistoryError(err); });
+    state.hub.history({ before: v.oldestId || undefined, limit: HISTORY_PAGE, channel: v.key }).then(
+      (list) => { if (gen === v.olderGen && state.views.get(v.key) === v) onHistory(v, list); },
+      (err) => { if (gen === v.olderGen && state.views.get(v.key) === v) onHistoryError(v, err); });
   }
 
   /** Keep fetching until the list can scroll (so "scroll up for more" can work). */
   function fillViewport() {
+    const v = activeView();
     const s = ui.scroller;
-    if (!state.olderDone && s.scrollHeight <= s.clientHeight) loadOlder();
+    if (v && v.loaded && !v.olderDone && s.scrollHeight <= s.clientHeight) loadOlder();
+  }
+
+  function onHistory(v, list) {
+    v.olderBusy = false;
+    const shown = v.key === state.active;
+    if (list.length === 0) {
+      v.olderDone = true;
+      setOlderText(v, "This is the beginning of the history.");
+      if (shown) {
+        if (document.activeElement === ui.older) ui.scroller.focus();
+        show(ui.older, false);
+      }
+      return;
+    }
+    const n = addOlder(v, list);
+    if (shown) ui.older.disabled = false;
+    setOlderText(v, n ? "" : "No older messages.");
+    if (shown) fillViewport();
+  }
+
+  function onHistoryError(v, err) {
+    v.olderBusy = false;
+    if (v.key === state.active) ui.older.disabled = v.olderDone;
+    if (err.code === "disconnected" || err.code === "not_connected") return;  // asked again later
+    setOlderText(v, "Could not load older messages: " + err.message);
   }
 
   // -- users ------------------------------------------------------------------
 
+  /** The users shown for `v`: the channel's members (everyone's, for the whispers). */
+  function usersOf(v) {
+    if (!v) return [];
+    if (v.whispers) {
+      const d = state.views.get(state.defaultName);
+      return d ? d.users : [];
+    }
+    return v.users;
+  }
+
   function renderUsers() {
-    const items = state.users.map((name) => {
+    const v = activeView();
+    const users = usersOf(v);
+    const items = users.map((name) => {
       const li = node("li");
       if (name === state.me) {
         li.append(node("span", "self", name), " ", node("span", "badge", "you"));
@@ -238,22 +454,127 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       return li;
     });
     ui.users.replaceChildren(...items);
-    ui.userCount.textContent = String(state.users.length);
+    ui.userCount.textContent = String(users.length);
+    ui.usersLabel.textContent = !v || v.whispers || v.key === state.defaultName ? "Online" : "In #" + v.key;
   }
 
-  function setUsers(list) {
-    state.users = Array.from(new Set(list)).sort();
-    renderUsers();
+  function setUsers(v, list) {
+    v.users = Array.from(new Set(list)).sort();
+    const a = activeView();
+    if (a === v || (a && a.whispers && v.key === state.defaultName)) renderUsers();
+  }
+
+  function setPlaceholder() {
+    const v = activeView();
+    const name = state.target;
+    if (name) {
+      ui.text.placeholder = "Whisper to " + name + " — Enter sends, Esc stops whispering";
+    } else if (v && v.whispers) {
+      ui.text.placeholder = "Choose a user to whisper to, or type /w name text";
+    } else {
+      ui.text.placeholder = "Message " + (v ? channelLabel(v) : "everyone") +
+        " — Enter sends, Shift+Enter for a new line, /w name text whispers";
+    }
   }
 
   function setTarget(name) {
     state.target = name;
     ui.targetText.textContent = name ? "Whispering to " + name : "";
     show(ui.target, Boolean(name));
-    ui.text.placeholder = name
-      ? "Whisper to " + name + " — Enter sends, Esc stops whispering"
-      : "Message everyone — Enter sends, Shift+Enter for a new line, /w name text whispers";
+    setPlaceholder();
     renderUsers();
+  }
+
+  // -- channels -------------------------------------------------------------------
+
+  const CHANNEL_ERRORS = {
+    forbidden: (name) => "You may not join “" + name + "”: it is private and your login does not name it, " +
+      "or you are banned from it.",
+    bad_request: (name, e) => "“" + name + "” is not a valid channel name: " + e.message + ".",
+    unknown_channel: (name) => "There is no channel “" + name + "”.",
+    too_many_channels: (name, e) => "Could not join “" + name + "”: " + e.message + ".",
+    not_connected: () => "Not connected right now; try again when the connection is back.",
+  };
+
+  function channelError(name, err) {
+    const explain = CHANNEL_ERRORS[err.code];
+    return explain ? explain(name, err) : "Could not join “" + name + "” (" + err.code + "): " + err.message;
+  }
+
+  /** Join `name` (or show it when already in it); errors go to `where`. */
+  function joinChannel(raw, where) {
+    const name = raw.trim().replace(/^#/, "");
+    if (!name) {
+      setError(where, "Type the name of a channel to join.", "usage");
+      return Promise.resolve(false);
+    }
+    setError(where, null);
+    if (state.views.has(name)) {
+      activate(name);
+      return Promise.resolve(true);
+    }
+    if (!state.hub || !state.hub.connected) {
+      setError(where, CHANNEL_ERRORS.not_connected(), "not_connected");
+      return Promise.resolve(false);
+    }
+    return state.hub.subscribe(name).then(() => {
+      view(name);  // the subscribed event drew it
+      activate(name);
+      if (!ui.joinBox.hidden && ui.joinBox.open) refreshPublic();
+      return true;
+    }, (err) => {
+      setError(where, channelError(name, err), err.code);
+      return false;
+    });
+  }
+
+  function leaveChannel(key, where) {
+    if (key === WHISPERS) {
+      setError(where, "The whispers always stay: /leave leaves a channel.", "usage");
+      return;
+    }
+    if (key === state.defaultName) {
+      setError(where, "#" + key + " is where everyone is: it cannot be left.", "usage");
+      return;
+    }
+    if (!state.views.has(key)) {
+      setError(where, "You are not in #" + key + ".", "usage");
+      return;
+    }
+    if (!state.hub || !state.hub.connected) {
+      setError(where, "Not connected right now; try again when the connection is back.", "offline");
+      return;
+    }
+    setError(where, null);
+    state.hub.unsubscribe(key).then(() => removeView(key), (err) => {
+      if (err.code === "not_subscribed") removeView(key);
+      else setError(where, "Could not leave #" + key + ": " + err.message, err.code);
+    });
+  }
+
+  function refreshPublic() {
+    if (!state.hub || !state.hub.connected) return;
+    state.hub.listChannels().then((list) => {
+      const items = list.filter((c) => c && typeof c.name === "string").map((c) => {
+        const li = node("li");
+        const b = node("button", "public-chan quiet");
+        b.type = "button";
+        b.dataset.channel = c.name;
+        const n = Number(c.users) || 0;
+        b.append(node("span", "chan-name", "#" + c.name), " ",
+                 node("span", "members", n + (n === 1 ? " user" : " users")));
+        b.setAttribute("aria-label", (state.views.has(c.name) ? "Show #" : "Join #") + c.name +
+                       ", " + n + (n === 1 ? " user" : " users"));
+        li.append(b);
+        return li;
+      });
+      if (!items.length) items.push(node("li", "hint", "No public channels yet."));
+      ui.publicChannels.replaceChildren(...items);
+    }, (err) => {
+      if (err.code !== "disconnected" && err.code !== "not_connected") {
+        ui.publicChannels.replaceChildren(node("li", "error", "Could not list the channels: " + err.message));
+      }
+    });
   }
 
   // -- connection -----------------------------------------------------------------
@@ -266,22 +587,38 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** A new connection for these credentials; the old one (if any) is closed. */
   function start(creds) {
     if (state.hub) state.hub.close();
+    clearViews();
     const hub = new ChatHub(wsUrl(), creds, { healthUrl: "/healthz" });
     state.hub = hub;
     const on = (type, fn) => hub.addEventListener(type, (ev) => { if (hub === state.hub) fn(ev.detail); });
     on("connecting", onConnecting);
     on("welcome", onWelcome);
-    on("message", (m) => addMessages([m]));
+    on("subscribed", onSubscribed);
+    on("unsubscribed", (f) => {
+      if (f.reason === "banned" && state.views.has(f.channel)) {
+        systemLine(state.views.get(state.defaultName),
+          "You were removed from #" + f.channel + " by an operator (banned).", "notice");
+      }
+      removeView(f.channel);
+    });
+    on("message", (m) => route([m], true));
     on("join", (f) => {
-      if (!state.users.includes(f.user)) setUsers([...state.users, f.user]);
-      systemLine(f.user + " joined", "presence");
+      const v = state.views.get(chanKey(f.channel));
+      if (!v) return;
+      if (!v.users.includes(f.user)) setUsers(v, [...v.users, f.user]);
+      systemLine(v, f.user + " joined", "presence");
     });
     on("leave", (f) => {
-      setUsers(state.users.filter((u) => u !== f.user));
+      const v = state.views.get(chanKey(f.channel));
+      if (!v) return;
+      setUsers(v, v.users.filter((u) => u !== f.user));
       const r = f.reason && !["left", "client closed"].includes(f.reason) ? " (" + f.reason + ")" : "";
-      systemLine(f.user + " left" + r, "presence");
+      systemLine(v, f.user + " left" + r, "presence");
     });
-    on("users", (f) => setUsers(Array.isArray(f.users) ? f.users : []));
+    on("users", (f) => {
+      const v = state.views.get(chanKey(f.channel));
+      if (v && Array.isArray(f.users)) setUsers(v, f.users);
+    });
     on("error", (err) => showSendError(err));
     on("shutdown", () => {
       state.shutdownSeen = true;
@@ -306,8 +643,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** Whatever ended the connection: presence and pending requests are stale. */
   function connectionEnded() {
     ui.users.classList.add("stale");  // presence is unknown until the next welcome
-    state.olderBusy = false;
-    ui.older.disabled = state.olderDone;
+    for (const v of state.views.values()) v.olderBusy = false;
+    const v = activeView();
+    if (v) ui.older.disabled = v.olderDone;
   }
 
   function onDisconnect(d) {
@@ -345,53 +683,76 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function onWelcome(f) {
     const again = state.everConnected;
     const history = Array.isArray(f.history) ? f.history : [];
+    const joined = Array.isArray(f.channels) ? f.channels.filter((c) => typeof c === "string") : [];
     state.me = f.user;
     state.everConnected = true;
     state.shutdownSeen = false;
     state.why = null;
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
+    if (state.defaultName === null) {
+      state.defaultName = joined[0] || "general";
+      view(state.defaultName);
+      view(WHISPERS);
+    }
+    const d = view(state.defaultName);
     setBanner(null);
     setConn("online", "Connected");
-    setUsers(Array.isArray(f.users) ? f.users : []);
+    setUsers(d, Array.isArray(f.users) ? f.users : []);
     ui.users.classList.remove("stale");
     showChat();
+    if (state.active === null) activate(d.key);
+    const a = activeView();
     if (!again) {
-      resetMessages();
-      addMessages(history);
+      resetView(d);
+      d.loaded = true;
+      route(history, false);
       toBottom();
     } else if (f.recovered === true) {
-      const n = addMessages(history);
-      systemLine("Reconnected" + (n ? " — " + n + " missed message" + (n === 1 ? "" : "s") + " below." : "."), "notice");
+      const before = d.ids.size;
+      route(history, true);
+      const n = d.ids.size - before;
+      systemLine(a, "Reconnected" + (n ? " — " + n + " missed message" + (n === 1 ? "" : "s") +
+        (a === d ? " below." : " in " + channelLabel(d) + ".") : "."), "notice");
     } else {
-      resetMessages();
-      addMessages(history);
-      systemLine("Reconnected. Some messages may be missing: scroll up to load older ones.", "notice");
-      toBottom();
+      resetView(d);
+      route(history, false);
+      systemLine(d, "Reconnected. Some messages may be missing: scroll up to load older ones.", "notice");
+      if (a === d) toBottom();
+    }
+    // the other channels the server put us in: their history and members
+    // (chathub.js resubscribes, with its since, the channels already joined)
+    for (const c of joined.slice(1)) {
+      if (!state.views.has(c) || !state.views.get(c).loaded) {
+        view(c);
+        state.hub.subscribe(c).catch(() => { /* shown when it comes back */ });
+      }
     }
     if (document.activeElement === document.body || document.activeElement === ui.reconnect) ui.text.focus();
     fillViewport();
+    if (ui.joinBox.open) refreshPublic();
   }
 
-  function onHistory(list) {
-    state.olderBusy = false;
-    if (list.length === 0) {
-      state.olderDone = true;
-      ui.olderState.textContent = "This is the beginning of the history.";
-      if (document.activeElement === ui.older) ui.scroller.focus();
-      show(ui.older, false);
-      return;
+  /** A subscribe's reply: on joining, and again (with since) after each reconnect. */
+  function onSubscribed(f) {
+    if (typeof f.channel !== "string") return;
+    const v = view(f.channel);
+    const history = Array.isArray(f.history) ? f.history : [];
+    setUsers(v, Array.isArray(f.users) ? f.users : []);
+    if (!v.loaded) {
+      resetView(v);
+      v.loaded = true;
+      route(history, false);
+    } else if (f.recovered === false) {
+      resetView(v);
+      route(history, false);
+      systemLine(v, "Reconnected. Some messages may be missing: scroll up to load older ones.", "notice");
+    } else {
+      route(history, true);
     }
-    const n = addOlder(list);
-    ui.older.disabled = false;
-    ui.olderState.textContent = n ? "" : "No older messages.";
-    fillViewport();
-  }
-
-  function onHistoryError(err) {
-    state.olderBusy = false;
-    ui.older.disabled = state.olderDone;
-    if (err.code === "disconnected" || err.code === "not_connected") return;  // asked again later
-    ui.olderState.textContent = "Could not load older messages: " + err.message;
+    if (v.key === state.active) {
+      ui.users.classList.remove("stale");
+      fillViewport();
+    }
   }
 
   const ERROR_TEXT = {
@@ -402,6 +763,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     blocked: (e) => "Message blocked: " + e.message + ".",
     unavailable: (e) => "The server could not deliver that right now (" + e.message + "). Try again.",
     bad_request: (e) => "The server refused that message: " + e.message + ".",
+    not_subscribed: (e) => "You are not in that channel any more: " + e.message + ".",
+    muted: (e) => "You are muted: " + e.message + ".",
     not_connected: () => "Not connected right now; your message was not sent.",
     timeout: () => "The server did not answer in time; the message may not have been sent.",
   };
@@ -423,10 +786,24 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   // -- sending ------------------------------------------------------------------
 
+  /** Send what is in the box (or run its command); true when the box can be cleared. */
   function sendText(raw) {
+    const line = raw.trimStart();
+    const join = /^\/join(?:\s+([\s\S]*))?$/.exec(line);
+    if (join) {
+      joinChannel((join[1] || "").trim(), ui.sendError).then((ok) => {
+        if (!ok && !ui.text.value) { ui.text.value = raw; autosize(); }
+      });
+      return true;
+    }
+    const leave = /^\/(?:leave|part)(?:\s+#?(\S+))?\s*$/.exec(line);
+    if (leave) {
+      leaveChannel(leave[1] || state.active, ui.sendError);
+      return ui.sendError.hidden;
+    }
     let text = raw;
     let to = state.target;
-    const cmd = /^\/(w|whisper|msg)(?:\s+(\S+))?(?:\s([\s\S]*))?$/.exec(raw.trimStart());
+    const cmd = /^\/(w|whisper|msg)(?:\s+(\S+))?(?:\s([\s\S]*))?$/.exec(line);
     if (cmd) {
       const name = cmd[2] || "";
       text = cmd[3] || "";
@@ -440,11 +817,17 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       if (cmd) setError(ui.sendError, "Nothing to whisper: /w " + to + " TEXT", "usage");
       return false;
     }
+    const v = activeView();
+    if (!to && v && v.whispers) {
+      setError(ui.sendError, "Choose a user to whisper to, or type /w NAME text.", "usage");
+      return false;
+    }
     if (!state.hub || !state.hub.connected) {
       setError(ui.sendError, "Not connected right now; your message was not sent.", "offline");
       return false;
     }
-    const sent = to ? state.hub.whisper(to, text) : state.hub.chat(text);
+    const sent = to ? state.hub.whisper(to, text)
+      : state.hub.chat(text, v && v.key !== state.defaultName ? { channel: v.key } : {});
     sent.catch((err) => {
       if (err.code === "disconnected") return;  // delivered or not, the reconnect shows it
       if (!ui.text.value) {  // the text comes back to fix and resend
@@ -487,6 +870,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     if (state.hub) state.hub.close(1000, "left");
     state.hub = null;
     state.everConnected = false;
+    clearViews();
     setTarget(null);
     setConn("offline", "Not connected");
     setBanner(null);
@@ -516,6 +900,37 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     }
   });
   ui.text.addEventListener("input", autosize);
+
+  document.addEventListener("keydown", (ev) => {
+    if (!ev.altKey || ev.ctrlKey || ev.metaKey || ui.chatView.hidden) return;
+    if (ev.key === "ArrowUp" || ev.key === "ArrowDown") {
+      ev.preventDefault();
+      move(ev.key === "ArrowUp" ? -1 : 1);
+    }
+  });
+
+  ui.channels.addEventListener("click", (ev) => {
+    const leave = ev.target.closest("button[data-leave]");
+    if (leave) {
+      leaveChannel(leave.dataset.leave, ui.sendError);
+      return;
+    }
+    const b = ev.target.closest("button[data-view]");
+    if (b) activate(b.dataset.view);
+  });
+
+  ui.joinChannel.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    joinChannel(ui.channelName.value, ui.channelError).then((ok) => {
+      if (ok) { ui.channelName.value = ""; ui.text.focus(); } else ui.channelName.focus();
+    });
+  });
+  ui.joinBox.addEventListener("toggle", () => { if (ui.joinBox.open) refreshPublic(); });
+  ui.publicRefresh.addEventListener("click", refreshPublic);
+  ui.publicChannels.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-channel]");
+    if (b) joinChannel(b.dataset.channel, ui.channelError);
+  });
 
   ui.users.addEventListener("click", (ev) => {
     const b = ev.target.closest("button[data-user]");

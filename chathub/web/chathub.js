@@ -269,6 +269,12 @@ export class ChatHub extends EventTarget {
     return (await this._request(frame, "history")).messages;
   }
 
+  /** Protocol v2: the public channels, sorted, each `{name, users}` (users: how many are in it). */
+  async listChannels() {
+    const reply = await this._request({ type: "channels" }, "channels");
+    return Array.isArray(reply.channels) ? reply.channels : [];
+  }
+
   /** Protocol v2: receive `channel` too; a v1 server rejects with code "unknown_type". */
   async subscribe(channel, { since } = {}) {
     const s = since || this.lastId(channel);
