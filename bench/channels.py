@@ -68,12 +68,19 @@ async def layout(srv: ServerProc, ctx: Any) -> dict[str, Any]:
     z = ctx.sizes
     spec = _spec(srv, ctx, n=z.channels_n, senders=0, window=z.channels_window,
                  channel_size=z.channels_size, big_channel=z.channels_big)
-    # the Go generator cannot subscribe: this load always runs in the Python one
-    out = await _load(srv, spec, replace(ctx, generator=None))
-    channels = (spec.n - spec.big_channel + spec.channel_size - 1) // spec.channel_size + 1
+    # the Go generator cannot subscribe: this load always runs in the Python one, and so
+    # does the fanout it is compared with (same N, S and W as the fanout scenario)
+    pyctx = replace(ctx, generator=None)
+    out = await _load(srv, spec, pyctx)
+    flat = _spec(srv, ctx, n=z.channels_n, senders=z.fanout_senders, window=z.fanout_window)
+    fan = await _load(srv, flat, pyctx)
+    channels = (spec.n - spec.big_channel + spec.channel_size - 1) // spec.channel_size
+    mine, theirs = out.get("deliveries_per_cpu_s"), fan.get("deliveries_per_cpu_s")
     return {"scenario": "channels_layout", "n": spec.n, "channels": channels,
             "channel_size": spec.channel_size, "big_channel": spec.big_channel,
-            "w": spec.window, **out}
+            "w": spec.window, **out, "fanout_deliveries_per_s": fan.get("deliveries_per_s"),
+            "fanout_deliveries_per_cpu_s": theirs,
+            "vs_fanout": round(mine / theirs, 3) if mine and theirs else None}
 
 
 async def churn(srv: ServerProc, clients: int, rounds: int, concurrency: int = 100) -> dict[str, Any]:
@@ -192,9 +199,9 @@ async def channels(srv: ServerProc, ctx: Any) -> list[dict[str, Any]]:
     from .scenarios import _settle
 
     z = ctx.sizes
-    rows = [await layout(srv, ctx)]
-    rows.append(await churn(srv, z.churn_clients, z.churn_rounds, ctx.concurrency))
+    # RSS first, on a heap not yet grown (and then freed) by the load
+    rss_row = await rss(srv, z.rss_clients, z.rss_per_client, z.rss_pool, ctx.concurrency)
     await _settle(srv)
-    rows.append(await rss(srv, z.rss_clients, z.rss_per_client, z.rss_pool, ctx.concurrency))
+    churn_row = await churn(srv, z.churn_clients, z.churn_rounds, ctx.concurrency)
     await _settle(srv)
-    return rows
+    return [await layout(srv, ctx), churn_row, rss_row]
