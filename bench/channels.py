@@ -10,7 +10,7 @@ Three measurements, each a row:
 - ``channels_churn``: C clients, each looping ``subscribe``/``unsubscribe`` on a channel
   of its own (the same name every round), ``churn_rounds`` pairs each: pairs/s.
 - ``channels_rss``: C idle clients connected, the daemon's RSS read; then each
-  subscribes to K more channels (from a pool shared by all) and RSS is read again:
+  subscribes to K more channels (channels of M members, M=10) and RSS is read again:
   KB per subscription, and the growth of Valkey's ``used_memory`` likewise.
 
 Only loopback; every loop is bounded in count and in time.
@@ -162,9 +162,14 @@ async def valkey_used_memory(srv: ServerProc) -> int | None:
     return None
 
 
-async def rss(srv: ServerProc, clients: int, per_client: int, pool: int,
+async def rss(srv: ServerProc, clients: int, per_client: int, members: int,
               concurrency: int = 100) -> dict[str, Any]:
-    """KB of daemon RSS (and of Valkey ``used_memory``) per idle subscription."""
+    """KB of daemon RSS (and of Valkey ``used_memory``) per idle subscription.
+
+    Client k takes channels ``k*K .. k*K+K-1`` (modulo the pool of C*K/M names), so each
+    channel has about M members and a client none twice.
+    """
+    pool = max(per_client, clients * per_client // max(1, members))
     conns = await _open(srv, clients, "idle", concurrency)
     await asyncio.sleep(RSS_SETTLE)
     rss0, vk0 = srv.rss_kb(), await valkey_used_memory(srv)
@@ -175,7 +180,7 @@ async def rss(srv: ServerProc, clients: int, per_client: int, pool: int,
         nonlocal made
         async with gate:
             for j in range(per_client):
-                if await subscribe(conn, f"pool{(k + j) % pool}", REPLY_TIMEOUT):
+                if await subscribe(conn, f"pool{(k * per_client + j) % pool}", REPLY_TIMEOUT):
                     made += 1
 
     await asyncio.gather(*(one(k, c) for k, c in enumerate(conns)))
@@ -200,7 +205,7 @@ async def channels(srv: ServerProc, ctx: Any) -> list[dict[str, Any]]:
 
     z = ctx.sizes
     # RSS first, on a heap not yet grown (and then freed) by the load
-    rss_row = await rss(srv, z.rss_clients, z.rss_per_client, z.rss_pool, ctx.concurrency)
+    rss_row = await rss(srv, z.rss_clients, z.rss_per_client, z.rss_members, ctx.concurrency)
     await _settle(srv)
     churn_row = await churn(srv, z.churn_clients, z.churn_rounds, ctx.concurrency)
     await _settle(srv)

@@ -57,8 +57,9 @@ class Sizes:
     flush_window: int = 8
     #: most seconds the flush scenario waits for the backlog to drain after pushing
     flush_drain_timeout: float = 60.0
-    #: channels layout: N connections, channels of ``channels_size`` plus one of ``channels_big``
-    channels_n: int = 10000
+    #: channels layout: N connections, the first ``channels_big`` in one channel, the others
+    #: in channels of ``channels_size`` (the issue's 1,000 channels of 10 plus one of 1,000)
+    channels_n: int = 11000
     channels_size: int = 10
     channels_big: int = 1000
     #: chats each channel's sender keeps in flight
@@ -66,10 +67,11 @@ class Sizes:
     #: subscribe/unsubscribe churn: clients, and pairs each (a bound on the loop)
     churn_clients: int = 100
     churn_rounds: int = 200
-    #: RSS per subscription: idle clients, extra channels each, from a pool of this many names
+    #: RSS per subscription: idle clients, extra channels each, members per such channel
+    #: (few, so that the join frames each subscribe sends stay few)
     rss_clients: int = 1000
     rss_per_client: int = 20
-    rss_pool: int = 100
+    rss_members: int = 10
 
 
 FULL = Sizes()
@@ -77,7 +79,7 @@ QUICK = Sizes(duration=2.0, fanout_ns=(100, 1000), latency_n=100, idle_n=500, id
               connect_n=500,
               ingest_senders=40, ingest_receivers=5, flush_senders=10, flush_drain_timeout=20.0,
               channels_n=1100, channels_big=100, churn_clients=20, churn_rounds=50,
-              rss_clients=200, rss_per_client=10, rss_pool=50)
+              rss_clients=200, rss_per_client=10)
 
 
 @dataclass

@@ -179,7 +179,7 @@ async def test_channels_scenario_reports_its_figures(daemon_factory):
                                              "request_rate": 1e6, "request_burst": 1000000})
     sizes = Sizes(duration=0.5, fanout_senders=2, channels_n=45, channels_size=10,
                   channels_big=5, channels_window=2, churn_clients=4, churn_rounds=10,
-                  rss_clients=10, rss_per_client=3, rss_pool=5)
+                  rss_clients=10, rss_per_client=3, rss_members=2)
     rows = await SCENARIOS["channels"](_InProcess(daemon.port), Ctx(sizes=sizes, procs=1, gen_cpus=1))
     by = {r["scenario"]: r for r in rows}
     lay, churn, rss = by["channels_layout"], by["channels_churn"], by["channels_rss"]
