@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .loadgen import Generator, cpu_seconds, subscribe
+from .loadgen import cpu_seconds, subscribe
 from .servers import ServerProc
 from .wsproto import ERROR_PREFIX, Conn, Tally, client_frame, connect
 

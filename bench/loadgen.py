@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .hist import Histogram
-from .wsproto import Conn, Sender, Tally, client_frame, connect
-from .wsproto import ERROR_PREFIX
+from .wsproto import ERROR_PREFIX, Conn, Sender, Tally, client_frame, connect
 
 #: seconds the drain waits at most for senders' own echoes and settled counts after the
 #: sending stopped (slow servers at N=10,000 queue many seconds of frames)
