@@ -5,7 +5,9 @@ a :class:`Shard` is the part that runs in one event loop and can also be used
 in-process (the smoke test does). Connection ``g`` (0 ≤ g < N) belongs to shard
 ``g % procs``; connections ``g < S`` are the senders (user ``s<g>``), the others
 receive only (user ``r<g % users>``: receivers share a few user names so the
-hub's join/leave traffic and the welcome's user list stay small). Every
+hub's join/leave traffic and the welcome's user list stay small); with a channels
+layout (:attr:`LoadSpec.channel_size`, chathub only) each connection subscribes to
+its channel after the welcome and the first member of each channel is its sender. Every
 ``sample_every``-th connection and every sender measures latency; the rest only
 count frames.
 
