@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, help="seconds of sending per run (overrides)")
     ap.add_argument("--window", type=int,
                     help="fanout: messages each sender keeps in flight (default 4)")
+    ap.add_argument("--channels-n", type=int, metavar="N",
+                    help="channels: N connections in the layout, N/11 of them in the big channel "
+                         "(default 11,000: 1,000 channels of 10 plus one of 1,000)")
     ap.add_argument("--procs", type=int,
                     help="generator processes (default: the generator's CPUs for the Python "
                          "generator, 1 for the Go one, which uses every generator CPU)")
@@ -96,7 +99,8 @@ def _brief(row: dict[str, Any]) -> str:
     keys = ("msgs_per_s", "deliveries_per_s", "deliveries_per_cpu_s", "delivery_ratio", "p50_ms",
             "p99_ms", "rss_per_conn_kb", "total_per_conn_kb", "lost_in_hold", "ramp_s", "conns_per_s",
             "connect_failures", "rows_per_s", "generator_cpu", "generator_us_per_delivery",
-            "server_cpu", "others_cpu")
+            "server_cpu", "others_cpu", "vs_fanout", "pairs_per_s", "rss_per_subscription_kb",
+            "valkey_per_subscription_kb")
     return " ".join(f"{k}={row[k]}" for k in keys if k in row)
 
 
@@ -122,6 +126,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list
         sizes = replace(sizes, duration=args.duration)
     if args.window:
         sizes = replace(sizes, fanout_window=args.window)
+    if args.channels_n:
+        sizes = replace(sizes, channels_n=args.channels_n, channels_big=args.channels_n // 11)
     exe, why = choose_generator(args.generator)
     procs = args.procs or (1 if exe else gen_cpus)
     ctx = Ctx(sizes=sizes, procs=procs, gen_cpus=gen_cpus, concurrency=args.concurrency,

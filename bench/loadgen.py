@@ -5,7 +5,9 @@ a :class:`Shard` is the part that runs in one event loop and can also be used
 in-process (the smoke test does). Connection ``g`` (0 ≤ g < N) belongs to shard
 ``g % procs``; connections ``g < S`` are the senders (user ``s<g>``), the others
 receive only (user ``r<g % users>``: receivers share a few user names so the
-hub's join/leave traffic and the welcome's user list stay small). Every
+hub's join/leave traffic and the welcome's user list stay small); with a channels
+layout (:attr:`LoadSpec.channel_size`, chathub only) each connection subscribes to
+its channel after the welcome and the first member of each channel is its sender. Every
 ``sample_every``-th connection and every sender measures latency; the rest only
 count frames.
 
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .hist import Histogram
-from .wsproto import Conn, Sender, Tally, connect
+from .wsproto import ERROR_PREFIX, Conn, Sender, Tally, client_frame, connect
 
 #: seconds the drain waits at most for senders' own echoes and settled counts after the
 #: sending stopped (slow servers at N=10,000 queue many seconds of frames)
@@ -72,6 +74,26 @@ class LoadSpec:
     proto: str = "chathub"
     #: most seconds the drain after the sending window takes
     drain_timeout: float = DRAIN_TIMEOUT
+    #: channels layout (chathub only; 0: none, every chat goes to everyone): after its
+    #: welcome each connection subscribes to one channel of ``channel_size`` members, the
+    #: first ``big_channel`` connections to one channel of that many; the first member of
+    #: each channel is its sender and chats in it, so ``senders`` is not used
+    channel_size: int = 0
+    big_channel: int = 0
+
+    def channel_of(self, g: int) -> tuple[str, int, bool] | None:
+        """Connection ``g``'s channel in the layout: (name, members, is its sender), or None."""
+        if not self.channel_size:
+            return None
+        if g < self.big_channel:
+            return "bigch", self.big_channel, g == 0
+        k, i = divmod(g - self.big_channel, self.channel_size)
+        members = min(self.channel_size, self.n - self.big_channel - k * self.channel_size)
+        return f"ch{k}", members, i == 0
+
+    def is_sender(self, g: int) -> bool:
+        ch = self.channel_of(g)
+        return g < self.senders if ch is None else ch[2]
 
     def ids(self, shard: int, procs: int) -> range:
         """The global connection ids of ``shard``."""
@@ -102,6 +124,8 @@ class RunResult:
     acked: int = 0
     refused: int = 0
     in_flight_left: int = 0
+    #: deliveries the accepted chats should make (members of their channels; channels layout)
+    expected: int = 0
     #: chat frames received in the sending window, and in window + drain
     chats_window: int = 0
     chats_total: int = 0
@@ -113,6 +137,29 @@ class RunResult:
     latency: dict = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     unexpected_close: int = 0
+
+
+async def subscribe(conn: Conn, channel: str, timeout: float) -> bool:
+    """Subscribe ``conn`` to ``channel`` and wait (at most ``timeout`` s) for ``subscribed``;
+    whether it came (an error frame or the timeout: False)."""
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def listen(payload: bytes) -> None:  # other frames (join, leave) pass by
+        if done.done():
+            return
+        if payload.startswith(b'{"type":"subscribed"'):
+            done.set_result(True)
+        elif payload.startswith(ERROR_PREFIX):
+            done.set_result(False)
+
+    conn.listener = listen
+    conn._write(client_frame(json.dumps({"type": "subscribe", "channel": channel}).encode()))
+    try:
+        return await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        conn.listener = None
 
 
 def cpu_seconds() -> float:
@@ -154,7 +201,7 @@ class Shard:
         self.senders: list[Sender] = []
 
     def _user(self, g: int) -> str:
-        return f"s{g}" if g < self.spec.senders else f"r{g % max(1, self.spec.users)}"
+        return f"s{g}" if self.spec.is_sender(g) else f"r{g % max(1, self.spec.users)}"
 
     async def ramp(self) -> RampResult:
         """Open this shard's connections; failures are counted, not raised."""
@@ -168,7 +215,7 @@ class Shard:
 
         async def one(g: int) -> None:
             async with gate:
-                parse = g < spec.senders or g % spec.sample_every == 0
+                parse = spec.is_sender(g) or g % spec.sample_every == 0
                 started = time.perf_counter()
                 try:
                     conn = await connect(spec.host, spec.port, f"{spec.path}?user={self._user(g)}",
@@ -183,6 +230,13 @@ class Shard:
                 except OSError as exc:
                     tally.error(f"os_{exc.errno}")
                     return
+                ch = spec.channel_of(g)
+                if ch is not None and not await subscribe(conn, ch[0], spec.connect_timeout):
+                    tally.error("subscribe_failed")
+                    conn.closing = True
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    return
                 hist.add(int((time.perf_counter() - started) * 1e6))
                 opened[g] = conn
 
@@ -195,8 +249,11 @@ class Shard:
             if conn is None:
                 continue
             self.conns.append(conn)
-            if g < spec.senders:
-                conn.sender = Sender(conn, f"s{g}".encode(), spec.window, spec.rate is None)
+            if spec.is_sender(g):
+                ch = spec.channel_of(g)
+                name, members = (ch[0].encode(), ch[1]) if ch else (b"", 0)
+                conn.sender = Sender(conn, f"s{g}".encode(), spec.window, spec.rate is None,
+                                     name, members)
                 self.senders.append(conn.sender)
         res.connected = len(self.conns)
         res.connect_hist = hist.to_dict()
@@ -241,6 +298,7 @@ class Shard:
             res.acked += s.acked
             res.refused += s.refused
             res.in_flight_left += s.in_flight
+            res.expected += (s.sent - s.refused) * s.members
             s.sent = s.acked = s.refused = 0
         res.latency = self.tally.latency.to_dict()
         res.errors = dict(self.tally.errors)
@@ -515,7 +573,7 @@ def merge_runs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     hist = Histogram()
     out: dict[str, Any] = {k: 0 for k in ("connections", "senders", "sent", "acked", "refused",
                                           "in_flight_left", "chats_window", "chats_total",
-                                          "unexpected_close")}
+                                          "unexpected_close", "expected")}
     out.update(seconds=0.0, drain_s=0.0, cpu_s=0.0, machine_s=0.0, errors={}, reads=None)
     for p in parts:
         if p.get("reads") is not None:  # the Go generator counts its reads in the window
@@ -523,6 +581,7 @@ def merge_runs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k in ("connections", "senders", "sent", "acked", "refused", "in_flight_left",
                   "chats_window", "chats_total", "unexpected_close"):
             out[k] += p[k]
+        out["expected"] += p.get("expected", 0)  # (the Go generator has no channels)
         out["seconds"] = max(out["seconds"], p["seconds"])
         out["drain_s"] = max(out["drain_s"], p["drain_s"])
         out["cpu_s"] += p["cpu_s"]
@@ -538,7 +597,7 @@ def summarize_run(r: dict[str, Any], gen_cpus: int) -> dict[str, Any]:
     """The figures of a merged run: rates, delivery ratio, latency, generator CPU share."""
     secs = r["seconds"] or 1e-9
     conns = r["connections"]
-    delivered_expected = (r["sent"] - r["refused"]) * conns
+    delivered_expected = r.get("expected") or (r["sent"] - r["refused"]) * conns
     gen_cpu = r["cpu_s"] / secs / max(1, gen_cpus)
     out = {
         "connections": conns,

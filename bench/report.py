@@ -45,6 +45,20 @@ METRICS: dict[str, list[tuple[str, str]]] = {
     "flush": [("rows/s into PostgreSQL", "rows_per_s"), ("backlog drained, rows", "backlog"),
               ("seconds from SIGTERM to empty", "drain_s"), ("push messages/s", "push_msgs_per_s"),
               ("other processes' CPU, cores", "others_cpu")],
+    "channels_layout": [("channels (plus the big one)", "channels"),
+                        ("messages/s accepted", "msgs_per_s"), ("deliveries/s", "deliveries_per_s"),
+                        ("delivery ratio", "delivery_ratio"), ("p50, ms", "p50_ms"),
+                        ("p99, ms", "p99_ms"), *_LOAD,
+                        ("fanout at the same N: deliveries per server CPU-second",
+                         "fanout_deliveries_per_cpu_s"),
+                        ("per-CPU deliveries, channels / fanout", "vs_fanout")],
+    "channels_churn": [("subscribe+unsubscribe pairs/s", "pairs_per_s"), ("pairs", "pairs"),
+                       ("pairs per server CPU-second", "pairs_per_cpu_s"),
+                       ("server CPU, cores", "server_cpu"), ("generator CPU share", "generator_cpu")],
+    "channels_rss": [("subscriptions", "subscriptions"),
+                     ("server RSS per idle subscription, KB", "rss_per_subscription_kb"),
+                     ("Valkey used_memory per subscription, KB", "valkey_per_subscription_kb"),
+                     ("server RSS before, MB", "rss_before_mb"), ("server RSS after, MB", "rss_after_mb")],
 }
 
 
@@ -94,6 +108,11 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("idle", "lost_in_hold"): Target("= 0", bound=0, higher=False),
     ("connect", "connect_failures"): Target("= 0", bound=0, higher=False),
     ("flush", "rows_per_s"): Target("≥ 20,000", bound=20000),
+    # from issue 16 (channels)
+    ("channels_layout", "vs_fanout"): Target("≥ 0.9", bound=0.9),
+    ("channels_layout", "delivery_ratio"): Target("= 1.0", bound=1.0),
+    ("channels_churn", "pairs_per_s"): Target("≥ 5,000", bound=5000),
+    ("channels_rss", "rss_per_subscription_kb"): Target("≤ 0.5 KB", bound=0.5, higher=False),
 }
 # "= 1.0" for the delivery ratio: at least 1.0 (more would be a counting error, seen as such)
 

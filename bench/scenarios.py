@@ -8,9 +8,11 @@
 | ``fanout`` | closed loop, S senders × W in flight to N connections (a row per N): deliveries/s, per server CPU-second |
 | ``ingest`` | many senders, few receivers: msgs/s through ids, rate-limit check and flush |
 | ``flush`` | rows/s from the Valkey stream into PostgreSQL (chathub only) |
+| ``channels`` | chathub only, see :mod:`bench.channels`: deliveries/s and per CPU-second with N connections in many small channels and one big one; subscribe+unsubscribe pairs/s; RSS per idle subscription |
 
 Every figure is measured the same way for chathub and for each peer (the
-reference, Node ``ws``, the Go hub), except ``flush``, which only chathub has.
+reference, Node ``ws``, the Go hub), except ``flush`` and ``channels``, which only
+chathub has.
 """
 
 from __future__ import annotations
@@ -55,12 +57,29 @@ class Sizes:
     flush_window: int = 8
     #: most seconds the flush scenario waits for the backlog to drain after pushing
     flush_drain_timeout: float = 60.0
+    #: channels layout: N connections, the first ``channels_big`` in one channel, the others
+    #: in channels of ``channels_size`` (the issue's 1,000 channels of 10 plus one of 1,000)
+    channels_n: int = 11000
+    channels_size: int = 10
+    channels_big: int = 1000
+    #: chats each channel's sender keeps in flight
+    channels_window: int = 4
+    #: subscribe/unsubscribe churn: clients, and pairs each (a bound on the loop)
+    churn_clients: int = 100
+    churn_rounds: int = 200
+    #: RSS per subscription: idle clients, extra channels each, members per such channel
+    #: (few, so that the join frames each subscribe sends stay few)
+    rss_clients: int = 1000
+    rss_per_client: int = 20
+    rss_members: int = 10
 
 
 FULL = Sizes()
 QUICK = Sizes(duration=2.0, fanout_ns=(100, 1000), latency_n=100, idle_n=500, idle_hold=3.0,
               connect_n=500,
-              ingest_senders=40, ingest_receivers=5, flush_senders=10, flush_drain_timeout=20.0)
+              ingest_senders=40, ingest_receivers=5, flush_senders=10, flush_drain_timeout=20.0,
+              channels_n=1100, channels_big=100, churn_clients=20, churn_rounds=50,
+              rss_clients=200, rss_per_client=10)
 
 
 @dataclass
@@ -165,6 +184,8 @@ def _spec(srv: ServerProc, ctx: Ctx, **kw: Any) -> LoadSpec:
     return replace(LoadSpec(port=srv.port, concurrency=ctx.concurrency,
                             duration=ctx.sizes.duration, proto=proto), **kw)
 
+
+from .channels import channels  # noqa: E402 - it uses the pieces above
 
 # -- scenarios --------------------------------------------------------------------------------
 
@@ -351,4 +372,5 @@ SCENARIOS = {
     "fanout": fanout,
     "ingest": ingest,
     "flush": flush,
+    "channels": channels,
 }

@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 #: first bytes of the frames we tell apart without decoding
@@ -58,8 +59,11 @@ def chat_text(sent_ns: int, sid: bytes, seq: int) -> bytes:
     return b"%d %s %d" % (sent_ns, sid, seq)
 
 
-def chat_frame(text: bytes) -> bytes:
-    """The masked client frame of ``{"type":"chat","text":text}`` (text is plain ASCII)."""
+def chat_frame(text: bytes, channel: bytes = b"") -> bytes:
+    """The masked client frame of ``{"type":"chat","text":text}`` (text is plain ASCII),
+    with ``"channel":channel`` when a channel is given."""
+    if channel:
+        return client_frame(b'{"type":"chat","channel":"' + channel + b'","text":"' + text + b'"}')
     return client_frame(b'{"type":"chat","text":"' + text + b'"}')
 
 
@@ -88,10 +92,15 @@ class Sender:
     """
 
     __slots__ = ("conn", "sid", "window", "closed_loop", "stop_ns", "seq", "in_flight",
-                 "sent", "acked", "refused")
+                 "sent", "acked", "refused", "channel", "members")
 
-    def __init__(self, conn: Conn, sid: bytes, window: int, closed_loop: bool) -> None:
+    def __init__(self, conn: Conn, sid: bytes, window: int, closed_loop: bool,
+                 channel: bytes = b"", members: int = 0) -> None:
         self.conn = conn
+        #: the channel its chats go to (empty: the default channel)
+        self.channel = channel
+        #: connections that receive each of its chats (0: every connection)
+        self.members = members
         self.sid = sid
         self.window = window
         self.closed_loop = closed_loop
@@ -108,7 +117,7 @@ class Sender:
         if tr is None or tr.is_closing():
             return
         self.seq += 1
-        tr.write(chat_frame(chat_text(sent_ns, self.sid, self.seq)))
+        tr.write(chat_frame(chat_text(sent_ns, self.sid, self.seq), self.channel))
         self.in_flight += 1
         self.sent += 1
 
@@ -143,7 +152,8 @@ class Conn(asyncio.Protocol):
     """One client connection. ``welcome`` resolves once the server's first frame came."""
 
     __slots__ = ("host", "port", "path", "tally", "parse", "sender", "transport", "buf",
-                 "upgraded", "welcome", "chats", "frames", "closing", "close_code", "lost", "raw", "frag")
+                 "upgraded", "welcome", "chats", "frames", "closing", "close_code", "lost", "raw", "frag",
+                 "listener")
 
     def __init__(self, host: str, port: int, path: str, tally: Tally, parse: bool = False,
                  raw: bool = False) -> None:
@@ -158,6 +168,9 @@ class Conn(asyncio.Protocol):
         #: the fragments so far of a fragmented chat message (raw only), else None
         self.frag: bytearray | None = None
         self.sender: Sender | None = None
+        #: called with the payload of every other text frame (not chat, welcome or error),
+        #: e.g. ``subscribed`` and ``unsubscribed`` replies; None: they are only counted
+        self.listener: Callable[[bytes], None] | None = None
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.upgraded = False
@@ -310,6 +323,10 @@ class Conn(asyncio.Protocol):
             self.tally.error(str(code))
             if self.sender is not None:
                 self.sender.on_refused()
+            elif self.listener is not None:
+                self.listener(payload)
+        elif self.listener is not None:
+            self.listener(payload)
 
     def _closed_by_server(self, payload: bytes) -> None:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005

@@ -138,3 +138,55 @@ def test_deliveries_per_cpu_second_and_targets():
     assert target.check({"chathub": ch}, "deliveries_per_cpu_s") == (None, "no go-hub figure")
     table = markdown_table({"chathub": {"fanout_n1000": {"n": 1000, **ch}}})
     assert "≥ 1.2× go-hub" in table and json.dumps(table)
+
+
+class _InProcess:
+    """What the channels scenario reads of a ServerProc, for a daemon in this process."""
+
+    kind = "chathub"
+    data_dir = None  # no Valkey socket to ask: its figure is left out
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def cpu_s(self) -> float:
+        from bench.loadgen import cpu_seconds
+
+        return cpu_seconds()
+
+    def services_cpu_s(self) -> float:
+        return 0.0
+
+    def rss_kb(self) -> int:
+        import os
+
+        from bench.servers import rss_kb
+
+        return rss_kb(os.getpid())
+
+    async def wait_connections(self, target: int, timeout: float = 30.0) -> bool:
+        return True
+
+    async def wait_healthy(self, timeout: float = 15.0) -> bool:
+        return True
+
+
+async def test_channels_scenario_reports_its_figures(daemon_factory):
+    """A tiny channels run: every row present, deliveries only to each channel's members."""
+    from bench.scenarios import SCENARIOS, Ctx, Sizes
+
+    daemon = await daemon_factory(ratelimit={"chat_rate": 1e6, "chat_burst": 1000000,
+                                             "request_rate": 1e6, "request_burst": 1000000})
+    sizes = Sizes(duration=0.5, fanout_senders=2, channels_n=45, channels_size=10,
+                  channels_big=5, channels_window=2, churn_clients=4, churn_rounds=10,
+                  rss_clients=10, rss_per_client=3, rss_members=2)
+    rows = await SCENARIOS["channels"](_InProcess(daemon.port), Ctx(sizes=sizes, procs=1, gen_cpus=1))
+    by = {r["scenario"]: r for r in rows}
+    lay, churn, rss = by["channels_layout"], by["channels_churn"], by["channels_rss"]
+    assert lay["connected"] == 45 and lay["channels"] == 4 and lay["senders"] == 5
+    assert lay["acked"] > 0 and lay["delivery_ratio"] == 1.0 and lay["errors"] == {}
+    assert lay["deliveries_per_s"] > 0 and lay["fanout_deliveries_per_cpu_s"] > 0
+    assert lay["vs_fanout"] > 0
+    assert churn["pairs"] == 40 and churn["pairs_per_s"] > 0 and churn["errors"] == {}
+    assert rss["subscriptions"] == 30 and "rss_per_subscription_kb" in rss
+    assert "valkey_per_subscription_kb" not in rss
