@@ -20,7 +20,7 @@ from typing import Any
 
 from .edge import proxies
 from .errors import ConfigError
-from .protocol import is_private, max_frame_bytes, valid_channel
+from .protocol import is_private, max_frame_bytes, valid_channel, valid_user
 
 DEFAULT_CONFIG_FILE = "chathub.toml"
 ENV_PREFIX = "CHATHUB_"
@@ -192,6 +192,22 @@ class ChannelsConfig:
 
 
 @dataclass
+class ApiConfig:
+    #: API keys for ``/api/v1/`` (``Authorization: Bearer KEY``); none: the API is off (404).
+    #: Prefer env CHATHUB_API_KEYS (comma-separated).
+    keys: list[str] = field(default_factory=list)
+    #: requests a second each key may make on this daemon, and its burst (429 past them)
+    rate: float = 50.0
+    burst: int = 100
+    #: sender names the API may publish and whisper as besides real user names
+    system_names: list[str] = field(default_factory=lambda: ["system"])
+    #: seconds a publish's idempotency_key keeps its first result (in Valkey, for every hub)
+    idempotency_window: float = 86_400.0
+    #: largest request body, in bytes (413 past it)
+    max_body: int = 65_536
+
+
+@dataclass
 class Config:
     #: where the embedded services and the admin socket live
     data_dir: str = ".chathub"
@@ -206,6 +222,7 @@ class Config:
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     log: LogConfig = field(default_factory=LogConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -377,6 +394,14 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(cfg.log.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log.level",
          "must be DEBUG, INFO, WARNING or ERROR")
     need(cfg.log.format in ("text", "json"), "log.format", "must be \"text\" or \"json\"")
+    a = cfg.api
+    need(all(len(k) >= 16 for k in a.keys), "api.keys", "each key must be at least 16 characters")
+    need(a.rate > 0, "api.rate", "must be positive")
+    need(a.burst >= 1, "api.burst", "must be at least 1")
+    need(all(valid_user(n) for n in a.system_names), "api.system_names",
+         "each must be a valid user name (1-32 of A-Z a-z 0-9 _ - .)")
+    need(a.idempotency_window >= 1, "api.idempotency_window", "must be at least 1 second")
+    need(1024 <= a.max_body <= 1_048_576, "api.max_body", "must be 1024-1048576 bytes")
 
 
 def load(

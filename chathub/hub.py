@@ -42,7 +42,7 @@ from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
 from .peer import Client
-from .protocol import Chat, Whisper
+from .protocol import Chat, Message, ProtocolError, Whisper
 from .stats import HubStats
 from .subscriptions import Subscriptions
 from .tasks import spawn
@@ -85,8 +85,13 @@ class _Unregister:
 
 @dataclass(slots=True)
 class _Inbound:
-    client: Client
+    #: the sending connection; None for a message from the HTTP API, answered by ``done``
+    client: Client | None
     message: Chat | Whisper
+    #: the stamped message or the refusal (:class:`~chathub.protocol.ProtocolError`)
+    done: asyncio.Future[Message] | None = None
+    #: the sender's name when there is no client
+    sender: str = ""
 
 
 @dataclass(slots=True)
@@ -315,6 +320,28 @@ class Hub:
         """Queue a validated chat or whisper; waits only when the inbox is full (backpressure)."""
         await self._events.put(_Inbound(client, message))
 
+    async def publish(self, sender: str, channel: str, text: str) -> Message:
+        """Stamp and deliver a chat from ``sender`` in ``channel`` as if a client of this
+        hub had sent it (ids, history, flush, other hubs, rate limits), for the HTTP API.
+
+        The caller has validated and moderated it. Raises:
+            ProtocolError: refused (``rate_limited``, ``unavailable``); nothing was sent.
+        """
+        return await self._submit_as(sender, Chat(text=text, channel=channel))
+
+    async def whisper_from(self, sender: str, to: str, text: str) -> Message:
+        """Stamp and deliver a whisper from ``sender`` to ``to``; see :meth:`publish`.
+
+        Raises:
+            ProtocolError: ``unknown_user`` when ``to`` is online nowhere, or as :meth:`publish`.
+        """
+        return await self._submit_as(sender, Whisper(to=to, text=text))
+
+    async def _submit_as(self, sender: str, message: Chat | Whisper) -> Message:
+        done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        await self._events.put(_Inbound(None, message, done, sender))
+        return await done
+
     def kick(self, user: str, reason: str) -> int:
         """Send ``kicked`` and close 4001 on every connection of ``user`` on this hub; return how many."""
         conns = [c for c in self._by_user.get(user, ()) if not c.gone]
@@ -417,6 +444,11 @@ class Hub:
                     for r in batch:
                         if not r.done.done():
                             r.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
+                elif isinstance(ev, _Inbound):
+                    for r in batch:
+                        if r.done is not None and not r.done.done():
+                            r.done.set_exception(ProtocolError(protocol.UNAVAILABLE,
+                                                               "the message was not sent"))
 
     async def _handle(self, ev: _Event, batch: list[Any]) -> None:
         if isinstance(ev, _Inbound):
@@ -449,6 +481,16 @@ class Hub:
 
     # -- messages ---------------------------------------------------------------
 
+    def _refuse(self, ev: _Inbound, code: str, message: str,
+                retry_after_ms: int | None = None) -> None:
+        """Refuse an inbound message: an error frame to its client, or its future's error."""
+        if ev.client is not None:
+            self._error(ev.client, code, message, ev.message.ref, retry_after_ms)
+        else:
+            self.count_error(code)
+            if ev.done is not None and not ev.done.done():
+                ev.done.set_exception(ProtocolError(code, message, None, retry_after_ms))
+
     async def _stamp(self, batch: list[_Inbound]) -> None:
         # A client that left after sending still has its messages delivered: they were
         # read before it left, and writes to its own closed connection are skipped.
@@ -456,12 +498,16 @@ class Hub:
         now = _now_ms()
         for ev in batch:
             m = ev.message
-            mute = self.bans.muted(ev.client.user, now)
+            sender = ev.client.user if ev.client is not None else ev.sender
+            mute = self.bans.muted(sender, now)
             if mute is not None:
                 wait = None if mute.until is None else max(1, mute.until - now)
-                self._error(ev.client, protocol.MUTED,
-                            "you are muted" + (f"; retry in {wait} ms" if wait else ""),
-                            m.ref, wait)
+                self._refuse(ev, protocol.MUTED,
+                             ("you are muted" if ev.client is not None else f"{sender} is muted")
+                             + (f"; retry in {wait} ms" if wait else ""), wait)
+                continue
+            if ev.client is None:  # from the HTTP API: no subscription needed
+                todo.append(ev)
                 continue
             if isinstance(m, Chat):
                 channel = m.channel or self.default_channel
@@ -472,7 +518,7 @@ class Hub:
             todo.append(ev)
         if not todo:
             return
-        outs = [Outgoing(ev.client.user, ev.message.text,
+        outs = [Outgoing(ev.client.user if ev.client is not None else ev.sender, ev.message.text,
                          ev.message.to if isinstance(ev.message, Whisper) else None,
                          None if isinstance(ev.message, Whisper)
                          else (ev.message.channel or self.default_channel)) for ev in todo]
@@ -480,30 +526,31 @@ class Hub:
             results = await self.cache.accept(outs)
         except CacheUnavailable:
             for ev in todo:
-                self._error(ev.client, protocol.UNAVAILABLE,
-                            "the message cache is unavailable; nothing was sent", ev.message.ref)
+                self._refuse(ev, protocol.UNAVAILABLE,
+                             "the message cache is unavailable; nothing was sent")
             return
-        for ev, res in zip(todo, results, strict=True):
+        for ev, res, out in zip(todo, results, outs, strict=True):
             c, ref = ev.client, ev.message.ref
             if isinstance(res, Limited):
-                c.rate_limit_hits += 1
+                if c is not None:
+                    c.rate_limit_hits += 1
                 self.stats.rate_limit_hits += 1
                 self.stats.recent_hits.append(time.monotonic())
                 kind = "whisper" if isinstance(ev.message, Whisper) else "chat"
-                self._error(c, protocol.RATE_LIMITED,
-                            f"too many {kind} messages; retry in {res.retry_after_ms} ms", ref,
-                            res.retry_after_ms)
-                self._emit({"type": "rate_limited", "user": c.user, "kind": kind,
+                self._refuse(ev, protocol.RATE_LIMITED,
+                             f"too many {kind} messages; retry in {res.retry_after_ms} ms",
+                             res.retry_after_ms)
+                self._emit({"type": "rate_limited", "user": out.sender, "kind": kind,
                             "retry_after_ms": res.retry_after_ms})
                 continue
             if isinstance(res, Failed):
-                log.error("stamping a message from %s failed: %s", c.user, res.error)
-                self._error(c, protocol.UNAVAILABLE,
-                            "the message cache refused this message; nothing was sent", ref)
+                log.error("stamping a message from %s failed: %s", out.sender, res.error)
+                self._refuse(ev, protocol.UNAVAILABLE,
+                             "the message cache refused this message; nothing was sent")
                 continue
             if not isinstance(res, Accepted):
                 to = ev.message.to if isinstance(ev.message, Whisper) else ""
-                self._error(c, protocol.UNKNOWN_USER, f"{to} is not online", ref)
+                self._refuse(ev, protocol.UNKNOWN_USER, f"{to} is not online")
                 continue
             msg = res.message
             self.stats.messages_in += 1
@@ -511,13 +558,18 @@ class Hub:
             frame = text_frame(protocol.encode(msg))
             own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
             if msg.to is None:
-                c.chats_sent += 1
+                if c is not None:
+                    c.chats_sent += 1
                 ch = msg.channel or ""
                 self.stats.by_channel[ch] = self.stats.by_channel.get(ch, 0) + 1
-                self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c, own)
+                self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
+                                      own if c is not None else None)
             else:
-                c.whispers_sent += 1
+                if c is not None:
+                    c.whispers_sent += 1
                 self.fanout.whisper(msg, frame, c, own)
+            if ev.done is not None and not ev.done.done():
+                ev.done.set_result(msg)
 
     # -- connections ------------------------------------------------------------
 

@@ -32,11 +32,13 @@ class TrackedConnection(ServerConnection):
         on_handshake_timeout: called when the opening handshake is cut by
             ``handshake_timeout`` (the daemon counts it as a refusal). Bind it with
             :func:`functools.partial` for ``serve(create_connection=...)``.
+        max_body: the largest HTTP API request body read (``api.max_body``).
     """
 
     def __init__(self, protocol: ServerProtocol, *args: Any,
-                 on_handshake_timeout: Callable[[], None] | None = None, **kwargs: Any) -> None:
-        handshake.install(protocol)  # unparseable requests get an answer, not a silent close
+                 on_handshake_timeout: Callable[[], None] | None = None,
+                 max_body: int = handshake.DEFAULT_MAX_BODY, **kwargs: Any) -> None:
+        handshake.install(protocol, max_body)  # unparseable requests get an answer, not a silent close
         super().__init__(protocol, *args, **kwargs)
         self.on_handshake_timeout = on_handshake_timeout
         #: loop time of the last pong (0.0: none yet)
