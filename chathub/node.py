@@ -35,6 +35,7 @@ from .db import store
 from .db.archive import Archive
 from .db.flusher import MessageFlusher, SessionFlusher
 from .db.sessions import SessionRecorder
+from .edge.api import Api
 from .edge.guard import Guard
 from .edge.routes import Admission, Routes, refuse
 from .errors import CacheUnavailable, ChathubError
@@ -114,7 +115,10 @@ class Node:
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)
-        self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render)
+        #: the HTTP API under /api/v1/ (docs/api.md)
+        self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick)
+        self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render,
+                             self.api.handle)
         self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,
                                              self.guard)
         kv.on_change(partial(self._service_changed, "valkey"))
@@ -211,7 +215,8 @@ class Node:
         self.server = await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=partial(TrackedConnection,
-                                      on_handshake_timeout=self.guard.count_handshake_timeout),
+                                      on_handshake_timeout=self.guard.count_handshake_timeout,
+                                      max_body=cfg.api.max_body),
             process_request=self.routes.process_request,
             compression=None,  # frames are built once for every recipient (framing.py)
             max_size=cfg.server.max_message_bytes,

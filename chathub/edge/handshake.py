@@ -39,7 +39,7 @@ from websockets.server import ServerProtocol
 
 log = logging.getLogger("chathub.edge.handshake")
 
-#: paths whose requests may carry a body (the HTTP API)
+#: paths whose requests may carry a body (the HTTP API; the same as routes.API_PREFIX)
 API_PREFIX = "/api/v1/"
 #: the largest body read by default (``api.max_body``)
 DEFAULT_MAX_BODY = 65_536

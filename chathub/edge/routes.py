@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -26,6 +26,8 @@ from .. import protocol
 from ..errors import ChathubError
 
 WS_PATH = "/ws"
+#: the HTTP API's paths (read with their bodies by :mod:`chathub.edge.handshake`)
+API_PREFIX = "/api/v1/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +76,29 @@ class Routes:
             :class:`Admission` or a refusal :class:`Response`.
         health: returns (ok, body) for ``/healthz``.
         metrics: returns the Prometheus text for ``/metrics``.
+        api: answers ``/api/v1/`` requests (:meth:`chathub.edge.api.Api.handle`); None:
+            those paths are 404.
     """
 
     def __init__(self, admit: Callable[[ServerConnection, Request, dict[str, list[str]]], Admission | Response],
                  health: Callable[[], tuple[bool, dict[str, Any]]],
-                 metrics: Callable[[], tuple[bytes, str]]) -> None:
+                 metrics: Callable[[], tuple[bytes, str]],
+                 api: Callable[[Request], Awaitable[Response]] | None = None) -> None:
         self.admit = admit
+        self.api = api
         self.health = health
         self.metrics = metrics
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, connection: ServerConnection, request: Request
+                        ) -> Response | Awaitable[Response] | None:
         """websockets' hook: a :class:`Response` answers the request, None upgrades it.
+        An ``/api/v1/`` request returns the API's coroutine, which websockets awaits.
 
         A header read with the wrong cardinality is a 400 naming it, never a 500.
         """
         method = request.method
+        if request.path.startswith(API_PREFIX) and self.api is not None:
+            return self.api(request)
         if method not in ("GET", "HEAD"):
             return respond(405, f"method {method[:20]} is not allowed here\n",
                            extra={"Allow": "GET, HEAD"})

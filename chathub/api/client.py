@@ -1,0 +1,231 @@
+""":class:`APIClient` and :class:`AsyncAPIClient`: chathub's HTTP API from Python.
+
+One request per connection (the daemon answers ``Connection: close``), HTTP/1.1
+over plain sockets with no dependency. Requests are built and answers parsed by
+the same sans-I/O functions for both (:func:`build`, :func:`parse`); only the
+socket differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..client.errors import (
+    ChatError,
+    Disconnected,
+    NotConnected,
+    Refused,
+    ReplyTimeout,
+    error_for,
+)
+
+#: the largest answer read (a history page of 200 long messages fits many times)
+MAX_RESPONSE = 16 * 1024 * 1024
+#: seconds a request may take by default
+DEFAULT_TIMEOUT = 10.0
+PREFIX = "/api/v1/"
+
+
+def build(host: str, key: str, method: str, path: str, query: dict[str, Any] | None = None,
+          body: dict[str, Any] | None = None) -> bytes:
+    """The bytes of one request to ``PREFIX + path``."""
+    target = PREFIX + path
+    q = {k: v for k, v in (query or {}).items() if v is not None}
+    if q:
+        target += "?" + urlencode(q)
+    data = b"" if body is None else json.dumps(
+        {k: v for k, v in body.items() if v is not None}).encode()
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {key}",
+             "Accept: application/json", "Connection: close"]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def parse(raw: bytes) -> Any:
+    """The JSON of a 200 answer.
+
+    Raises:
+        ServerError: a refusal with an error code (its typed subclass: RateLimited, ...).
+        Refused: any other non-200 status (401 bad key, 404 API off, 413, ...).
+        Disconnected: the answer was cut short or is not HTTP.
+    """
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise Disconnected("the connection closed before a complete answer")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise Disconnected(f"not an HTTP answer: {status_line[:80]!r}")
+    status = int(parts[1])
+    if status == 200:
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Disconnected("the answer's body is not complete JSON") from None
+    try:
+        err = json.loads(body)
+    except ValueError:
+        err = None
+    if isinstance(err, dict) and isinstance(err.get("error"), str) and status not in (401, 404,
+                                                                                     405, 409):
+        exc = error_for(err["error"], str(err.get("message", "")), err.get("retry_after_ms"))
+        exc.status = status  # type: ignore[attr-defined]
+        raise exc
+    text = err.get("message", "") if isinstance(err, dict) else body.decode("utf-8", "replace")
+    raise Refused(status, text)
+
+
+class _Base:
+    def __init__(self, url: str, key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Args:
+            url: the daemon's address, ``http://host:port`` (the WebSocket port).
+            key: one of the daemon's ``api.keys``.
+            timeout: seconds each request may take (connect, send and answer).
+        """
+        u = urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError("url must be http://host:port (put TLS in a proxy in front)")
+        self.host = u.hostname
+        self.port = u.port or 80
+        self.key = key
+        self.timeout = timeout
+        self._hostport = u.netloc
+
+    def _req(self, method: str, path: str, query: dict[str, Any] | None = None,
+             body: dict[str, Any] | None = None) -> bytes:
+        return build(self._hostport, self.key, method, path, query, body)
+
+
+class APIClient(_Base):
+    """Blocking client of the HTTP API; every method is one request."""
+
+    def _call(self, data: bytes) -> Any:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except TimeoutError:
+            raise ReplyTimeout(f"no connection within {self.timeout} s") from None
+        except OSError as exc:
+            raise NotConnected(f"cannot reach {self.host}:{self.port}: {exc}") from None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with sock:
+                sock.sendall(data)
+                while size <= MAX_RESPONSE:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            raise ReplyTimeout(f"no answer within {self.timeout} s") from None
+        except OSError as exc:
+            raise Disconnected(f"the connection failed: {exc}") from None
+        return parse(b"".join(chunks))
+
+    def publish(self, channel: str, text: str, sender: str = "system",
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """Post ``text`` in ``channel`` as ``sender``; the stamped message (``id``, ``ts``)."""
+        return self._call(self._req("POST", "publish", body={
+            "channel": channel, "text": text, "from": sender,
+            "idempotency_key": idempotency_key}))
+
+    def whisper(self, to: str, text: str, sender: str = "system") -> dict[str, Any]:
+        """Whisper ``text`` to the online user ``to`` from a system name."""
+        return self._call(self._req("POST", "whisper", body={"to": to, "text": text,
+                                                             "from": sender}))
+
+    def users(self, channel: str | None = None) -> list[str]:
+        """Users online (in ``channel`` when given), sorted."""
+        return self._call(self._req("GET", "users", {"channel": channel}))["users"]
+
+    def channels(self) -> list[dict[str, Any]]:
+        """Public channels: ``[{"name": ..., "members": n}, ...]``."""
+        return self._call(self._req("GET", "channels"))["channels"]
+
+    def history(self, channel: str, before: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """Messages of ``channel`` older than ``before`` (newest when None), oldest first."""
+        return self._call(self._req("GET", "history", {"channel": channel, "before": before,
+                                                       "limit": limit}))["messages"]
+
+    def kick(self, user: str, reason: str | None = None) -> int:
+        """Close every connection of ``user`` on every hub; how many were closed."""
+        return self._call(self._req("POST", "kick", body={"user": user,
+                                                          "reason": reason}))["closed"]
+
+
+class AsyncAPIClient(_Base):
+    """The same as :class:`APIClient`, each method a coroutine."""
+
+    async def _call(self, data: bytes) -> Any:
+        try:
+            return parse(await asyncio.wait_for(self._exchange(data), self.timeout))
+        except TimeoutError:
+            raise ReplyTimeout(f"no answer within {self.timeout} s") from None
+
+    async def _exchange(self, data: bytes) -> bytes:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise NotConnected(f"cannot reach {self.host}:{self.port}: {exc}") from None
+        try:
+            writer.write(data)
+            await writer.drain()
+            return await _read_all(reader)
+        except OSError as exc:
+            raise Disconnected(f"the connection failed: {exc}") from None
+        finally:
+            writer.close()
+
+    async def publish(self, channel: str, text: str, sender: str = "system",
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        """See :meth:`APIClient.publish`."""
+        return await self._call(self._req("POST", "publish", body={
+            "channel": channel, "text": text, "from": sender,
+            "idempotency_key": idempotency_key}))
+
+    async def whisper(self, to: str, text: str, sender: str = "system") -> dict[str, Any]:
+        """See :meth:`APIClient.whisper`."""
+        return await self._call(self._req("POST", "whisper", body={"to": to, "text": text,
+                                                                   "from": sender}))
+
+    async def users(self, channel: str | None = None) -> list[str]:
+        """See :meth:`APIClient.users`."""
+        return (await self._call(self._req("GET", "users", {"channel": channel})))["users"]
+
+    async def channels(self) -> list[dict[str, Any]]:
+        """See :meth:`APIClient.channels`."""
+        return (await self._call(self._req("GET", "channels")))["channels"]
+
+    async def history(self, channel: str, before: str | None = None,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+        """See :meth:`APIClient.history`."""
+        return (await self._call(self._req("GET", "history", {
+            "channel": channel, "before": before, "limit": limit})))["messages"]
+
+    async def kick(self, user: str, reason: str | None = None) -> int:
+        """See :meth:`APIClient.kick`."""
+        return (await self._call(self._req("POST", "kick", body={
+            "user": user, "reason": reason})))["closed"]
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything until the daemon closes (it answers ``Connection: close``), bounded."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_RESPONSE:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+__all__ = ["APIClient", "AsyncAPIClient", "ChatError", "build", "parse"]

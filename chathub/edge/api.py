@@ -1,0 +1,345 @@
+"""The HTTP API under ``/api/v1/`` on the daemon's port (docs/api.md).
+
+Other applications publish, whisper, list users, channels and history, and kick,
+with an API key (``Authorization: Bearer KEY``). Nothing goes around the hub:
+a publish is validated as a client's ``chat`` frame (:func:`chathub.protocol.parse`),
+runs the moderation chain (:meth:`Guard.moderate`), and is stamped in the same
+batches as clients' messages (:meth:`Hub.publish`) — ids, history, flush, other
+hubs and rate limits as for any chat.
+
+The request, body included, is read by :mod:`chathub.edge.handshake`; :meth:`Api.handle`
+answers it. Every answer is JSON; a refusal is ``{"error": CODE, "message": ONE_LINE}``
+with the codes of docs/protocol.md plus ``unauthorized``, ``not_found``,
+``method_not_allowed`` and ``in_progress``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.http11 import Request, Response
+
+from .. import protocol
+from ..bucket import TokenBucket
+from ..config import Config
+from ..errors import CacheUnavailable, DatabaseUnavailable
+from ..hub import Hub
+from ..kv import KV
+from ..protocol import Message, ProtocolError
+from .guard import Guard
+from .handshake import API_PREFIX, BodyRequest
+from .openapi import document
+from .routes import AmbiguousHeader, json_response, respond, single_header
+
+log = logging.getLogger("chathub.edge.api")
+
+#: HTTP status of each refusal code
+STATUS = {
+    protocol.BAD_REQUEST: 400, protocol.TOO_LONG: 400, "unauthorized": 401,
+    protocol.BLOCKED: 403, protocol.FORBIDDEN: 403, "not_found": 404,
+    protocol.UNKNOWN_USER: 404, protocol.UNKNOWN_CHANNEL: 404,
+    "method_not_allowed": 405, "in_progress": 409, protocol.RATE_LIMITED: 429,
+    protocol.UNAVAILABLE: 503,
+}
+#: seconds a repeated idempotency_key waits for the first request's result
+IDEMPOTENCY_WAIT = 5.0
+#: longest idempotency_key accepted
+IDEMPOTENCY_KEY_MAX = 128
+#: the longest kick reason kept
+REASON_MAX = 200
+#: seconds an unknown-availability answer asks the caller to wait
+RETRY_AFTER_MS = 1000
+
+
+class ApiError(Exception):
+    """A refusal: status from :data:`STATUS`, ``code`` and a one-line message."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        extra = {}
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+            extra["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
+        if self.code == "unauthorized":
+            extra["WWW-Authenticate"] = 'Bearer realm="chathub"'
+        return respond(STATUS.get(self.code, 400), json.dumps(body), "application/json", extra)
+
+
+def _from_protocol(err: ProtocolError) -> ApiError:
+    return ApiError(err.code, err.message, err.retry_after_ms)
+
+
+class Api:
+    """Answers ``/api/v1/`` requests for one daemon.
+
+    Args:
+        cfg: the whole configuration (``[api]``, and ``server.max_text_chars``).
+        hub: where messages go and who is online.
+        guard: the moderation chain.
+        kv: Valkey, for idempotency keys shared by every hub.
+        kick: closes a user's connections on every hub; returns how many.
+    """
+
+    def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
+                 kick: Callable[[str, str], Awaitable[int]]) -> None:
+        self.cfg = cfg
+        self.hub = hub
+        self.guard = guard
+        self.kv = kv
+        self.kick_everywhere = kick
+        self._keys = [k.encode() for k in cfg.api.keys]
+        self._buckets = [TokenBucket(cfg.api.rate, cfg.api.burst) for _ in self._keys]
+        #: API requests answered, by status
+        self.answered: dict[int, int] = {}
+        self._routes: dict[str, tuple[str, Callable[[dict[str, Any], int], Awaitable[Any]]]] = {
+            "publish": ("POST", self.publish), "whisper": ("POST", self.whisper),
+            "kick": ("POST", self.kick), "users": ("GET", self.users),
+            "channels": ("GET", self.channels), "history": ("GET", self.history),
+        }
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key is configured (else every API path answers 404)."""
+        return bool(self._keys)
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one API request (never raises)."""
+        try:
+            response = await self._handle(request)
+        except ApiError as err:
+            response = err.response()
+        except CacheUnavailable:
+            response = ApiError(protocol.UNAVAILABLE, "the message cache is unavailable",
+                                RETRY_AFTER_MS).response()
+        except Exception:
+            log.exception("API request %s failed", request.path[:100])
+            response = ApiError(protocol.UNAVAILABLE, "internal error").response()
+        self.answered[response.status_code] = self.answered.get(response.status_code, 0) + 1
+        return response
+
+    async def _handle(self, request: Request) -> Response:
+        if not self.enabled:
+            raise ApiError("not_found", "the API is off: no api.keys configured")
+        url = urlsplit(request.path)
+        name = url.path[len(API_PREFIX):]
+        if name == "openapi.json":
+            return json_response(200, document(self.cfg))
+        route = self._routes.get(name)
+        if route is None:
+            raise ApiError("not_found", f"no endpoint {url.path[:100]}")
+        method, fn = route
+        if request.method != method:
+            raise ApiError("method_not_allowed", f"use {method} for {url.path}")
+        key = self._authenticate(request)
+        wait = self._buckets[key].take()
+        if wait:
+            raise ApiError(protocol.RATE_LIMITED, "this API key is over its request budget",
+                           max(1, int(wait * 1000)))
+        if method == "GET":
+            args: dict[str, Any] = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        else:
+            args = _json_body(request)
+        return json_response(200, await fn(args, key))
+
+    def _authenticate(self, request: Request) -> int:
+        """The index of the request's key. Every key is compared, in constant time."""
+        try:
+            value = single_header(request.headers, "Authorization") or ""
+        except AmbiguousHeader as exc:
+            raise ApiError("unauthorized", str(exc)) from None
+        if not value.lower().startswith("bearer "):
+            raise ApiError("unauthorized", "missing API key: send Authorization: Bearer KEY")
+        given = value[7:].strip().encode()
+        found = -1
+        for i, key in enumerate(self._keys):
+            if hmac.compare_digest(given, key) and found < 0:
+                found = i
+        if found < 0:
+            raise ApiError("unauthorized", "invalid API key")
+        return found
+
+    # -- endpoints --------------------------------------------------------------------
+
+    def _sender(self, args: dict[str, Any], system_only: bool) -> str:
+        sender = args.get("from")
+        if not isinstance(sender, str) or not protocol.valid_user(sender):
+            raise ApiError(protocol.BAD_REQUEST, "field 'from' must be a user name "
+                                                 "(1-32 of A-Z a-z 0-9 _ - .)")
+        if system_only and sender not in self.cfg.api.system_names:
+            raise ApiError(protocol.BAD_REQUEST, "field 'from' must be one of api.system_names: "
+                                                 + ", ".join(self.cfg.api.system_names))
+        return sender
+
+    def _frame(self, kind: str, args: dict[str, Any], fields: tuple[str, ...]) -> Any:
+        """Validate ``fields`` of ``args`` exactly as a client's ``kind`` frame."""
+        frame = {"type": kind, **{f: args[f] for f in fields if f in args}}
+        try:
+            return protocol.parse(json.dumps(frame), self.cfg.server.max_text_chars)
+        except ProtocolError as err:
+            raise _from_protocol(err) from None
+
+    async def publish(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        """Post a chat into a channel as a user or a system name."""
+        if not isinstance(args.get("channel"), str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'channel' is required (a channel name)")
+        if not isinstance(args.get("text"), str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'text' is required (a string)")
+        sender = self._sender(args, system_only=False)
+        msg = self._frame("chat", args, ("text", "channel"))
+        idem = args.get("idempotency_key")
+        if idem is not None and (not isinstance(idem, str)
+                                 or not 1 <= len(idem) <= IDEMPOTENCY_KEY_MAX
+                                 or not idem.isprintable()):
+            raise ApiError(protocol.BAD_REQUEST, "field 'idempotency_key' must be a string of "
+                                                 f"1-{IDEMPOTENCY_KEY_MAX} printable characters")
+        try:
+            msg = self.guard.moderate(sender, msg)
+        except ProtocolError as err:
+            raise _from_protocol(err) from None
+
+        async def send() -> dict[str, Any]:
+            return _stamped(await self._stamp(self.hub.publish(sender, msg.channel, msg.text)))
+
+        if idem is None:
+            return await send()
+        return await self._once(key, idem, send)
+
+    async def whisper(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        """Send a whisper to an online user from a system name."""
+        if not isinstance(args.get("to"), str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'to' is required (a user name)")
+        if not isinstance(args.get("text"), str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'text' is required (a string)")
+        sender = self._sender(args, system_only=True)
+        msg = self._frame("whisper", args, ("to", "text"))
+        try:
+            msg = self.guard.moderate(sender, msg)
+        except ProtocolError as err:
+            raise _from_protocol(err) from None
+        return _stamped(await self._stamp(self.hub.whisper_from(sender, msg.to, msg.text)))
+
+    async def users(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        channel = args.get("channel")
+        if channel is not None and not protocol.valid_channel(channel):
+            raise ApiError(protocol.BAD_REQUEST, "parameter 'channel' is not a channel name")
+        out: dict[str, Any] = {"users": await self.hub.users_everywhere(channel)}
+        if channel is not None:
+            out["channel"] = channel
+        return out
+
+    async def channels(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        listed = await self.hub.channel_list()
+        return {"channels": [{"name": n, "members": m} for n, m in listed]}
+
+    async def history(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        if "channel" not in args:
+            raise ApiError(protocol.BAD_REQUEST, "parameter 'channel' is required")
+        frame: dict[str, Any] = {"channel": args["channel"]}
+        if "before" in args:
+            frame["before"] = args["before"]
+        if "limit" in args:
+            try:
+                frame["limit"] = int(args["limit"])
+            except ValueError:
+                raise ApiError(protocol.BAD_REQUEST, "parameter 'limit' must be an integer"
+                               ) from None
+        msg = self._frame("history", frame, ("channel", "before", "limit"))
+        try:
+            msgs = await self.hub.cache.history(msg.before, msg.limit, msg.channel)
+        except DatabaseUnavailable as exc:
+            raise ApiError(protocol.UNAVAILABLE, "older history is unavailable right now",
+                           exc.retry_after_ms) from None
+        return {"channel": msg.channel, "messages": [_message(m) for m in msgs]}
+
+    async def kick(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        user = args.get("user")
+        if not isinstance(user, str) or not protocol.valid_user(user):
+            raise ApiError(protocol.BAD_REQUEST, "field 'user' is required (a user name)")
+        reason = args.get("reason") or "kicked"
+        if not isinstance(reason, str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'reason' must be a string")
+        closed = await self.kick_everywhere(user, reason[:REASON_MAX])
+        log.info("API kick %s: %d connections", user, closed)
+        return {"user": user, "closed": closed}
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    async def _stamp(aw: Awaitable[Message]) -> Message:
+        try:
+            return await aw
+        except ProtocolError as err:
+            raise _from_protocol(err) from None
+
+    async def _once(self, key: int, idem: str, send: Callable[[], Awaitable[dict[str, Any]]]
+                    ) -> dict[str, Any]:
+        """Run ``send`` once per (API key, idempotency key) within the window, in Valkey.
+
+        The first request marks the key "pending", publishes, then stores its result;
+        a repeat returns the stored result, or waits (bounded) while it is pending.
+        """
+        # the key's digest, not the key: nothing secret is written to Valkey
+        who = hashlib.sha256(self._keys[key]).hexdigest()[:16]
+        slot = self.kv.key("api", "idem", who, hashlib.sha256(idem.encode()).hexdigest())
+        client = self.kv.client
+        ttl = max(1, int(self.cfg.api.idempotency_window))
+        if await self.kv.call(client.set, slot, "pending", nx=True, ex=ttl):
+            try:
+                result = await send()
+            except BaseException:
+                await self.kv.call(client.delete, slot)
+                raise
+            await self.kv.call(client.set, slot, json.dumps(result), ex=ttl)
+            return result
+        deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT
+        while True:
+            stored = await self.kv.call(client.get, slot)
+            if stored is None:  # the first attempt failed meanwhile: this one is the first
+                return await self._once(key, idem, send)
+            if isinstance(stored, bytes):
+                stored = stored.decode()
+            if stored != "pending":
+                return {**json.loads(stored), "replayed": True}
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ApiError("in_progress", "a request with this idempotency_key is still "
+                                              "in progress; retry later", RETRY_AFTER_MS)
+            await asyncio.sleep(0.05)  # the first request is in another task or on another hub
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    body = request.body if isinstance(request, BodyRequest) else b""
+    if not body:
+        raise ApiError(protocol.BAD_REQUEST, "a JSON object body is required")
+    try:
+        args = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(protocol.BAD_REQUEST, "the body is not valid JSON") from None
+    if not isinstance(args, dict):
+        raise ApiError(protocol.BAD_REQUEST, "the body must be a JSON object")
+    return args
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": m.id, "from": m.from_, "text": m.text, "ts": m.ts}
+    if m.channel is not None:
+        out["channel"] = m.channel
+    if m.to is not None:
+        out["to"] = m.to
+    return out
+
+
+def _stamped(m: Message) -> dict[str, Any]:
+    return {"type": m.type, **_message(m)}

@@ -1,0 +1,114 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/api/v1/openapi.json``.
+
+tests/test_api.py checks it against the server: every path answers, and every
+required field it lists is refused when missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..config import Config
+
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}
+_CHANNEL = {"type": "string", "description": "a channel name; $ first for a private one"}
+_MESSAGE = {
+    "type": "object", "required": ["id", "from", "text", "ts"],
+    "properties": {"type": {"type": "string", "enum": ["chat", "whisper"]},
+                   "id": {"type": "string", "description": "<ms>-<seq>"},
+                   "from": {"type": "string"}, "text": {"type": "string"},
+                   "ts": {"type": "integer", "description": "epoch milliseconds"},
+                   "channel": {"type": "string"}, "to": {"type": "string"},
+                   "replayed": {"type": "boolean",
+                                "description": "a repeated idempotency_key: the first result"}},
+}
+_ERROR = {
+    "type": "object", "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                   "retry_after_ms": {"type": "integer"}},
+}
+
+
+def _refusals(*statuses: int) -> dict[str, Any]:
+    text = {400: "a field is missing or invalid (the message names it)",
+            401: "no or invalid API key", 403: "refused by moderation",
+            404: "unknown user", 409: "the same idempotency_key is still in progress",
+            413: "the body is larger than api.max_body", 429: "over the key's or sender's budget",
+            503: "the message cache or database is unavailable"}
+    return {str(s): {"description": text[s],
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            for s in statuses}
+
+
+def _post(summary: str, required: list[str], props: dict[str, Any], reply: dict[str, Any],
+          *statuses: int) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary, "security": [{"apiKey": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": required, "properties": props}}}},
+        "responses": {"200": {"description": "done", "content": {"application/json": {
+            "schema": reply}}}, **_refusals(400, 401, 413, 429, *statuses)}}}
+
+
+def _get(summary: str, params: list[tuple[str, bool, dict[str, Any]]], reply: dict[str, Any]
+         ) -> dict[str, Any]:
+    return {"get": {
+        "summary": summary, "security": [{"apiKey": []}],
+        "parameters": [{"name": n, "in": "query", "required": req, "schema": schema}
+                       for n, req, schema in params],
+        "responses": {"200": {"description": "done", "content": {"application/json": {
+            "schema": reply}}}, **_refusals(400, 401, 429, 503)}}}
+
+
+def document(cfg: Config) -> dict[str, Any]:
+    """The OpenAPI document for this daemon's limits."""
+    text = {"type": "string", "minLength": 1, "maxLength": cfg.server.max_text_chars}
+    msg_ref = {"$ref": "#/components/schemas/Message"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chathub HTTP API", "version": __version__,
+                 "description": "Publish, whisper, list and kick on a chathub daemon "
+                                "(docs/api.md)."},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Message": _MESSAGE, "Error": _ERROR},
+        },
+        "paths": {
+            "/publish": _post(
+                "Post a chat into a channel", ["channel", "text", "from"],
+                {"channel": _CHANNEL, "text": text,
+                 "from": {**_NAME, "description": "a user name or one of api.system_names"},
+                 "idempotency_key": {"type": "string", "maxLength": 128}},
+                msg_ref, 403, 409, 503),
+            "/whisper": _post(
+                "Whisper to an online user from a system name", ["to", "text", "from"],
+                {"to": _NAME, "text": text,
+                 "from": {"type": "string", "enum": list(cfg.api.system_names)}},
+                msg_ref, 403, 404, 503),
+            "/kick": _post(
+                "Close every connection of a user on every hub", ["user"],
+                {"user": _NAME, "reason": {"type": "string", "maxLength": 200}},
+                {"type": "object", "properties": {"user": {"type": "string"},
+                                                  "closed": {"type": "integer"}}}, 503),
+            "/users": _get("Users online (in a channel when given)",
+                           [("channel", False, _CHANNEL)],
+                           {"type": "object", "properties": {
+                               "users": {"type": "array", "items": {"type": "string"}},
+                               "channel": {"type": "string"}}}),
+            "/channels": _get("Public channels and their member counts", [],
+                              {"type": "object", "properties": {"channels": {
+                                  "type": "array", "items": {"type": "object", "properties": {
+                                      "name": {"type": "string"},
+                                      "members": {"type": "integer"}}}}}}),
+            "/history": _get("Messages of a channel older than `before`, oldest first",
+                             [("channel", True, _CHANNEL),
+                              ("before", False, {"type": "string"}),
+                              ("limit", False, {"type": "integer", "minimum": 1,
+                                                "maximum": 200})],
+                             {"type": "object", "properties": {
+                                 "channel": {"type": "string"},
+                                 "messages": {"type": "array", "items": msg_ref}}}),
+        },
+    }
