@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..client.errors import (
+    BY_CODE,
     ChatError,
     Disconnected,
     NotConnected,
@@ -71,8 +72,7 @@ def parse(raw: bytes) -> Any:
         err = json.loads(body)
     except ValueError:
         err = None
-    if isinstance(err, dict) and isinstance(err.get("error"), str) and status not in (401, 404,
-                                                                                     405, 409):
+    if isinstance(err, dict) and err.get("error") in BY_CODE:
         exc = error_for(err["error"], str(err.get("message", "")), err.get("retry_after_ms"))
         exc.status = status  # type: ignore[attr-defined]
         raise exc

@@ -1,0 +1,240 @@
+"""The HTTP API (chathub/edge/api.py) and its clients (chathub/api), against a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from chathub.api import (
+    APIClient,
+    AsyncAPIClient,
+    BadRequest,
+    Blocked,
+    RateLimited,
+    Refused,
+    UnknownUser,
+)
+from chathub.api.client import build, parse
+
+from .helpers import Chatter
+
+KEY = "k" * 24
+OTHER = "o" * 24
+
+
+async def raw(port: int, data: bytes) -> tuple[int, bytes]:
+    """Send ``data`` as is; the status and body of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(1 << 20), 10)
+    while True:
+        more = await asyncio.wait_for(reader.read(1 << 20), 10)
+        if not more:
+            break
+        answer += more
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def post(path: str, body: bytes, key: str | None = KEY, extra: str = "") -> bytes:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (f"POST /api/v1/{path} HTTP/1.1\r\nHost: x\r\n{auth}{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+async def api_daemon(daemon_factory: Any) -> Any:
+    return await daemon_factory(api={"keys": [KEY, OTHER], "rate": 10000.0, "burst": 10000})
+
+
+def client(port: int, key: str = KEY) -> AsyncAPIClient:
+    return AsyncAPIClient(f"http://127.0.0.1:{port}", key)
+
+
+async def test_api_is_off_without_keys(daemon: Any) -> None:
+    """No api.keys: every API path answers 404, even with a key."""
+    status, _ = await raw(daemon.port, post("publish", b'{"channel":"general"}'))
+    assert status == 404
+    with pytest.raises(Refused) as info:
+        await client(daemon.port).channels()
+    assert info.value.status == 404
+
+
+async def test_publish_reaches_subscribers_with_id_and_ts(api_daemon: Any) -> None:
+    """A publish is delivered to the channel's clients and stored in its history."""
+    port = api_daemon.port
+    async with await Chatter.connect(port, "alice") as alice:
+        msg = await client(port).publish("general", "order 1234 shipped", sender="system")
+        got = await alice.recv_type("chat")
+        assert got["id"] == msg["id"] and got["from"] == "system"
+        assert got["text"] == "order 1234 shipped" and got["channel"] == "general"
+        assert msg["ts"] == int(msg["id"].split("-")[0])
+        history = await client(port).history("general")
+        assert [m["id"] for m in history][-1] == msg["id"]
+
+
+async def test_publish_as_a_real_user_and_in_another_channel(api_daemon: Any) -> None:
+    """Any valid user name may be the sender; the message goes to that channel only."""
+    port = api_daemon.port
+    async with await Chatter.connect(port, "bob") as bob:
+        await bob.send(type="subscribe", channel="orders")
+        await bob.recv_type("subscribed")
+        await client(port).publish("orders", "hi from carol", sender="carol")
+        got = await bob.recv_type("chat")
+        assert (got["channel"], got["from"]) == ("orders", "carol")
+
+
+async def test_idempotency_key_publishes_once(api_daemon: Any) -> None:
+    """A retried publish with the same idempotency_key returns the first result and
+    sends nothing again, also through another daemon sharing Valkey."""
+    port = api_daemon.port
+    async with await Chatter.connect(port, "dave") as dave:
+        first = await client(port).publish("general", "once", idempotency_key="order-1")
+        again = await client(port).publish("general", "once", idempotency_key="order-1")
+        assert again["id"] == first["id"] and again.get("replayed") is True
+        await client(port).publish("general", "marker")
+        assert (await dave.recv_type("chat"))["text"] == "once"
+        assert (await dave.recv_type("chat"))["text"] == "marker"
+        # a different key's namespace is its own
+        other = await client(port, OTHER).publish("general", "once", idempotency_key="order-1")
+        assert other["id"] != first["id"]
+
+
+async def test_concurrent_retries_publish_once(api_daemon: Any) -> None:
+    """Ten concurrent requests with one idempotency_key: one message, ten equal answers."""
+    c = client(api_daemon.port)
+    results = await asyncio.gather(*[c.publish("general", "x", idempotency_key="burst")
+                                     for _ in range(10)])
+    assert len({r["id"] for r in results}) == 1
+    history = await c.history("general")
+    assert sum(1 for m in history if m["id"] == results[0]["id"]) == 1
+
+
+async def test_whisper_from_system_name(api_daemon: Any) -> None:
+    """A whisper reaches the user; from a name that is not a system name it is refused."""
+    port = api_daemon.port
+    async with await Chatter.connect(port, "erin") as erin:
+        msg = await client(port).whisper("erin", "your order shipped")
+        got = await erin.recv_type("whisper")
+        assert got["id"] == msg["id"] and got["from"] == "system" and got["to"] == "erin"
+        with pytest.raises(BadRequest, match="from"):
+            await client(port).whisper("erin", "x", sender="erin")
+    with pytest.raises(UnknownUser):
+        await client(port).whisper("nobody", "hello")
+
+
+async def test_users_channels_kick(api_daemon: Any) -> None:
+    """users, channels and kick answer as the hub sees it."""
+    port = api_daemon.port
+    c = client(port)
+    async with await Chatter.connect(port, "fred") as fred:
+        assert "fred" in await c.users()
+        assert "fred" in await c.users("general")
+        names = {ch["name"]: ch["members"] for ch in await c.channels()}
+        assert names["general"] >= 1
+        assert await c.kick("fred", "bye") == 1
+        kicked = await fred.recv_type("kicked")
+        assert kicked["reason"] == "bye"
+
+
+async def test_moderation_applies(daemon_factory: Any) -> None:
+    """A publish passes the same moderation chain as a client's chat."""
+    d = await daemon_factory(api={"keys": [KEY]}, moderation={"blocklist": ["darn"]})
+    with pytest.raises(Blocked):
+        await client(d.port).publish("general", "darn it")
+
+
+async def test_refusals(api_daemon: Any) -> None:
+    """401 without or with a wrong key, 400 naming the field, 413 for a large body,
+    400 for a body that is not JSON, 405 for the wrong method."""
+    port = api_daemon.port
+    assert (await raw(port, post("publish", b"{}", key=None)))[0] == 401
+    assert (await raw(port, post("publish", b"{}", key="x" * 24)))[0] == 401
+    status, body = await raw(port, post("publish", b'{"channel":"general","from":"system"}'))
+    assert status == 400 and "'text'" in json.loads(body)["message"]
+    status, body = await raw(port, post("publish", b"not json"))
+    assert status == 400 and json.loads(body)["error"] == "bad_request"
+    big = (f"POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+           f"Content-Length: {70_000}\r\n\r\n").encode()
+    assert (await raw(port, big))[0] == 413
+    status, _ = await raw(port, f"GET /api/v1/publish HTTP/1.1\r\nHost: x\r\n"
+                                f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    assert status == 405
+    # a body on a non-API path is still refused as before
+    status, _ = await raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    assert status == 400
+
+
+async def test_key_rate_budget(daemon_factory: Any) -> None:
+    """Past its burst a key gets 429 with retry_after; another key is unaffected."""
+    d = await daemon_factory(api={"keys": [KEY, OTHER], "rate": 0.5, "burst": 3})
+    c = client(d.port)
+    for _ in range(3):
+        await c.channels()
+    with pytest.raises(RateLimited) as info:
+        await c.channels()
+    assert info.value.retry_after is not None and info.value.retry_after > 0
+    await client(d.port, OTHER).channels()
+
+
+async def test_openapi_document_matches(api_daemon: Any) -> None:
+    """Every path of openapi.json answers, and each required field is refused when missing."""
+    port = api_daemon.port
+    status, body = await raw(port, b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200
+    doc = json.loads(body)
+    assert set(doc["paths"]) == {"/publish", "/whisper", "/users", "/channels", "/history",
+                                 "/kick"}
+    full = {"channel": "general", "text": "t", "from": "system", "to": "ghost", "user": "ghost"}
+    async with await Chatter.connect(port, "ghost"):
+        for path, item in doc["paths"].items():
+            name = path.strip("/")
+            for method, op in item.items():
+                if method == "post":
+                    schema = op["requestBody"]["content"]["application/json"]["schema"]
+                    body_ok = {k: full[k] for k in schema["required"]}
+                    ok = parse(await _send(port, build("h", KEY, "POST", name, body=body_ok)))
+                    assert isinstance(ok, dict)
+                    for field in schema["required"]:
+                        missing = {k: v for k, v in body_ok.items() if k != field}
+                        status, err = await raw(port, build("h", KEY, "POST", name,
+                                                            body=missing))
+                        assert status == 400, (path, field)
+                        assert f"'{field}'" in json.loads(err)["message"]
+                else:
+                    required = [p["name"] for p in op["parameters"] if p["required"]]
+                    query = {k: full[k] for k in required}
+                    assert isinstance(parse(await _send(port, build("h", KEY, "GET", name,
+                                                                    query))), dict)
+                    for field in required:
+                        status, err = await raw(port, build("h", KEY, "GET", name, {}))
+                        assert status == 400 and f"'{field}'" in json.loads(err)["message"]
+
+
+async def _send(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    out = await asyncio.wait_for(reader.read(1 << 20), 10)
+    while more := await asyncio.wait_for(reader.read(1 << 20), 10):
+        out += more
+    writer.close()
+    return out
+
+
+async def test_sync_client(api_daemon: Any) -> None:
+    """The blocking client does the same, from a thread."""
+    port = api_daemon.port
+    api = APIClient(f"http://127.0.0.1:{port}", KEY)
+    async with await Chatter.connect(port, "gina") as gina:
+        msg = await asyncio.to_thread(api.publish, "general", "sync hello")
+        assert (await gina.recv_type("chat"))["id"] == msg["id"]
+        assert "gina" in await asyncio.to_thread(api.users)
+    bad = APIClient(f"http://127.0.0.1:{port}", "z" * 24)
+    with pytest.raises(Refused) as info:
+        await asyncio.to_thread(bad.channels)
+    assert info.value.status == 401
