@@ -17,8 +17,9 @@ hubs stamp or announce arrives as events on the same queue
 
 Callers (connection handlers, the admin server) use :meth:`register`,
 :meth:`subscribe`, :meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`,
-:meth:`users`, :meth:`kick`, :meth:`remote` and :meth:`shutdown`; they never
-touch the maps.
+:meth:`users`, :meth:`kick`, :meth:`remote` and :meth:`shutdown`; the HTTP API
+uses :meth:`publish` and :meth:`whisper_from`, whose messages are stamped in the
+same batches as clients'. They never touch the maps.
 """
 
 from __future__ import annotations
