@@ -165,6 +165,11 @@ async def test_refusals(api_daemon: Any) -> None:
     status, _ = await raw(port, f"GET /api/v1/publish HTTP/1.1\r\nHost: x\r\n"
                                 f"Authorization: Bearer {KEY}\r\n\r\n".encode())
     assert status == 405
+    chunked = (f"POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode()
+    assert (await raw(port, chunked))[0] == 400
+    two = post("publish", b"{}", extra="Content-Length: 3\r\n")
+    assert (await raw(port, two))[0] == 400
     # a body on a non-API path is still refused as before
     status, _ = await raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
     assert status == 400
