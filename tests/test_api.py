@@ -243,3 +243,18 @@ async def test_sync_client(api_daemon: Any) -> None:
     with pytest.raises(Refused) as info:
         await asyncio.to_thread(bad.channels)
     assert info.value.status == 401
+
+
+async def test_idempotency_holds_across_hubs(daemon_factory: Any) -> None:
+    """A retry that reaches another hub sharing Valkey returns the first result; a client
+    on the second hub got the message once, from the first."""
+    a, b = [await daemon_factory(api={"keys": [KEY]}, hub={"node_id": f"node{i}"})
+            for i in range(2)]
+    async with await Chatter.connect(b.port, "hana") as hana:
+        first = await client(a.port).publish("general", "cross-hub", idempotency_key="x-1")
+        again = await client(b.port).publish("general", "cross-hub", idempotency_key="x-1")
+        assert again["id"] == first["id"] and again["replayed"] is True
+        got = await hana.recv_type("chat")
+        assert got["id"] == first["id"]
+        marker = await client(b.port).publish("general", "after")
+        assert (await hana.recv_type("chat"))["id"] == marker["id"]  # nothing in between
