@@ -258,3 +258,15 @@ async def test_idempotency_holds_across_hubs(daemon_factory: Any) -> None:
         assert got["id"] == first["id"]
         marker = await client(b.port).publish("general", "after")
         assert (await hana.recv_type("chat"))["id"] == marker["id"]  # nothing in between
+
+
+async def test_sender_chat_budget_applies(daemon_factory: Any) -> None:
+    """A publish counts against its sender's chat budget, as a client's chat does."""
+    d = await daemon_factory(api={"keys": [KEY]}, ratelimit={"chat_rate": 0.5, "chat_burst": 2})
+    c = client(d.port)
+    await c.publish("general", "one", sender="ivy")
+    await c.publish("general", "two", sender="ivy")
+    with pytest.raises(RateLimited) as info:
+        await c.publish("general", "three", sender="ivy")
+    assert info.value.retry_after is not None and info.value.retry_after > 0
+    await c.publish("general", "other sender", sender="jack")  # a budget per sender
