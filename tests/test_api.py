@@ -270,3 +270,20 @@ async def test_sender_chat_budget_applies(daemon_factory: Any) -> None:
         await c.publish("general", "three", sender="ivy")
     assert info.value.retry_after is not None and info.value.retry_after > 0
     await c.publish("general", "other sender", sender="jack")  # a budget per sender
+
+
+async def test_muted_sender_is_refused(daemon_factory: Any) -> None:
+    """A muted user cannot speak through the API either: 403 muted, nothing delivered."""
+    from chathub.client import ServerError
+
+    from .helpers import wait_for
+    from .test_bans import cli
+
+    d = await daemon_factory(api={"keys": [KEY]})
+    out = await cli("mute", "mia", "--for", "10m", "--socket", str(d.cfg.admin_socket))
+    assert out.returncode == 0, out.stderr
+    await wait_for(lambda: d.node.bans.active.muted("mia") is not None, what="the mute")
+    with pytest.raises(ServerError) as info:
+        await client(d.port).publish("general", "hello", sender="mia")
+    assert info.value.code == "muted" and info.value.status == 403  # type: ignore[attr-defined]
+    await client(d.port).publish("general", "hello", sender="system")

@@ -8,9 +8,10 @@
 
 :class:`AsyncAPIClient` has the same methods as coroutines. Refusals raise the
 typed errors of :mod:`chathub.client.errors` (``RateLimited``, ``Blocked``,
-``UnknownUser``, ``BadRequest``, ``Unavailable``, ...); an HTTP refusal without
-an error code of the chat protocol (401, 404, 409, 413) raises :class:`Refused`
-with its ``status``.
+``UnknownUser``, ``BadRequest``, ``Unavailable``, ...; a code the client library does
+not know, such as ``muted``, is a plain ``ServerError`` with its ``code``); a refusal
+of the HTTP layer itself (401, 404, 405, 409, 413) raises :class:`Refused` with its
+``status``.
 """
 
 from ..client.errors import (

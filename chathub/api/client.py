@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..client.errors import (
-    BY_CODE,
     ChatError,
     Disconnected,
     NotConnected,
@@ -29,6 +28,9 @@ MAX_RESPONSE = 16 * 1024 * 1024
 #: seconds a request may take by default
 DEFAULT_TIMEOUT = 10.0
 PREFIX = "/api/v1/"
+#: error codes of the HTTP layer itself, raised as :class:`Refused` with the status; every
+#: other code is a chat protocol code, raised as its typed :class:`ServerError`
+HTTP_CODES = frozenset({"unauthorized", "not_found", "method_not_allowed", "in_progress"})
 
 
 def build(host: str, key: str, method: str, path: str, query: dict[str, Any] | None = None,
@@ -72,7 +74,8 @@ def parse(raw: bytes) -> Any:
         err = json.loads(body)
     except ValueError:
         err = None
-    if isinstance(err, dict) and err.get("error") in BY_CODE:
+    if isinstance(err, dict) and isinstance(err.get("error"), str) \
+            and err["error"] not in HTTP_CODES:
         exc = error_for(err["error"], str(err.get("message", "")), err.get("retry_after_ms"))
         exc.status = status  # type: ignore[attr-defined]
         raise exc

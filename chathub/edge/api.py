@@ -43,7 +43,7 @@ log = logging.getLogger("chathub.edge.api")
 #: HTTP status of each refusal code
 STATUS = {
     protocol.BAD_REQUEST: 400, protocol.TOO_LONG: 400, "unauthorized": 401,
-    protocol.BLOCKED: 403, protocol.FORBIDDEN: 403, "not_found": 404,
+    protocol.BLOCKED: 403, protocol.FORBIDDEN: 403, protocol.MUTED: 403, "not_found": 404,
     protocol.UNKNOWN_USER: 404, protocol.UNKNOWN_CHANNEL: 404,
     "method_not_allowed": 405, "in_progress": 409, protocol.RATE_LIMITED: 429,
     protocol.UNAVAILABLE: 503,
