@@ -34,9 +34,9 @@ from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
 from .guard import Guard
-from .handshake import API_PREFIX, BodyRequest
+from .handshake import BodyRequest
 from .openapi import document
-from .routes import AmbiguousHeader, json_response, respond, single_header
+from .routes import API_PREFIX, AmbiguousHeader, json_response, respond, single_header
 
 log = logging.getLogger("chathub.edge.api")
 

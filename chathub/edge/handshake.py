@@ -37,10 +37,10 @@ from websockets.http11 import Request
 from websockets.protocol import CONNECTING, Protocol
 from websockets.server import ServerProtocol
 
+from .routes import API_PREFIX  # paths whose requests may carry a body (the HTTP API)
+
 log = logging.getLogger("chathub.edge.handshake")
 
-#: paths whose requests may carry a body (the HTTP API; the same as routes.API_PREFIX)
-API_PREFIX = "/api/v1/"
 #: the largest body read by default (``api.max_body``)
 DEFAULT_MAX_BODY = 65_536
 
