@@ -296,27 +296,27 @@ class Api:
         slot = self.kv.key("api", "idem", who, hashlib.sha256(idem.encode()).hexdigest())
         client = self.kv.client
         ttl = max(1, int(self.cfg.api.idempotency_window))
-        if await self.kv.call(client.set, slot, "pending", nx=True, ex=ttl):
-            try:
-                result = await send()
-            except BaseException:
-                await self.kv.call(client.delete, slot)
-                raise
-            await self.kv.call(client.set, slot, json.dumps(result), ex=ttl)
-            return result
-        deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT
-        while True:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + IDEMPOTENCY_WAIT
+        while loop.time() < deadline:
+            if await self.kv.call(client.set, slot, "pending", nx=True, ex=ttl):
+                try:
+                    result = await send()
+                except BaseException:
+                    await self.kv.call(client.delete, slot)
+                    raise
+                await self.kv.call(client.set, slot, json.dumps(result), ex=ttl)
+                return result
             stored = await self.kv.call(client.get, slot)
-            if stored is None:  # the first attempt failed meanwhile: this one is the first
-                return await self._once(key, idem, send)
+            if stored is None:  # the first attempt failed meanwhile: try to be the first
+                continue
             if isinstance(stored, bytes):
                 stored = stored.decode()
             if stored != "pending":
                 return {**json.loads(stored), "replayed": True}
-            if asyncio.get_running_loop().time() >= deadline:
-                raise ApiError("in_progress", "a request with this idempotency_key is still "
-                                              "in progress; retry later", RETRY_AFTER_MS)
             await asyncio.sleep(0.05)  # the first request is in another task or on another hub
+        raise ApiError("in_progress", "a request with this idempotency_key is still in "
+                                      "progress; retry later", RETRY_AFTER_MS)
 
 
 def _json_body(request: Request) -> dict[str, Any]:
