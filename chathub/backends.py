@@ -93,6 +93,10 @@ class MessageCache(Protocol):
         first auto-join channel); no wait on PostgreSQL: the hub loop calls it."""
         ...
 
+    async def recent_many(self, channels: Sequence[str]) -> dict[str, Recent]:
+        """:meth:`recent` of several channels in one round trip."""
+        ...
+
     async def prepare_welcome(self) -> None:
         """Wait, bounded, for what welcomes need from slower storage (not in the hub loop)."""
         ...

@@ -133,27 +133,40 @@ class MessageCache:
 
     async def recent(self, channel: str | None = None, limit: int | None = None) -> Recent:
         """The newest ``limit`` (default ``history_on_join``) messages of ``channel`` for a
-        welcome or a ``subscribed`` reply.
+        welcome or a ``subscribed`` reply; see :meth:`recent_many`."""
+        channel = channel or self.default_channel
+        return (await self.recent_many([channel], limit))[channel]
 
-        Reads Valkey only: the hub loop calls it. When the stream holds fewer than
+    async def recent_many(self, channels: Sequence[str], limit: int | None = None
+                          ) -> dict[str, Recent]:
+        """:meth:`recent` of several channels in one round trip (a batch of subscribes).
+
+        Reads Valkey only: the hub loop calls it. When a stream holds fewer than
         ``limit`` messages the rest comes from the archive's fetched page, or, when
         none fits, is left out (``partial``) while the archive fetches one.
         """
-        channel = channel or self.default_channel
         limit = self.cfg.history_on_join if limit is None else max(limit, 0)
-        entries, exhausted, oldest, top, _ = await self._page(channel, None, limit)
-        msgs = [entry_to_message(e, channel) for e in entries]
-        partial = False
-        if len(msgs) < limit and exhausted:
-            bound = str(oldest) if oldest else None
-            page = self.archive.page_for(channel, bound, limit - len(msgs))
-            if page is None:
-                partial = True
-                self.archive.prefetch(channel, bound)
-            else:
-                msgs.extend(page)
-        msgs.reverse()
-        return Recent(msgs, str(top), partial)
+        k = self.keys
+        pipe = self.kv.client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.fcall("chathub_history", 3, k.stream(channel), k.ids, k.queue, "+", limit,
+                       channel)
+        pages = await self.kv.call(pipe.execute)
+        out: dict[str, Recent] = {}
+        for channel, (entries, exhausted, oldest, top, _) in zip(channels, pages, strict=True):
+            msgs = [entry_to_message(e, channel) for e in entries]
+            partial = False
+            if len(msgs) < limit and exhausted:
+                bound = str(oldest) if oldest else None
+                page = self.archive.page_for(channel, bound, limit - len(msgs))
+                if page is None:
+                    partial = True
+                    self.archive.prefetch(channel, bound)
+                else:
+                    msgs.extend(page)
+            msgs.reverse()
+            out[channel] = Recent(msgs, str(top), partial)
+        return out
 
     async def warm(self) -> None:
         """Read a welcome's history once, so that the archive fetches the page welcomes

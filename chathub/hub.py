@@ -699,7 +699,8 @@ class Hub:
         return None
 
     async def _subscribe(self, batch: list[_Subscribe]) -> None:
-        """Subscribe a batch: one presence round trip, then a history read per channel."""
+        """Subscribe a batch: one presence round trip, one history round trip for the
+        channels asked without ``since``, and a recovery read for each ``since``."""
         self.fanout.drain()  # as for a welcome: history and live frames meet exactly
         todo: list[_Subscribe] = []
         for ev in batch:
@@ -724,7 +725,12 @@ class Hub:
                             "the message cache is unavailable; try again", ev.ref, 1000)
             return
         now = _now_ms()
-        recents: dict[str, Recent] = {}
+        fresh = sorted({ev.channel for ev, j in zip(todo, joined, strict=True)
+                        if j.status == "ok" and ev.since is None})
+        try:  # every channel's history in one round trip
+            recents = await self.cache.recent_many(fresh) if fresh else {}
+        except CacheUnavailable:
+            recents = {}
         for ev, j in zip(todo, joined, strict=True):
             c, channel = ev.client, ev.channel
             if j.status == "unknown":

@@ -170,6 +170,9 @@ class MemoryCache:
         return Recent(msgs[-self.history_on_join:] if self.history_on_join else [],
                       await self.last_id(), False)
 
+    async def recent_many(self, channels: Sequence[str]) -> dict[str, Recent]:
+        return {channel: await self.recent(channel) for channel in channels}
+
     async def prepare_welcome(self) -> None:
         return None
 
