@@ -127,9 +127,9 @@ class Presence(Protocol):
     """Who is online on any hub. Every method may raise
     :class:`~chathub.errors.CacheUnavailable`; the hub then falls back to what it knows."""
 
-    async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
-        """Record one new connection per entry; for each, whether it is that user's first
-        anywhere (a ``join`` is due); and everyone online when other hubs exist, else None."""
+    async def connect(self, users: list[str]) -> list[str] | None:
+        """Record one new connection per entry; everyone online when other hubs exist, else
+        None (``join`` is per channel: :meth:`subscribe` says when one is due)."""
         ...
 
     async def disconnect(self, user: str, reason: str) -> bool:

@@ -143,11 +143,9 @@ local function all_users(prefix)
   return users
 end
 
--- A connection opened. ARGV: prefix, node, user. Returns 1 for the user's first anywhere.
+-- A connection opened. ARGV: prefix, node, user. Returns this node's connections of the user.
 local function connect(keys, args)
-  local prefix, node, user = args[1], args[2], args[3]
-  local n = redis.call('HINCRBY', prefix .. 'conns:' .. node, user, 1)
-  return (n == 1 and not online_elsewhere(prefix, user, node)) and 1 or 0
+  return redis.call('HINCRBY', args[1] .. 'conns:' .. args[2], args[3], 1)
 end
 
 -- A connection closed. ARGV: prefix, node, user. Returns 1 for the user's last anywhere.

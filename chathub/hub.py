@@ -601,7 +601,7 @@ class Hub:
             return
         users = [ev.client.user for ev, _, _ in ready]
         try:
-            firsts, everyone = await self.presence.connect(users)
+            everyone = await self.presence.connect(users)
             self.clustered = everyone is not None
             if everyone is not None:  # other hubs: take Valkey's word over the mirror
                 self.online.replace([*everyone, *self._by_user])

@@ -29,12 +29,10 @@ class MemoryPresence:
         #: channel -> private
         self.registry: dict[str, bool] = {}
 
-    async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
-        firsts = []
+    async def connect(self, users: list[str]) -> list[str] | None:
         for u in users:
             self.counts[u] = self.counts.get(u, 0) + 1
-            firsts.append(self.counts[u] == 1)
-        return firsts, None
+        return None
 
     async def disconnect(self, user: str, reason: str) -> bool:
         n = self.counts.get(user, 0) - 1

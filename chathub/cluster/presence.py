@@ -1,15 +1,16 @@
-"""Who is online, cluster-wide: kept in Valkey, mirrored in each hub.
+"""Who is online and who is in which channel, cluster-wide: kept in Valkey.
 
-Each node keeps ``conns:<node>`` in Valkey (user → that node's connections); a
-user is online while any live node lists them. :meth:`Presence.connect` and
-:meth:`disconnect` update it atomically and tell whether this was the user's
-first (or last) connection anywhere, which is when ``join`` (or ``leave``) is
-due — once for the cluster, not once per hub. The server-side functions also
-publish that ``join``/``leave`` to the other hubs (see :mod:`chathub.cluster.bus`).
+Each node keeps ``conns:<node>`` (user → that node's connections): a user is
+online while any live node lists them (``users`` with no channel, whisper
+recipients). Channel membership is ``{c:NAME}:m`` (user → subscriptions on every
+hub) plus ``subs:<node>`` (this node's, for reaping). :meth:`Presence.subscribe`
+and :meth:`unsubscribe` update them atomically and tell whether this was the
+user's first (or last) subscription to the channel anywhere, which is when
+``join`` (or ``leave``) is due — once for the cluster, not once per hub; the
+server-side functions publish it on the channel's pub/sub channel.
 
-Each hub mirrors the cluster's list in an :class:`Online` set, kept current from
-its own connections and the other hubs' join/leave, and reloaded from Valkey
-after an outage, so ``welcome.users`` and ``users`` cost no round trip.
+Each hub mirrors who is online in an :class:`Online` set, kept from its own
+connections and reloaded from Valkey after an outage.
 """
 
 from __future__ import annotations
@@ -65,19 +66,18 @@ class Presence:
         self.prefix = kv.prefix
         self.keys = Keys(kv.prefix)
 
-    async def connect(self, users: list[str]) -> tuple[list[bool], list[str] | None]:
+    async def connect(self, users: list[str]) -> list[str] | None:
         """Count a new connection for each of ``users``, in one round trip.
 
-        Returns, for each, whether it was that user's first connection anywhere;
-        and, when other hubs share this Valkey, everyone online (None when this
-        hub is alone: its mirror is exact then).
+        Returns, when other hubs share this Valkey, everyone online (None when this
+        hub is alone: its mirror is exact then). ``join`` is per channel (:meth:`subscribe`).
         """
         pipe = self.kv.client.pipeline(transaction=False)
         for user in users:
             pipe.fcall("chathub_connect", 0, self.prefix, self.node_id, user)
         pipe.fcall("chathub_users", 0, self.prefix, "cluster")
-        *firsts, everyone = await self.kv.call(pipe.execute)
-        return [bool(x) for x in firsts], (list(everyone) if everyone else None)
+        *_, everyone = await self.kv.call(pipe.execute)
+        return list(everyone) if everyone else None
 
     async def disconnect(self, user: str, reason: str) -> bool:
         """Count a closed connection of ``user``; True when it was the last anywhere."""
