@@ -113,3 +113,11 @@ async def _healthy(port: int) -> bool:
         return False
     finally:
         writer.close()
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A memory figure of /proc/<pid>/status in bytes (``VmRSS``, ``VmHWM``, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"{key} not in /proc/{pid}/status")

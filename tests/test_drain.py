@@ -13,6 +13,7 @@ import websockets
 from chathub.admin.client import call
 from chathub.drain import OVER_CAP, TIMED_OUT, DrainPolicy
 from tests.helpers import Chatter, wait_for, ws_url
+from tests.procs import proc_status
 
 P = DrainPolicy(limit=1000, cap=10_000, timeout=5.0)
 
@@ -194,13 +195,6 @@ async def test_trickle_reader_below_the_send_rate_is_cut(daemon_factory):
         await sender.close()
 
 
-def _vm(pid: int, key: str) -> int:
-    """A /proc/<pid>/status figure in bytes (VmRSS, VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{key} not in /proc/{pid}/status")
-
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 async def test_rss_bounded_by_cap_times_stalled_clients(spawn):
@@ -221,14 +215,14 @@ async def test_rss_bounded_by_cap_times_stalled_clients(spawn):
             for i in range(200):
                 await sender.chat(f"w{i}:" + "x" * TEXT)
                 await sender.recv_type("chat")
-            base = _vm(proc.pid, "VmHWM")
+            base = proc_status(proc.pid, "VmHWM")
             for start in range(0, n, 20):  # closed loop, 20 in flight
                 for i in range(start, start + 20):
                     await sender.chat(f"{i}:" + "x" * TEXT)
                 for _ in range(20):
                     await sender.recv_type("chat")
             stats = await call(sock, "stats")
-        growth = _vm(proc.pid, "VmHWM") - base
+        growth = proc_status(proc.pid, "VmHWM") - base
         assert stats["slow_consumers"] == stalled_n
         # Measured on the reference machine: about 3 MB with the cap; with a cap of 1 GiB the
         # same traffic grew the peak by about 23 MB (the event loop shares one
