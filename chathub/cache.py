@@ -146,11 +146,9 @@ class MessageCache:
         none fits, is left out (``partial``) while the archive fetches one.
         """
         limit = self.cfg.history_on_join if limit is None else max(limit, 0)
-        k = self.keys
         pipe = self.kv.client.pipeline(transaction=False)
         for channel in channels:
-            pipe.fcall("chathub_history", 3, k.stream(channel), k.ids, k.queue, "+", limit,
-                       channel)
+            pipe.fcall(*self._page_args(channel, None, limit))
         pages = await self.kv.call(pipe.execute)
         out: dict[str, Recent] = {}
         for channel, (entries, exhausted, oldest, top, _) in zip(channels, pages, strict=True):
@@ -212,9 +210,13 @@ class MessageCache:
 
     async def _page(self, channel: str, before: str | None, limit: int) -> list[Any]:
         """[entries newest first, ran out (0|1), oldest id scanned, last id, unflushed (0|1)]."""
+        return await self.kv.call(self.kv.client.fcall, *self._page_args(channel, before, limit))
+
+    def _page_args(self, channel: str, before: str | None, limit: int) -> tuple[Any, ...]:
+        """The ``chathub_history`` call for one page of ``channel`` (see cache.lua)."""
         k = self.keys
-        return await self.kv.call(self.kv.client.fcall, "chathub_history", 3, k.stream(channel),
-                                  k.ids, k.queue, before or "+", limit, channel)
+        return ("chathub_history", 3, k.stream(channel), k.ids, k.queue, before or "+", limit,
+                channel)
 
     async def recover(self, since: str, user: str, channel: str | None = None,
                       whispers: bool = True) -> tuple[list[Message] | None, str]:
