@@ -57,9 +57,12 @@ class RemoteFeed:
         self._last: dict[str | None, tuple[int, int]] = {}
         #: the last id when the bus first subscribed (where gap fills start)
         self._floor = "0-0"
-        #: (client, channel) -> the last id at its welcome / subscribe; messages up to it
-        #: were in its history already
-        self._fresh: dict[tuple[Any, str | None], tuple[int, int]] = {}
+        #: channel -> client -> the last id at its welcome / subscribe; messages up to it
+        #: were in its history already. Kept per channel so a message looks at its own
+        #: channel's recent joiners only, and per client (below) so leaving is O(1)
+        self._fresh: dict[str | None, dict[Any, tuple[int, int]]] = {}
+        #: client -> the channels it has an entry in under _fresh
+        self._fresh_in: dict[Any, set[str | None]] = {}
 
     async def mark_subscribed(self) -> None:
         """Note where the streams stood when the bus first subscribed."""
@@ -71,17 +74,32 @@ class RemoteFeed:
         if not top:
             return
         at = parse_id(top)
-        self._fresh[(client, channel)] = at
+        self._fresh.setdefault(channel, {})[client] = at
+        self._fresh_in.setdefault(client, set()).add(channel)
         if channel is not None and channel not in self._last:
             self._last[channel] = at
 
+    def fresh_entries(self) -> int:
+        """Entries of the fresh-client bookkeeping held: (client, channel) pairs plus the
+        clients they belong to; 0 once every client left."""
+        return sum(len(f) for f in self._fresh.values()) + len(self._fresh_in)
+
     def forget(self, client: Any) -> None:
-        for key in [k for k in self._fresh if k[0] is client]:
-            del self._fresh[key]
+        for channel in self._fresh_in.pop(client, ()):
+            self._unfresh(channel, client)
+
+    def _unfresh(self, channel: str | None, client: Any) -> None:
+        fresh = self._fresh.get(channel)
+        if fresh is not None:
+            fresh.pop(client, None)
+            if not fresh:
+                del self._fresh[channel]
 
     def drop_channel(self, channel: str) -> None:
         """No local subscriber is left in ``channel``: forget its order."""
         self._last.pop(channel, None)
+        for client in self._fresh.pop(channel, {}):
+            self._fresh_in.get(client, set()).discard(channel)
 
     def admit(self, msg: Message) -> set[Any] | None:
         """Whether to deliver ``msg``: None for a duplicate, else the clients to leave out."""
@@ -91,13 +109,12 @@ class RemoteFeed:
             return None  # already delivered (a gap fill got here first, or the reverse)
         self._last[msg.channel] = mid
         skip: set[Any] = set()
-        for key, floor in list(self._fresh.items()):
-            if key[1] != msg.channel:
-                continue
+        for client, floor in list(self._fresh.get(msg.channel, {}).items()):
             if mid <= floor:
-                skip.add(key[0])
-            else:
-                del self._fresh[key]  # every later message is new to it too
+                skip.add(client)
+            else:  # every later message is new to it too
+                self._unfresh(msg.channel, client)
+                self._fresh_in[client].discard(msg.channel)
         return skip
 
     async def missed(self, channel: str | None = None) -> list[Message]:
