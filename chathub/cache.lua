@@ -8,7 +8,10 @@
 --   P..'ids'                 the last id issued, "<ms>-<seq>", for every stream
 --   P..'{c:NAME}:s'          channel NAME's history stream (fields f, t, n)
 --   P..'{c:NAME}:m'          channel NAME's members: user -> subscriptions on all hubs
+--   P..'{c:NAME}:d'          ids of NAME's messages an operator deleted (chathub delete):
+--                            history and recovery leave them out; expires with the stream
 --   P..'w'                   whispers (fields f, t, to, n)
+--   P..'wd'                  ids of deleted whispers
 --   P..'q'                   the flush queue: every message (field c: channel, '' for a
 --                            whisper) and every channel created (k = 'channel'), read by
 --                            the flusher's consumer group and deleted once in PostgreSQL
@@ -96,7 +99,8 @@ end
 
 -- Rate-limit, then stamp a chat in a channel: append to the channel's stream and to the
 -- flush queue with one new id, and tell the other hubs.
--- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total
+-- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total, and
+-- optionally the channel's deleted set (its expiry follows the stream's)
 -- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms
 -- Returns {1, id} accepted, {0, retry_after_ms} over the limit.
 local function accept_chat(keys, args)
@@ -106,6 +110,7 @@ local function accept_chat(keys, args)
   local id = next_id(keys[3])
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'n', node)
   redis.call('PEXPIRE', keys[1], tonumber(args[8]))
+  if keys[7] then redis.call('PEXPIRE', keys[7], tonumber(args[8])) end
   redis.call('XADD', keys[2], id, 'c', channel, 'f', args[3], 't', args[4], 'n', node)
   publish(prefix, 'bus:c:' .. channel, {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})
   return {1, id}
@@ -284,19 +289,43 @@ end
 -- entries of the flush queue a history call looks through for the channel's messages
 local UNFLUSHED_SCAN = 1000
 
+-- Whether a stream entry is in the deleted set (false when there is no set).
+local function deleted(dkey, id)
+  return dkey ~= nil and redis.call('SISMEMBER', dkey, id) == 1
+end
+
+-- Up to limit entries of a stream older than upper, newest first, skipping deleted ids
+-- (read in chunks until limit are kept or the stream runs out).
+-- Returns the entries and the oldest id scanned ('' when none).
+local function newest_kept(stream, dkey, upper, limit)
+  if dkey ~= nil and redis.call('EXISTS', dkey) == 0 then dkey = nil end
+  local out, oldest = {}, ''
+  while #out < limit do
+    local want = limit - #out
+    local chunk = redis.call('XREVRANGE', stream, upper, '-', 'COUNT', want)
+    for _, e in ipairs(chunk) do
+      if not deleted(dkey, e[1]) then out[#out + 1] = e end
+      oldest = e[1]
+    end
+    if #chunk < want then break end
+    upper = '(' .. oldest
+  end
+  return out, oldest
+end
+
 -- History of one channel older than ARGV[1] ('+' for the newest), at most ARGV[2]
--- entries, newest first. KEYS: stream, ids, flush queue. ARGV[3]: the channel.
+-- entries, newest first, without deleted messages. KEYS: stream, ids, flush queue, and
+-- optionally the channel's deleted set. ARGV[3]: the channel.
 -- Returns {entries, exhausted (1|0), oldest id scanned or '', last id issued,
 -- unflushed (1 when older messages of the channel are still on their way to PostgreSQL)}.
 local function history(keys, args)
   local limit = tonumber(args[2])
   local upper = args[1]
   if upper ~= '+' then upper = '(' .. upper end
-  local out = redis.call('XREVRANGE', keys[1], upper, '-', 'COUNT', limit)
+  local out, scanned = newest_kept(keys[1], keys[4], upper, limit)
   local top = last_id(keys[2])
-  if #out >= limit then return {out, 0, out[#out][1], top, 0} end
-  local oldest = ''
-  if #out > 0 then oldest = out[#out][1] end
+  if #out >= limit then return {out, 0, scanned, top, 0} end
+  local oldest = scanned
   -- The stream ran out. Older messages are in PostgreSQL, unless some below the bound
   -- are still in the flush queue: then a page from PostgreSQL would have a hole.
   local bound = oldest
@@ -320,7 +349,8 @@ local function history(keys, args)
   return {out, 1, oldest, top, unflushed}
 end
 
--- What a client missed after ARGV[1] in one stream, oldest first. KEYS: stream, ids.
+-- What a client missed after ARGV[1] in one stream, oldest first, without deleted
+-- messages. KEYS: stream, ids, and optionally the stream's deleted set.
 -- ARGV: since, limit, user ('' for a channel; for the whisper stream, only the user's).
 -- Returns {1, entries, last id} when complete, {0} when the stream no longer reaches
 -- back to since, since is newer than any id issued, or more than limit entries followed.
@@ -347,12 +377,14 @@ local function recover(keys, args)
   end
   local out = {}
   local lower = '(' .. since
+  local dkey = keys[3]
+  if dkey ~= nil and redis.call('EXISTS', dkey) == 0 then dkey = nil end
   while true do
     local chunk = redis.call('XRANGE', keys[1], lower, '+', 'COUNT', 500)
     if #chunk == 0 then return {1, out, top} end
     for _, e in ipairs(chunk) do
-      local keep = true
-      if user ~= '' then
+      local keep = not deleted(dkey, e[1])
+      if keep and user ~= '' then
         local f, from, to = e[2], nil, nil
         for i = 1, #f, 2 do
           if f[i] == 'f' then from = f[i + 1] elseif f[i] == 'to' then to = f[i + 1] end
@@ -366,6 +398,30 @@ local function recover(keys, args)
       lower = '(' .. e[1]
     end
   end
+end
+
+-- Mark messages deleted (chathub delete / purge): history and recovery leave them out
+-- from now on, and the other hubs are told to take them off their clients' screens.
+-- KEYS: the deleted set (a channel's, or the whispers'). ARGV: prefix, node, channel
+-- ('' for whispers), ttl ms (0: none), sender, recipient ('' for a channel), then the ids.
+-- Returns the ids that were not marked before (only those are announced).
+local function delete(keys, args)
+  local prefix, node, channel = args[1], args[2], args[3]
+  local ids = {}
+  for i = 7, #args do
+    if redis.call('SADD', keys[1], args[i]) == 1 then ids[#ids + 1] = args[i] end
+  end
+  if #ids == 0 then return ids end
+  if tonumber(args[4]) > 0 then
+    -- as long as the stream lives, which accept_chat extends on every message
+    redis.call('PEXPIRE', keys[1], math.max(tonumber(args[4]), redis.call('PTTL', keys[1])))
+  end
+  if channel ~= '' then
+    publish(prefix, 'bus:c:' .. channel, {k = 'del', n = node, c = channel, ids = ids})
+  else
+    publish(prefix, 'bus', {k = 'del', n = node, ids = ids, f = args[5], to = args[6]})
+  end
+  return ids
 end
 
 -- Trim history streams to about ARGV[1] entries each, never below the oldest message
@@ -479,6 +535,7 @@ redis.register_function('chathub_accept_whisper', accept_whisper)
 redis.register_function{function_name = 'chathub_history', callback = history, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_recover', callback = recover, flags = {'no-writes'}}
 redis.register_function('chathub_trim', trim)
+redis.register_function('chathub_delete', delete)
 redis.register_function('chathub_upgrade', upgrade)
 redis.register_function('chathub_reap', reap)
 redis.register_function('chathub_connect', connect)

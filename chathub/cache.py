@@ -31,6 +31,10 @@ from .protocol import Message, before_first, parse_id
 FLUSH_GROUP = "flusher"
 #: milliseconds a client is told to wait when older history is still on its way to PostgreSQL
 UNFLUSHED_RETRY_MS = 1000
+#: flush-queue entries read per round trip when a purge looks for a sender's messages
+QUEUE_SCAN_CHUNK = 1000
+#: ids per chathub_delete call (Lua's unpack() has a limit of a few thousand)
+DELETE_CHUNK = 500
 
 
 def entry_fields(entry: Sequence[object]) -> dict[str, str]:
@@ -104,8 +108,9 @@ class MessageCache:
         for out in batch:
             if out.to is None:
                 channel = out.channel or self.default_channel
-                pipe.fcall("chathub_accept_chat", 6, k.stream(channel), k.queue, k.ids,
-                           k.rate("chat", out.sender), k.hits, k.hits_total, lim.chat_rate,
+                pipe.fcall("chathub_accept_chat", 7, k.stream(channel), k.queue, k.ids,
+                           k.rate("chat", out.sender), k.hits, k.hits_total,
+                           k.deleted(channel), lim.chat_rate,
                            lim.chat_burst, out.sender, out.text, channel, k.prefix, self.node_id,
                            ttl_ms)
             else:
@@ -215,8 +220,8 @@ class MessageCache:
     def _page_args(self, channel: str, before: str | None, limit: int) -> tuple[Any, ...]:
         """The ``chathub_history`` call for one page of ``channel`` (see cache.lua)."""
         k = self.keys
-        return ("chathub_history", 3, k.stream(channel), k.ids, k.queue, before or "+", limit,
-                channel)
+        return ("chathub_history", 4, k.stream(channel), k.ids, k.queue, k.deleted(channel),
+                before or "+", limit, channel)
 
     async def recover(self, since: str, user: str, channel: str | None = None,
                       whispers: bool = True) -> tuple[list[Message] | None, str]:
@@ -233,9 +238,11 @@ class MessageCache:
         channel = channel or self.default_channel
         k, limit = self.keys, self.cfg.recover_limit
         pipe = self.kv.client.pipeline(transaction=False)
-        pipe.fcall("chathub_recover", 2, k.stream(channel), k.ids, since, limit, "")
+        pipe.fcall("chathub_recover", 3, k.stream(channel), k.ids, k.deleted(channel), since,
+                   limit, "")
         if whispers:
-            pipe.fcall("chathub_recover", 2, k.whispers, k.ids, since, limit, user)
+            pipe.fcall("chathub_recover", 3, k.whispers, k.ids, k.whispers_deleted, since, limit,
+                       user)
         replies = await self.kv.call(pipe.execute)
         if not all(r[0] for r in replies):
             return None, ""
@@ -249,9 +256,83 @@ class MessageCache:
                     ) -> list[tuple[str, Message]]:
         """Up to ``limit`` messages after ``after`` in ``channel`` (None: the whispers),
         oldest first, as (origin node, message). A gap fill reads it."""
-        stream = self.keys.stream(channel) if channel is not None else self.keys.whispers
+        k = self.keys
+        stream = k.stream(channel) if channel is not None else k.whispers
         entries = await self.kv.call(self.kv.client.xrange, stream, f"({after}", "+", count=limit)
+        if entries:  # an operator may have deleted some of them meanwhile
+            gone = await self.kv.call(self.kv.client.smismember,
+                                      k.deleted(channel) if channel is not None
+                                      else k.whispers_deleted, [e[0] for e in entries])
+            entries = [e for e, g in zip(entries, gone, strict=True) if not g]
         return [(entry_fields(e).get("n", ""), entry_to_message(e, channel)) for e in entries]
+
+    # -- removal (chathub delete / purge; chathub.removal) ------------------------------
+
+    async def queued(self, ids: Sequence[str]) -> dict[str, Message]:
+        """The messages among ``ids`` still waiting in the flush queue (not yet in
+        PostgreSQL), by id. One round trip."""
+        pipe = self.kv.client.pipeline(transaction=False)
+        for mid in ids:
+            pipe.xrange(self.keys.queue, mid, mid)
+        replies = await self.kv.call(pipe.execute)
+        out: dict[str, Message] = {}
+        for reply in replies:
+            for e in reply:
+                if entry_fields(e).get("k") is None:  # a message, not a channel record
+                    m = entry_to_message(e)
+                    out[m.id] = m
+        return out
+
+    async def queued_from(self, sender: str, since_ms: int, channel: str | None, cap: int
+                          ) -> list[Message]:
+        """Messages of ``sender`` stamped at or after ``since_ms`` (epoch ms) still in the
+        flush queue, in ``channel`` only when given, oldest first; at most ``cap``.
+
+        Reads the queue from ``since_ms`` in chunks of :data:`QUEUE_SCAN_CHUNK`; the queue
+        holds only what PostgreSQL does not have yet, so this is short unless PostgreSQL
+        has been down for a while.
+        """
+        out: list[Message] = []
+        lower = f"{max(since_ms, 0)}-0"
+        while len(out) < cap:
+            chunk = await self.kv.call(self.kv.client.xrange, self.keys.queue, lower, "+",
+                                       count=QUEUE_SCAN_CHUNK)
+            for e in chunk:
+                d = entry_fields(e)
+                if d.get("k") is None and d.get("f") == sender and (
+                        channel is None or d.get("c") == channel):
+                    out.append(entry_to_message(e))
+            if len(chunk) < QUEUE_SCAN_CHUNK:
+                break
+            lower = f"({chunk[-1][0]}"
+        return out[:cap]
+
+    async def mark_deleted(self, groups: Sequence[tuple[str | None, str, str, list[str]]]
+                           ) -> list[str]:
+        """Mark messages deleted in Valkey and tell the other hubs, in one round trip.
+
+        ``groups``: (channel or None for whispers, sender, recipient or "", ids). History
+        and recovery leave the ids out from now on. Returns the ids not marked before
+        (the other hubs were told about those).
+
+        Raises:
+            CacheUnavailable: Valkey is down; nothing or only some groups were marked.
+        """
+        k = self.keys
+        ttl_ms = int(self.channels.history_ttl * 1000)
+        pipe = self.kv.client.pipeline(transaction=False)
+        for channel, sender, to, ids in groups:
+            for i in range(0, len(ids), DELETE_CHUNK):
+                part = ids[i:i + DELETE_CHUNK]
+                if channel is not None:
+                    pipe.fcall("chathub_delete", 1, k.deleted(channel), k.prefix, self.node_id,
+                               channel, ttl_ms, sender, "", *part)
+                else:
+                    pipe.fcall("chathub_delete", 1, k.whispers_deleted, k.prefix, self.node_id,
+                               "", 0, sender, to, *part)
+        if not len(pipe):
+            return []
+        return [str(i) for reply in await self.kv.call(pipe.execute) for i in reply]
 
     async def last_id(self) -> str:
         """The id of the newest message ever stamped ("0-0" before the first)."""

@@ -17,7 +17,8 @@ hubs stamp or announce arrives as events on the same queue
 
 Callers (connection handlers, the admin server) use :meth:`register`,
 :meth:`subscribe`, :meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`,
-:meth:`users`, :meth:`kick`, :meth:`remote` and :meth:`shutdown`; the HTTP API
+:meth:`users`, :meth:`kick`, :meth:`remote` (also for this hub's own message
+removals, ``{"k": "del"}``) and :meth:`shutdown`; the HTTP API
 uses :meth:`publish` and :meth:`whisper_from`, whose messages are stamped in the
 same batches as clients'. They never touch the maps.
 """
@@ -858,6 +859,25 @@ class Hub:
         elif kind == "leave" and channel in self.subs:
             if p["u"] not in self.subs.local_users(channel):
                 self._channel_leave(channel, p["u"], str(p.get("r") or "left"), int(p["ts"]))
+        elif kind == "del":
+            self._deleted(channel, [str(i) for i in p.get("ids") or ()], p.get("f"), p.get("to"))
+
+    def _deleted(self, channel: str | None, ids: list[str], sender: Any, to: Any) -> None:
+        """An operator removed messages (chathub delete): tell this hub's clients that can
+        see them: the channel's subscribers, after anything queued for them before; for a
+        whisper, the sender's and the recipient's connections."""
+        if channel is not None:
+            if channel in self.subs:
+                for mid in ids:
+                    self.fanout.broadcast(text_frame(protocol.encode_delete(mid, channel)),
+                                          self.subs.subscribers(channel))
+            return
+        conns = [c for u in {sender, to} if isinstance(u, str)
+                 for c in self._by_user.get(u, ()) if not c.gone]
+        for mid in ids:
+            payload = protocol.encode_delete(mid, None)
+            for c in conns:
+                c.send(payload)
 
     def _deliver_remote(self, msg: Any) -> None:
         """Deliver a message another hub stamped, once, to this hub's clients."""

@@ -21,6 +21,8 @@ class Keys:
         self.queue = prefix + "q"
         #: whispers (recovery with ?since= reads them)
         self.whispers = prefix + "w"
+        #: ids of deleted whispers (chathub delete)
+        self.whispers_deleted = prefix + "wd"
         #: channel name -> "public" | "private"
         self.channels = prefix + "chans"
         #: live node -> last heartbeat ms
@@ -40,6 +42,10 @@ class Keys:
     def members(self, channel: str) -> str:
         """user -> subscriptions to the channel on every hub."""
         return f"{self.prefix}{{c:{channel}}}:m"
+
+    def deleted(self, channel: str) -> str:
+        """Ids of the channel's deleted messages, left out of history and recovery."""
+        return f"{self.prefix}{{c:{channel}}}:d"
 
     def pubsub(self, channel: str) -> str:
         """The pub/sub channel of a channel's messages, joins and leaves."""

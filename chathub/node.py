@@ -46,6 +46,7 @@ from .keys import Keys
 from .kv import KV
 from .limits import LiveLimits, rebuild_filters
 from .metrics import Metrics
+from .removal import MessageRemoval
 from .tasks import spawn
 from .wsconnection import TrackedConnection
 
@@ -116,7 +117,9 @@ class Node:
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)
         #: the HTTP API under /api/v1/ (docs/api.md)
-        self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick)
+        #: chathub delete / purge and the API's verbs (chathub.removal)
+        self.removal = MessageRemoval(pool, self.cache, self.archive, self.hub.remote)
+        self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick, self.removal)
         self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render,
                              self.api.handle)
         self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,
@@ -135,6 +138,8 @@ class Node:
 
     def _from_bus(self, payload: dict[str, Any]) -> None:
         """A bus payload: kick traffic to the kicker, the rest to the hub, in order."""
+        if payload.get("k") == "del":  # removed messages leave the cached archive pages too
+            self.archive.forget(payload.get("c"), [str(i) for i in payload.get("ids") or ()])
         if (not self.kicker.receive(payload) and not self.limits.receive(payload)
                 and not self.bans.receive(payload)):
             self.hub.remote(payload)

@@ -429,4 +429,13 @@ def encode_banned(reason: str, until: int | None) -> bytes:
     return _encoder.encode({"type": "banned", "reason": reason, "until": until})
 
 
+def encode_delete(mid: str, channel: str | None) -> bytes:
+    """An operator removed message ``mid``: ``{"type": "delete", "id", "channel"}``, without
+    ``channel`` for a whisper (sent to its sender and recipient only)."""
+    frame: dict[str, Any] = {"type": "delete", "id": mid}
+    if channel is not None:
+        frame["channel"] = channel
+    return _encoder.encode(frame)
+
+
 SHUTDOWN_FRAME = b'{"type":"shutdown"}'

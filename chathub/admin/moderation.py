@@ -1,4 +1,5 @@
-"""Moderation commands on the admin socket: search, audit, limits, reload.
+"""Moderation commands on the admin socket: search, audit, limits, reload (and, mixed
+in, bans and message removal).
 
 :class:`ModerationCommands` is mixed into :class:`~chathub.admin.server.AdminServer`;
 its commands ask the daemon's :class:`~chathub.operator.Operator` (through
@@ -18,14 +19,16 @@ from ..db.search import SearchQuery, SearchTimeout
 from ..errors import CacheUnavailable, ConfigError
 from .bans import BanCommands
 from .peer import PEER
+from .removal import RemovalCommands
 
 if TYPE_CHECKING:
     from ..operator import Operator
 
 
-class ModerationCommands(BanCommands):
+class ModerationCommands(BanCommands, RemovalCommands):
     """``cmd_*`` handlers for the moderation commands (and bans and mutes, from
-    :mod:`chathub.admin.bans`); needs ``self.control.operator()``."""
+    :mod:`chathub.admin.bans`; delete and purge, from :mod:`chathub.admin.removal`);
+    needs ``self.control.operator()``."""
 
     control: Any
 

@@ -129,6 +129,15 @@ class Archive:
             return fit[:limit]
         return None
 
+    def forget(self, channel: str | None, ids: list[str]) -> None:
+        """Drop removed messages (chathub delete) from ``channel``'s fetched page, so no
+        later welcome serves them. No I/O."""
+        page = self._pages.get(channel) if channel is not None else None
+        if page is not None:
+            gone = set(ids)
+            pbound, msgs, complete = page
+            self._pages[channel] = (pbound, [m for m in msgs if m.id not in gone], complete)
+
     def prefetch(self, channel: str, bound: str | None) -> None:
         """Start fetching ``channel``'s welcome page below ``bound`` unless one is in flight."""
         task = self._inflight.get(channel)

@@ -162,7 +162,8 @@ async def _fetch(pool: asyncpg.Pool, q: SearchQuery, timeout: float) -> list[asy
             # the query written out in each place, so that the planner sees a constant and
             # uses the index (a CTE holding it would hide it behind a join)
             tsq = "websearch_to_tsquery('simple'::regconfig, $1)"
-            where = [f"to_tsvector('simple'::regconfig, m.text) @@ {tsq}"]
+            # removed messages (chathub delete) are kept for the audit trail, never shown
+            where = [f"to_tsvector('simple'::regconfig, m.text) @@ {tsq}", "m.deleted_at IS NULL"]
 
             def arg(value: Any) -> str:
                 args.append(value)

@@ -84,7 +84,8 @@ _BIGINT_MAX = 2**63 - 1
 
 async def older_public(pool: asyncpg.Pool, channel: str, ms: int, seq: int, limit: int
                        ) -> list[Message]:
-    """Messages of ``channel`` strictly older than id (ms, seq), newest first.
+    """Messages of ``channel`` strictly older than id (ms, seq), newest first; removed
+    ones (chathub delete) left out.
 
     Ids are two unsigned 64-bit integers; the columns are signed bigints. A bound past
     their range is clamped: (ms, seq) with seq past it stands for "everything at ms",
@@ -96,7 +97,7 @@ async def older_public(pool: asyncpg.Pool, channel: str, ms: int, seq: int, limi
         seq = _BIGINT_MAX
     rows = await pool.fetch(
         "SELECT id, sender, text, id_ms FROM messages WHERE channel = $1 "
-        "AND (id_ms, id_seq) < ($2, $3) ORDER BY id_ms DESC, id_seq DESC LIMIT $4",
+        "AND deleted_at IS NULL AND (id_ms, id_seq) < ($2, $3) ORDER BY id_ms DESC, id_seq DESC LIMIT $4",
         channel, ms, seq, limit)
     return [Message(type="chat", id=r["id"], from_=r["sender"], text=r["text"], ts=r["id_ms"],
                     channel=channel) for r in rows]

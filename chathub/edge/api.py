@@ -33,6 +33,7 @@ from ..errors import CacheUnavailable, DatabaseUnavailable
 from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
+from ..removal import MessageRemoval, RemovalUnavailable
 from .guard import Guard
 from .handshake import BodyRequest
 from .openapi import document
@@ -91,15 +92,18 @@ class Api:
         guard: the moderation chain.
         kv: Valkey, for idempotency keys shared by every hub.
         kick: closes a user's connections on every hub; returns how many.
+        removal: removes messages everywhere (``delete``, ``purge``); None: 503.
     """
 
     def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
-                 kick: Callable[[str, str], Awaitable[int]]) -> None:
+                 kick: Callable[[str, str], Awaitable[int]],
+                 removal: MessageRemoval | None = None) -> None:
         self.cfg = cfg
         self.hub = hub
         self.guard = guard
         self.kv = kv
         self.kick_everywhere = kick
+        self.removal = removal
         self._keys = [k.encode() for k in cfg.api.keys]
         self._buckets = [TokenBucket(cfg.api.rate, cfg.api.burst) for _ in self._keys]
         #: API requests answered, by status
@@ -108,6 +112,7 @@ class Api:
             "publish": ("POST", self.publish), "whisper": ("POST", self.whisper),
             "kick": ("POST", self.kick), "users": ("GET", self.users),
             "channels": ("GET", self.channels), "history": ("GET", self.history),
+            "delete": ("POST", self.delete), "purge": ("POST", self.purge),
         }
 
     @property
@@ -274,6 +279,28 @@ class Api:
         closed = await self.kick_everywhere(user, reason[:REASON_MAX])
         log.info("API kick %s: %d connections", user, closed)
         return {"user": user, "closed": closed}
+
+    async def delete(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        """Remove one message everywhere (docs/moderation.md); recorded as by "api"."""
+        out = await self._removing(lambda r: r.delete(args.get("id"), args.get("channel"), "api"))
+        return {"id": out["msg"], "channel": out["channel"], "deleted": out["deleted"]}
+
+    async def purge(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+        """Remove a user's messages of the last ``seconds`` everywhere."""
+        out = await self._removing(lambda r: r.purge(args.get("user"), args.get("seconds"),
+                                                     args.get("channel"), "api"))
+        return {k: out[k] for k in ("user", "deleted", "ids")}
+
+    async def _removing(self, call: Callable[[MessageRemoval], Awaitable[dict[str, Any]]]
+                        ) -> dict[str, Any]:
+        if self.removal is None:
+            raise ApiError(protocol.UNAVAILABLE, "message removal is not available here")
+        try:
+            return await call(self.removal)
+        except RemovalUnavailable as exc:
+            raise ApiError(protocol.UNAVAILABLE, str(exc), RETRY_AFTER_MS) from None
+        except ValueError as exc:
+            raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
 
     # -- helpers ----------------------------------------------------------------------
 
