@@ -194,8 +194,9 @@ async def test_openapi_document_matches(api_daemon: Any) -> None:
     assert status == 200
     doc = json.loads(body)
     assert set(doc["paths"]) == {"/publish", "/whisper", "/users", "/channels", "/history",
-                                 "/kick"}
-    full = {"channel": "general", "text": "t", "from": "system", "to": "ghost", "user": "ghost"}
+                                 "/kick", "/delete", "/purge"}
+    full = {"channel": "general", "text": "t", "from": "system", "to": "ghost", "user": "ghost",
+            "id": "1-0", "seconds": 60}
     async with await Chatter.connect(port, "ghost"):
         for path, item in doc["paths"].items():
             name = path.strip("/")

@@ -14,7 +14,7 @@ import pytest
 
 from chathub import protocol
 from chathub.admin.client import call
-from chathub.db import removal as db_removal
+from chathub.errors import AdminError
 from chathub.keys import Keys
 from tests.helpers import Chatter, wait_for
 
@@ -110,3 +110,177 @@ async def test_delete_reaches_every_hub_and_history_forgets_it(daemon_factory, d
     assert rows == [("delete", spam), ("delete", spam)]
     for c in (*readers, elsewhere, late, again):
         await c.close()
+
+
+async def test_paging_from_postgres_leaves_deleted_messages_out(daemon_factory, db):
+    """Once the stream was flushed and trimmed, history pages come from PostgreSQL: a
+    message deleted there is in no page, with or without ``before``; paging back from
+    Valkey skips a deleted one too."""
+    d = await daemon_factory(cache={"history_size": 2, "history_on_join": 2})
+    a = await Chatter.connect(d.port, "a")
+    ids = [await said(a, f"m{i}") for i in range(6)]
+    k = Keys(d.cfg.valkey.key_prefix)
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 6 FROM messages"), what="the flush")
+    await wait_for(lambda: _xlen_at_most(d, k.stream("general"), 3), what="the trim")
+    assert (await call(d.cfg.admin_socket, "delete", msg=ids[1]))["deleted"] is True
+    assert (await call(d.cfg.admin_socket, "delete", msg=ids[4]))["deleted"] is True
+    assert await history(a, limit=10) == ["m0", "m2", "m3", "m5"]
+    assert await history(a, before=ids[3]) == ["m0", "m2"]
+    assert await history(a, before=ids[5], limit=2) == ["m2", "m3"]
+    b = await Chatter.connect(d.port, "b")  # its welcome has the archive fetch a page
+    assert [m["text"] for m in b.welcome["history"]] in (["m3", "m5"], ["m5"])
+    await d.node.archive.ready()
+    c = await Chatter.connect(d.port, "c")
+    assert [m["text"] for m in c.welcome["history"]] == ["m3", "m5"]
+    # the archive's cached page forgets a message deleted after it was fetched
+    assert (await call(d.cfg.admin_socket, "delete", msg=ids[3]))["deleted"] is True
+    e = await Chatter.connect(d.port, "e")
+    assert [m["text"] for m in e.welcome["history"]] == ["m2", "m5"]
+    for x in (a, b, c, e):
+        await x.close()
+
+
+async def _xlen_at_most(d: Any, key: str, n: int) -> bool:
+    return int(await d.node.kv.client.xlen(key)) <= n
+
+
+async def test_delete_before_the_flush_stays_deleted(daemon_factory, db):
+    """A message deleted while it waits in Valkey is written to PostgreSQL at once, marked;
+    the flusher's later insert (and a second one, as after a crash before the acknowledge)
+    leaves it marked; the CLI says what it did and exits 0, or 1 for an unknown id."""
+    d = await daemon_factory(cache={"flush_interval": 3600})
+    a = await Chatter.connect(d.port, "a")
+    gone, kept = await said(a, "oops"), await said(a, "fine")
+    assert await db.fetchval("SELECT count(*) FROM messages") == 0
+    sock = str(d.cfg.admin_socket)
+    out = await cli("delete", gone, "--socket", sock)
+    assert out.returncode == 0 and out.stdout.strip() == f"deleted {gone} in general", out.stderr
+    assert (await a.recv_type("delete"))["id"] == gone
+    row = await in_pg(db, gone)
+    assert row["deleted_at"] is not None and row["text"] == "oops"
+    d.node.message_flusher.kick()
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM messages"), what="the flush")
+    assert (await in_pg(db, gone))["deleted_at"] == row["deleted_at"]
+    assert (await in_pg(db, kept))["deleted_at"] is None
+    again = [m for m in (await d.node.cache.history(None, 10)) if m.id == kept]
+    from chathub.db import store
+    gone_msg = protocol.Message(type="chat", id=gone, from_="a", text="oops",
+                                ts=int(gone.split("-")[0]), channel="general")
+    assert await store.insert_messages(d.node.pool, [gone_msg, *again]) == 0
+    assert (await in_pg(db, gone))["deleted_at"] == row["deleted_at"]
+    assert await history(a) == ["fine"]
+
+    unknown = await cli("delete", "1-0", "--socket", sock)
+    assert unknown.returncode == 1 and "no message 1-0" in unknown.stdout
+    wrong = await cli("delete", kept, "--channel", "other", "--json", "--socket", sock)
+    assert wrong.returncode == 1
+    assert json.loads(wrong.stdout) == {"msg": kept, "channel": "other", "deleted": False}
+    twice = await call(sock, "delete", msg=gone)
+    assert twice == {"id": twice["id"], "ok": True, "msg": gone, "channel": "general",
+                     "deleted": False}
+    await a.close()
+
+
+async def test_purge_removes_a_spammers_window_and_leaves_others(daemon_factory, db):
+    """purge USER --since: the spammer's chats (flushed or not) and whispers of the window
+    go on both hubs (a whisper's delete frame goes to its sender and recipient, without
+    channel); other users' messages stay; the audit trail has the purge."""
+    hubs = [await daemon_factory(hub={"node_id": f"pu{i}"}, cache={"flush_interval": 3600})
+            for i in range(2)]
+    spammer = await Chatter.connect(hubs[0].port, "spammer")
+    bob = await Chatter.connect(hubs[1].port, "bob")
+    eve = await Chatter.connect(hubs[1].port, "eve")
+    spam = [await said(spammer, "spam 0")]
+    ham = [await said(bob, "hi all")]
+    hubs[0].node.message_flusher.kick()
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM messages"), what="a flush")
+    spam.append(await said(spammer, "spam 1"))
+    await spammer.whisper("bob", "psst", ref="w")
+    whisper = (await spammer.recv_type("whisper"))["id"]
+    assert (await bob.recv_type("whisper"))["id"] == whisper
+    ham.append(await said(eve, "bye"))
+
+    out = await cli("purge", "spammer", "--since", "10m", "--json",
+                    "--socket", str(hubs[1].cfg.admin_socket))
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply == {"user": "spammer", "deleted": 3, "ids": [*spam, whisper]}
+    got = [await eve.recv_type("delete") for _ in spam]
+    assert got == [{"type": "delete", "id": i, "channel": "general"} for i in spam]
+    want = [*({"type": "delete", "id": i, "channel": "general"} for i in spam),
+            {"type": "delete", "id": whisper}]
+    for c in (bob, spammer):  # the whisper's frame is not queued behind the channel's
+        frames = [await c.recv_type("delete") for _ in range(3)]
+        assert sorted(frames, key=lambda f: f["id"]) == sorted(want, key=lambda f: f["id"])
+    assert await history(eve) == ["hi all", "bye"]
+    for h in hubs:
+        h.node.message_flusher.kick()
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 5 FROM messages"), what="the flush")
+    rows = await db.fetch("SELECT sender, deleted_at IS NOT NULL AS gone FROM messages")
+    assert sorted((r["sender"], r["gone"]) for r in rows) == [
+        ("bob", False), ("eve", False), ("spammer", True), ("spammer", True), ("spammer", True)]
+    again = await call(hubs[0].cfg.admin_socket, "purge", user="spammer", seconds=600)
+    assert (again["deleted"], again["ids"]) == (0, [])
+    audit = await call(hubs[0].cfg.admin_socket, "audit")
+    purges = [a for a in audit["actions"] if a["action"] == "purge"]
+    assert [p["target"] for p in purges] == ["spammer", "spammer"]
+    assert purges[-1]["arguments"]["deleted"] == 3
+    for c in (spammer, bob, eve):
+        await c.close()
+
+
+async def test_bad_input_and_no_daemon(tmp_path):
+    """--help for both commands; bad ids, names and durations exit 2 with one line; a socket
+    with no daemon exits with one line."""
+    for cmd in ("delete", "purge"):
+        out = await cli(cmd, "--help")
+        assert out.returncode == 0 and "Usage" in out.stdout
+    sock = str(tmp_path / "none.sock")
+    for args, needle in ((("delete", "nope"), "not a message id"),
+                         (("delete", "1-0", "--channel", "bad name"), "not a channel name"),
+                         (("purge", "bad name", "--since", "1h"), "not a user name"),
+                         (("purge", "eve"), "--since"),
+                         (("purge", "eve", "--since", "soon"), "--since"),
+                         (("purge", "eve", "--since", "31d"), "at most 30d")):
+        out = await cli(*args, "--socket", sock)
+        assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1
+    out = await cli("delete", "1-0", "--socket", sock)
+    assert out.returncode != 0 and "no chathub daemon answers" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_admin_refuses_bad_requests(daemon):
+    sock = daemon.cfg.admin_socket
+    for cmd, fields, needle in (("delete", {}, "missing field 'msg'"),
+                                ("delete", {"msg": "x"}, "not a message id"),
+                                ("purge", {"user": "eve"}, "missing field 'seconds'"),
+                                ("purge", {"user": "eve", "seconds": -1}, "'seconds'"),
+                                ("purge", {"user": "eve", "seconds": True}, "'seconds'")):
+        with pytest.raises(AdminError, match=needle):
+            await call(sock, cmd, **fields)
+
+
+async def test_api_delete_and_purge(daemon_factory, db):
+    """POST /api/v1/delete and /purge do what the admin commands do; the rows say "api"."""
+    from chathub.api.client import build, parse
+    from tests.test_api import KEY, _send, raw
+
+    d = await daemon_factory(api={"keys": [KEY], "rate": 10000.0, "burst": 10000})
+    a = await Chatter.connect(d.port, "a")
+    one, two, three = [await said(a, f"t{i}") for i in range(3)]
+    reply = parse(await _send(d.port, build("h", KEY, "POST", "delete", body={"id": one})))
+    assert reply == {"id": one, "channel": "general", "deleted": True}
+    assert (await a.recv_type("delete"))["id"] == one
+    reply = parse(await _send(d.port, build("h", KEY, "POST", "purge",
+                                            body={"user": "a", "seconds": 60})))
+    assert reply == {"user": "a", "deleted": 2, "ids": [two, three]}
+    status, body = await raw(d.port, build("h", KEY, "POST", "delete", body={"id": "zz"}))
+    assert status == 400 and "not a message id" in json.loads(body)["message"]
+    status, body = await raw(d.port, build("h", KEY, "POST", "purge",
+                                           body={"user": "a", "seconds": 10**9}))
+    assert status == 400 and "'seconds'" in json.loads(body)["message"]
+    assert await history(a) == []
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 3 FROM messages WHERE deleted_by = 'api'"),
+                   what="the rows marked by the API")
+    await a.close()

@@ -20,6 +20,7 @@ from .common import (
     run_admin,
 )
 from .moderation import moderation_app
+from .removal import removal_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="chathub: a WebSocket chat server with an operator's console.")
@@ -187,6 +188,7 @@ def token(
 app.add_typer(channel_app, name="channel")
 app.add_typer(moderation_app)
 app.add_typer(bans_app)
+app.add_typer(removal_app)
 app.command("channels")(list_channels)
 
 

@@ -282,11 +282,16 @@ class Api:
 
     async def delete(self, args: dict[str, Any], key: int) -> dict[str, Any]:
         """Remove one message everywhere (docs/moderation.md); recorded as by "api"."""
+        if not isinstance(args.get("id"), str):
+            raise ApiError(protocol.BAD_REQUEST, "field 'id' is required (a message id)")
         out = await self._removing(lambda r: r.delete(args.get("id"), args.get("channel"), "api"))
         return {"id": out["msg"], "channel": out["channel"], "deleted": out["deleted"]}
 
     async def purge(self, args: dict[str, Any], key: int) -> dict[str, Any]:
         """Remove a user's messages of the last ``seconds`` everywhere."""
+        for name in ("user", "seconds"):
+            if name not in args:
+                raise ApiError(protocol.BAD_REQUEST, f"field '{name}' is required")
         out = await self._removing(lambda r: r.purge(args.get("user"), args.get("seconds"),
                                                      args.get("channel"), "api"))
         return {k: out[k] for k in ("user", "deleted", "ids")}

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
+from ..removal import MAX_PURGE_SECONDS
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}
 _CHANNEL = {"type": "string", "description": "a channel name; $ first for a private one"}
@@ -68,7 +69,7 @@ def document(cfg: Config) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "chathub HTTP API", "version": __version__,
-                 "description": "Publish, whisper, list and kick on a chathub daemon "
+                 "description": "Publish, whisper, list, kick and delete on a chathub daemon "
                                 "(docs/api.md)."},
         "servers": [{"url": "/api/v1"}],
         "components": {
@@ -92,6 +93,27 @@ def document(cfg: Config) -> dict[str, Any]:
                 {"user": _NAME, "reason": {"type": "string", "maxLength": 200}},
                 {"type": "object", "properties": {"user": {"type": "string"},
                                                   "closed": {"type": "integer"}}}, 503),
+            "/delete": _post(
+                "Delete a message on every hub (history, paging and recovery never serve it "
+                "again; clients showing it remove it)", ["id"],
+                {"id": {"type": "string", "description": "the message id, <ms>-<seq>"},
+                 "channel": {**_CHANNEL, "description": "its channel (a check; ids are unique)"}},
+                {"type": "object", "properties": {
+                    "id": {"type": "string"}, "channel": {"type": ["string", "null"]},
+                    "deleted": {"type": "boolean",
+                                "description": "false: no such message, or deleted before"}}},
+                503),
+            "/purge": _post(
+                "Delete every message a user sent in the last `seconds` (at most 30 days)",
+                ["user", "seconds"],
+                {"user": _NAME, "seconds": {"type": "number", "exclusiveMinimum": 0,
+                                            "maximum": MAX_PURGE_SECONDS},
+                 "channel": {**_CHANNEL, "description": "only this channel (default: every "
+                                                        "channel and whispers)"}},
+                {"type": "object", "properties": {
+                    "user": {"type": "string"}, "deleted": {"type": "integer"},
+                    "ids": {"type": "array", "items": {"type": "string"}}}},
+                503),
             "/users": _get("Users online (in a channel when given)",
                            [("channel", False, _CHANNEL)],
                            {"type": "object", "properties": {
