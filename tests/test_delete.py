@@ -58,6 +58,38 @@ def test_delete_frame():
     assert json.loads(protocol.encode_delete("5-1", None)) == {"type": "delete", "id": "5-1"}
 
 
+async def test_client_decodes_delete_and_drops_an_unread_message():
+    from chathub.client import Chat as CChat
+    from chathub.client import Delete
+    from chathub.client.buffer import EventBuffer
+    from chathub.client.events import decode
+
+    assert decode('{"type":"delete","id":"5-1","channel":"dev"}') == Delete(id="5-1", channel="dev")
+    assert decode('{"type":"delete","id":"5-1"}') == Delete(id="5-1", channel=None)
+    buf = EventBuffer(10)
+    for i in range(3):
+        buf.put(CChat(id=f"5-{i}", from_="a", text=str(i), ts=5))
+    assert buf.discard("5-1") and not buf.discard("5-1") and not buf.discard("9-9")
+    assert len(buf) == 2 and [(await buf.get()).id for _ in range(2)] == ["5-0", "5-2"]
+
+
+async def test_python_client_gets_a_typed_delete(daemon):
+    """chathub.client yields Delete for a removed message; one not read yet is never yielded."""
+    from chathub.client import Chat as CChat
+    from chathub.client import ChatClient, Delete
+    from tests.test_client import next_of, url
+
+    async with ChatClient(url(daemon.port), user="reader") as reader:
+        async with await Chatter.connect(daemon.port, "writer") as writer:
+            first = await said(writer, "first")
+            second = await said(writer, "second")
+        assert (await next_of(reader, CChat)).id == first
+        # 'second' waits unread in the client's buffer: the delete takes it out
+        await call(daemon.cfg.admin_socket, "delete", msg=second)
+        ev = await next_of(reader, Delete, CChat)
+        assert ev == Delete(id=second, channel="general")
+
+
 # -- on every hub -----------------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ from .events import (
     Chat,
     Closed,
     ConnectionLost,
+    Delete,
     Error,
     Event,
     Gap,
@@ -66,7 +67,7 @@ __all__ = [
     "BadRequest", "Blocked", "ChatError", "Disconnected", "Forbidden", "NotConnected",
     "NotSubscribed", "RateLimited", "Refused", "ReplyTimeout", "ServerError", "Terminated",
     "TooLong", "TooManyChannels", "Unavailable", "UnknownChannel", "UnknownType", "UnknownUser",
-    "Banned", "ChannelInfo", "Channels", "Chat", "Closed", "ConnectionLost", "Error", "Event", "Gap",
+    "Banned", "ChannelInfo", "Channels", "Chat", "Closed", "ConnectionLost", "Delete", "Error", "Event", "Gap",
     "History", "Join", "Kicked", "Leave", "Message", "Overflow", "Shutdown", "Subscribed",
     "Unknown", "Unsubscribed", "Users", "Welcome", "Whisper",
 ]

@@ -61,6 +61,15 @@ class EventBuffer:
         self._wake.set()
         return True
 
+    def discard(self, message_id: str) -> bool:
+        """Drop the queued chat or whisper ``message_id`` (an operator deleted it before
+        the application read it); False when none was queued."""
+        for ev in self._q:
+            if isinstance(ev, (Chat, Whisper)) and ev.id == message_id:
+                self._q.remove(ev)
+                return True
+        return False
+
     def _flush_overflow(self) -> None:
         if self._dropped:
             self._q.append(Overflow(dropped=self._dropped, first_id=self._first, last_id=self._last))

@@ -44,6 +44,7 @@ from .events import (
     Chat,
     Closed,
     ConnectionLost,
+    Delete,
     Error,
     Event,
     Gap,
@@ -467,6 +468,9 @@ class ChatClient:
                 self._buffer.put(ev)
         elif isinstance(ev, TERMINAL):
             self._finish(ev)
+        elif isinstance(ev, Delete):
+            self._buffer.discard(ev.id)  # the application never sees a message deleted unread
+            self._buffer.put(ev)
         else:
             self._buffer.put(ev)
 

@@ -7,7 +7,7 @@ becomes :class:`Unknown` carrying the decoded JSON, so a newer server never brea
 older client. Field names follow docs/protocol.md; ``from`` is ``from_`` in Python.
 
 Frames of protocol v2 (channels) are read too: ``subscribed``, ``unsubscribed``,
-``channels``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
+``channels``, ``delete``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
 and ``history``; a v1 server never sends them, and their fields default to None.
 """
 
@@ -144,6 +144,15 @@ class Banned(_Frame, tag="banned", frozen=True, kw_only=True):
     reason: str = ""
 
 
+class Delete(_Frame, tag="delete", frozen=True, kw_only=True):
+    """An operator removed message ``id``: take it off the screen. ``channel`` is None
+    for a whisper (sent to its sender and recipient). The client has already dropped it
+    from the events not yet read, and history never returns it again."""
+
+    id: str
+    channel: str | None = None
+
+
 class Shutdown(_Frame, tag="shutdown", frozen=True, kw_only=True):
     """The daemon is stopping (close 1001 follows); the client reconnects with backoff."""
 
@@ -249,7 +258,7 @@ TERMINAL = (Kicked, Banned, Closed)
 _FRAMES: dict[str, type[_Frame]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (Chat, Whisper, Welcome, Join, Leave, Users, History, Error, Kicked, Banned,
-                Shutdown, Subscribed, Unsubscribed, Channels)
+                Shutdown, Subscribed, Unsubscribed, Channels, Delete)
 }
 _json = msgspec.json.Decoder()
 

@@ -352,6 +352,17 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     }
   }
 
+  /** An operator deleted message `id`: take it out of every view showing it (a whisper
+   *  is in two). Its id stays noted, so a history page cannot bring it back. */
+  function removeMessage(id) {
+    if (typeof id !== "string") return;
+    for (const v of state.views.values()) {
+      for (const e of Array.from(v.list.children)) {
+        if (e.dataset.id === id) e.remove();
+      }
+    }
+  }
+
   /** Prepend a page of older messages to `v`, keeping what the reader looks at in place. */
   function addOlder(v, list) {
     const fresh = list.filter((m) => m && typeof m.id === "string" && !v.ids.has(m.id));
@@ -602,6 +613,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       removeView(f.channel);
     });
     on("message", (m) => route([m], true));
+    on("delete", (f) => removeMessage(f.id));
     on("join", (f) => {
       const v = state.views.get(chanKey(f.channel));
       if (!v) return;

@@ -13,6 +13,8 @@
 //                 not delivered before; detail.reconnected is true after a reconnect
 //   message       a chat or whisper (detail.type says which), each id delivered once
 //   join, leave, users, history, subscribed, unsubscribed, channels, shutdown
+//   delete        {id, channel}: an operator removed message id (channel absent for a
+//                 whisper); take it off the screen. History never returns it again
 //   error         an error frame no request was waiting for (a ChatHubError in detail)
 //   kicked        terminal: an operator kicked this user (close 4001); no reconnect
 //   banned        terminal: reserved close 4004 / frame "banned"; no reconnect
@@ -375,6 +377,7 @@ export class ChatHub extends EventTarget {
       case "join":
       case "leave":
       case "shutdown":
+      case "delete":
         return this._emit(f.type, f);
       case "kicked":
       case "banned":
