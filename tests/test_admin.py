@@ -26,7 +26,7 @@ async def test_socket_is_private_and_answers_hello(daemon):
     mode = stat.S_IMODE(os.stat(daemon.cfg.admin_socket).st_mode)
     assert mode == 0o600
     reply = await call(daemon.cfg.admin_socket, "hello")
-    assert reply["protocol"] == 3 and reply["node"] == daemon.node_id and reply["version"]
+    assert reply["protocol"] == 4 and reply["node"] == daemon.node_id and reply["version"]
 
 
 async def test_stats_has_every_documented_figure(daemon):

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chathub.admin")
 
-ADMIN_PROTOCOL_VERSION = 3
+ADMIN_PROTOCOL_VERSION = 4
 #: events a subscriber may have waiting before new ones are dropped
 SUBSCRIBER_QUEUE = 1000
 #: seconds between pushed stats snapshots
