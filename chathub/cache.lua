@@ -295,7 +295,9 @@ local function deleted(dkey, id)
 end
 
 -- Up to limit entries of a stream older than upper, newest first, skipping deleted ids
--- (read in chunks until limit are kept or the stream runs out).
+-- (read in chunks until limit are kept or the stream runs out). The scan is bounded by
+-- the stream, which the flusher trims to about history_size: a page over a stream whose
+-- 1,000 entries are all deleted took about 2-5 ms (docs/performance.md).
 -- Returns the entries and the oldest id scanned ('' when none).
 local function newest_kept(stream, dkey, upper, limit)
   if dkey ~= nil and redis.call('EXISTS', dkey) == 0 then dkey = nil end

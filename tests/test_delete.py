@@ -172,6 +172,21 @@ async def test_paging_from_postgres_leaves_deleted_messages_out(daemon_factory, 
         await x.close()
 
 
+async def test_paging_in_valkey_skips_runs_of_deleted_messages(daemon_factory):
+    """A page from the stream holds ``limit`` messages even when deleted ones fill whole
+    reads in between; the next page starts right below it. Nothing is flushed, so every
+    page comes from Valkey (one that needed PostgreSQL would be refused 'unavailable')."""
+    daemon = await daemon_factory(cache={"flush_interval": 3600})
+    a = await Chatter.connect(daemon.port, "a")
+    ids = [await said(a, f"m{i}") for i in range(10)]
+    for mid in ids[2:8]:
+        assert (await call(daemon.cfg.admin_socket, "delete", msg=mid))["deleted"] is True
+    assert await history(a, before=ids[9], limit=3) == ["m0", "m1", "m8"]
+    assert await history(a, before=ids[8], limit=1) == ["m1"]
+    assert await history(a, limit=50) == ["m0", "m1", "m8", "m9"]
+    await a.close()
+
+
 async def _xlen_at_most(d: Any, key: str, n: int) -> bool:
     return int(await d.node.kv.client.xlen(key)) <= n
 
