@@ -184,7 +184,12 @@ async def test_paging_in_valkey_skips_runs_of_deleted_messages(daemon_factory):
     assert await history(a, before=ids[9], limit=3) == ["m0", "m1", "m8"]
     assert await history(a, before=ids[8], limit=1) == ["m1"]
     assert await history(a, limit=50) == ["m0", "m1", "m8", "m9"]
+    # reconnecting with ?since= recovers what followed, without the deleted ones
+    b = await Chatter.connect(daemon.port, "b", since=ids[1])
+    assert b.welcome["recovered"] is True
+    assert [m["text"] for m in b.welcome["history"]] == ["m8", "m9"]
     await a.close()
+    await b.close()
 
 
 async def _xlen_at_most(d: Any, key: str, n: int) -> bool:
