@@ -22,6 +22,7 @@ from chathub.tui.screens import moderation as mod
 from chathub.tui.screens.sanction import KINDS, build
 from chathub.tui.widgets import BansTable, HitsTable
 from chathub.tui.widgets.bans import lift, time_left
+from chathub.tui.widgets.events import describe
 from chathub.tui.widgets.hits import MARK_STYLE, marked
 from textual.widgets import Input, Label
 from textual.worker import WorkerState
@@ -32,7 +33,7 @@ from tests.fakeadmin import FakeAdmin
 from tests.fakemoderation import FakeModeration, hit
 from tests.helpers import Chatter, wait_for
 from tests.test_bans import admits, closed_banned, refused
-from tests.test_tui import FAST, SIZE, connected
+from tests.test_tui import FAST, SIZE, connected, logged, parts
 from tests.test_tui_snapshot import REPLIES, STILL
 
 #: a minute ago, so that purge windows of an hour hold these messages
@@ -85,6 +86,14 @@ def test_sanction_requests_from_what_was_typed():
         build(KINDS["mute"], "bob", " ", "", "")
     with pytest.raises(ValueError, match="cannot read '10x'"):
         build(KINDS["ban"], "bob", "10x", "", "")
+
+
+def test_ban_and_delete_events_in_the_log():
+    assert describe({"event": "ban", "scope": "user", "target": "mallory", "reason": "spam",
+                     "connections": 2}) == (
+        "⛔ mallory banned: spam (2 connections closed here)", "bold red")
+    assert describe({"event": "delete", "channel": "general", "ids": ["1-0", "2-0"],
+                     "by": "root"})[0] == "✕ 2 messages deleted in general by root"
 
 
 def test_stamp_shows_a_date_for_other_days():
@@ -397,6 +406,9 @@ async def test_search_ban_and_unban_against_a_real_daemon(daemon: Daemon) -> Non
             assert bans.left()["mallory"].startswith("9m 5")
             status, body = await refused(daemon.port, "mallory")
             assert status == 403 and "spam" in body
+            log = parts(app)[3]
+            await wait_for(lambda: logged(log, "mallory banned: spam (1 connection closed here)"),
+                           what="the ban event in the main screen's log")
 
             bans.focus()
             await pilot.press("u", "y")

@@ -32,7 +32,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Label(self.detail, id="confirm-detail", classes="dialog-detail")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.action} (y)", variant="error", id="confirm-yes")
-                yield Button("Cancel", id="confirm-no")
+                yield Button("Cancel (n)", id="confirm-no")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()

@@ -33,6 +33,8 @@ class Kind:
     detail: str
     #: a duration must be given (a ban without one lasts until lifted)
     needs_duration: bool
+    #: the label above the duration field, and its placeholder
+    duration_label: str
     duration_hint: str
     reason: bool
     channel: bool
@@ -41,13 +43,13 @@ class Kind:
 KINDS = {
     "ban": Kind("ban", "Ban", "Their connections close on every hub (4004) and they are refused "
                 "until the ban ends. With a channel, they are only taken out of it.",
-                False, "for how long: 30s, 10m, 2h, 7d (empty: until lifted)", True, True),
+                False, "For how long", "30s, 10m, 2h, 7d; empty: until lifted", True, True),
     "mute": Kind("mute", "Mute", "They stay connected and can read; their chats and whispers "
                  "are refused (muted) on every hub.",
-                 True, "for how long: 30s, 10m, 2h, 7d", True, False),
+                 True, "For how long", "30s, 10m, 2h, 7d", True, False),
     "purge": Kind("purge", "Purge", "Every message they sent in that window is deleted for "
                   "everyone, in history too (kept in PostgreSQL for the audit).",
-                  True, "their messages of the last: 10m, 2h, 1d", False, True),
+                  True, "Their messages of the last", "10m, 2h, 1d", False, True),
 }
 
 
@@ -99,13 +101,15 @@ class SanctionScreen(FormDialog):
         with Vertical(id="sanction-dialog", classes="dialog"):
             yield Label(question, id="sanction-question")
             yield Label(k.detail, classes="dialog-detail")
+            yield Label(k.duration_label, classes="field-label")
             yield Input(placeholder=k.duration_hint, max_length=20, id="sanction-duration")
             if k.reason:
-                yield Input(placeholder="reason (optional; the user is shown it)",
-                            max_length=MAX_REASON, id="sanction-reason")
+                yield Label("Reason (optional; they are shown it)", classes="field-label")
+                yield Input(max_length=MAX_REASON, id="sanction-reason")
             if k.channel:
-                hint = f" ({self.channel} holds the message)" if self.channel else ""
-                yield Input(placeholder=f"channel (empty: every channel){hint}",
+                yield Label("Channel (optional)", classes="field-label")
+                hint = f"empty: every channel; this message is in {self.channel}"
+                yield Input(placeholder=hint if self.channel else "empty: every channel",
                             max_length=100, id="sanction-channel")
             yield Label("", id="sanction-error")
             with Horizontal(classes="dialog-buttons"):

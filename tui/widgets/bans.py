@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.text import Text
 from textual.widgets import DataTable
 
 from .. import format as fmt
@@ -76,7 +75,7 @@ class BansTable(DataTable[Any]):
         for key, ban in wanted.items():
             if key not in self.bans:
                 self.add_row(str(ban.get("scope")), target(ban), str(ban.get("reason") or ""),
-                             str(ban.get("by") or ""), Text(time_left(ban, now), justify="right"),
+                             str(ban.get("by") or ""), time_left(ban, now),
                              key=key)
             elif ban != self.bans[key]:  # the same target banned again: new reason, new end
                 for col, value in (("reason", str(ban.get("reason") or "")),
@@ -90,7 +89,7 @@ class BansTable(DataTable[Any]):
         """Redraw every entry's time left (called each second)."""
         now = time.time() if now is None else now
         for key, ban in self.bans.items():
-            self.update_cell(key, "left", Text(time_left(ban, now), justify="right"),
+            self.update_cell(key, "left", time_left(ban, now),
                              update_width=True)
 
     def left(self) -> dict[str, str]:
