@@ -8,6 +8,7 @@ search, ban and unban against a real daemon and real WebSocket clients.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -154,6 +155,8 @@ async def test_m_opens_the_screen_and_escape_goes_back(fake: FakeAdmin) -> None:
         await wait_for(lambda: fake.sent("bans") != [], what="the bans asked for")
         await pilot.press("escape")
         assert app.screen is main
+        await wait_for(lambda: not [w for w in app.workers if w.node is screen
+                                    and not w.is_finished], what="the screen's workers ended")
         no_failed_workers(app)
 
 
@@ -192,6 +195,7 @@ async def test_a_late_answer_to_an_older_query_is_dropped(fake: FakeAdmin) -> No
     """The answer to a query the operator has since changed never replaces the newer
     one's results, whether it arrives late or was already on its way."""
     moderation_of(fake).delays["cheap"] = 0.5
+    late = moderation_of(fake).answered.setdefault("cheap", asyncio.Event())
     app = DashApp(fake.path, options=STILL)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_moderation(app, pilot)
@@ -201,7 +205,8 @@ async def test_a_late_answer_to_an_older_query_is_dropped(fake: FakeAdmin) -> No
         await pilot.press("enter")
         table = screen.query_one(HitsTable)
         await wait_for(lambda: table.ids() == [f"{T0 + 1}-0"], what="the hits for 'bad'")
-        await pilot.pause(0.7)  # past the delayed answer for "cheap"
+        await asyncio.wait_for(late.wait(), 5)  # the fake has answered "cheap"
+        await pilot.pause()
         assert table.ids() == [f"{T0 + 1}-0"]
         screen.post_message(SearchAnswered(screen.seq - 1, None, {"hits": corpus()}))
         await pilot.pause()
