@@ -39,6 +39,8 @@ class FakeAdmin:
         self.asked: dict[str, int] = {}
         #: every request received, oldest first, without its ``id``
         self.requests: list[dict[str, Any]] = []
+        #: the connections that sent ``subscribe``, for :meth:`push`
+        self._subscribed: list[asyncio.StreamWriter] = []
         self._server: asyncio.AbstractServer | None = None
 
     async def __aenter__(self) -> FakeAdmin:
@@ -51,6 +53,14 @@ class FakeAdmin:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
         self.path.unlink(missing_ok=True)
+
+    async def push(self, event: dict[str, Any]) -> int:
+        """Push ``event`` (``{"event": name, ...}``) to every subscriber; how many."""
+        line = json.dumps({"ts": int(time.time() * 1000), **event}).encode() + b"\n"
+        for writer in self._subscribed:
+            writer.write(line)
+            await writer.drain()
+        return len(self._subscribed)
 
     def sent(self, cmd: str) -> list[dict[str, Any]]:
         """The requests of one command, oldest first, without ``id`` and ``cmd``."""
@@ -85,9 +95,13 @@ class FakeAdmin:
                 if self.moderation is not None:
                     await self.moderation.delay(req)
                 reply = {"id": req.get("id"), "ok": True, **self._reply(req)}
+                if req.get("cmd") == "subscribe":  # before the reply: then no push is missed
+                    self._subscribed.append(writer)
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, ValueError):
             pass
         finally:
+            if writer in self._subscribed:
+                self._subscribed.remove(writer)
             writer.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from chathub.tui import format as fmt
 from chathub.tui.app import DashApp
-from chathub.tui.messages import SearchAnswered
+from chathub.tui.messages import LinkState, SearchAnswered
 from chathub.tui.screens import ConfirmScreen, DashScreen, ModerationScreen, SanctionScreen
 from chathub.tui.screens import moderation as mod
 from chathub.tui.screens.sanction import KINDS, build
@@ -262,6 +262,21 @@ async def test_delete_asks_first_and_removes_the_row(fake: FakeAdmin) -> None:
         await pilot.press("d", "y")
         await wait_for(lambda: table.ids() == [third], what="the stale row removed")
         assert "already deleted" in screen.status
+        no_failed_workers(app)
+
+
+async def test_messages_deleted_elsewhere_leave_the_results(fake: FakeAdmin) -> None:
+    """A ``delete`` event (the CLI, another operator) takes the rows of its ids out."""
+    app = DashApp(fake.path, options=STILL)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_moderation(app, pilot)
+        table = await search(pilot, screen, "pills",
+                             [f"{T0 + 3}-0", f"{T0 + 2}-0", f"{T0 + 1}-0"])
+        await wait_for(lambda: parts(app)[1].state is LinkState.CONNECTED, what="subscribed")
+        assert await fake.push({"event": "delete", "channel": "general",
+                                "ids": [f"{T0 + 3}-0", f"{T0 + 1}-0"], "by": "root"}) == 1
+        await wait_for(lambda: table.ids() == [f"{T0 + 2}-0"], what="two rows gone")
+        assert logged(parts(app)[3], "2 messages deleted in general by root")
         no_failed_workers(app)
 
 

@@ -166,6 +166,11 @@ class DashScreen(Screen[None]):
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
         self.query_one(EventLog).add_event(message.event)
+        if message.event.get("event") == "delete":  # by anyone: no open screen shows them
+            ids = [str(i) for i in message.event.get("ids") or []]
+            for screen in self.app.screen_stack:
+                if isinstance(screen, ModerationScreen):
+                    screen.forget(ids)
 
     def on_feed_problem(self, message: FeedProblem) -> None:
         self.query_one(EventLog).note(message.text, "yellow")

@@ -40,6 +40,10 @@ PAGE = 50
 BANS_POLL = 5.0
 #: seconds between two redraws of the bans' time left
 TICK = 1.0
+#: longest search text typed (the daemon refuses more than 500 characters)
+MAX_WORDS = 500
+#: characters of a message quoted in the delete dialog
+QUOTE = 80
 #: what the status line says before anything is typed
 HINT = ('Type to search the history: every word must occur; "a phrase", -word, '
         "a or b. Enter: to the results.")
@@ -90,7 +94,7 @@ class ModerationScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Moderation", style="bold"), id="mod-title")
-        yield Input(placeholder="search words", max_length=500, id="search")
+        yield Input(placeholder="search words", max_length=MAX_WORDS, id="search")
         yield HitsTable(id="hits")
         yield Static(HINT, id="mod-status")
         yield BansTable(id="bans")
@@ -217,7 +221,7 @@ class ModerationScreen(Screen[None]):
         text = str(hit.get("text", ""))
         question = Text.assemble("Delete message ", (mid, "bold"), " from ",
                                  (sender(hit), "bold"), f" in {channel or 'a whisper'}?")
-        detail = (f"“{text[:80]}{'…' if len(text) > 80 else ''}”\nIt disappears for every "
+        detail = (f"“{text[:QUOTE]}{'…' if len(text) > QUOTE else ''}”\nIt disappears for every "
                   "client and from history; PostgreSQL keeps it for the audit.")
 
         def done(yes: bool | None) -> None:
@@ -299,6 +303,11 @@ class ModerationScreen(Screen[None]):
         self.notify(self.status)
         if cmd in ("ban", "mute", "unban", "unmute"):
             self._bans_now.set()
+
+    def forget(self, ids: list[str]) -> None:
+        """Messages deleted (a ``delete`` event: from here, the CLI or another operator):
+        take out their rows."""
+        self.query_one(HitsTable).remove(ids)
 
     def _say(self, text: str, error: bool = False) -> None:
         self.status = text

@@ -22,6 +22,10 @@ from .dialog import FormDialog
 
 #: longest reason typed (the daemon keeps 200 characters)
 MAX_REASON = 200
+#: longest duration typed ("90m", "1.5h": a few characters)
+MAX_DURATION = 20
+#: longest channel name typed (the daemon checks the name itself)
+MAX_CHANNEL = 100
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class SanctionScreen(FormDialog):
             yield Label(question, id="sanction-question")
             yield Label(k.detail, classes="dialog-detail")
             yield Label(k.duration_label, classes="field-label")
-            yield Input(placeholder=k.duration_hint, max_length=20, id="sanction-duration")
+            yield Input(placeholder=k.duration_hint, max_length=MAX_DURATION, id="sanction-duration")
             if k.reason:
                 yield Label("Reason (optional; they are shown it)", classes="field-label")
                 yield Input(max_length=MAX_REASON, id="sanction-reason")
@@ -110,7 +114,7 @@ class SanctionScreen(FormDialog):
                 yield Label("Channel (optional)", classes="field-label")
                 hint = f"empty: every channel; this message is in {self.channel}"
                 yield Input(placeholder=hint if self.channel else "empty: every channel",
-                            max_length=100, id="sanction-channel")
+                            max_length=MAX_CHANNEL, id="sanction-channel")
             yield Label("", id="sanction-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(k.verb, variant="error", id="sanction-confirm")
