@@ -95,6 +95,8 @@ def test_ban_and_delete_events_in_the_log():
         "⛔ mallory banned: spam (2 connections closed here)", "bold red")
     assert describe({"event": "delete", "channel": "general", "ids": ["1-0", "2-0"],
                      "by": "root"})[0] == "✕ 2 messages deleted in general by root"
+    assert describe({"event": "delete", "channel": None, "ids": ["3-0"], "by": "root"})[0] == (
+        "✕ 1 message deleted (whispers) by root")
 
 
 def test_stamp_shows_a_date_for_other_days():

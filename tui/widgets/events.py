@@ -49,7 +49,8 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
     if name == "delete":
         ids = event.get("ids") or []
         n = len(ids)
-        return (f"✕ {n} message{'s' if n != 1 else ''} deleted in {event.get('channel', '?')}"
+        where = f"in {event['channel']}" if event.get("channel") else "(whispers)"
+        return (f"✕ {n} message{'s' if n != 1 else ''} deleted {where}"
                 f" by {event.get('by') or '?'}"), "magenta"
     if name == "slow_consumer":
         return (f"⚠ {user} disconnected as a slow consumer "
