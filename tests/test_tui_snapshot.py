@@ -1,7 +1,7 @@
 """The main screen's layout, against a fake daemon serving fixed figures (tests/fakeadmin.py).
 
 The screen is exported as SVG (``App.export_screenshot``) and compared with
-tests/snapshots/dash_main.svg. After an intended change of the layout, look at the new
+tests/snapshots/dash_main.svg (the moderation screen: dash_moderation.svg). After an intended change of the layout, look at the new
 picture and regenerate it with:
 
     CHATHUB_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/test_tui_snapshot.py
@@ -14,6 +14,7 @@ hour), so the same figures always draw the same picture.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import chathub.tui.format as tui_format
@@ -21,13 +22,15 @@ import pytest
 from chathub.tui.app import DashApp
 from chathub.tui.feed import FeedOptions
 from chathub.tui.messages import LinkState
-from chathub.tui.screens import DashScreen
-from chathub.tui.widgets import ChannelsTable, ClientsTable, StatusHeader
+from chathub.tui.screens import DashScreen, ModerationScreen
+from chathub.tui.widgets import BansTable, ChannelsTable, ClientsTable, HitsTable, StatusHeader
 
 from tests.fakeadmin import FakeAdmin
+from tests.fakemoderation import FakeModeration, hit
 from tests.helpers import wait_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "dash_main.svg"
+MODERATION = Path(__file__).parent / "snapshots" / "dash_moderation.svg"
 #: one poll, no reconnects: nothing changes after the first figures
 STILL = FeedOptions(poll_interval=3600, min_poll_gap=0, stale_after=3600)
 
@@ -88,11 +91,51 @@ async def test_main_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPat
             await pilot.pause()
             svg = app.export_screenshot()
         assert fake.asked.get("channels") == 1  # one poll: nothing moved after it
-    if os.environ.get("CHATHUB_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
-        SNAPSHOT.parent.mkdir(exist_ok=True)
-        SNAPSHOT.write_text(svg)
+    compare(svg, SNAPSHOT)
+
+
+def compare(svg: str, snapshot: Path) -> None:
+    """Assert ``svg`` equals the committed picture (write it when asked to, or when new)."""
+    if os.environ.get("CHATHUB_UPDATE_SNAPSHOTS") or not snapshot.exists():
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_text(svg)
         if not os.environ.get("CHATHUB_UPDATE_SNAPSHOTS"):
-            pytest.fail(f"wrote the first {SNAPSHOT.name}: look at it, commit it, run again")
-    assert svg == SNAPSHOT.read_text(), (
-        f"the main screen differs from {SNAPSHOT}; if the change is intended, regenerate it "
+            pytest.fail(f"wrote the first {snapshot.name}: look at it, commit it, run again")
+    assert svg == snapshot.read_text(), (
+        f"the screen differs from {snapshot}; if the change is intended, regenerate it "
         "(see this module's docstring)")
+
+
+async def test_moderation_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moderation screen with hits for "pills" (matches marked), the note on
+    unflushed messages, and a ban, a channel ban and a mute, matches the committed picture."""
+    monkeypatch.setattr(tui_format, "stamp", lambda ts_ms=None, now=None: "12:00:00")
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    bans = [  # 3h and 30s: the minutes shown hold still for half a minute
+        {"scope": "user", "key": "mallory", "user": "mallory", "channel": None, "ip": None,
+         "reason": "spam links", "until": None, "id": 1, "at": now, "by": "root"},
+        {"scope": "channel", "key": "games eve", "user": "eve", "channel": "games", "ip": None,
+         "reason": "", "until": None, "id": 2, "at": now, "by": "root"},
+        {"scope": "mute", "key": "bob", "user": "bob", "channel": None, "ip": None,
+         "reason": "shouting", "until": now + 3 * hour + 30_000, "id": 3, "at": now, "by": "ops"},
+    ]
+    messages = [
+        hit("1700000003000-0", "general", "mallory", "buy cheap pills now, best pills"),
+        hit("1700000002000-0", "games", "mallory", "pills pills pills"),
+        hit("1700000001000-0", "general", "ann", "those pills ads again?"),
+    ]
+    sock = short_dir / "fake.sock"
+    async with FakeAdmin(sock, REPLIES, FakeModeration(messages, bans, unflushed=4)):
+        app = DashApp(sock, options=STILL)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.press("m")
+            await wait_for(lambda: isinstance(app.screen, ModerationScreen), what="moderation")
+            screen = app.screen
+            await pilot.press(*"pills", "enter")
+            hits, table = screen.query_one(HitsTable), screen.query_one(BansTable)
+            await wait_for(lambda: hits.row_count == 3 and table.row_count == 3,
+                           what="hits and bans on screen")
+            await pilot.pause()
+            svg = app.export_screenshot()
+    compare(svg, MODERATION)

@@ -48,3 +48,15 @@ def clock(ts_ms: int | float | None) -> str:
     """Epoch milliseconds as local ``HH:MM:SS`` (now when missing)."""
     seconds = ts_ms / 1000 if ts_ms else time.time()
     return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def stamp(ts_ms: int | float | None, now: float | None = None) -> str:
+    """Epoch milliseconds as local ``HH:MM:SS`` when on today's date, else
+    ``YYYY-MM-DD HH:MM``; ``—`` when unknown. ``now`` is epoch seconds."""
+    if not ts_ms:
+        return "—"
+    when = time.localtime(ts_ms / 1000)
+    today = time.localtime(time.time() if now is None else now)
+    if when[:3] == today[:3]:
+        return clock(ts_ms)
+    return time.strftime("%Y-%m-%d %H:%M", when)

@@ -100,3 +100,43 @@ class KickDone(Message):
         self.closed = closed
         self.error = error
         self.channel = channel
+
+
+class SearchAnswered(Message):
+    """A ``search`` request finished (the moderation screen's worker).
+
+    ``seq`` is the query's number: the screen drops an answer whose query the operator
+    has since changed. ``before`` is None for a first page, else the id it continued
+    from. ``reply`` is the daemon's reply, or None with ``error`` (one line).
+    """
+
+    def __init__(self, seq: int, before: str | None, reply: dict[str, Any] | None,
+                 error: str | None = None) -> None:
+        super().__init__()
+        self.seq = seq
+        self.before = before
+        self.reply = reply
+        self.error = error
+
+
+class BansReceived(Message):
+    """The reply to a ``bans`` request (every ban and mute in force), or ``error``."""
+
+    def __init__(self, bans: list[dict[str, Any]] | None, error: str | None = None) -> None:
+        super().__init__()
+        self.bans = bans
+        self.error = error
+
+
+class ActionDone(Message):
+    """A moderation request (``delete``, ``purge``, ``ban``, ``mute``, ``unban``,
+    ``unmute``) finished: the daemon's ``reply``, or None with ``error`` (one line).
+    ``what`` names the target for the screen ("bob", "message 17-0")."""
+
+    def __init__(self, cmd: str, what: str, reply: dict[str, Any] | None,
+                 error: str | None = None) -> None:
+        super().__init__()
+        self.cmd = cmd
+        self.what = what
+        self.reply = reply
+        self.error = error

@@ -7,7 +7,6 @@ question and prints the answer for people (rich) or as JSON (``--json``).
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..durations import DURATION_RE, UNITS, parse_duration  # noqa: F401 (used by cli/bans.py)
 from ..protocol import ID_RE
 from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
 
@@ -24,25 +24,6 @@ from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
 moderation_app = typer.Typer()
 
 JSON_HELP = "Print JSON."
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """A duration (30s, 10m, 2h, 7d, 1w) in seconds, more than zero.
-
-    Raises:
-        ValueError: not a duration, or zero.
-    """
-    m = _DURATION_RE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"cannot read {text!r}; use a duration such as 30s, 10m, 2h, 7d")
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is no time at all; use a duration such as 30s, 10m, 2h, 7d")
-    return seconds
-
-
 def parse_since(text: str, now: float | None = None) -> int:
     """``--since``: a duration back from now (30s, 15m, 2h, 7d, 1w) or an ISO date/time
     (2024-05-01, 2024-05-01T12:00, UTC unless it names an offset); epoch ms.
@@ -51,9 +32,9 @@ def parse_since(text: str, now: float | None = None) -> int:
         ValueError: neither.
     """
     now = time.time() if now is None else now
-    m = _DURATION_RE.fullmatch(text.strip())
+    m = DURATION_RE.fullmatch(text.strip())
     if m:
-        return int((now - float(m.group(1)) * _UNITS[m.group(2)]) * 1000)
+        return int((now - float(m.group(1)) * UNITS[m.group(2)]) * 1000)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -1,7 +1,11 @@
-"""The dashboard's screens: the main view, one channel, and the kick confirmation."""
+"""The dashboard's screens: the main view, one channel, moderation, and their dialogs."""
 
 from .channel import ChannelScreen
+from .confirm import ConfirmScreen
 from .kick import KickScreen
 from .main import DashScreen
+from .moderation import ModerationScreen
+from .sanction import SanctionScreen
 
-__all__ = ["ChannelScreen", "DashScreen", "KickScreen"]
+__all__ = ["ChannelScreen", "ConfirmScreen", "DashScreen", "KickScreen", "ModerationScreen",
+           "SanctionScreen"]

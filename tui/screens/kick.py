@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from .dialog import FormDialog
 
-class KickScreen(ModalScreen[str | None]):
+
+class KickScreen(FormDialog):
     """Asks whether to kick ``user`` (or, with ``channel``, to take them out of it);
     dismisses with the reason (possibly ``""``) or None.
 
     Enter in the reason field or the Kick button confirms; Escape or Cancel does not.
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    CONFIRM = "kick-confirm"
 
     def __init__(self, user: str, connections: int, channel: str | None = None) -> None:
         super().__init__()
@@ -45,19 +45,5 @@ class KickScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one("#kick-reason", Input).focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "kick-confirm":
-            self._confirm()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._confirm()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _confirm(self) -> None:
+    def confirm(self) -> None:
         self.dismiss(self.query_one("#kick-reason", Input).value.strip())

@@ -37,6 +37,7 @@ from ..widgets import (
 )
 from .channel import ChannelScreen
 from .kick import KickScreen
+from .moderation import ModerationScreen
 
 
 class DashScreen(Screen[None]):
@@ -48,6 +49,7 @@ class DashScreen(Screen[None]):
 
     BINDINGS = [
         Binding("k", "kick", "Kick"),
+        Binding("m", "moderate", "Moderate"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("p", "pause", "Pause"),
@@ -164,6 +166,11 @@ class DashScreen(Screen[None]):
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
         self.query_one(EventLog).add_event(message.event)
+        if message.event.get("event") == "delete":  # by anyone: no open screen shows them
+            ids = [str(i) for i in message.event.get("ids") or []]
+            for screen in self.app.screen_stack:
+                if isinstance(screen, ModerationScreen):
+                    screen.forget(ids)
 
     def on_feed_problem(self, message: FeedProblem) -> None:
         self.query_one(EventLog).note(message.text, "yellow")
@@ -228,6 +235,9 @@ class DashScreen(Screen[None]):
                                 exclusive=True, exit_on_error=False)
 
         self.app.push_screen(KickScreen(user, table.connections_of(user)), done)
+
+    def action_moderate(self) -> None:
+        self.app.push_screen(ModerationScreen(self.socket_path))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

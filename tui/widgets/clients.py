@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from textual.coordinate import Coordinate
 from textual.reactive import reactive
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist
 
 from .. import format as fmt
+from .rows import cursor_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +197,7 @@ class ClientsTable(DataTable[Cell]):
         self.sort(col.key, key=lambda cell: cell.key, reverse=col.descending)
 
     def _cursor_key(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        try:
-            return str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value)
-        except CellDoesNotExist:
-            return None
+        return cursor_key(self)
 
     def _keep_cursor(self, key: str | None) -> None:
         if key is not None and key in self._cells:

@@ -1,4 +1,5 @@
-"""The event log: connects, disconnects, kicks, slow consumers, rate limits, service changes."""
+"""The event log: connects, disconnects, kicks, bans, deletions, slow consumers, rate limits,
+service changes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
         n = event.get("connections", 0)
         return (f"✕ {user} kicked: {event.get('reason', '')} "
                 f"({n} connection{'s' if n != 1 else ''})"), "bold magenta"
+    if name == "ban":
+        n = event.get("connections", 0)
+        return (f"⛔ {event.get('target', '?')} banned: {event.get('reason') or '—'} "
+                f"({n} connection{'s' if n != 1 else ''} closed here)"), "bold red"
+    if name == "delete":
+        ids = event.get("ids") or []
+        n = len(ids)
+        where = f"in {event['channel']}" if event.get("channel") else "(whispers)"
+        return (f"✕ {n} message{'s' if n != 1 else ''} deleted {where}"
+                f" by {event.get('by') or '?'}"), "magenta"
     if name == "slow_consumer":
         return (f"⚠ {user} disconnected as a slow consumer "
                 f"(backlog {fmt.size(event.get('backlog'))})"), "bold yellow"
