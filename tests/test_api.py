@@ -260,16 +260,31 @@ async def test_idempotency_holds_across_hubs(daemon_factory: Any) -> None:
         assert (await hana.recv_type("chat"))["id"] == marker["id"]  # nothing in between
 
 
-async def test_sender_chat_budget_applies(daemon_factory: Any) -> None:
-    """A publish counts against its sender's chat budget, as a client's chat does."""
-    d = await daemon_factory(api={"keys": [KEY]}, ratelimit={"chat_rate": 0.5, "chat_burst": 2})
-    c = client(d.port)
-    await c.publish("general", "one", sender="ivy")
-    await c.publish("general", "two", sender="ivy")
-    with pytest.raises(RateLimited) as info:
-        await c.publish("general", "three", sender="ivy")
-    assert info.value.retry_after is not None and info.value.retry_after > 0
-    await c.publish("general", "other sender", sender="jack")  # a budget per sender
+async def test_api_spends_the_key_budget_not_the_senders(daemon_factory: Any) -> None:
+    """A user who spent their chat budget can still be published as through the API, and
+    publishing as a user through the API leaves that user's chat budget untouched."""
+    from chathub.client import ChatClient
+    from chathub.client import RateLimited as ChatRateLimited
+
+    d = await daemon_factory(api={"keys": [KEY]}, ratelimit={"chat_rate": 0.1, "chat_burst": 2})
+    url, c = f"ws://127.0.0.1:{d.port}/ws", client(d.port)
+    async with ChatClient(url, user="ivy", reconnect=False) as ivy:
+        await ivy.chat("one")
+        await ivy.chat("two")
+        with pytest.raises(ChatRateLimited):
+            await ivy.chat("three")
+        for i in range(5):  # more than the chat burst, all through
+            msg = await c.publish("general", f"as ivy {i}", sender="ivy")
+            assert msg["from"] == "ivy"
+        with pytest.raises(ChatRateLimited):  # and ivy's own budget is still spent
+            await ivy.chat("four")
+    for i in range(5):
+        await c.publish("general", f"as jack {i}", sender="jack")
+    async with ChatClient(url, user="jack", reconnect=False) as jack:
+        await jack.chat("jack one")  # the whole burst is still there
+        await jack.chat("jack two")
+        with pytest.raises(ChatRateLimited):
+            await jack.chat("jack three")
 
 
 async def test_muted_sender_is_refused(daemon_factory: Any) -> None:

@@ -5,7 +5,9 @@ with an API key (``Authorization: Bearer KEY``). Nothing goes around the hub:
 a publish is validated as a client's ``chat`` frame (:func:`chathub.protocol.parse`),
 runs the moderation chain (:meth:`Guard.moderate`), and is stamped in the same
 batches as clients' messages (:meth:`Hub.publish`) — ids, history, flush, other
-hubs and rate limits as for any chat.
+hubs and mutes as for any chat. Rate limits are the API key's own (``[api] rate``,
+``burst``): a publish or whisper neither spends nor is refused by its sender's chat
+budget, so an application's posts and a user's chatting never throttle each other.
 
 The request, body included, is read by :mod:`chathub.edge.handshake`; :meth:`Api.handle`
 answers it. Every answer is JSON; a refusal is ``{"error": CODE, "message": ONE_LINE}``
