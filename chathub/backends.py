@@ -26,6 +26,8 @@ class Outgoing:
     to: str | None = None
     #: the channel of a chat (None: the default channel); whispers have none
     channel: str | None = None
+    #: skip the sender's chat/whisper rate budget (the HTTP API: its key's budget applies)
+    unlimited: bool = False
 
 
 @dataclass(frozen=True, slots=True)

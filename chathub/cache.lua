@@ -81,7 +81,9 @@ local function publish(prefix, pubsub, payload)
 end
 
 -- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
+-- A rate of 0 means no limit (the HTTP API's publishes: its key has its own budget).
 local function limited(rl_key, hits, hits_total, rate, burst, sender)
+  if rate <= 0 then return nil end
   local now = now_ms()
   local interval = 1000.0 / rate
   local tat = tonumber(redis.call('GET', rl_key) or now)

@@ -110,12 +110,13 @@ class MessageCache:
                 channel = out.channel or self.default_channel
                 pipe.fcall("chathub_accept_chat", 7, k.stream(channel), k.queue, k.ids,
                            k.rate("chat", out.sender), k.hits, k.hits_total,
-                           k.deleted(channel), lim.chat_rate,
+                           k.deleted(channel), 0 if out.unlimited else lim.chat_rate,
                            lim.chat_burst, out.sender, out.text, channel, k.prefix, self.node_id,
                            ttl_ms)
             else:
                 pipe.fcall("chathub_accept_whisper", 6, k.whispers, k.queue, k.ids,
-                           k.rate("whisper", out.sender), k.hits, k.hits_total, lim.whisper_rate,
+                           k.rate("whisper", out.sender), k.hits, k.hits_total,
+                           0 if out.unlimited else lim.whisper_rate,
                            lim.whisper_burst, out.sender, out.text, out.to, k.prefix, self.node_id)
         replies = await self.kv.call(pipe.execute, False)  # errors come back per message
         results: list[Stamped] = []

@@ -324,7 +324,8 @@ class Hub:
 
     async def publish(self, sender: str, channel: str, text: str) -> Message:
         """Stamp and deliver a chat from ``sender`` in ``channel`` as if a client of this
-        hub had sent it (ids, history, flush, other hubs, rate limits), for the HTTP API.
+        hub had sent it (ids, history, flush, other hubs, mutes), for the HTTP API. The
+        sender's chat budget is not spent: the API key's own budget applies (docs/api.md).
 
         The caller has validated and moderated it. Raises:
             ProtocolError: refused (``rate_limited``, ``unavailable``); nothing was sent.
@@ -523,7 +524,8 @@ class Hub:
         outs = [Outgoing(ev.client.user if ev.client is not None else ev.sender, ev.message.text,
                          ev.message.to if isinstance(ev.message, Whisper) else None,
                          None if isinstance(ev.message, Whisper)
-                         else (ev.message.channel or self.default_channel)) for ev in todo]
+                         else (ev.message.channel or self.default_channel),
+                         unlimited=ev.client is None) for ev in todo]
         try:
             results = await self.cache.accept(outs)
         except CacheUnavailable:

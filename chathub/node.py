@@ -33,6 +33,7 @@ from .config import Config
 from .connection import ConnectionHandler
 from .db import store
 from .db.archive import Archive
+from .db.audit import AuditLog
 from .db.flusher import MessageFlusher, SessionFlusher
 from .db.sessions import SessionRecorder
 from .edge.api import Api
@@ -116,10 +117,13 @@ class Node:
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)
+        #: the audit trail (its writer is run by chathub.operator.Operator)
+        self.audit = AuditLog(kv, pool, node_id, cfg.cache.flush_batch, cfg.cache.flush_interval)
         #: the HTTP API under /api/v1/ (docs/api.md)
         #: chathub delete / purge and the API's verbs (chathub.removal)
         self.removal = MessageRemoval(pool, self.cache, self.archive, self.hub.remote)
-        self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick, self.removal)
+        self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick, self.removal,
+                       self.audit.record, self.metrics.registry)
         self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render,
                              self.api.handle)
         self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,
@@ -221,6 +225,7 @@ class Node:
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=partial(TrackedConnection,
                                       on_handshake_timeout=self.guard.count_handshake_timeout,
+                                      on_body_too_large=self.api.metrics.body_too_large,
                                       max_body=cfg.api.max_body),
             process_request=self.routes.process_request,
             compression=None,  # frames are built once for every recipient (framing.py)

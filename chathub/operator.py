@@ -47,8 +47,7 @@ class Operator:
         self.source = source
         self.loaded = copy.deepcopy(loaded)
         self.limits: LiveLimits = node.limits
-        self.audit = AuditLog(node.kv, node.pool, node.node_id, cfg.cache.flush_batch,
-                              cfg.cache.flush_interval)
+        self.audit: AuditLog = node.audit
         #: bans and mutes (chathub ban / mute)
         self.bans = BanDesk(node.pool, node.bans)
         self._task: asyncio.Task[None] | None = None
@@ -112,6 +111,8 @@ class Operator:
         self.limits.rebase(self.loaded)  # the override, if any, stays on top
         if any(k.startswith("moderation.") for k in p.apply):
             rebuild_filters(self.node.guard)
+        if any(k.startswith("api.") for k in p.apply):
+            self.node.api.reload()
         if p.apply:
             log.info("reload: applied %s", ", ".join(p.apply))
         else:

@@ -28,6 +28,13 @@ RELOADABLE = (
     "ratelimit.*",
     "server.allowed_origins",
     "moderation.*",
+    # read per request, or taken again by Api.reload (keys from CHATHUB_API_KEYS stay:
+    # a running process's environment does not change); api.max_body is set on the listener
+    "api.keys",
+    "api.rate",
+    "api.burst",
+    "api.system_names",
+    "api.idempotency_window",
 )
 
 

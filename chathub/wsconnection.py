@@ -32,15 +32,19 @@ class TrackedConnection(ServerConnection):
         on_handshake_timeout: called when the opening handshake is cut by
             ``handshake_timeout`` (the daemon counts it as a refusal). Bind it with
             :func:`functools.partial` for ``serve(create_connection=...)``.
+        on_body_too_large: called when an HTTP API request body over ``max_body`` is
+            answered 413 (counted on /metrics).
         max_body: the largest HTTP API request body read (``api.max_body``).
     """
 
     def __init__(self, protocol: ServerProtocol, *args: Any,
                  on_handshake_timeout: Callable[[], None] | None = None,
+                 on_body_too_large: Callable[[], None] | None = None,
                  max_body: int = handshake.DEFAULT_MAX_BODY, **kwargs: Any) -> None:
         handshake.install(protocol, max_body)  # unparseable requests get an answer, not a silent close
         super().__init__(protocol, *args, **kwargs)
         self.on_handshake_timeout = on_handshake_timeout
+        self.on_body_too_large = on_body_too_large
         #: loop time of the last pong (0.0: none yet)
         self.last_pong = 0.0
         #: who this connection is, decided before the upgrade (None until admitted). It
@@ -55,6 +59,11 @@ class TrackedConnection(ServerConnection):
             if self.on_handshake_timeout is not None:
                 self.on_handshake_timeout()
             raise
+        finally:
+            exc = self.protocol.handshake_exc
+            if (self.on_body_too_large is not None and exc is not None
+                    and isinstance(exc.__cause__, handshake.BodyTooLarge)):
+                self.on_body_too_large()
 
     def acknowledge_pings(self, data: bytes) -> None:
         """websockets' hook for a received pong (websockets 14-17)."""

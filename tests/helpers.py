@@ -1,4 +1,10 @@
-"""Real WebSocket clients for tests, with waits on events instead of sleeps."""
+"""Real WebSocket clients for tests, with waits on events instead of sleeps.
+
+Tests of behaviour use the project's own client, :class:`chathub.client.ChatClient`
+(:func:`chat_client`, :func:`connected`, :func:`event`); :class:`Chatter` speaks raw
+frames, for tests that check the wire format, bad input, hostile clients and close
+codes on purpose.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,46 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from chathub.client import ChatClient, Event
+
 #: seconds a test waits for an expected frame before failing
 RECV_TIMEOUT = 10.0
 
 
 def ws_url(port: int, host: str = "127.0.0.1", **query: str) -> str:
     return f"ws://{host}:{port}/ws?{urlencode(query)}"
+
+
+def chat_client(port: int, user: str | None = None, *, token: str | None = None,
+                host: str = "127.0.0.1", **options: Any) -> ChatClient:
+    """A :class:`ChatClient` for ``port`` that does not reconnect: a dropped connection
+    ends it (and fails the test) instead of being repaired out of sight. Use it as
+    ``async with``, or :func:`connected`."""
+    return ChatClient(f"ws://{host}:{port}/ws", user=user, token=token,
+                      **{"reconnect": False, **options})
+
+
+async def connected(port: int, user: str | None = None, **options: Any) -> ChatClient:
+    """:func:`chat_client`, connected (its welcome is ``.welcome``); close it when done."""
+    c = chat_client(port, user, **options)
+    await c.connect()
+    return c
+
+
+async def event(c: ChatClient, *types: type[Event], timeout: float = RECV_TIMEOUT) -> Any:
+    """The next event of one of ``types`` on ``c``, skipping others; fails after ``timeout`` s."""
+    return await c.next_event(*types, timeout=timeout)
+
+
+async def quiet_events(c: ChatClient, timeout: float = 0.3) -> list[Event]:
+    """Events that arrive within ``timeout`` (a bounded wait for something that must not
+    come, used after a marker message proved everything before it was delivered)."""
+    got: list[Event] = []
+    try:
+        while True:
+            got.append(await c.next_event(timeout=timeout))
+    except TimeoutError:
+        return got
 
 
 class Chatter:

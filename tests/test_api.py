@@ -1,4 +1,10 @@
-"""The HTTP API (chathub/edge/api.py) and its clients (chathub/api), against a real daemon."""
+"""The HTTP API (chathub/edge/api.py) and its clients (chathub/api), against a real daemon.
+
+Chat users are chathub.client.ChatClient. Raw HTTP (:func:`raw`) is kept for refusals and
+the OpenAPI check (exact statuses, malformed requests); raw WebSocket frames
+(tests.helpers.Chatter) where a message must arrive exactly once (the client drops a
+repeated id, which would hide a duplicate).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,10 @@ from chathub.api import (
     UnknownUser,
 )
 from chathub.api.client import build, parse
+from chathub.client import Chat, Kicked
+from chathub.client import Whisper as WhisperEvent
 
-from .helpers import Chatter
+from .helpers import Chatter, chat_client, event
 
 KEY = "k" * 24
 OTHER = "o" * 24
@@ -68,11 +76,11 @@ async def test_api_is_off_without_keys(daemon: Any) -> None:
 async def test_publish_reaches_subscribers_with_id_and_ts(api_daemon: Any) -> None:
     """A publish is delivered to the channel's clients and stored in its history."""
     port = api_daemon.port
-    async with await Chatter.connect(port, "alice") as alice:
+    async with chat_client(port, "alice") as alice:
         msg = await client(port).publish("general", "order 1234 shipped", sender="system")
-        got = await alice.recv_type("chat")
-        assert got["id"] == msg["id"] and got["from"] == "system"
-        assert got["text"] == "order 1234 shipped" and got["channel"] == "general"
+        got = await event(alice, Chat)
+        assert got.id == msg["id"] and got.from_ == "system"
+        assert got.text == "order 1234 shipped" and got.channel == "general"
         assert msg["ts"] == int(msg["id"].split("-")[0])
         history = await client(port).history("general")
         assert [m["id"] for m in history][-1] == msg["id"]
@@ -81,12 +89,11 @@ async def test_publish_reaches_subscribers_with_id_and_ts(api_daemon: Any) -> No
 async def test_publish_as_a_real_user_and_in_another_channel(api_daemon: Any) -> None:
     """Any valid user name may be the sender; the message goes to that channel only."""
     port = api_daemon.port
-    async with await Chatter.connect(port, "bob") as bob:
-        await bob.send(type="subscribe", channel="orders")
-        await bob.recv_type("subscribed")
+    async with chat_client(port, "bob") as bob:
+        await bob.subscribe("orders")
         await client(port).publish("orders", "hi from carol", sender="carol")
-        got = await bob.recv_type("chat")
-        assert (got["channel"], got["from"]) == ("orders", "carol")
+        got = await event(bob, Chat)
+        assert (got.channel, got.from_) == ("orders", "carol")
 
 
 async def test_idempotency_key_publishes_once(api_daemon: Any) -> None:
@@ -118,10 +125,10 @@ async def test_concurrent_retries_publish_once(api_daemon: Any) -> None:
 async def test_whisper_from_system_name(api_daemon: Any) -> None:
     """A whisper reaches the user; from a name that is not a system name it is refused."""
     port = api_daemon.port
-    async with await Chatter.connect(port, "erin") as erin:
+    async with chat_client(port, "erin") as erin:
         msg = await client(port).whisper("erin", "your order shipped")
-        got = await erin.recv_type("whisper")
-        assert got["id"] == msg["id"] and got["from"] == "system" and got["to"] == "erin"
+        got = await event(erin, WhisperEvent)
+        assert (got.id, got.from_, got.to) == (msg["id"], "system", "erin")
         with pytest.raises(BadRequest, match="from"):
             await client(port).whisper("erin", "x", sender="erin")
     with pytest.raises(UnknownUser):
@@ -132,14 +139,13 @@ async def test_users_channels_kick(api_daemon: Any) -> None:
     """users, channels and kick answer as the hub sees it."""
     port = api_daemon.port
     c = client(port)
-    async with await Chatter.connect(port, "fred") as fred:
+    async with chat_client(port, "fred") as fred:
         assert "fred" in await c.users()
         assert "fred" in await c.users("general")
         names = {ch["name"]: ch["members"] for ch in await c.channels()}
         assert names["general"] >= 1
         assert await c.kick("fred", "bye") == 1
-        kicked = await fred.recv_type("kicked")
-        assert kicked["reason"] == "bye"
+        assert (await event(fred, Kicked)).reason == "bye"
 
 
 async def test_moderation_applies(daemon_factory: Any) -> None:
@@ -197,7 +203,7 @@ async def test_openapi_document_matches(api_daemon: Any) -> None:
                                  "/kick", "/delete", "/purge"}
     full = {"channel": "general", "text": "t", "from": "system", "to": "ghost", "user": "ghost",
             "id": "1-0", "seconds": 60}
-    async with await Chatter.connect(port, "ghost"):
+    async with chat_client(port, "ghost"):
         for path, item in doc["paths"].items():
             name = path.strip("/")
             for method, op in item.items():
@@ -236,9 +242,9 @@ async def test_sync_client(api_daemon: Any) -> None:
     """The blocking client does the same, from a thread."""
     port = api_daemon.port
     api = APIClient(f"http://127.0.0.1:{port}", KEY)
-    async with await Chatter.connect(port, "gina") as gina:
+    async with chat_client(port, "gina") as gina:
         msg = await asyncio.to_thread(api.publish, "general", "sync hello")
-        assert (await gina.recv_type("chat"))["id"] == msg["id"]
+        assert (await event(gina, Chat)).id == msg["id"]
         assert "gina" in await asyncio.to_thread(api.users)
     bad = APIClient(f"http://127.0.0.1:{port}", "z" * 24)
     with pytest.raises(Refused) as info:
@@ -261,16 +267,31 @@ async def test_idempotency_holds_across_hubs(daemon_factory: Any) -> None:
         assert (await hana.recv_type("chat"))["id"] == marker["id"]  # nothing in between
 
 
-async def test_sender_chat_budget_applies(daemon_factory: Any) -> None:
-    """A publish counts against its sender's chat budget, as a client's chat does."""
-    d = await daemon_factory(api={"keys": [KEY]}, ratelimit={"chat_rate": 0.5, "chat_burst": 2})
-    c = client(d.port)
-    await c.publish("general", "one", sender="ivy")
-    await c.publish("general", "two", sender="ivy")
-    with pytest.raises(RateLimited) as info:
-        await c.publish("general", "three", sender="ivy")
-    assert info.value.retry_after is not None and info.value.retry_after > 0
-    await c.publish("general", "other sender", sender="jack")  # a budget per sender
+async def test_api_spends_the_key_budget_not_the_senders(daemon_factory: Any) -> None:
+    """A user who spent their chat budget can still be published as through the API, and
+    publishing as a user through the API leaves that user's chat budget untouched."""
+    from chathub.client import ChatClient
+    from chathub.client import RateLimited as ChatRateLimited
+
+    d = await daemon_factory(api={"keys": [KEY]}, ratelimit={"chat_rate": 0.1, "chat_burst": 2})
+    url, c = f"ws://127.0.0.1:{d.port}/ws", client(d.port)
+    async with ChatClient(url, user="ivy", reconnect=False) as ivy:
+        await ivy.chat("one")
+        await ivy.chat("two")
+        with pytest.raises(ChatRateLimited):
+            await ivy.chat("three")
+        for i in range(5):  # more than the chat burst, all through
+            msg = await c.publish("general", f"as ivy {i}", sender="ivy")
+            assert msg["from"] == "ivy"
+        with pytest.raises(ChatRateLimited):  # and ivy's own budget is still spent
+            await ivy.chat("four")
+    for i in range(5):
+        await c.publish("general", f"as jack {i}", sender="jack")
+    async with ChatClient(url, user="jack", reconnect=False) as jack:
+        await jack.chat("jack one")  # the whole burst is still there
+        await jack.chat("jack two")
+        with pytest.raises(ChatRateLimited):
+            await jack.chat("jack three")
 
 
 async def test_muted_sender_is_refused(daemon_factory: Any) -> None:

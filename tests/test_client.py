@@ -44,12 +44,22 @@ def url(port: int) -> str:
 
 async def next_of(client: ChatClient, *types: type, timeout: float = EVENT_TIMEOUT) -> Any:
     """The next event of one of ``types``, skipping others."""
-    async def find() -> Any:
-        async for ev in client:
-            if isinstance(ev, types):
-                return ev
-        raise AssertionError(f"the client ended before a {types}")
-    return await asyncio.wait_for(find(), timeout)
+    return await client.next_event(*types, timeout=timeout)
+
+
+async def test_next_event_skips_other_types_times_out_and_ends_with_terminated(daemon):
+    """next_event(Chat) passes over the welcome; TimeoutError when nothing comes in time;
+    Terminated (with the terminal event) once the client stopped before one came."""
+    async with ChatClient(url(daemon.port), user="alice", reconnect=False) as alice:
+        sent = await alice.chat("one")
+        assert (await alice.next_event(Chat, timeout=EVENT_TIMEOUT)).id == sent.id
+        with pytest.raises(TimeoutError):  # the wait itself is what is tested
+            await alice.next_event(Chat, timeout=0.2)
+        closed = daemon.kick("alice", "bye")
+        assert (await closed if inspect.isawaitable(closed) else closed) == 1
+        with pytest.raises(Terminated) as e:
+            await alice.next_event(Chat, timeout=EVENT_TIMEOUT)
+        assert isinstance(e.value.event, Kicked) and e.value.event.reason == "bye"
 
 
 async def test_chat_round_trip_returns_the_stamped_message_matched_by_ref(daemon):

@@ -335,4 +335,11 @@ async def test_api_delete_and_purge(daemon_factory, db):
     assert await history(a) == []
     await wait_for(lambda: db.fetchval("SELECT count(*) = 3 FROM messages WHERE deleted_by = 'api'"),
                    what="the rows marked by the API")
+    # both in the audit trail, under the key's fingerprint (never the key)
+    from chathub.edge.api import fingerprint
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM admin_actions"),
+                   what="the API's removals in admin_actions")
+    rows = await db.fetch("SELECT action, target, by_user FROM admin_actions ORDER BY id")
+    assert [(r["action"], r["target"], r["by_user"]) for r in rows] == [
+        ("delete", one, fingerprint(KEY)), ("purge", "a", fingerprint(KEY))]
     await a.close()

@@ -1,4 +1,11 @@
-"""The hub against real clients: broadcast, whispers, presence, errors, slow consumers."""
+"""The hub against real clients: broadcast, whispers, presence, errors, slow consumers.
+
+Behaviour is tested through chathub.client.ChatClient. Raw frames (tests.helpers.Chatter,
+raw sockets) stay where they are the point: malformed and binary frames, an oversized
+frame's close code, a spoofed ``from``, refused upgrades, a client that stops reading
+(a socket that never reads), a window of chats pipelined without waiting for replies,
+and chats sent with no wait for their echo right before closing.
+"""
 
 from __future__ import annotations
 
@@ -10,67 +17,59 @@ import pytest
 import websockets
 
 from chathub import closecodes
-from tests.helpers import Chatter, wait_for, ws_url
+from chathub.client import Chat, Closed, Join, Leave, Shutdown, UnknownUser, Whisper
+from tests.helpers import Chatter, chat_client, connected, event, wait_for, ws_url
 
 
 async def test_broadcast_reaches_every_connection_including_sender(daemon):
     """A chat reaches all 20 connected clients, the sender included, with one id."""
-    clients = [await Chatter.connect(daemon.port, f"u{i}") for i in range(20)]
-    await clients[0].chat("hello all", ref="r1")
-    frames = [await c.recv_type("chat") for c in clients]
-    assert {f["id"] for f in frames} == {frames[0]["id"]}
-    assert all(f["from"] == "u0" and f["text"] == "hello all" for f in frames)
-    assert frames[0]["ref"] == "r1" and "ref" not in frames[1]
-    for c in clients:
-        await c.close()
+    clients = [await connected(daemon.port, f"u{i}") for i in range(20)]
+    sent = await clients[0].chat("hello all")
+    got = [await event(c, Chat) for c in clients]
+    assert {m.id for m in got} == {sent.id}
+    assert all(m.from_ == "u0" and m.text == "hello all" for m in got)
+    assert got[0].ref is not None and got[1].ref is None  # the ref only on the sender's copy
+    await asyncio.gather(*(c.close() for c in clients))
 
 
 async def test_whisper_reaches_all_connections_of_recipient_and_sender_only(daemon):
     """A whisper goes to both tabs of the recipient and to the sender, nobody else."""
-    a = await Chatter.connect(daemon.port, "alice")
-    b1 = await Chatter.connect(daemon.port, "bob")
-    b2 = await Chatter.connect(daemon.port, "bob")
-    c = await Chatter.connect(daemon.port, "carol")
+    a, b1, b2, c = [await connected(daemon.port, n) for n in ("alice", "bob", "bob", "carol")]
     await a.whisper("bob", "secret")
-    got = [await x.recv_type("whisper") for x in (a, b1, b2)]
-    assert all(g["text"] == "secret" and g["from"] == "alice" and g["to"] == "bob" for g in got)
+    got = [await event(x, Whisper) for x in (a, b1, b2)]
+    assert all((g.text, g.from_, g.to) == ("secret", "alice", "bob") for g in got)
     await c.chat("marker")
-    assert (await c.recv_type("chat", "whisper"))["type"] == "chat"
-    for x in (a, b1, b2, c):
-        await x.close()
+    assert isinstance(await event(c, Chat, Whisper), Chat)
+    await asyncio.gather(*(x.close() for x in (a, b1, b2, c)))
 
 
 async def test_whisper_to_offline_user_is_unknown_user(daemon):
-    """Whispering someone offline gets unknown_user with the ref."""
-    async with await Chatter.connect(daemon.port, "alice") as a:
-        await a.whisper("nobody", "hi", ref="w1")
-        err = await a.recv_type("error")
-        assert err["code"] == "unknown_user" and err["ref"] == "w1"
+    """Whispering someone offline is refused with unknown_user, matched to the request."""
+    async with chat_client(daemon.port, "alice") as a:
+        with pytest.raises(UnknownUser):
+            await a.whisper("nobody", "hi")
 
 
 async def test_users_lists_online_users_sorted(daemon):
     """users answers with every online name, sorted, once per user."""
-    cs = [await Chatter.connect(daemon.port, n) for n in ("zed", "amy", "amy", "bo")]
-    await cs[0].send(type="users", ref="u")
-    reply = await cs[0].recv_type("users")
-    assert reply == {"type": "users", "users": ["amy", "bo", "zed"], "ref": "u"}
-    assert cs[-1].welcome["users"] == ["amy", "bo", "zed"]
-    for c in cs:
-        await c.close()
+    cs = [await connected(daemon.port, n) for n in ("zed", "amy", "amy", "bo")]
+    assert await cs[0].users() == ["amy", "bo", "zed"]
+    assert cs[-1].welcome.users == ["amy", "bo", "zed"]
+    await asyncio.gather(*(c.close() for c in cs))
 
 
 async def test_join_and_leave_only_on_first_and_last_connection(daemon):
     """join on a user's first connection, leave on its last, never per tab."""
-    watcher = await Chatter.connect(daemon.port, "watcher")
-    t1 = await Chatter.connect(daemon.port, "tabby")
-    assert (await watcher.recv_type("join"))["user"] == "tabby"
-    t2 = await Chatter.connect(daemon.port, "tabby")
+    watcher = await connected(daemon.port, "watcher")
+    t1 = await connected(daemon.port, "tabby")
+    assert (await event(watcher, Join)).user == "tabby"
+    t2 = await connected(daemon.port, "tabby")
     await t1.close()
     await t2.chat("still here")
-    assert (await watcher.recv_type("join", "leave", "chat"))["type"] == "chat"
+    assert isinstance(await event(watcher, Join, Leave, Chat), Chat)
     await t2.close()
-    leave = await watcher.recv_type("join", "leave")
-    assert leave["type"] == "leave" and leave["user"] == "tabby"
+    leave = await event(watcher, Join, Leave)
+    assert isinstance(leave, Leave) and leave.user == "tabby"
     await watcher.close()
 
 
@@ -183,16 +182,16 @@ async def test_stalled_client_closed_as_slow_consumer_others_get_everything_in_o
 async def test_graceful_shutdown_tells_clients_and_records_sessions(daemon_factory, db):
     """stop(): every client gets shutdown then 1001, and every session is in PostgreSQL."""
     daemon = await daemon_factory()
-    clients = [await Chatter.connect(daemon.port, f"s{i}") for i in range(10)]
+    clients = [await connected(daemon.port, f"s{i}") for i in range(10)]
     await clients[0].chat("before shutdown")
     for c in clients:
-        await c.recv_type("chat")
+        await event(c, Chat)
     await daemon.stop()
     for c in clients:
-        assert (await c.recv_type("shutdown"))["type"] == "shutdown"
-        with pytest.raises(websockets.ConnectionClosed):
-            await c.recv()
-        assert c.ws.close_code == closecodes.GOING_AWAY
+        assert isinstance(await event(c), Shutdown)  # the next event, nothing before it
+        closed = await event(c)
+        assert isinstance(closed, Closed) and closed.code == closecodes.GOING_AWAY
+        await c.close()
     rows = await db.fetch("SELECT close_code, close_reason FROM sessions")
     assert len(rows) == 10
     assert {(r["close_code"], r["close_reason"]) for r in rows} == {(1001, "shutdown")}

@@ -40,6 +40,7 @@ from .errors import (
 from .events import (
     TERMINAL,
     Banned,
+    ChannelInfo,
     Channels,
     Chat,
     Closed,
@@ -217,6 +218,24 @@ class ChatClient:
         except EOFError:
             raise StopAsyncIteration from None
 
+    async def next_event(self, *types: type[Event], timeout: float | None = None) -> Event:
+        """The next event that is one of ``types`` (any event when none is given); events
+        of other types before it are taken and dropped.
+
+        Raises:
+            TimeoutError: none came within ``timeout`` seconds (None: no limit).
+            Terminated: the client stopped for good before one came; ``event`` is the
+                terminal event (Kicked, Banned, Closed), or None after :meth:`close`.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    ev = await self._buffer.get()
+                except EOFError:
+                    raise Terminated(self._terminal) from None
+                if not types or isinstance(ev, types):
+                    return ev
+
     # -- requests ----------------------------------------------------------------
 
     async def chat(self, text: str, channel: str | None = None) -> Chat:
@@ -241,6 +260,10 @@ class ChatClient:
         if channel is not None:
             frame["channel"] = channel
         return (await self._request(frame, Users)).users
+
+    async def list_channels(self) -> list[ChannelInfo]:
+        """Protocol v2: the public channels and how many users are in each, sorted by name."""
+        return (await self._request({"type": "channels"}, Channels)).channels
 
     async def history(self, channel: str | None = None, before: str | None = None,
                       limit: int = 50) -> AsyncIterator[Chat]:

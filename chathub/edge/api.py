@@ -5,7 +5,9 @@ with an API key (``Authorization: Bearer KEY``). Nothing goes around the hub:
 a publish is validated as a client's ``chat`` frame (:func:`chathub.protocol.parse`),
 runs the moderation chain (:meth:`Guard.moderate`), and is stamped in the same
 batches as clients' messages (:meth:`Hub.publish`) — ids, history, flush, other
-hubs and rate limits as for any chat.
+hubs and mutes as for any chat. Rate limits are the API key's own (``[api] rate``,
+``burst``): a publish or whisper neither spends nor is refused by its sender's chat
+budget, so an application's posts and a user's chatting never throttle each other.
 
 The request, body included, is read by :mod:`chathub.edge.handshake`; :meth:`Api.handle`
 answers it. Every answer is JSON; a refusal is ``{"error": CODE, "message": ONE_LINE}``
@@ -20,10 +22,13 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CollectorRegistry
 from websockets.http11 import Request, Response
 
 from .. import protocol
@@ -34,6 +39,7 @@ from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
 from ..removal import MessageRemoval, RemovalUnavailable
+from .apimetrics import ApiMetrics
 from .guard import Guard
 from .handshake import BodyRequest
 from .openapi import document
@@ -57,6 +63,27 @@ IDEMPOTENCY_KEY_MAX = 128
 REASON_MAX = 200
 #: seconds an unknown-availability answer asks the caller to wait
 RETRY_AFTER_MS = 1000
+#: hex digits of a key's SHA-256 that name it in the audit trail and logs
+FINGERPRINT_DIGITS = 12
+
+#: records one action in the audit trail: (action, target, arguments, by_uid, by_user)
+Record = Callable[[str, str | None, dict[str, Any], int | None, str | None], Awaitable[Any]]
+
+
+def fingerprint(key: str) -> str:
+    """A short name for an API key that does not reveal it: ``api:`` and the first
+    :data:`FINGERPRINT_DIGITS` hex digits of its SHA-256 (as the audit trail shows it)."""
+    return "api:" + hashlib.sha256(key.encode()).hexdigest()[:FINGERPRINT_DIGITS]
+
+
+@dataclass
+class _Key:
+    """One configured API key and its request budget on this daemon."""
+
+    secret: bytes
+    #: :func:`fingerprint` of the key
+    who: str
+    bucket: TokenBucket
 
 
 class ApiError(Exception):
@@ -93,27 +120,43 @@ class Api:
         kv: Valkey, for idempotency keys shared by every hub.
         kick: closes a user's connections on every hub; returns how many.
         removal: removes messages everywhere (``delete``, ``purge``); None: 503.
+        record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, delete
+            or purge made through the API is recorded with ``by_user`` = the key's
+            :func:`fingerprint`.
+        registry: the daemon's Prometheus registry, where :attr:`metrics` goes.
     """
 
     def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
-                 kick: Callable[[str, str], Awaitable[int]],
-                 removal: MessageRemoval | None = None) -> None:
+                 kick: Callable[[str, str], Awaitable[int]], removal: MessageRemoval | None,
+                 record: Record, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.hub = hub
         self.guard = guard
         self.kv = kv
         self.kick_everywhere = kick
         self.removal = removal
-        self._keys = [k.encode() for k in cfg.api.keys]
-        self._buckets = [TokenBucket(cfg.api.rate, cfg.api.burst) for _ in self._keys]
-        #: API requests answered, by status
-        self.answered: dict[int, int] = {}
-        self._routes: dict[str, tuple[str, Callable[[dict[str, Any], int], Awaitable[Any]]]] = {
+        self.record = record
+        self._keys: list[_Key] = []
+        self._budget = (cfg.api.rate, cfg.api.burst)
+        self.reload()
+        self._routes: dict[str, tuple[str, Callable[[dict[str, Any], _Key], Awaitable[Any]]]] = {
             "publish": ("POST", self.publish), "whisper": ("POST", self.whisper),
             "kick": ("POST", self.kick), "users": ("GET", self.users),
             "channels": ("GET", self.channels), "history": ("GET", self.history),
             "delete": ("POST", self.delete), "purge": ("POST", self.purge),
         }
+        #: requests, refusals and publish latency on /metrics
+        self.metrics = ApiMetrics(registry, frozenset([*self._routes, "openapi.json"]))
+
+    def reload(self) -> None:
+        """Take ``cfg.api.keys``, ``rate`` and ``burst`` again (a reload changed them in
+        place). A removed key is refused from the next request on; a key still listed
+        keeps what it spent of its budget unless ``rate`` or ``burst`` changed."""
+        budget = (self.cfg.api.rate, self.cfg.api.burst)
+        kept = {k.secret: k for k in self._keys} if budget == self._budget else {}
+        self._budget = budget
+        self._keys = [kept.get(s.encode()) or _Key(s.encode(), fingerprint(s), TokenBucket(*budget))
+                      for s in self.cfg.api.keys]
 
     @property
     def enabled(self) -> bool:
@@ -122,6 +165,8 @@ class Api:
 
     async def handle(self, request: Request) -> Response:
         """Answer one API request (never raises)."""
+        started = time.perf_counter()
+        name = urlsplit(request.path).path[len(API_PREFIX):]
         try:
             response = await self._handle(request)
         except ApiError as err:
@@ -132,7 +177,9 @@ class Api:
         except Exception:
             log.exception("API request %s failed", request.path[:100])
             response = ApiError(protocol.UNAVAILABLE, "internal error").response()
-        self.answered[response.status_code] = self.answered.get(response.status_code, 0) + 1
+        self.metrics.answered(name, response.status_code)
+        if name == "publish" and response.status_code == 200:
+            self.metrics.publish.observe(time.perf_counter() - started)
         return response
 
     async def _handle(self, request: Request) -> Response:
@@ -149,7 +196,7 @@ class Api:
         if request.method != method:
             raise ApiError("method_not_allowed", f"use {method} for {url.path}")
         key = self._authenticate(request)
-        wait = self._buckets[key].take()
+        wait = key.bucket.take()
         if wait:
             raise ApiError(protocol.RATE_LIMITED, "this API key is over its request budget",
                            max(1, int(wait * 1000)))
@@ -159,8 +206,8 @@ class Api:
             args = _json_body(request)
         return json_response(200, await fn(args, key))
 
-    def _authenticate(self, request: Request) -> int:
-        """The index of the request's key. Every key is compared, in constant time."""
+    def _authenticate(self, request: Request) -> _Key:
+        """The request's key. Every key is compared, in constant time."""
         try:
             value = single_header(request.headers, "Authorization") or ""
         except AmbiguousHeader as exc:
@@ -168,11 +215,11 @@ class Api:
         if not value.lower().startswith("bearer "):
             raise ApiError("unauthorized", "missing API key: send Authorization: Bearer KEY")
         given = value[7:].strip().encode()
-        found = -1
-        for i, key in enumerate(self._keys):
-            if hmac.compare_digest(given, key) and found < 0:
-                found = i
-        if found < 0:
+        found: _Key | None = None
+        for key in self._keys:
+            if hmac.compare_digest(given, key.secret) and found is None:
+                found = key
+        if found is None:
             raise ApiError("unauthorized", "invalid API key")
         return found
 
@@ -196,7 +243,7 @@ class Api:
         except ProtocolError as err:
             raise _from_protocol(err) from None
 
-    async def publish(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def publish(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         """Post a chat into a channel as a user or a system name."""
         if not isinstance(args.get("channel"), str):
             raise ApiError(protocol.BAD_REQUEST, "field 'channel' is required (a channel name)")
@@ -222,7 +269,7 @@ class Api:
             return await send()
         return await self._once(key, idem, send)
 
-    async def whisper(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def whisper(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         """Send a whisper to an online user from a system name."""
         if not isinstance(args.get("to"), str):
             raise ApiError(protocol.BAD_REQUEST, "field 'to' is required (a user name)")
@@ -236,7 +283,7 @@ class Api:
             raise _from_protocol(err) from None
         return _stamped(await self._stamp(self.hub.whisper_from(sender, msg.to, msg.text)))
 
-    async def users(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def users(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         channel = args.get("channel")
         if channel is not None and not protocol.valid_channel(channel):
             raise ApiError(protocol.BAD_REQUEST, "parameter 'channel' is not a channel name")
@@ -245,11 +292,11 @@ class Api:
             out["channel"] = channel
         return out
 
-    async def channels(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def channels(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         listed = await self.hub.channel_list()
         return {"channels": [{"name": n, "members": m} for n, m in listed]}
 
-    async def history(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def history(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         if "channel" not in args:
             raise ApiError(protocol.BAD_REQUEST, "parameter 'channel' is required")
         frame: dict[str, Any] = {"channel": args["channel"]}
@@ -269,7 +316,7 @@ class Api:
                            exc.retry_after_ms) from None
         return {"channel": msg.channel, "messages": [_message(m) for m in msgs]}
 
-    async def kick(self, args: dict[str, Any], key: int) -> dict[str, Any]:
+    async def kick(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         user = args.get("user")
         if not isinstance(user, str) or not protocol.valid_user(user):
             raise ApiError(protocol.BAD_REQUEST, "field 'user' is required (a user name)")
@@ -277,23 +324,31 @@ class Api:
         if not isinstance(reason, str):
             raise ApiError(protocol.BAD_REQUEST, "field 'reason' must be a string")
         closed = await self.kick_everywhere(user, reason[:REASON_MAX])
-        log.info("API kick %s: %d connections", user, closed)
+        log.info("API kick %s by %s: %d connections", user, key.who, closed)
+        await self.record("kick", user, {"reason": reason[:REASON_MAX], "closed": closed},
+                          None, key.who)
         return {"user": user, "closed": closed}
 
-    async def delete(self, args: dict[str, Any], key: int) -> dict[str, Any]:
-        """Remove one message everywhere (docs/moderation.md); recorded as by "api"."""
+    async def delete(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
+        """Remove one message everywhere (docs/operations.md); marked deleted by "api" and
+        recorded in the audit trail under the key's fingerprint."""
         if not isinstance(args.get("id"), str):
             raise ApiError(protocol.BAD_REQUEST, "field 'id' is required (a message id)")
         out = await self._removing(lambda r: r.delete(args.get("id"), args.get("channel"), "api"))
+        await self.record("delete", out["msg"], {"channel": out["channel"],
+                                                 "deleted": out["deleted"]}, None, key.who)
         return {"id": out["msg"], "channel": out["channel"], "deleted": out["deleted"]}
 
-    async def purge(self, args: dict[str, Any], key: int) -> dict[str, Any]:
-        """Remove a user's messages of the last ``seconds`` everywhere."""
+    async def purge(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
+        """Remove a user's messages of the last ``seconds`` everywhere; audited as delete."""
         for name in ("user", "seconds"):
             if name not in args:
                 raise ApiError(protocol.BAD_REQUEST, f"field '{name}' is required")
         out = await self._removing(lambda r: r.purge(args.get("user"), args.get("seconds"),
                                                      args.get("channel"), "api"))
+        await self.record("purge", out["user"], {"seconds": args.get("seconds"),
+                                                 "channel": args.get("channel"),
+                                                 "deleted": out["deleted"]}, None, key.who)
         return {k: out[k] for k in ("user", "deleted", "ids")}
 
     async def _removing(self, call: Callable[[MessageRemoval], Awaitable[dict[str, Any]]]
@@ -316,7 +371,7 @@ class Api:
         except ProtocolError as err:
             raise _from_protocol(err) from None
 
-    async def _once(self, key: int, idem: str, send: Callable[[], Awaitable[dict[str, Any]]]
+    async def _once(self, key: _Key, idem: str, send: Callable[[], Awaitable[dict[str, Any]]]
                     ) -> dict[str, Any]:
         """Run ``send`` once per (API key, idempotency key) within the window, in Valkey.
 
@@ -324,7 +379,7 @@ class Api:
         a repeat returns the stored result, or waits (bounded) while it is pending.
         """
         # the key's digest, not the key: nothing secret is written to Valkey
-        who = hashlib.sha256(self._keys[key]).hexdigest()[:16]
+        who = hashlib.sha256(key.secret).hexdigest()[:16]
         slot = self.kv.key("api", "idem", who, hashlib.sha256(idem.encode()).hexdigest())
         client = self.kv.client
         ttl = max(1, int(self.cfg.api.idempotency_window))

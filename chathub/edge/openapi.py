@@ -35,7 +35,7 @@ def _refusals(*statuses: int) -> dict[str, Any]:
     text = {400: "a field is missing or invalid (the message names it)",
             401: "no or invalid API key", 403: "refused by moderation",
             404: "unknown user", 409: "the same idempotency_key is still in progress",
-            413: "the body is larger than api.max_body", 429: "over the key's or sender's budget",
+            413: "the body is larger than api.max_body", 429: "over the API key's request budget (api.rate, api.burst)",
             503: "the message cache or database is unavailable"}
     return {str(s): {"description": text[s],
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
