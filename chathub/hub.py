@@ -5,9 +5,8 @@ subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to th
 happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
 subscribe, unsubscribe, unregister and inbound-message events in order, taking
 runs of the same kind as one batch (one Valkey round trip each). Inbound chat and
-whispers are stamped by the message cache, then handed to two delivery queues —
-one for channel broadcasts (chat, join, leave), one for whispers — each drained
-by its own task (:mod:`chathub.fanout`). Delivery writes the frame, built once,
+whispers are stamped by the message cache, then handed to the delivery queue
+(:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame, built once,
 into each recipient's transport buffer and never awaits a client.
 
 Several hubs sharing one Valkey behave as one (docs/scaling.md): presence and

@@ -169,7 +169,7 @@ class Node:
         return Figures(
             node=self.node_id, uptime_s=round(time.time() - self.started, 1),
             connections=hub.connection_count, users=len(hub.users()),
-            broadcast_queue=len(hub.fanout.broadcast_q), whisper_queue=len(hub.fanout.whisper_q),
+            broadcast_queue=hub.fanout.broadcasts_waiting, whisper_queue=hub.fanout.whispers_waiting,
             inbox=hub.inbox_depth(), max_backlog=hub.max_backlog(),
             hub_running=not any(t.done() for t in self._tasks), valkey_up=self.kv.up,
             postgres_up=self.postgres_up(), sessions_unsent=len(self.sessions.unsent),
