@@ -33,6 +33,9 @@ class Accepted:
     """The cache stamped the message: deliver ``message``."""
 
     message: Message
+    #: whether it was also published to the other hubs (then it comes back to this hub on
+    #: the bus too, in id order with theirs)
+    published: bool = False
 
 
 @dataclass(frozen=True, slots=True)

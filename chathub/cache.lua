@@ -71,10 +71,14 @@ end
 
 -- Publish to the other hubs, when there are any: channel traffic on the channel's own
 -- pub/sub channel (only hubs with subscribers to it listen), the rest on the bus.
+-- Returns 1 when published, else 0 (the stamping hub then delivers at once instead of
+-- waiting for its own message to come back in bus order).
 local function publish(prefix, pubsub, payload)
   if clustered(prefix) then
     redis.call('PUBLISH', prefix .. pubsub, cjson.encode(payload))
+    return 1
   end
+  return 0
 end
 
 -- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
@@ -98,7 +102,7 @@ end
 -- flush queue with one new id, and tell the other hubs.
 -- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total
 -- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms
--- Returns {1, id} accepted, {0, retry_after_ms} over the limit.
+-- Returns {1, id, published} accepted, {0, retry_after_ms} over the limit.
 local function accept_chat(keys, args)
   local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
   if wait then return {0, wait} end
@@ -107,13 +111,13 @@ local function accept_chat(keys, args)
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'n', node)
   redis.call('PEXPIRE', keys[1], tonumber(args[8]))
   redis.call('XADD', keys[2], id, 'c', channel, 'f', args[3], 't', args[4], 'n', node)
-  publish(prefix, 'bus:c:' .. channel, {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})
-  return {1, id}
+  return {1, id, publish(prefix, 'bus:c:' .. channel,
+                         {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})}
 end
 
 -- Rate-limit, then stamp a whisper. KEYS: whisper stream, flush queue, ids, rate-limit
 -- key, hits hash, hits total. ARGV: rate, burst, from, text, to, prefix, node.
--- Returns {1, id}, {0, retry_after_ms}, or {2} when the recipient is online nowhere.
+-- Returns {1, id, published}, {0, retry_after_ms}, or {2} when the recipient is online nowhere.
 local function accept_whisper(keys, args)
   local prefix, node, to = args[6], args[7], args[5]
   if redis.call('HEXISTS', prefix .. 'conns:' .. node, to) == 0
@@ -125,8 +129,7 @@ local function accept_whisper(keys, args)
   local id = next_id(keys[3])
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'to', to, 'n', node)
   redis.call('XADD', keys[2], id, 'c', '', 'f', args[3], 't', args[4], 'to', to, 'n', node)
-  publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})
-  return {1, id}
+  return {1, id, publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})}
 end
 
 local function all_users(prefix)

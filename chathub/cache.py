@@ -124,7 +124,8 @@ class MessageCache:
                 results.append(Accepted(Message(
                     type="chat" if out.to is None else "whisper", id=mid, from_=out.sender,
                     text=out.text, ts=int(mid.split("-", 1)[0]), to=out.to,
-                    channel=(out.channel or self.default_channel) if out.to is None else None)))
+                    channel=(out.channel or self.default_channel) if out.to is None else None),
+                    published=len(reply) > 2 and reply[2] == 1))
             else:
                 results.append(Limited(int(reply[1])))
         return results

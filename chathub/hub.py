@@ -34,6 +34,7 @@ from typing import Any
 from . import closecodes, protocol
 from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
 from .bans import Ban, BanList
+from .cluster.echo import Held, OwnEchoes
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
 from .config import ChannelsConfig, HubConfig
@@ -109,6 +110,11 @@ class _Watching:
 
 
 @dataclass(slots=True)
+class _EchoDue:
+    """Own messages held for their echo may be past their deadline (:mod:`chathub.cluster.echo`)."""
+
+
+@dataclass(slots=True)
 class _Resync:
     """Valkey or the bus came back: write this node's presence again; after the bus
     resubscribed, also deliver what other hubs published during the gap."""
@@ -117,7 +123,7 @@ class _Resync:
 
 
 _Event = (_Register | _Subscribe | _Unsubscribe | _Unregister | _Inbound | _Remote | _Watching
-          | _Resync)
+          | _EchoDue | _Resync)
 #: event kinds taken in runs as one batch
 _BATCHED = (_Inbound, _Register, _Subscribe, _Unsubscribe)
 
@@ -176,6 +182,11 @@ class Hub:
         self._unwatch = unwatch
         #: other hubs' messages: exactly once, in id order
         self.feed = feed or RemoteFeed(cache, node_id)
+        #: this hub's own messages waiting for their echo from the bus (ordering)
+        self.echoes = OwnEchoes()
+        self._echo_timer: asyncio.TimerHandle | None = None
+        #: channels whose traffic the bus receives (their own messages come back)
+        self._live: set[str] = set()
         self.on_event = on_event
         #: the broadcast and whisper queues and their delivery tasks
         self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
@@ -240,6 +251,7 @@ class Hub:
         self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
 
     def _unwatched(self, channel: str) -> None:
+        self._live.discard(channel)
         self.feed.drop_channel(channel)
         self._unwatch(channel)
 
@@ -404,6 +416,8 @@ class Hub:
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
+        for held in self.echoes.drain():
+            self._deliver_own(held)
         self.fanout.drain()
         frame = text_frame(protocol.SHUTDOWN_FRAME)
         clients = list(self._clients)
@@ -468,7 +482,13 @@ class Hub:
         elif isinstance(ev, _Remote):
             self._remote(ev.payload)
         elif isinstance(ev, _Watching):
+            self._live.add(ev.channel)
             await self._fill_channel(ev.channel)
+        elif isinstance(ev, _EchoDue):
+            self._echo_timer = None
+            for held in self.echoes.due(asyncio.get_running_loop().time()):
+                self._deliver_own(held)
+            self._arm_echo_timer()
         else:
             await self._resync()
             if ev.gap:
@@ -562,14 +582,39 @@ class Hub:
                     c.chats_sent += 1
                 ch = msg.channel or ""
                 self.stats.by_channel[ch] = self.stats.by_channel.get(ch, 0) + 1
+            elif c is not None:
+                c.whispers_sent += 1
+            if res.published and (msg.to is not None or msg.channel in self._live):
+                # Other hubs got it too: deliver it when it comes back on the bus, in id
+                # order with theirs (chathub.cluster.echo).
+                self.echoes.hold(msg, frame, own, c, asyncio.get_running_loop().time())
+                self._arm_echo_timer()
+            elif msg.to is None:
                 self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
                                       own if c is not None else None)
             else:
-                if c is not None:
-                    c.whispers_sent += 1
                 self.fanout.whisper(msg, frame, c, own)
             if ev.done is not None and not ev.done.done():
                 ev.done.set_result(msg)
+
+    def _deliver_own(self, held: Held) -> None:
+        """Deliver a message of this hub that waited for its echo: its sender gets its own
+        frame; clients whose welcome or ``subscribed`` history already had it, nothing."""
+        msg = held.message
+        skip = self.feed.admit(msg, own=True) or None
+        if msg.to is None:
+            self.fanout.broadcast(held.frame, self.subs.subscribers(msg.channel or ""),
+                                  held.sender, held.own if held.sender is not None else None, skip)
+        else:
+            self.fanout.whisper(msg, held.frame, held.sender, held.own, skip)
+
+    def _arm_echo_timer(self) -> None:
+        """Wake the loop when the oldest held message is due, unless a wake-up is set."""
+        due = self.echoes.next_due()
+        if due is None or self._echo_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._echo_timer = loop.call_at(due, self._put_soon, _EchoDue())
 
     # -- connections ------------------------------------------------------------
 
@@ -846,6 +891,10 @@ class Hub:
         kind = p.get("k")
         channel = p.get("c")
         if kind == "m":
+            if p.get("n") == self.node_id:  # our own, back in bus order
+                for held in self.echoes.arrived(p["id"]):
+                    self._deliver_own(held)
+                return
             self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))
         elif kind == "join" and channel in self.subs:
