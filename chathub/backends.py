@@ -26,6 +26,9 @@ class Outgoing:
     to: str | None = None
     #: the channel of a chat (None: the default channel); whispers have none
     channel: str | None = None
+    #: "<session>:<ref>" when the sender gave a ref: a resend with the same one and the
+    #: same text within two minutes is recognised (:class:`Resent`), never stored twice
+    resend_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,14 @@ class Accepted:
     #: whether it was also published to the other hubs (then it comes back to this hub on
     #: the bus too, in id order with theirs)
     published: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """A resend of a message stamped already (its answer was lost): nothing stored again;
+    ``message`` is the one stamped first."""
+
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +78,7 @@ class Limited:
     retry_after_ms: int
 
 
-Stamped = Accepted | Limited | UnknownUser | Failed
+Stamped = Accepted | Resent | Limited | UnknownUser | Failed
 
 
 @dataclass(frozen=True, slots=True)

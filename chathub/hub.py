@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import closecodes, protocol
-from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
+from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent, Resent
 from .bans import Ban, BanList
 from .cluster.echo import Held, OwnEchoes
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
 from .config import ChannelsConfig, HubConfig
 from .drain import drain_policy
-from .errors import CacheUnavailable, RegistrationFailed
+from .errors import CacheOutcomeUnknown, CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
 from .peer import Client
@@ -52,6 +52,9 @@ log = logging.getLogger("chathub.hub")
 
 #: inbound events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
+#: ms a sender is told to wait before resending after a stamp timed out: the probe that
+#: finds Valkey again runs every 0.5 s (chathub.kv)
+RESEND_AFTER_MS = 1000
 
 
 @dataclass(slots=True)
@@ -416,8 +419,7 @@ class Hub:
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
-        for held in self.echoes.drain():
-            self._deliver_own(held)
+        self._release(self.echoes.drain())
         self.fanout.drain()
         frame = text_frame(protocol.SHUTDOWN_FRAME)
         clients = list(self._clients)
@@ -486,8 +488,7 @@ class Hub:
             await self._fill_channel(ev.channel)
         elif isinstance(ev, _EchoDue):
             self._echo_timer = None
-            for held in self.echoes.due(asyncio.get_running_loop().time()):
-                self._deliver_own(held)
+            self._release(self.echoes.due(asyncio.get_running_loop().time()))
             self._arm_echo_timer()
         else:
             await self._resync()
@@ -541,9 +542,19 @@ class Hub:
         outs = [Outgoing(ev.client.user if ev.client is not None else ev.sender, ev.message.text,
                          ev.message.to if isinstance(ev.message, Whisper) else None,
                          None if isinstance(ev.message, Whisper)
-                         else (ev.message.channel or self.default_channel)) for ev in todo]
+                         else (ev.message.channel or self.default_channel),
+                         None if ev.client is None or ev.message.ref is None
+                         else f"{ev.client.session}:{ev.message.ref}") for ev in todo]
         try:
             results = await self.cache.accept(outs)
+        except CacheOutcomeUnknown:
+            # Valkey may have stamped them: a resend with the same ref is recognised
+            # (chathub_accept_*), and an echo from the bus delivers them here (_remote).
+            for ev in todo:
+                self._refuse(ev, protocol.UNAVAILABLE,
+                             "the message cache did not answer in time; the message may have "
+                             "been sent: resend it with the same ref", RESEND_AFTER_MS)
+            return
         except CacheUnavailable:
             for ev in todo:
                 self._refuse(ev, protocol.UNAVAILABLE,
@@ -568,6 +579,11 @@ class Hub:
                 self._refuse(ev, protocol.UNAVAILABLE,
                              "the message cache refused this message; nothing was sent")
                 continue
+            if isinstance(res, Resent):
+                self._resent(c, ref, res.message)
+                if ev.done is not None and not ev.done.done():
+                    ev.done.set_result(res.message)
+                continue
             if not isinstance(res, Accepted):
                 to = ev.message.to if isinstance(ev.message, Whisper) else ""
                 self._refuse(ev, protocol.UNKNOWN_USER, f"{to} is not online")
@@ -589,24 +605,44 @@ class Hub:
                 # order with theirs (chathub.cluster.echo).
                 self.echoes.hold(msg, frame, own, c, asyncio.get_running_loop().time())
                 self._arm_echo_timer()
-            elif msg.to is None:
-                self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
-                                      own if c is not None else None)
             else:
-                self.fanout.whisper(msg, frame, c, own)
+                if res.published or ref is not None:  # a late echo or a resend is not news
+                    self.echoes.delivered(msg.id)
+                if msg.to is None:
+                    self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
+                                          own if c is not None else None)
+                else:
+                    self.fanout.whisper(msg, frame, c, own)
             if ev.done is not None and not ev.done.done():
                 ev.done.set_result(msg)
 
-    def _deliver_own(self, held: Held) -> None:
-        """Deliver a message of this hub that waited for its echo: its sender gets its own
-        frame; clients whose welcome or ``subscribed`` history already had it, nothing."""
-        msg = held.message
+    def _resent(self, c: Client | None, ref: str | None, msg: Message) -> None:
+        """A resend of a message whose first answer was lost: the sender gets its echo
+        (the id it was stamped with). When this hub's clients have not had it (no echo came
+        back on the bus: the hub is alone, or the echo was lost), they get it now."""
+        self.stats.resends += 1
+        if self.echoes.seen(msg.id):
+            if c is not None:
+                c.send(protocol.encode_message(msg, ref))
+            return
+        frame = text_frame(protocol.encode(msg))
+        own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
+        self._deliver_own(msg, frame, own, c)
+
+    def _deliver_own(self, msg: Message, frame: bytes, own: bytes, sender: Client | None) -> None:
+        """Deliver a message of this hub that did not go out when stamped: its sender gets
+        ``own``; clients whose welcome or ``subscribed`` history already had it, nothing."""
+        self.echoes.delivered(msg.id)
         skip = self.feed.admit(msg, own=True) or None
         if msg.to is None:
-            self.fanout.broadcast(held.frame, self.subs.subscribers(msg.channel or ""),
-                                  held.sender, held.own if held.sender is not None else None, skip)
+            self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""),
+                                  sender, own if sender is not None else None, skip)
         else:
-            self.fanout.whisper(msg, held.frame, held.sender, held.own, skip)
+            self.fanout.whisper(msg, frame, sender, own, skip)
+
+    def _release(self, held: list[Held]) -> None:
+        for h in held:
+            self._deliver_own(h.message, h.frame, h.own, h.sender)
 
     def _arm_echo_timer(self) -> None:
         """Wake the loop when the oldest held message is due, unless a wake-up is set."""
@@ -892,8 +928,12 @@ class Hub:
         channel = p.get("c")
         if kind == "m":
             if p.get("n") == self.node_id:  # our own, back in bus order
-                for held in self.echoes.arrived(p["id"]):
-                    self._deliver_own(held)
+                held, orphan = self.echoes.arrived(p["id"])
+                self._release(held)
+                if orphan:  # its stamp timed out here: nobody on this hub has it yet
+                    msg = message_of(p)
+                    frame = text_frame(protocol.encode(msg))
+                    self._deliver_own(msg, frame, frame, None)
                 return
             self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))

@@ -14,9 +14,10 @@ def test_an_echo_releases_its_message_and_those_whose_echo_was_lost():
     e = OwnEchoes(wait=1.0)
     for i in range(1, 5):
         e.hold(_msg(i), b"f", b"o", None, now=10.0)
-    assert [h.message.id for h in e.arrived("100-2")] == ["100-1", "100-2"]
-    assert e.arrived("100-2") == []  # already delivered: a late duplicate echo is ignored
-    assert [h.message.id for h in e.arrived("100-4")] == ["100-3", "100-4"]
+    out, orphan = e.arrived("100-2")
+    assert [h.message.id for h in out] == ["100-1", "100-2"] and not orphan
+    out, orphan = e.arrived("100-4")
+    assert [h.message.id for h in out] == ["100-3", "100-4"] and not orphan
     assert len(e) == 0 and e.next_due() is None
 
 
@@ -30,11 +31,21 @@ def test_without_echo_a_message_is_due_after_the_wait_in_order():
     assert e.next_due() == 11.5
     assert [h.message.id for h in e.due(12.0)] == ["100-2"]
     assert e.timed_out == 2
-    assert e.arrived("100-2") == []  # its echo after the deadline delivers nothing twice
 
 
 def test_ids_compare_as_numbers_not_text():
     e = OwnEchoes()
     e.hold(_msg(9), b"f", b"o", None, now=0.0)
     e.hold(_msg(10), b"f", b"o", None, now=0.0)
-    assert [h.message.id for h in e.arrived("100-9")] == ["100-9"]
+    assert [h.message.id for h in e.arrived("100-9")[0]] == ["100-9"]
+
+
+def test_an_echo_of_a_stamp_whose_answer_was_lost_is_an_orphan():
+    e = OwnEchoes()
+    e.delivered("100-3")  # went out without waiting
+    assert e.arrived("100-3") == ([], False)
+    e.hold(_msg(8), b"f", b"o", None, now=0.0)
+    out, orphan = e.arrived("100-7")  # stamped, but the hub never heard its id
+    assert out == [] and orphan
+    out, orphan = e.arrived("100-8")
+    assert [h.message.id for h in out] == ["100-8"] and not orphan

@@ -155,3 +155,22 @@ async def test_whispers_and_chats_arrive_in_id_order(hub):
     ids = [tuple(map(int, f["id"].split("-"))) for f in seen]
     assert ids == sorted(ids)
     assert [f["text"] for f in seen] == [f"w{i}" if i % 3 == 1 else f"c{i}" for i in range(30)]
+
+
+async def test_a_resend_with_the_same_ref_is_answered_with_the_first_id(hub):
+    """After a timeout the sender resends with the same ref: it gets the id the message
+    was stamped with, nothing is stored twice and nobody gets it twice; the same ref
+    with another text is a new message."""
+    a = await join(hub, "alice")
+    b = await join(hub, "bob")
+    await hub.submit(a.client, Chat(text="once", ref="r1"))
+    await wait_for(lambda: len(a.of_type("chat")) == 1)
+    await hub.submit(a.client, Chat(text="once", ref="r1"))
+    await wait_for(lambda: len(a.of_type("chat")) == 2)
+    first, again = a.of_type("chat")
+    assert again["id"] == first["id"] and again["ref"] == "r1"
+    await hub.submit(a.client, Chat(text="other", ref="r1"))
+    await wait_for(lambda: len(b.of_type("chat")) == 2)
+    assert [f["text"] for f in b.of_type("chat")] == ["once", "other"]
+    assert [m.text for _, m in hub.cache.entries] == ["once", "other"]
+    assert hub.stats.resends == 1

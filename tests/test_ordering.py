@@ -8,6 +8,7 @@ These tests read the raw frames on purpose: the order on the wire is the subject
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 from tests.helpers import Chatter
 
@@ -49,6 +50,6 @@ async def test_three_hubs_deliver_in_id_order(daemon_factory):
     for seen in results[3:]:
         keys = [_key(f) for f in seen]
         assert len(set(keys)) == len(keys), "a message arrived twice"
-        inversions = [(a, b) for a, b in zip(keys, keys[1:]) if b < a]
+        inversions = [(a, b) for a, b in pairwise(keys) if b < a]
         assert inversions == [], f"{len(inversions)} messages arrived after a larger id"
     await asyncio.gather(*(c.close() for c in readers + senders))

@@ -19,7 +19,7 @@ never touches a client.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,9 @@ from ..protocol import Message, parse_id
 #: above a bus round trip on a busy hub (well under 10 ms), short enough that a lost
 #: subscription only slows the hub's own messages, never loses them
 ECHO_WAIT = 1.0
+#: ids remembered as delivered without their echo (so a late echo is not delivered
+#: again): far more than the messages one hub stamps while an echo is late
+REMEMBERED = 4096
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ class OwnEchoes:
         self._held: deque[Held] = deque()
         #: messages delivered at their deadline, without their echo (for stats)
         self.timed_out = 0
+        #: ids of this hub's published messages delivered without waiting for the echo
+        self._done: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -64,15 +69,34 @@ class OwnEchoes:
         """Keep ``message`` (stamped after every message held) until its echo."""
         self._held.append(Held(message, frame, own, sender, now, parse_id(message.id)))
 
-    def arrived(self, message_id: str) -> list[Held]:
+    def delivered(self, message_id: str) -> None:
+        """A message of this hub went out (without waiting, at its deadline, on its echo):
+        a late echo or a resend of it is not news."""
+        done = self._done
+        done[message_id] = None
+        if len(done) > REMEMBERED:
+            done.popitem(last=False)
+
+    def seen(self, message_id: str) -> bool:
+        """Whether ``message_id`` went out here already or is held for its echo."""
+        return message_id in self._done or any(h.message.id == message_id for h in self._held)
+
+    def arrived(self, message_id: str) -> tuple[list[Held], bool]:
         """The echo of ``message_id`` came: it and every held message before it, to deliver
-        now in id order (empty when it was delivered already, at its deadline)."""
+        now in id order; and whether the echo is an *orphan*: a message this hub stamped
+        but never heard the answer for (the stamp timed out), which nobody here has yet.
+        A held message and one delivered already (at its deadline, or without waiting)
+        are not orphans."""
         key = parse_id(message_id)
         out: list[Held] = []
         held = self._held
         while held and held[0].key <= key:
             out.append(held.popleft())
-        return out
+        if out and out[-1].message.id == message_id:
+            return out, False
+        if message_id in self._done:
+            return out, False
+        return out, True
 
     def due(self, now: float) -> list[Held]:
         """Held messages whose echo is later than :attr:`wait` seconds at ``now``, and
