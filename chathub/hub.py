@@ -551,6 +551,8 @@ class Hub:
             # Valkey may have stamped them: a resend with the same ref is recognised
             # (chathub_accept_*), and an echo from the bus delivers them here (_remote).
             for ev in todo:
+                if ev.client is not None and ev.message.ref is not None:
+                    self.echoes.unsure(ev.client.user, ev.message.text, ev.client, ev.message.ref)
                 self._refuse(ev, protocol.UNAVAILABLE,
                              "the message cache did not answer in time; the message may have "
                              "been sent: resend it with the same ref", RESEND_AFTER_MS)
@@ -933,7 +935,9 @@ class Hub:
                 if orphan:  # its stamp timed out here: nobody on this hub has it yet
                     msg = message_of(p)
                     frame = text_frame(protocol.encode(msg))
-                    self._deliver_own(msg, frame, frame, None)
+                    sender, ref = self.echoes.sender_of(msg.from_, msg.text)
+                    own = frame if ref is None else text_frame(protocol.encode_message(msg, ref))
+                    self._deliver_own(msg, frame, own, sender)
                 return
             self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))

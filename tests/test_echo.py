@@ -49,3 +49,12 @@ def test_an_echo_of_a_stamp_whose_answer_was_lost_is_an_orphan():
     assert out == [] and orphan
     out, orphan = e.arrived("100-8")
     assert [h.message.id for h in out] == ["100-8"] and not orphan
+
+
+def test_an_orphan_echo_answers_the_ref_its_stamp_timed_out_with():
+    e = OwnEchoes()
+    conn = object()
+    e.unsure("alice", "hi", conn, "r7")
+    assert e.sender_of("alice", "other") == (None, None)
+    assert e.sender_of("alice", "hi") == (conn, "r7")
+    assert e.sender_of("alice", "hi") == (None, None)  # answered once

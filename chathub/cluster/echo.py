@@ -61,6 +61,8 @@ class OwnEchoes:
         self.timed_out = 0
         #: ids of this hub's published messages delivered without waiting for the echo
         self._done: OrderedDict[str, None] = OrderedDict()
+        #: (user, text) -> (connection, ref) of messages whose stamp timed out
+        self._unsure: OrderedDict[tuple[str, str], tuple[Any, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -76,6 +78,18 @@ class OwnEchoes:
         done[message_id] = None
         if len(done) > REMEMBERED:
             done.popitem(last=False)
+
+    def unsure(self, user: str, text: str, sender: Any, ref: str) -> None:
+        """A stamp of ``text`` by ``user`` timed out: if its echo comes, it answers ``ref``
+        on ``sender``'s connection."""
+        unsure = self._unsure
+        unsure[(user, text)] = (sender, ref)
+        if len(unsure) > REMEMBERED:
+            unsure.popitem(last=False)
+
+    def sender_of(self, user: str, text: str) -> tuple[Any, str | None]:
+        """The connection and ref an orphan echo answers, or (None, None)."""
+        return self._unsure.pop((user, text), (None, None))
 
     def seen(self, message_id: str) -> bool:
         """Whether ``message_id`` went out here already or is held for its echo."""
