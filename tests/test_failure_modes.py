@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "connect": "welcome", "since": "welcome recovered", "chat": "echo",
         "whisper": "delivered", "users": "users", "history": "unavailable retry_after_ms",
         "kick": "kicked 4001", "status": "exit 0 pg valkey", "dash": "stats pushed pg valkey",
-        "healthz": "200", "metrics": "200", "shutdown": "shutdown 1001",
+        "healthz": "200 slow postgres", "metrics": "200", "shutdown": "shutdown 1001",
     },
     "valkey_down": {
         "connect": "welcome empty", "since": "welcome not recovered empty",
@@ -351,8 +352,9 @@ async def _run_matrix(w: World, fault: str, daemon: Daemon, last_id: str,
 
     async def healthz() -> str:
         code, body = await http_get(port, "/healthz")
-        down = json.loads(body).get("down", [])
-        return f"{code}" + (f" {' '.join(down)}" if down else "")
+        down, slow = json.loads(body).get("down", []), json.loads(body).get("slow", [])
+        return (f"{code}" + (f" {' '.join(down)}" if down else "")
+                + (f" slow {' '.join(slow)}" if slow else ""))
 
     async def metrics() -> str:
         code, body = await http_get(port, "/metrics")
@@ -528,3 +530,27 @@ async def test_a_stamp_whose_answer_is_lost_is_resent_once(world: World, hubs: i
     assert [r["id"] for r in rows] == [echo["id"]]
     for c in (alice, bob, carol):
         await c.close()
+
+
+async def test_health_sees_postgres_go_and_come_back_with_nothing_to_write(world: World) -> None:
+    """A quiet hub (nothing to flush) still reports PostgreSQL down within seconds of it
+    stopping, and slow while its round trips are slow: the probe, not a failed write."""
+    daemon = await world.daemon()
+
+    async def health() -> str:
+        code, body = await http_get(daemon.port, "/healthz")
+        b = json.loads(body)
+        return f"{code} {b.get('down', [])} {b.get('slow', [])}"
+
+    async def health_is(want: str) -> bool:
+        return await health() == want
+
+    assert await health() == "200 [] []"
+    await asyncio.to_thread(world.svc.pg.stop)
+    await wait_for(partial(health_is, "503 ['postgres'] []"), timeout=8, what="503 postgres")
+    await asyncio.to_thread(world.svc.pg.start)
+    await wait_for(partial(health_is, "200 [] []"), timeout=15, what="200 once back")
+    world.pg_proxy.set_latency(up=1.0)
+    await wait_for(partial(health_is, "200 [] ['postgres']"), timeout=15, what="slow postgres")
+    world.pg_proxy.set_latency(0, 0)
+    await wait_for(partial(health_is, "200 [] []"), timeout=15, what="no longer slow")
