@@ -28,11 +28,25 @@ class Outgoing:
     channel: str | None = None
     #: skip the sender's chat/whisper rate budget (the HTTP API: its key's budget applies)
     unlimited: bool = False
+    #: "<session>:<ref>" when the sender gave a ref: a resend with the same one and the
+    #: same text within two minutes is recognised (:class:`Resent`), never stored twice
+    resend_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """The cache stamped the message: deliver ``message``."""
+
+    message: Message
+    #: whether it was also published to the other hubs (then it comes back to this hub on
+    #: the bus too, in id order with theirs)
+    published: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """A resend of a message stamped already (its answer was lost): nothing stored again;
+    ``message`` is the one stamped first."""
 
     message: Message
 
@@ -66,7 +80,7 @@ class Limited:
     retry_after_ms: int
 
 
-Stamped = Accepted | Limited | UnknownUser | Failed
+Stamped = Accepted | Resent | Limited | UnknownUser | Failed
 
 
 @dataclass(frozen=True, slots=True)

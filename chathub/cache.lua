@@ -74,10 +74,14 @@ end
 
 -- Publish to the other hubs, when there are any: channel traffic on the channel's own
 -- pub/sub channel (only hubs with subscribers to it listen), the rest on the bus.
+-- Returns 1 when published, else 0 (the stamping hub then delivers at once instead of
+-- waiting for its own message to come back in bus order).
 local function publish(prefix, pubsub, payload)
   if clustered(prefix) then
     redis.call('PUBLISH', prefix .. pubsub, cjson.encode(payload))
+    return 1
   end
+  return 0
 end
 
 -- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
@@ -99,29 +103,59 @@ local function limited(rl_key, hits, hits_total, rate, burst, sender)
   return nil
 end
 
+-- A resend: the id a message with this key (a connection's ref) and the same text was
+-- stamped with, or nil. After a stamp whose answer did not reach the hub (a timeout),
+-- the sender cannot know whether it was stored; resending with the same ref is then safe.
+local function resent(dedup_key, text)
+  if not dedup_key then return nil end
+  local v = redis.call('GET', dedup_key)
+  if not v then return nil end
+  local sep = string.find(v, ' ', 1, true)
+  if string.sub(v, sep + 1) ~= redis.sha1hex(text) then return nil end  -- ref reused
+  return string.sub(v, 1, sep - 1)
+end
+
+-- How long a resend is recognised, ms: a sender resends within seconds of a timeout
+-- answer (valkey.timeout, 2 s by default), or after an outage of up to this long.
+local RESEND_WINDOW_MS = 120000
+
+local function remember(dedup_key, id, text)
+  if dedup_key then
+    redis.call('SET', dedup_key, id .. ' ' .. redis.sha1hex(text), 'PX', RESEND_WINDOW_MS)
+  end
+end
+
 -- Rate-limit, then stamp a chat in a channel: append to the channel's stream and to the
 -- flush queue with one new id, and tell the other hubs.
 -- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total, and
--- optionally the channel's deleted set (its expiry follows the stream's)
+-- optionally the channel's deleted set (its expiry follows the stream's) and the resend
+-- key of the sender's (connection, ref)
 -- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms
--- Returns {1, id} accepted, {0, retry_after_ms} over the limit.
+-- Returns {1, id, published} accepted, {0, retry_after_ms} over the limit, {3, id} when
+-- it is a resend of a message stamped already (nothing stored or published again).
 local function accept_chat(keys, args)
+  local again = resent(keys[8], args[4])
+  if again then return {3, again} end
   local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
   if wait then return {0, wait} end
   local prefix, node, channel = args[6], args[7], args[5]
   local id = next_id(keys[3])
+  remember(keys[8], id, args[4])
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'n', node)
   redis.call('PEXPIRE', keys[1], tonumber(args[8]))
   if keys[7] then redis.call('PEXPIRE', keys[7], tonumber(args[8])) end
   redis.call('XADD', keys[2], id, 'c', channel, 'f', args[3], 't', args[4], 'n', node)
-  publish(prefix, 'bus:c:' .. channel, {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})
-  return {1, id}
+  return {1, id, publish(prefix, 'bus:c:' .. channel,
+                         {k = 'm', n = node, id = id, c = channel, f = args[3], t = args[4]})}
 end
 
 -- Rate-limit, then stamp a whisper. KEYS: whisper stream, flush queue, ids, rate-limit
--- key, hits hash, hits total. ARGV: rate, burst, from, text, to, prefix, node.
--- Returns {1, id}, {0, retry_after_ms}, or {2} when the recipient is online nowhere.
+-- key, hits hash, hits total, optionally the resend key. ARGV: rate, burst, from, text,
+-- to, prefix, node. Returns {1, id, published}, {0, retry_after_ms}, {3, id} for a
+-- resend, or {2} when the recipient is online nowhere.
 local function accept_whisper(keys, args)
+  local again = resent(keys[7], args[4])
+  if again then return {3, again} end
   local prefix, node, to = args[6], args[7], args[5]
   if redis.call('HEXISTS', prefix .. 'conns:' .. node, to) == 0
       and not online_elsewhere(prefix, to, node) then
@@ -130,10 +164,10 @@ local function accept_whisper(keys, args)
   local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
   if wait then return {0, wait} end
   local id = next_id(keys[3])
+  remember(keys[7], id, args[4])
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'to', to, 'n', node)
   redis.call('XADD', keys[2], id, 'c', '', 'f', args[3], 't', args[4], 'to', to, 'n', node)
-  publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})
-  return {1, id}
+  return {1, id, publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})}
 end
 
 local function all_users(prefix)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backends import Accepted, Failed, Limited, Outgoing, Recent, Stamped, UnknownUser
+from .backends import Accepted, Failed, Limited, Outgoing, Recent, Resent, Stamped, UnknownUser
 from .config import CacheConfig, ChannelsConfig, RateLimitConfig
 from .db.archive import Archive
 from .errors import CacheUnavailable, DatabaseUnavailable
@@ -106,18 +106,19 @@ class MessageCache:
         lim, k = self.limits, self.keys
         ttl_ms = int(self.channels.history_ttl * 1000)
         for out in batch:
+            resend = (k.resend(out.resend_key),) if out.resend_key else ()
             if out.to is None:
                 channel = out.channel or self.default_channel
-                pipe.fcall("chathub_accept_chat", 7, k.stream(channel), k.queue, k.ids,
-                           k.rate("chat", out.sender), k.hits, k.hits_total,
-                           k.deleted(channel), 0 if out.unlimited else lim.chat_rate,
+                pipe.fcall("chathub_accept_chat", 7 + len(resend), k.stream(channel), k.queue,
+                           k.ids, k.rate("chat", out.sender), k.hits, k.hits_total,
+                           k.deleted(channel), *resend, 0 if out.unlimited else lim.chat_rate,
                            lim.chat_burst, out.sender, out.text, channel, k.prefix, self.node_id,
                            ttl_ms)
             else:
-                pipe.fcall("chathub_accept_whisper", 6, k.whispers, k.queue, k.ids,
-                           k.rate("whisper", out.sender), k.hits, k.hits_total,
-                           0 if out.unlimited else lim.whisper_rate,
-                           lim.whisper_burst, out.sender, out.text, out.to, k.prefix, self.node_id)
+                pipe.fcall("chathub_accept_whisper", 6 + len(resend), k.whispers, k.queue, k.ids,
+                           k.rate("whisper", out.sender), k.hits, k.hits_total, *resend,
+                           0 if out.unlimited else lim.whisper_rate, lim.whisper_burst,
+                           out.sender, out.text, out.to, k.prefix, self.node_id)
         replies = await self.kv.call(pipe.execute, False)  # errors come back per message
         results: list[Stamped] = []
         for out, reply in zip(batch, replies, strict=True):
@@ -125,12 +126,14 @@ class MessageCache:
                 results.append(Failed(str(reply)))
             elif reply[0] == 2:
                 results.append(UnknownUser())
-            elif reply[0] == 1:
+            elif reply[0] in (1, 3):
                 mid = str(reply[1])
-                results.append(Accepted(Message(
+                msg = Message(
                     type="chat" if out.to is None else "whisper", id=mid, from_=out.sender,
                     text=out.text, ts=int(mid.split("-", 1)[0]), to=out.to,
-                    channel=(out.channel or self.default_channel) if out.to is None else None)))
+                    channel=(out.channel or self.default_channel) if out.to is None else None)
+                results.append(Accepted(msg, published=len(reply) > 2 and reply[2] == 1)
+                               if reply[0] == 1 else Resent(msg))
             else:
                 results.append(Limited(int(reply[1])))
         return results

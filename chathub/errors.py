@@ -56,6 +56,11 @@ class CacheUnavailable(ChathubError, ConnectionError):
     """Valkey cannot be reached or did not answer in time."""
 
 
+class CacheOutcomeUnknown(CacheUnavailable):
+    """Valkey failed while a request was on its way (a timeout, a reset): it may have
+    been carried out. A stamp that fails so may have stored the message."""
+
+
 class MigrationError(ChathubError, RuntimeError):
     """The schema cannot be brought up to date (or is behind, for ``serve``)."""
 

@@ -1,13 +1,16 @@
-"""Fan-out: the hub's two delivery queues and the tasks that drain them.
+"""Fan-out: the hub's delivery queue and the task that drains it.
 
-Broadcasts (chat, join, leave) and whispers wait in separate queues, each drained
-by its own task, so a burst of one never holds up the other. Delivery writes a
+Broadcasts (chat, join, leave) and whispers wait in one queue, in the order the hub
+stamped them, drained by one task: a client gets a channel's messages and its
+whispers in id order, which ``?since=`` recovery relies on (it resumes after the
+highest id a client saw). A run of broadcasts is coalesced per channel (one write
+per client per channel); a whisper ends the run, so nothing overtakes it. Delivery writes a
 frame built once (:func:`~chathub.framing.text_frame`) into each recipient's
 transport buffer and never awaits a client. Around each write the recipient's
 backlog is measured and judged by drain progress (:mod:`chathub.drain`): a client
 whose backlog stays above ``client_queue_limit`` for longer than ``write_timeout``,
 or would pass ``client_queue_max``, is a slow consumer, closed with 4002, and
-everyone else keeps receiving. A third task re-judges, every
+everyone else keeps receiving. A second task re-judges, every
 :data:`WATCH_PERIOD`, the clients above the limit that get no more writes. There
 is no per-delivery object, lock or log line on this path.
 """
@@ -54,12 +57,11 @@ class Fanout:
         self.over: set[Client] = set()
         self.stats = stats
         self._emit = emit
-        #: broadcasts waiting for fan-out
-        self.broadcast_q: deque[Broadcast] = deque()
-        #: whispers waiting for delivery
-        self.whisper_q: deque[WhisperJob] = deque()
-        self._broadcast_ready = asyncio.Event()
-        self._whisper_ready = asyncio.Event()
+        #: broadcasts and whispers waiting for delivery, in stamping order
+        self.queue: deque[Broadcast | WhisperJob] = deque()
+        #: of which whispers (the rest are broadcasts)
+        self.whispers_waiting = 0
+        self._ready = asyncio.Event()
         #: called with the seconds one broadcast fan-out took (for /metrics)
         self.on_fanout = on_fanout
 
@@ -67,27 +69,33 @@ class Fanout:
                   own: bytes | None = None, exclude: set[Client] | None = None) -> None:
         """Queue ``frame`` for every client in ``targets`` (a channel's subscribers, a live
         dict the hub keeps) but ``skip`` (who gets ``own``, if given) and ``exclude``."""
-        self.broadcast_q.append((frame, targets, skip, own, exclude))
-        self._broadcast_ready.set()
+        self.queue.append((frame, targets, skip, own, exclude))
+        self._ready.set()
 
     def whisper(self, msg: Message, frame: bytes, sender: Client | None, own: bytes,
                 exclude: set[Client] | None = None) -> None:
         """Queue a whisper for the connections of its recipient and sender here."""
-        self.whisper_q.append((msg, frame, sender, own, exclude))
-        self._whisper_ready.set()
+        self.queue.append((msg, frame, sender, own, exclude))
+        self.whispers_waiting += 1
+        self._ready.set()
 
-    def drain(self) -> None:
-        """Deliver everything queued, now (before a welcome, and at shutdown)."""
-        self._drain_broadcasts()
-        while self.whisper_q:
-            self._whisper_now(*self.whisper_q.popleft())
+    @property
+    def broadcasts_waiting(self) -> int:
+        """Broadcasts queued for fan-out."""
+        return len(self.queue) - self.whispers_waiting
 
     async def run(self) -> None:
-        """Drain both queues as they fill, and watch backlogs above the limit, forever."""
+        """Drain the queue as it fills, and watch backlogs above the limit, forever."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._loop(self._broadcast_ready, self._drain_broadcasts))
-            tg.create_task(self._loop(self._whisper_ready, self._drain_whispers))
+            tg.create_task(self._deliver())
             tg.create_task(self._watch())
+
+    async def _deliver(self) -> None:
+        ready = self._ready
+        while True:
+            await ready.wait()
+            ready.clear()
+            self.drain()
 
     async def _watch(self) -> None:
         while True:
@@ -115,26 +123,31 @@ class Fanout:
         for c, verdict in slow:
             self.slow(c, verdict)
 
-    @staticmethod
-    async def _loop(ready: asyncio.Event, drain: Callable[[], None]) -> None:
-        while True:
-            await ready.wait()
-            ready.clear()
-            drain()
+    def drain(self) -> None:
+        """Deliver everything queued, now, in order (also before a welcome, and at shutdown).
 
-    def _drain_broadcasts(self) -> None:
-        q = self.broadcast_q
+        Consecutive broadcasts are grouped by channel (one write per client per channel;
+        order kept within a channel); a whisper is delivered after the broadcasts queued
+        before it and before those queued after it.
+        """
+        q = self.queue
         on_fanout = self.on_fanout
         while q:
             started = time.perf_counter()
             groups: dict[int, list[Broadcast]] = {}
-            for item in q:  # one write per client per channel; order kept within a channel
-                groups.setdefault(id(item[1]), []).append(item)
-            q.clear()
+            while q:
+                item = q[0]
+                if not isinstance(item[0], bytes):  # a whisper: the run ends here
+                    break
+                q.popleft()
+                groups.setdefault(id(item[1]), []).append(item)  # type: ignore[arg-type]
             for batch in groups.values():
                 self._broadcast_batch(batch)
-            if on_fanout is not None:
+            if groups and on_fanout is not None:
                 on_fanout(time.perf_counter() - started)
+            while q and not isinstance(q[0][0], bytes):
+                self.whispers_waiting -= 1
+                self._whisper_now(*q.popleft())  # type: ignore[arg-type]
 
     def _broadcast_batch(self, batch: list[Broadcast]) -> None:
         """The queued broadcasts at once: one write per client carrying all of its frames.
@@ -214,11 +227,6 @@ class Fanout:
         if verdict is not None:
             self.slow(c, verdict)
         return written
-
-    def _drain_whispers(self) -> None:
-        q = self.whisper_q
-        while q:
-            self._whisper_now(*q.popleft())
 
     def slow(self, c: Client, verdict: str) -> None:
         """Close ``c`` as a slow consumer (once); ``verdict`` is a :mod:`chathub.drain` verdict."""

@@ -41,6 +41,10 @@ class Figures:
     sessions_written: int
     #: refused upgrades by reason
     refusals: dict[str, int]
+    #: PostgreSQL answers, but a probe took longer than chathub.db.health.SLOW_AFTER
+    postgres_slow: bool = False
+    #: seconds the last PostgreSQL probe took (None before the first answer)
+    postgres_round_trip_s: float | None = None
     #: channels with at least one subscriber on this node, and subscriptions here
     channels: int = 0
     subscriptions: int = 0
@@ -53,11 +57,15 @@ class Figures:
                                       ("postgres", self.postgres_up)) if not ok]
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """(ok, body) for ``/healthz``: 200 with ``status: ok``, or 503 naming what is down."""
+        """(ok, body) for ``/healthz``: 200 with ``status: ok``, or 503 naming what is down;
+        a slow PostgreSQL is named under ``slow`` with 200 (chat works; history pages past
+        the stream and the flush lag)."""
         down = self.down()
         body: dict[str, object] = {"status": "ok" if not down else "unavailable",
                                    "connections": self.connections, "uptime_s": self.uptime_s,
                                    "node": self.node}
         if down:
             body["down"] = down
+        if self.postgres_slow:
+            body["slow"] = ["postgres"]
         return not down, body

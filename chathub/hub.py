@@ -5,9 +5,8 @@ subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to th
 happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
 subscribe, unsubscribe, unregister and inbound-message events in order, taking
 runs of the same kind as one batch (one Valkey round trip each). Inbound chat and
-whispers are stamped by the message cache, then handed to two delivery queues —
-one for channel broadcasts (chat, join, leave), one for whispers — each drained
-by its own task (:mod:`chathub.fanout`). Delivery writes the frame, built once,
+whispers are stamped by the message cache, then handed to the delivery queue
+(:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame, built once,
 into each recipient's transport buffer and never awaits a client.
 
 Several hubs sharing one Valkey behave as one (docs/scaling.md): presence and
@@ -34,13 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import closecodes, protocol
-from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent
+from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent, Resent
 from .bans import Ban, BanList
+from .cluster.echo import Held, OwnEchoes
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed, message_of
 from .config import ChannelsConfig, HubConfig
 from .drain import drain_policy
-from .errors import CacheUnavailable, RegistrationFailed
+from .errors import CacheOutcomeUnknown, CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
 from .peer import Client
@@ -53,6 +53,9 @@ log = logging.getLogger("chathub.hub")
 
 #: inbound events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
+#: ms a sender is told to wait before resending after a stamp timed out: the probe that
+#: finds Valkey again runs every 0.5 s (chathub.kv)
+RESEND_AFTER_MS = 1000
 
 
 @dataclass(slots=True)
@@ -111,6 +114,11 @@ class _Watching:
 
 
 @dataclass(slots=True)
+class _EchoDue:
+    """Own messages held for their echo may be past their deadline (:mod:`chathub.cluster.echo`)."""
+
+
+@dataclass(slots=True)
 class _Resync:
     """Valkey or the bus came back: write this node's presence again; after the bus
     resubscribed, also deliver what other hubs published during the gap."""
@@ -119,7 +127,7 @@ class _Resync:
 
 
 _Event = (_Register | _Subscribe | _Unsubscribe | _Unregister | _Inbound | _Remote | _Watching
-          | _Resync)
+          | _EchoDue | _Resync)
 #: event kinds taken in runs as one batch
 _BATCHED = (_Inbound, _Register, _Subscribe, _Unsubscribe)
 
@@ -178,6 +186,11 @@ class Hub:
         self._unwatch = unwatch
         #: other hubs' messages: exactly once, in id order
         self.feed = feed or RemoteFeed(cache, node_id)
+        #: this hub's own messages waiting for their echo from the bus (ordering)
+        self.echoes = OwnEchoes()
+        self._echo_timer: asyncio.TimerHandle | None = None
+        #: channels whose traffic the bus receives (their own messages come back)
+        self._live: set[str] = set()
         self.on_event = on_event
         #: the broadcast and whisper queues and their delivery tasks
         self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
@@ -242,6 +255,7 @@ class Hub:
         self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
 
     def _unwatched(self, channel: str) -> None:
+        self._live.discard(channel)
         self.feed.drop_channel(channel)
         self._unwatch(channel)
 
@@ -407,6 +421,7 @@ class Hub:
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
+        self._release(self.echoes.drain())
         self.fanout.drain()
         frame = text_frame(protocol.SHUTDOWN_FRAME)
         clients = list(self._clients)
@@ -471,7 +486,12 @@ class Hub:
         elif isinstance(ev, _Remote):
             self._remote(ev.payload)
         elif isinstance(ev, _Watching):
+            self._live.add(ev.channel)
             await self._fill_channel(ev.channel)
+        elif isinstance(ev, _EchoDue):
+            self._echo_timer = None
+            self._release(self.echoes.due(asyncio.get_running_loop().time()))
+            self._arm_echo_timer()
         else:
             await self._resync()
             if ev.gap:
@@ -525,9 +545,21 @@ class Hub:
                          ev.message.to if isinstance(ev.message, Whisper) else None,
                          None if isinstance(ev.message, Whisper)
                          else (ev.message.channel or self.default_channel),
+                         resend_key=None if ev.client is None or ev.message.ref is None
+                         else f"{ev.client.session}:{ev.message.ref}",
                          unlimited=ev.client is None) for ev in todo]
         try:
             results = await self.cache.accept(outs)
+        except CacheOutcomeUnknown:
+            # Valkey may have stamped them: a resend with the same ref is recognised
+            # (chathub_accept_*), and an echo from the bus delivers them here (_remote).
+            for ev in todo:
+                if ev.client is not None and ev.message.ref is not None:
+                    self.echoes.unsure(ev.client.user, ev.message.text, ev.client, ev.message.ref)
+                self._refuse(ev, protocol.UNAVAILABLE,
+                             "the message cache did not answer in time; the message may have "
+                             "been sent: resend it with the same ref", RESEND_AFTER_MS)
+            return
         except CacheUnavailable:
             for ev in todo:
                 self._refuse(ev, protocol.UNAVAILABLE,
@@ -552,6 +584,11 @@ class Hub:
                 self._refuse(ev, protocol.UNAVAILABLE,
                              "the message cache refused this message; nothing was sent")
                 continue
+            if isinstance(res, Resent):
+                self._resent(c, ref, res.message)
+                if ev.done is not None and not ev.done.done():
+                    ev.done.set_result(res.message)
+                continue
             if not isinstance(res, Accepted):
                 to = ev.message.to if isinstance(ev.message, Whisper) else ""
                 self._refuse(ev, protocol.UNKNOWN_USER, f"{to} is not online")
@@ -566,14 +603,59 @@ class Hub:
                     c.chats_sent += 1
                 ch = msg.channel or ""
                 self.stats.by_channel[ch] = self.stats.by_channel.get(ch, 0) + 1
-                self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
-                                      own if c is not None else None)
+            elif c is not None:
+                c.whispers_sent += 1
+            if res.published and (msg.to is not None or msg.channel in self._live):
+                # Other hubs got it too: deliver it when it comes back on the bus, in id
+                # order with theirs (chathub.cluster.echo).
+                self.echoes.hold(msg, frame, own, c, asyncio.get_running_loop().time())
+                self._arm_echo_timer()
             else:
-                if c is not None:
-                    c.whispers_sent += 1
-                self.fanout.whisper(msg, frame, c, own)
+                if res.published or ref is not None:  # a late echo or a resend is not news
+                    self.echoes.delivered(msg.id)
+                if msg.to is None:
+                    self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
+                                          own if c is not None else None)
+                else:
+                    self.fanout.whisper(msg, frame, c, own)
             if ev.done is not None and not ev.done.done():
                 ev.done.set_result(msg)
+
+    def _resent(self, c: Client | None, ref: str | None, msg: Message) -> None:
+        """A resend of a message whose first answer was lost: the sender gets its echo
+        (the id it was stamped with). When this hub's clients have not had it (no echo came
+        back on the bus: the hub is alone, or the echo was lost), they get it now."""
+        self.stats.resends += 1
+        if self.echoes.seen(msg.id):
+            if c is not None:
+                c.send(protocol.encode_message(msg, ref))
+            return
+        frame = text_frame(protocol.encode(msg))
+        own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
+        self._deliver_own(msg, frame, own, c)
+
+    def _deliver_own(self, msg: Message, frame: bytes, own: bytes, sender: Client | None) -> None:
+        """Deliver a message of this hub that did not go out when stamped: its sender gets
+        ``own``; clients whose welcome or ``subscribed`` history already had it, nothing."""
+        self.echoes.delivered(msg.id)
+        skip = self.feed.admit(msg, own=True) or None
+        if msg.to is None:
+            self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""),
+                                  sender, own if sender is not None else None, skip)
+        else:
+            self.fanout.whisper(msg, frame, sender, own, skip)
+
+    def _release(self, held: list[Held]) -> None:
+        for h in held:
+            self._deliver_own(h.message, h.frame, h.own, h.sender)
+
+    def _arm_echo_timer(self) -> None:
+        """Wake the loop when the oldest held message is due, unless a wake-up is set."""
+        due = self.echoes.next_due()
+        if due is None or self._echo_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._echo_timer = loop.call_at(due, self._put_soon, _EchoDue())
 
     # -- connections ------------------------------------------------------------
 
@@ -850,6 +932,16 @@ class Hub:
         kind = p.get("k")
         channel = p.get("c")
         if kind == "m":
+            if p.get("n") == self.node_id:  # our own, back in bus order
+                held, orphan = self.echoes.arrived(p["id"])
+                self._release(held)
+                if orphan:  # its stamp timed out here: nobody on this hub has it yet
+                    msg = message_of(p)
+                    frame = text_frame(protocol.encode(msg))
+                    sender, ref = self.echoes.sender_of(msg.from_, msg.text)
+                    own = frame if ref is None else text_frame(protocol.encode_message(msg, ref))
+                    self._deliver_own(msg, frame, own, sender)
+                return
             self.stats.remote_messages += 1
             self._deliver_remote(message_of(p))
         elif kind == "join" and channel in self.subs:

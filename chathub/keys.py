@@ -51,6 +51,10 @@ class Keys:
         """The pub/sub channel of a channel's messages, joins and leaves."""
         return f"{self.prefix}bus:c:{channel}"
 
+    def resend(self, token: str) -> str:
+        """The id (and text digest) a connection's ``ref`` was stamped with, for two minutes."""
+        return self.prefix + "dup:" + token
+
     def rate(self, kind: str, user: str) -> str:
         """GCRA state of ``user``'s ``kind`` ("chat" | "whisper") budget."""
         return f"{self.prefix}rl:{kind}:{user}"

@@ -21,7 +21,7 @@ from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
 from . import pkgdata
-from .errors import CacheUnavailable
+from .errors import CacheOutcomeUnknown, CacheUnavailable
 
 log = logging.getLogger("chathub.kv")
 
@@ -33,6 +33,14 @@ POOL_SIZE = 32
 
 T = TypeVar("T")
 _DOWN_ERRORS = (VConnectionError, VTimeoutError, asyncio.TimeoutError, OSError)
+
+
+def _before_sending(exc: BaseException) -> bool:
+    """Whether a failure happened before the request could reach Valkey: connecting
+    failed (refused, unreachable). Anything else (a timeout, a reset mid-call) leaves
+    the outcome unknown."""
+    return isinstance(exc, ConnectionRefusedError) or (
+        isinstance(exc, VConnectionError) and "connecting" in str(exc))
 
 
 def _functions_source() -> str:
@@ -121,7 +129,10 @@ class KV:
             return await fn(*args, **kwargs)
         except _DOWN_ERRORS as exc:
             self._set(False)
-            raise CacheUnavailable(f"Valkey is unreachable: {exc or type(exc).__name__}") from None
+            why = f"Valkey is unreachable: {exc or type(exc).__name__}"
+            if _before_sending(exc):
+                raise CacheUnavailable(why) from None
+            raise CacheOutcomeUnknown(why) from None
         except ResponseError as exc:
             if "Function not found" in str(exc):  # Valkey restarted without our functions
                 self._set(False)

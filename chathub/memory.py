@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .backends import Accepted, Joined, Limited, Outgoing, Recent, Stamped, UnknownUser
+from .backends import Accepted, Joined, Limited, Outgoing, Recent, Resent, Stamped, UnknownUser
 from .bucket import TokenBucket
 from .errors import CacheUnavailable
 from .protocol import Message, before_first, parse_id
@@ -126,6 +126,8 @@ class MemoryCache:
         self.batches = 0
         #: when True every call raises CacheUnavailable
         self.down = False
+        #: the message each (connection, ref) was stamped with (no expiry: a test's lifetime)
+        self._resends: dict[str, Message] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -144,6 +146,10 @@ class MemoryCache:
             if o.to is not None and o.to not in self.presence.counts:
                 out.append(UnknownUser())
                 continue
+            first = self._resends.get(o.resend_key) if o.resend_key else None
+            if first is not None and first.text == o.text:
+                out.append(Resent(first))
+                continue
             kind = "chat" if o.to is None else "whisper"
             bucket = self._buckets.setdefault((kind, o.sender), TokenBucket(*self.rates[kind]))
             wait = bucket.take()
@@ -154,6 +160,8 @@ class MemoryCache:
             msg = Message(type=kind, id=mid, from_=o.sender, text=o.text, ts=parse_id(mid)[0],
                           to=o.to, channel=None if o.to else (o.channel or self.default_channel))
             self.entries.append((self.node_id, msg))
+            if o.resend_key:
+                self._resends[o.resend_key] = msg
             out.append(Accepted(msg))
         return out
 

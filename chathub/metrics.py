@@ -48,7 +48,11 @@ class _FiguresCollector:
         yield gauge("inbox_depth", "Events waiting for the hub loop", f.inbox)
         yield gauge("max_client_backlog_bytes", "Largest outgoing backlog of a client", f.max_backlog)
         yield gauge("valkey_up", "1 when Valkey answers", 1 if f.valkey_up else 0)
-        yield gauge("postgres_up", "1 when the last PostgreSQL write succeeded", 1 if f.postgres_up else 0)
+        yield gauge("postgres_up", "1 when PostgreSQL answers its probe and took the last write",
+                    1 if f.postgres_up else 0)
+        if f.postgres_round_trip_s is not None:
+            yield gauge("postgres_probe_seconds", "Seconds the last PostgreSQL probe (SELECT 1) took",
+                        f.postgres_round_trip_s)
         yield gauge("sessions_unsent", "Finished sessions held in memory while Valkey is down",
                     f.sessions_unsent)
         yield counter("messages_in", "Chat and whisper messages accepted", s.messages_in)

@@ -35,6 +35,7 @@ from .db import store
 from .db.archive import Archive
 from .db.audit import AuditLog
 from .db.flusher import MessageFlusher, SessionFlusher
+from .db.health import PostgresProbe
 from .db.sessions import SessionRecorder
 from .edge.api import Api
 from .edge.guard import Guard
@@ -87,11 +88,14 @@ class Node:
         self.message_flusher = MessageFlusher(
             kv, pool, Keys(kv.prefix).queue, node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
             history_size=cfg.cache.history_size, on_write=self.metrics.observe_pg_write,
-            on_pg_change=partial(self._service_changed, "postgres"))
+            on_pg_change=self._pg_changed)
         self.session_flusher = SessionFlusher(
             kv, pool, kv.key("sessions"), node_id, cfg.cache.flush_batch, cfg.cache.flush_interval,
             on_write=self.metrics.observe_pg_write,
-            on_pg_change=partial(self._service_changed, "postgres"))
+            on_pg_change=self._pg_changed)
+        #: PostgreSQL's health between writes (down within a second, slow)
+        self.pg_probe = PostgresProbe(pool, self._pg_changed)
+        self._pg_reported = True
         self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
                                self.postgres_up)
         self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels)
@@ -169,8 +173,14 @@ class Node:
     # -- figures ----------------------------------------------------------------------
 
     def postgres_up(self) -> bool:
-        """Whether PostgreSQL took the flushers' last writes."""
-        return self.message_flusher.pg_up and self.session_flusher.pg_up
+        """Whether PostgreSQL answered the last probe and took the flushers' last writes."""
+        return self.pg_probe.up and self.message_flusher.pg_up and self.session_flusher.pg_up
+
+    def _pg_changed(self, _up: bool) -> None:
+        up = self.postgres_up()
+        if up != self._pg_reported:
+            self._pg_reported = up
+            self._service_changed("postgres", up)
 
     def figures(self) -> Figures:
         """This node's figures now; see :mod:`chathub.figures`."""
@@ -178,10 +188,12 @@ class Node:
         return Figures(
             node=self.node_id, uptime_s=round(time.time() - self.started, 1),
             connections=hub.connection_count, users=len(hub.users()),
-            broadcast_queue=len(hub.fanout.broadcast_q), whisper_queue=len(hub.fanout.whisper_q),
+            broadcast_queue=hub.fanout.broadcasts_waiting, whisper_queue=hub.fanout.whispers_waiting,
             inbox=hub.inbox_depth(), max_backlog=hub.max_backlog(),
             hub_running=not any(t.done() for t in self._tasks), valkey_up=self.kv.up,
-            postgres_up=self.postgres_up(), sessions_unsent=len(self.sessions.unsent),
+            postgres_up=self.postgres_up(),
+            postgres_slow=self.pg_probe.up and self.pg_probe.slow,
+            postgres_round_trip_s=self.pg_probe.round_trip, sessions_unsent=len(self.sessions.unsent),
             bus_resubscribes=self.bus.resubscribes, messages_flushed=self.message_flusher.written,
             sessions_written=self.session_flusher.written, refusals=dict(self.guard.refusals),
             channels=len(hub.subs), subscriptions=hub.subs.count, stats=hub.stats)
@@ -209,7 +221,7 @@ class Node:
             await flusher.setup()
         await self.nodes.beat()
         for coro in (self.hub.run(), self.message_flusher.run(), self.session_flusher.run(),
-                     self.bus.run()):
+                     self.bus.run(), self.pg_probe.run()):
             self._tasks.append(asyncio.create_task(coro))
         await self.bus.wait_subscribed(SUBSCRIBE_TIMEOUT)
         await self.hub.mark_subscribed()

@@ -21,6 +21,8 @@ class HubStats:
     rate_limit_hits: int = 0
     slow_consumers: int = 0
     kicks: int = 0
+    #: resends of a message stamped already (its first answer was lost), answered with its id
+    resends: int = 0
     #: messages from other hubs received on the bus (only for channels with subscribers here)
     remote_messages: int = 0
     connects: int = 0

@@ -45,13 +45,24 @@ def test_checker_passes_a_clean_log_and_flags_each_kind_of_fault() -> None:
         "since-recovery missed messages", "connection without exactly one session row",
         "close code 1011 no fault explains"}
 
-    # told "unavailable" but stored: a known gap, reported without failing the run, and
-    # not counted again as missed by a connection that recovered with since
+    # told "nothing was sent" but stored: a violation, not counted again as missed by a
+    # connection that recovered with since; told "may have been sent": no promise broken
     told = [conn(unavailable_refs=["b#1"]),
             conn(session="s2", since="9-0", recovered=True, live_ids=["10-0", "12-0"], user="c")]
     v = checker.check(told, [], 40.0, [], rows, sess)
-    assert v.ok and set(v.violations) == {
+    assert not v.ok and set(v.violations) == {
         "message stored although its sender was told it was not sent"}
+    saw = conn(session="s2", since="9-0", recovered=True, live_ids=["10-0", "11-0", "12-0"],
+               user="c")
+    assert checker.check([conn(unsure_refs=["b#1"]), saw], [], 40.0, [], rows, sess).ok
+
+    # out of id order: a violation, unless a Valkey fault made the bus lag at that moment
+    swapped = [conn(live_ids=["11-0", "10-0"], live_at=[3.0, 3.1])]
+    assert set(checker.check(swapped, [], 40.0, [], rows, sess).violations) == {
+        "message delivered out of id order"}
+    slow = [{"kind": "valkey_slow", "at": 2.0, "down": 2.0, "params": {}}]
+    v = checker.check(swapped, slow, 40.0, [], rows, sess)
+    assert v.ok and v.explained["out of id order while the bus lagged (Valkey fault)"] == 1
 
     # the same lost echo, stamped within a second before a Valkey SIGKILL: explained
     lost = [conn(echoed=[("13000-0", "a#2", "a#2")])]

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "connect": "welcome", "since": "welcome recovered", "chat": "echo",
         "whisper": "delivered", "users": "users", "history": "unavailable retry_after_ms",
         "kick": "kicked 4001", "status": "exit 0 pg valkey", "dash": "stats pushed pg valkey",
-        "healthz": "200", "metrics": "200", "shutdown": "shutdown 1001",
+        "healthz": "200 slow postgres", "metrics": "200", "shutdown": "shutdown 1001",
     },
     "valkey_down": {
         "connect": "welcome empty", "since": "welcome not recovered empty",
@@ -124,6 +125,7 @@ class World:
                           cache={"flush_interval": 0.1, "history_size": KEEP,
                                  "history_on_join": KEEP},
                           channels={"history_ttl": history_ttl},
+                          hub={"node_id": f"{self.prefix}node{n}"},
                           server={"port": 0, "ping_interval": 5.0, "drain_timeout": DRAIN})
         d = Daemon(cfg)
         self.daemons.append(d)
@@ -350,8 +352,9 @@ async def _run_matrix(w: World, fault: str, daemon: Daemon, last_id: str,
 
     async def healthz() -> str:
         code, body = await http_get(port, "/healthz")
-        down = json.loads(body).get("down", [])
-        return f"{code}" + (f" {' '.join(down)}" if down else "")
+        down, slow = json.loads(body).get("down", []), json.loads(body).get("slow", [])
+        return (f"{code}" + (f" {' '.join(down)}" if down else "")
+                + (f" slow {' '.join(slow)}" if slow else ""))
 
     async def metrics() -> str:
         code, body = await http_get(port, "/metrics")
@@ -485,3 +488,69 @@ async def test_dashboard_shows_each_dependency_going_and_coming_back(world: Worl
             await wait_for(lambda: panel.value("valkey") == "● up" and panel.value("postgres") == "● up",
                            timeout=20, what="both shown up again")
         await connected(app, daemon.node_id)
+
+
+@pytest.mark.parametrize("hubs", [1, 2], ids=["alone", "clustered"])
+async def test_a_stamp_whose_answer_is_lost_is_resent_once(world: World, hubs: int) -> None:
+    """Valkey stores a message but its answer comes after ``valkey.timeout`` (the reply
+    direction of the link is slow). The sender is told the outcome is unknown, not that
+    nothing was sent; its resend with the same ref gets the first id; the message is
+    stored once and every other client gets it once (clustered: when its echo comes
+    back on the bus, though the stamp's answer was lost)."""
+    daemons = [await world.daemon() for _ in range(hubs)]
+    alice = await Chatter.connect(daemons[0].port, "alice")
+    bob = await Chatter.connect(daemons[0].port, "bob")
+    carol = await Chatter.connect(daemons[-1].port, "carol")
+    world.vk_proxy.set_latency(down=SLOW + 0.5)  # Valkey runs it; its reply is late
+    await alice.chat("maybe", ref="m1")
+    refused = await reply_to(alice, "m1")
+    assert (refused["type"], refused["code"]) == ("error", "unavailable")
+    assert "may have been sent" in refused["message"] and refused["retry_after_ms"] > 0
+    world.vk_proxy.set_latency(0, 0)
+    await wait_for(lambda: all(d.kv.up for d in daemons), timeout=15, what="Valkey up again")
+    await alice.chat("maybe", ref="m1")
+    echo = await reply_to(alice, "m1")
+    assert (echo["type"], echo["text"]) == ("chat", "maybe")
+    await alice.chat("after", ref="m2")
+    await reply_to(alice, "m2")
+    for c in (bob, carol):
+        texts = []
+        while not texts or texts[-1] != "after":
+            try:
+                texts.append((await c.recv_type("chat", timeout=OP_TIMEOUT))["text"])
+            except TimeoutError:
+                raise AssertionError(f"{c.welcome['user']} got only {texts}") from None
+        assert texts == ["maybe", "after"], c.welcome["user"]
+    await wait_for(_flushed(world, 2), timeout=15, what="both in PostgreSQL")
+    conn = await asyncpg.connect(world.direct_db_url)
+    try:
+        rows = await conn.fetch("SELECT id FROM messages WHERE text = 'maybe'")
+    finally:
+        await conn.close()
+    assert [r["id"] for r in rows] == [echo["id"]]
+    for c in (alice, bob, carol):
+        await c.close()
+
+
+async def test_health_sees_postgres_go_and_come_back_with_nothing_to_write(world: World) -> None:
+    """A quiet hub (nothing to flush) still reports PostgreSQL down within seconds of it
+    stopping, and slow while its round trips are slow: the probe, not a failed write."""
+    daemon = await world.daemon()
+
+    async def health() -> str:
+        code, body = await http_get(daemon.port, "/healthz")
+        b = json.loads(body)
+        return f"{code} {b.get('down', [])} {b.get('slow', [])}"
+
+    async def health_is(want: str) -> bool:
+        return await health() == want
+
+    assert await health() == "200 [] []"
+    await asyncio.to_thread(world.svc.pg.stop)
+    await wait_for(partial(health_is, "503 ['postgres'] []"), timeout=8, what="503 postgres")
+    await asyncio.to_thread(world.svc.pg.start)
+    await wait_for(partial(health_is, "200 [] []"), timeout=15, what="200 once back")
+    world.pg_proxy.set_latency(up=1.0)
+    await wait_for(partial(health_is, "200 [] ['postgres']"), timeout=15, what="slow postgres")
+    world.pg_proxy.set_latency(0, 0)
+    await wait_for(partial(health_is, "200 [] []"), timeout=15, what="no longer slow")

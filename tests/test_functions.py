@@ -24,10 +24,10 @@ async def kv(valkey_url: str, key_prefix: str) -> AsyncIterator[KV]:
 
 async def chat(kv: KV, channel: str, text: str) -> str:
     k = Keys(kv.prefix)
-    status, mid = await kv.client.fcall(
+    status, mid, published = await kv.client.fcall(
         "chathub_accept_chat", 6, k.stream(channel), k.queue, k.ids, k.rate("chat", "u"),
         k.hits, k.hits_total, 1e9, 1e9, "u", text, channel, kv.prefix, NODE, 60_000)
-    assert status == 1
+    assert status == 1 and published == 0  # alone: nothing to publish
     return str(mid)
 
 
@@ -86,3 +86,23 @@ async def test_ids_past_two_to_the_53_compare_exactly(kv):
     await kv.client.set(k.ids, f"{base}-2")
     got = await kv.client.fcall("chathub_recover", 2, k.stream("big"), k.ids, f"{base}-1", 10, "")
     assert got[0] == 1 and [e[0] for e in got[1]] == [f"{base}-2"]
+
+
+async def test_a_resend_key_answers_a_resend_with_the_first_id(kv):
+    """The same (connection, ref) and text within the window: the first id, nothing stored
+    again and no rate-limit charge; another text under the same key is a new message."""
+    k = Keys(kv.prefix)
+
+    async def accept(text: str) -> list:
+        return await kv.client.fcall(
+            "chathub_accept_chat", 8, k.stream("rs"), k.queue, k.ids, k.rate("chat", "u"),
+            k.hits, k.hits_total, k.deleted("rs"), k.resend("sess:r1"), 1e9, 1e9, "u", text, "rs", kv.prefix,
+            NODE, 60_000)
+
+    first = await accept("hello")
+    again = await accept("hello")
+    assert first[0] == 1 and again == [3, first[1]]
+    other = await accept("changed")
+    assert other[0] == 1 and other[1] != first[1]
+    assert await kv.client.xlen(k.stream("rs")) == 2
+    assert 0 < await kv.client.pttl(k.resend("sess:r1")) <= 120_000

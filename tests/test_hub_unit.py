@@ -140,3 +140,37 @@ async def test_kick_with_a_long_reason_closes_with_a_short_one(hub):
     code, reason = victim.closed
     assert code == closecodes.KICKED and len(reason.encode()) <= 123 and reason == "中" * 41
     assert victim.of_type("kicked")[0]["reason"] == "中" * 100
+
+
+async def test_whispers_and_chats_arrive_in_id_order(hub):
+    """One delivery queue: a whisper stamped between two chats is read between them,
+    so a client's highest id seen is a safe ``since`` (ids interleave across kinds)."""
+    a = await join(hub, "alice")
+    b = await join(hub, "bob")
+    for i in range(30):  # one batch of mixed kinds, stamped in submit order
+        msg = Whisper(to="bob", text=f"w{i}") if i % 3 == 1 else Chat(text=f"c{i}")
+        await hub.submit(a.client, msg)
+    await wait_for(lambda: len(b.of_type("chat")) + len(b.of_type("whisper")) == 30)
+    seen = [f for f in b.frames() if f["type"] in ("chat", "whisper")]
+    ids = [tuple(map(int, f["id"].split("-"))) for f in seen]
+    assert ids == sorted(ids)
+    assert [f["text"] for f in seen] == [f"w{i}" if i % 3 == 1 else f"c{i}" for i in range(30)]
+
+
+async def test_a_resend_with_the_same_ref_is_answered_with_the_first_id(hub):
+    """After a timeout the sender resends with the same ref: it gets the id the message
+    was stamped with, nothing is stored twice and nobody gets it twice; the same ref
+    with another text is a new message."""
+    a = await join(hub, "alice")
+    b = await join(hub, "bob")
+    await hub.submit(a.client, Chat(text="once", ref="r1"))
+    await wait_for(lambda: len(a.of_type("chat")) == 1)
+    await hub.submit(a.client, Chat(text="once", ref="r1"))
+    await wait_for(lambda: len(a.of_type("chat")) == 2)
+    first, again = a.of_type("chat")
+    assert again["id"] == first["id"] and again["ref"] == "r1"
+    await hub.submit(a.client, Chat(text="other", ref="r1"))
+    await wait_for(lambda: len(b.of_type("chat")) == 2)
+    assert [f["text"] for f in b.of_type("chat")] == ["once", "other"]
+    assert [m.text for _, m in hub.cache.entries] == ["once", "other"]
+    assert hub.stats.resends == 1

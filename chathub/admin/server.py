@@ -343,6 +343,7 @@ class AdminServer(ModerationCommands, ChannelCommands):
             "closes": dict(s.by_close),
             "valkey_up": f.valkey_up,
             "postgres_up": f.postgres_up,
+            "postgres_slow": f.postgres_slow,
             "bus_resubscribes": f.bus_resubscribes,
             "events_dropped": self.dropped,
             "tasks": len(asyncio.all_tasks()),

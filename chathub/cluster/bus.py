@@ -3,7 +3,8 @@
 What travels: every stamped message (published by the same server-side function
 that stamps it, so publish order is id order), ``join``/``leave`` when a user's
 first/last connection anywhere opens/closes, and kick requests and their replies.
-Each payload names its origin node; a hub ignores its own. Nothing is published
+Each payload names its origin node; a hub ignores its own, except its own messages,
+which tell it where they stand among the others' (:mod:`chathub.cluster.echo`). Nothing is published
 while a hub is alone (the functions check the node count), so a single daemon pays
 nothing for this.
 
@@ -194,6 +195,8 @@ class Bus:
         except ValueError:
             log.warning("bus: ignoring a payload that is not JSON")
             return
-        if not isinstance(payload, dict) or payload.get("n") == self.node_id:
+        if not isinstance(payload, dict):
             return
+        if payload.get("n") == self.node_id and payload.get("k") != "m":
+            return  # this hub's own announcements; its own messages come back for ordering
         self.on_message(payload)

@@ -101,13 +101,19 @@ class RemoteFeed:
         for client in self._fresh.pop(channel, {}):
             self._fresh_in.get(client, set()).discard(channel)
 
-    def admit(self, msg: Message) -> set[Any] | None:
-        """Whether to deliver ``msg``: None for a duplicate, else the clients to leave out."""
+    def admit(self, msg: Message, own: bool = False) -> set[Any] | None:
+        """Whether to deliver ``msg``: None for a duplicate, else the clients to leave out.
+
+        ``own``: a message of this hub, back from the bus or past its echo deadline
+        (:mod:`chathub.cluster.echo`); never a duplicate, it only moves the order on.
+        """
         mid = parse_id(msg.id)
         last = self._last.get(msg.channel)
         if last is not None and mid <= last:
-            return None  # already delivered (a gap fill got here first, or the reverse)
-        self._last[msg.channel] = mid
+            if not own:
+                return None  # already delivered (a gap fill got here first, or the reverse)
+        else:
+            self._last[msg.channel] = mid
         skip: set[Any] = set()
         for client, floor in list(self._fresh.get(msg.channel, {}).items()):
             if mid <= floor:

@@ -47,12 +47,18 @@ class Conn:
     #: ids of the welcome's history, then of every chat/whisper frame, in arrival order
     welcome_ids: list[str] = field(default_factory=list)
     live_ids: list[str] = field(default_factory=list)
+    #: seconds into the run each of ``live_ids`` arrived
+    live_at: list[float] = field(default_factory=list)
     #: (id, text, ref) of this client's own messages echoed back to it
     echoed: list[tuple[str, str, str]] = field(default_factory=list)
     #: error codes received (unavailable, rate_limited, ...)
     errors: dict[str, int] = field(default_factory=dict)
     #: refs of this client's messages answered ``unavailable`` ("nothing was sent")
     unavailable_refs: list[str] = field(default_factory=list)
+    #: refs answered ``unavailable`` with an unknown outcome ("may have been sent"), resent
+    unsure_refs: list[str] = field(default_factory=list)
+    #: echoes that answered a resend of a message this connection had already
+    repeated_answers: int = 0
     close_code: int | None = None
     closed: float = 0.0
     #: wall-clock time of the close (compared with Valkey's clock in the checker)
@@ -86,6 +92,10 @@ class ChaosClient:
         self.ws: websockets.ClientConnection | None = None
         self.conn: Conn | None = None
         self._stop = asyncio.Event()
+        #: refs whose echo arrived; frames sent, by ref (for resends); pending resends
+        self._answered: set[str] = set()
+        self._frames: dict[str, dict[str, Any]] = {}
+        self._resends: set[asyncio.Future[None]] = set()
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -141,14 +151,41 @@ class ChaosClient:
             for mid in conn.welcome_ids:
                 self._seen(mid)
         elif t in ("chat", "whisper"):
+            mine = bool(f.get("ref")) and f.get("from") == self.user
+            if mine and f["ref"] in self._answered:
+                conn.repeated_answers += 1  # the answer to a resend: not a second delivery
+                return
             conn.live_ids.append(f["id"])
+            conn.live_at.append(self.now())
             self._seen(f["id"])
-            if f.get("ref") and f.get("from") == self.user:
+            if mine:
+                self._answered.add(f["ref"])
                 conn.echoed.append((f["id"], f["text"], f["ref"]))
         elif t == "error":
             conn.errors[f["code"]] = conn.errors.get(f["code"], 0) + 1
-            if f["code"] == "unavailable" and f.get("ref"):
-                conn.unavailable_refs.append(f["ref"])
+            ref = f.get("ref")
+            if f["code"] == "unavailable" and ref:
+                if "may have been sent" in f.get("message", ""):
+                    # the outcome is unknown: resend with the same ref, as docs/protocol.md says
+                    conn.unsure_refs.append(ref)
+                    self._resend(ref, f.get("retry_after_ms") or 1000)
+                else:
+                    conn.unavailable_refs.append(ref)
+
+    def _resend(self, ref: str, after_ms: int) -> None:
+        frame = self._frames.get(ref)
+        ws = self.ws
+        if frame is None or ws is None:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(after_ms / 1000)
+            if ref not in self._answered and self.ws is ws:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(json.dumps(frame))
+
+        self._resends.add(task := asyncio.ensure_future(later()))
+        task.add_done_callback(self._resends.discard)
 
     def _seen(self, mid: str) -> None:
         if self.last_seen is None or id_key(mid) > id_key(self.last_seen):
@@ -163,6 +200,7 @@ class ChaosClient:
                 frame = {"type": "whisper", "to": self.rng.choice(self.others), "text": ref, "ref": ref}
             else:
                 frame = {"type": "chat", "text": ref, "ref": ref}
+            self._frames[ref] = frame
             await ws.send(json.dumps(frame))
 
     def drop(self) -> bool:
