@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import __version__
+from .bandesk import BanDesk
 from .bans import Ban, BanSync
 from .cache import MessageCache
 from .cluster.bus import Bus
@@ -122,8 +123,10 @@ class Node:
         #: the HTTP API under /api/v1/ (docs/api.md)
         #: chathub delete / purge and the API's verbs (chathub.removal)
         self.removal = MessageRemoval(pool, self.cache, self.archive, self.hub.remote)
+        #: chathub ban / mute and the API's ban verbs: PostgreSQL, then every hub
+        self.bandesk = BanDesk(pool, self.bans)
         self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick, self.removal,
-                       self.audit.record, self.metrics.registry)
+                       self.bandesk, self.audit.record, self.metrics.registry)
         self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render,
                              self.api.handle)
         self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from websockets.http11 import Request, Response
 
 from .. import protocol
+from ..bandesk import BanDesk, BansUnavailable
 from ..bucket import TokenBucket
 from ..config import Config
 from ..errors import CacheUnavailable, DatabaseUnavailable
@@ -39,6 +40,7 @@ from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
 from ..removal import MessageRemoval, RemovalUnavailable
+from .apibans import ApiBans, Record
 from .apimetrics import ApiMetrics
 from .guard import Guard
 from .handshake import BodyRequest
@@ -65,9 +67,6 @@ REASON_MAX = 200
 RETRY_AFTER_MS = 1000
 #: hex digits of a key's SHA-256 that name it in the audit trail and logs
 FINGERPRINT_DIGITS = 12
-
-#: records one action in the audit trail: (action, target, arguments, by_uid, by_user)
-Record = Callable[[str, str | None, dict[str, Any], int | None, str | None], Awaitable[Any]]
 
 
 def fingerprint(key: str) -> str:
@@ -120,15 +119,17 @@ class Api:
         kv: Valkey, for idempotency keys shared by every hub.
         kick: closes a user's connections on every hub; returns how many.
         removal: removes messages everywhere (``delete``, ``purge``); None: 503.
-        record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, delete
-            or purge made through the API is recorded with ``by_user`` = the key's
-            :func:`fingerprint`.
+        bans: the ban desk the admin socket uses too (``ban``, ``unban``, ``mute``,
+            ``unmute``, ``bans``; :mod:`chathub.edge.apibans`).
+        record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, ban,
+            mute, delete or purge made through the API is recorded with ``by_user`` = the
+            key's :func:`fingerprint`.
         registry: the daemon's Prometheus registry, where :attr:`metrics` goes.
     """
 
     def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
                  kick: Callable[[str, str], Awaitable[int]], removal: MessageRemoval | None,
-                 record: Record, registry: CollectorRegistry) -> None:
+                 bans: BanDesk, record: Record, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.hub = hub
         self.guard = guard
@@ -136,6 +137,7 @@ class Api:
         self.kick_everywhere = kick
         self.removal = removal
         self.record = record
+        self.bans = ApiBans(bans, record)
         self._keys: list[_Key] = []
         self._budget = (cfg.api.rate, cfg.api.burst)
         self.reload()
@@ -144,6 +146,9 @@ class Api:
             "kick": ("POST", self.kick), "users": ("GET", self.users),
             "channels": ("GET", self.channels), "history": ("GET", self.history),
             "delete": ("POST", self.delete), "purge": ("POST", self.purge),
+            **{name: (method, self._banning(name)) for name, method in (
+                ("ban", "POST"), ("unban", "POST"), ("mute", "POST"), ("unmute", "POST"),
+                ("bans", "GET"))},
         }
         #: requests, refusals and publish latency on /metrics
         self.metrics = ApiMetrics(registry, frozenset([*self._routes, "openapi.json"]))
@@ -361,6 +366,22 @@ class Api:
             raise ApiError(protocol.UNAVAILABLE, str(exc), RETRY_AFTER_MS) from None
         except ValueError as exc:
             raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
+
+    def _banning(self, name: str) -> Callable[[dict[str, Any], _Key], Awaitable[Any]]:
+        """The endpoint ``name`` of :class:`ApiBans`, its errors as refusals."""
+        verb = getattr(self.bans, name)
+
+        async def endpoint(args: dict[str, Any], key: _Key) -> Any:
+            try:
+                out = await verb(args, key.who)
+            except BansUnavailable as exc:
+                raise ApiError(protocol.UNAVAILABLE, str(exc), RETRY_AFTER_MS) from None
+            except (ValueError, TypeError) as exc:
+                raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
+            if name != "bans":
+                log.info("API %s %s by %s", name, args.get("user") or args.get("ip"), key.who)
+            return out
+        return endpoint
 
     # -- helpers ----------------------------------------------------------------------
 
