@@ -203,8 +203,9 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Set up the streams, start the background tasks, open the listener."""
-        cfg = self.cfg
+        """Set up the streams and start the background tasks; :meth:`listen` then opens
+        the listener (the daemon opens its admin socket in between, so that a daemon
+        answering ``/healthz`` answers on its admin socket too)."""
         await self.cache.setup()
         await self.limits.refresh()  # an override set earlier applies from the first message
         await self.bans.refresh()  # and bans from the first upgrade
@@ -224,6 +225,10 @@ class Node:
         self._tasks.append(asyncio.create_task(self.bans.run()))
         if self.keepalive is not None:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
+
+    async def listen(self) -> None:
+        """Open the listener (after :meth:`start`); :attr:`port` is the port it bound."""
+        cfg = self.cfg
         self.server = await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=partial(TrackedConnection,
