@@ -17,7 +17,6 @@ with the codes of docs/protocol.md plus ``unauthorized``, ``not_found``,
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -41,24 +40,16 @@ from ..kv import KV
 from ..protocol import Message, ProtocolError
 from ..removal import MessageRemoval, RemovalUnavailable
 from .apibans import ApiBans, Record
+from .apierror import ApiError, from_protocol
 from .apimetrics import ApiMetrics
 from .guard import Guard
 from .handshake import BodyRequest
+from .idempotency import InProgress, once
 from .openapi import document
-from .routes import API_PREFIX, AmbiguousHeader, json_response, respond, single_header
+from .routes import API_PREFIX, AmbiguousHeader, json_response, single_header
 
 log = logging.getLogger("chathub.edge.api")
 
-#: HTTP status of each refusal code
-STATUS = {
-    protocol.BAD_REQUEST: 400, protocol.TOO_LONG: 400, "unauthorized": 401,
-    protocol.BLOCKED: 403, protocol.FORBIDDEN: 403, protocol.MUTED: 403, "not_found": 404,
-    protocol.UNKNOWN_USER: 404, protocol.UNKNOWN_CHANNEL: 404,
-    "method_not_allowed": 405, "in_progress": 409, protocol.RATE_LIMITED: 429,
-    protocol.UNAVAILABLE: 503,
-}
-#: seconds a repeated idempotency_key waits for the first request's result
-IDEMPOTENCY_WAIT = 5.0
 #: longest idempotency_key accepted
 IDEMPOTENCY_KEY_MAX = 128
 #: the longest kick reason kept
@@ -83,30 +74,6 @@ class _Key:
     #: :func:`fingerprint` of the key
     who: str
     bucket: TokenBucket
-
-
-class ApiError(Exception):
-    """A refusal: status from :data:`STATUS`, ``code`` and a one-line message."""
-
-    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_ms = retry_after_ms
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        extra = {}
-        if self.retry_after_ms is not None:
-            body["retry_after_ms"] = self.retry_after_ms
-            extra["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
-        if self.code == "unauthorized":
-            extra["WWW-Authenticate"] = 'Bearer realm="chathub"'
-        return respond(STATUS.get(self.code, 400), json.dumps(body), "application/json", extra)
-
-
-def _from_protocol(err: ProtocolError) -> ApiError:
-    return ApiError(err.code, err.message, err.retry_after_ms)
 
 
 class Api:
@@ -246,7 +213,7 @@ class Api:
         try:
             return protocol.parse(json.dumps(frame), self.cfg.server.max_text_chars)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
     async def publish(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         """Post a chat into a channel as a user or a system name."""
@@ -265,7 +232,7 @@ class Api:
         try:
             msg = self.guard.moderate(sender, msg)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
         async def send() -> dict[str, Any]:
             return _stamped(await self._stamp(self.hub.publish(sender, msg.channel, msg.text)))
@@ -285,7 +252,7 @@ class Api:
         try:
             msg = self.guard.moderate(sender, msg)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
         return _stamped(await self._stamp(self.hub.whisper_from(sender, msg.to, msg.text)))
 
     async def users(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
@@ -390,41 +357,17 @@ class Api:
         try:
             return await aw
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
     async def _once(self, key: _Key, idem: str, send: Callable[[], Awaitable[dict[str, Any]]]
                     ) -> dict[str, Any]:
-        """Run ``send`` once per (API key, idempotency key) within the window, in Valkey.
-
-        The first request marks the key "pending", publishes, then stores its result;
-        a repeat returns the stored result, or waits (bounded) while it is pending.
-        """
-        # the key's digest, not the key: nothing secret is written to Valkey
-        who = hashlib.sha256(key.secret).hexdigest()[:16]
-        slot = self.kv.key("api", "idem", who, hashlib.sha256(idem.encode()).hexdigest())
-        client = self.kv.client
-        ttl = max(1, int(self.cfg.api.idempotency_window))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + IDEMPOTENCY_WAIT
-        while loop.time() < deadline:
-            if await self.kv.call(client.set, slot, "pending", nx=True, ex=ttl):
-                try:
-                    result = await send()
-                except BaseException:
-                    await self.kv.call(client.delete, slot)
-                    raise
-                await self.kv.call(client.set, slot, json.dumps(result), ex=ttl)
-                return result
-            stored = await self.kv.call(client.get, slot)
-            if stored is None:  # the first attempt failed meanwhile: try to be the first
-                continue
-            if isinstance(stored, bytes):
-                stored = stored.decode()
-            if stored != "pending":
-                return {**json.loads(stored), "replayed": True}
-            await asyncio.sleep(0.05)  # the first request is in another task or on another hub
-        raise ApiError("in_progress", "a request with this idempotency_key is still in "
-                                      "progress; retry later", RETRY_AFTER_MS)
+        """Run ``send`` once per (API key, idempotency key) within the window
+        (:func:`chathub.edge.idempotency.once`)."""
+        try:
+            return await once(self.kv, key.secret, idem, self.cfg.api.idempotency_window, send)
+        except InProgress:
+            raise ApiError("in_progress", "a request with this idempotency_key is still in "
+                                          "progress; retry later", RETRY_AFTER_MS) from None
 
 
 def _json_body(request: Request) -> dict[str, Any]:
