@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,13 @@ MAX_REASON = 200
 #: seconds a ban waits for PostgreSQL before it is refused
 PG_TIMEOUT = 5.0
 _PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+#: records one action in the audit trail: (action, target, arguments); the caller adds who
+Audit = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class BansUnavailable(ValueError):
+    """PostgreSQL or Valkey could not take the change (one line; nothing or part changed)."""
 
 
 def target(user: Any, channel: Any, ip: Any, mute: bool = False) -> tuple[str, str, str | None]:
@@ -86,7 +94,9 @@ class BanDesk:
         """Record and apply a ban (or a mute) on every hub; the entry as stored.
 
         Raises:
-            ValueError: bad input, or PostgreSQL or Valkey is unavailable (one line).
+            ValueError: bad input (one line).
+            TypeError: ``reason`` is not a string.
+            BansUnavailable: PostgreSQL or Valkey is unavailable (a ValueError too).
         """
         scope, key, net = target(user, channel, ip, mute)
         why = clean_reason(reason)
@@ -101,14 +111,15 @@ class BanDesk:
             ban_id, at = await asyncio.wait_for(db_bans.insert(
                 self.pool, kind, user, channel, net, why, until, by), PG_TIMEOUT)
         except _PG_ERRORS as exc:
-            raise ValueError(f"{kind}s are recorded in PostgreSQL, which is unavailable "
-                             f"({type(exc).__name__}); nothing changed") from None
+            raise BansUnavailable(f"{kind}s are recorded in PostgreSQL, which is unavailable "
+                                  f"({type(exc).__name__}); nothing changed") from None
         entry = Ban(scope, key, why, until, ban_id, at, by)
         try:
             await self.sync.store(entry)
         except CacheUnavailable:
-            raise ValueError(f"Valkey is unavailable: the {kind} is recorded in PostgreSQL "
-                             "and applies when a hub starts again; try again") from None
+            raise BansUnavailable(f"Valkey is unavailable: the {kind} is recorded in "
+                                  "PostgreSQL and applies when a hub starts again; try again"
+                                  ) from None
         return entry.to_dict()
 
     async def unban(self, user: str | None, ip: str | None, channel: str | None,
@@ -120,13 +131,13 @@ class BanDesk:
             rows = await asyncio.wait_for(
                 db_bans.lift(self.pool, kind, user, channel, net), PG_TIMEOUT)
         except _PG_ERRORS as exc:
-            raise ValueError(f"{kind}s are recorded in PostgreSQL, which is unavailable "
-                             f"({type(exc).__name__}); nothing changed") from None
+            raise BansUnavailable(f"{kind}s are recorded in PostgreSQL, which is unavailable "
+                                  f"({type(exc).__name__}); nothing changed") from None
         try:
             held = await self.sync.lift(scope, key)
         except CacheUnavailable:
-            raise ValueError(f"Valkey is unavailable: the {kind} is lifted in PostgreSQL; "
-                             "try again so that every hub lifts it") from None
+            raise BansUnavailable(f"Valkey is unavailable: the {kind} is lifted in PostgreSQL; "
+                                  "try again so that every hub lifts it") from None
         return {"lifted": bool(rows or held)}
 
     async def list(self) -> dict[str, Any]:
@@ -157,3 +168,36 @@ class BanDesk:
             await self.sync.restore(bans)
         except CacheUnavailable:
             log.warning("bans: Valkey is unavailable; PostgreSQL's bans were not copied to it")
+
+
+def audit_name(user: Any, ip: Any, channel: Any) -> str:
+    """The audit trail's target of a ban: the range, or the user (``in CHANNEL``)."""
+    return str(ip) if ip is not None else f"{user}" + (f" in {channel}" if channel else "")
+
+
+async def ban_recorded(desk: BanDesk, audit: Audit, req: dict[str, Any], by: str | None,
+                       mute: bool) -> dict[str, Any]:
+    """Ban or mute as ``req`` asks (``user``, ``ip``, ``channel``, ``seconds``, ``reason``),
+    ``created_by`` = ``by``, and record it in the audit trail; ``{"ban": ENTRY}``.
+
+    The admin socket's and the HTTP API's ban and mute both come here. Raises as
+    :meth:`BanDesk.ban`; nothing is recorded when it raises.
+    """
+    user, ip, channel = req.get("user"), req.get("ip"), req.get("channel")
+    entry = await desk.ban(user, ip, channel, req.get("seconds"), req.get("reason"), by, mute)
+    args = {"reason": entry["reason"], "until": entry["until"], "id": entry["id"]}
+    if channel is not None:
+        args["channel"] = channel
+    await audit("mute" if mute else "ban", audit_name(user, ip, channel), args)
+    return {"ban": entry}
+
+
+async def unban_recorded(desk: BanDesk, audit: Audit, req: dict[str, Any], mute: bool
+                         ) -> dict[str, Any]:
+    """Lift a ban or mute as ``req`` asks and record it; ``{"lifted": bool}`` (False: none
+    was in force). Raises as :meth:`BanDesk.unban`."""
+    user, ip, channel = req.get("user"), req.get("ip"), req.get("channel")
+    result = await desk.unban(user, ip, channel, mute)
+    await audit("unmute" if mute else "unban", audit_name(user, ip, channel),
+                {"lifted": result["lifted"]} | ({"channel": channel} if channel is not None else {}))
+    return result

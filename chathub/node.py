@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import __version__
+from .bandesk import BanDesk
 from .bans import Ban, BanSync
 from .cache import MessageCache
 from .cluster.bus import Bus
@@ -126,8 +127,10 @@ class Node:
         #: the HTTP API under /api/v1/ (docs/api.md)
         #: chathub delete / purge and the API's verbs (chathub.removal)
         self.removal = MessageRemoval(pool, self.cache, self.archive, self.hub.remote)
+        #: chathub ban / mute and the API's ban verbs: PostgreSQL, then every hub
+        self.bandesk = BanDesk(pool, self.bans)
         self.api = Api(cfg, self.hub, self.guard, kv, self.kicker.kick, self.removal,
-                       self.audit.record, self.metrics.registry)
+                       self.bandesk, self.audit.record, self.metrics.registry)
         self.routes = Routes(self._admit, lambda: self.figures().health(), self.metrics.render,
                              self.api.handle)
         self.connections = ConnectionHandler(cfg, node_id, self.hub, self.cache, self.sessions,
@@ -212,8 +215,9 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Set up the streams, start the background tasks, open the listener."""
-        cfg = self.cfg
+        """Set up the streams and start the background tasks; :meth:`listen` then opens
+        the listener (the daemon opens its admin socket in between, so that a daemon
+        answering ``/healthz`` answers on its admin socket too)."""
         await self.cache.setup()
         await self.limits.refresh()  # an override set earlier applies from the first message
         await self.bans.refresh()  # and bans from the first upgrade
@@ -233,6 +237,10 @@ class Node:
         self._tasks.append(asyncio.create_task(self.bans.run()))
         if self.keepalive is not None:
             self._tasks.append(asyncio.create_task(self.keepalive.run()))
+
+    async def listen(self) -> None:
+        """Open the listener (after :meth:`start`); :attr:`port` is the port it bound."""
+        cfg = self.cfg
         self.server = await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=partial(TrackedConnection,

@@ -49,7 +49,7 @@ class Operator:
         self.limits: LiveLimits = node.limits
         self.audit: AuditLog = node.audit
         #: bans and mutes (chathub ban / mute)
-        self.bans = BanDesk(node.pool, node.bans)
+        self.bans: BanDesk = node.bandesk
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -3,7 +3,8 @@
 :class:`Daemon` takes the data-dir lock, claims the admin socket, starts the
 embedded services (when no URLs are configured), connects Valkey and PostgreSQL,
 checks the schema, then builds and starts a :class:`~chathub.node.Node` (the hub
-and everything around it) and serves the admin socket. :meth:`Daemon.stop` undoes
+and everything around it), serves the admin socket and only then opens the
+listener: a daemon that answers ``/healthz`` is fully up. :meth:`Daemon.stop` undoes
 it in reverse, so that every open session is recorded and every message flushed
 before the services stop. Use :func:`run` from Python (``await chathub.run(config)``)
 or ``chathub serve`` from a shell.
@@ -115,7 +116,9 @@ class Daemon:
         await self.node.start()
         self._operator = Operator(cfg, self.node, self.source, self._loaded)
         await self._operator.start()
+        # the admin socket before the listener: once /healthz answers, so does the socket
         await self.admin.start()
+        await self.node.listen()
         log.info("chathub %s node %s listening on ws://%s:%d/ws (admin socket %s)",
                  __version__, self.node_id, cfg.server.host, self.port, cfg.admin_socket)
 

@@ -13,6 +13,7 @@ import pytest
 
 from chathub.admin.client import AdminClient, call
 from chathub.errors import AdminError
+from chathub.node import Node
 from tests.helpers import Chatter, wait_for
 
 
@@ -148,3 +149,20 @@ async def test_metrics_exports_stats_and_histograms(daemon):
                    "chathub_max_client_backlog_bytes", "chathub_messages_flushed_total 1.0"):
         assert needle in body, needle
     await a.close()
+
+
+async def test_the_admin_socket_answers_before_the_listener_opens(daemon_factory, monkeypatch):
+    """A daemon that answers /healthz answers on its admin socket too: the socket is served
+    before the listener opens (what a supervisor or a test polling /healthz relies on)."""
+    seen: list[dict] = []
+    real = Node.listen
+
+    async def listen(self: Node) -> None:
+        seen.append(await call(self.cfg.admin_socket, "hello"))
+        assert self.server is None  # nothing listens yet
+        await real(self)
+
+    monkeypatch.setattr(Node, "listen", listen)
+    d = await daemon_factory()
+    assert [h["node"] for h in seen] == [d.node_id]
+    assert d.port > 0

@@ -137,9 +137,16 @@ async def test_delete_reaches_every_hub_and_history_forgets_it(daemon_factory, d
     assert row["deleted_by"]  # the admin socket's Unix user
     again_reply = await call(hubs[0].cfg.admin_socket, "delete", msg=spam, channel="dev")
     assert again_reply["deleted"] is False
-    audit = await call(hubs[0].cfg.admin_socket, "audit")
-    rows = [(a["action"], a["target"]) for a in audit["actions"] if a["action"] == "delete"]
-    assert rows == [("delete", spam), ("delete", spam)]
+
+    async def deletes() -> list[tuple[str, str]]:
+        audit = await call(hubs[0].cfg.admin_socket, "audit")
+        return [(a["action"], a["target"]) for a in audit["actions"] if a["action"] == "delete"]
+
+    async def both() -> bool:  # the audit trail's own flusher writes a moment after the reply
+        return len(await deletes()) == 2
+
+    await wait_for(both, what="both deletes in the audit trail")
+    assert await deletes() == [("delete", spam), ("delete", spam)]
     for c in (*readers, elsewhere, late, again):
         await c.close()
 

@@ -2,8 +2,9 @@
 purge and unban, each confirmed first.
 
 Most tests run against the fake daemon (tests/fakeadmin.py with
-tests/fakemoderation.py) and assert the requests the screen sent; the last one runs
-search, ban and unban against a real daemon and real WebSocket clients.
+tests/fakemoderation.py) and assert the requests the screen sent; the last two run
+search, ban and unban, and delete and purge, against a real daemon and real WebSocket
+clients.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.fakeadmin import FakeAdmin
 from tests.fakemoderation import FakeModeration, hit
 from tests.helpers import Chatter, wait_for
 from tests.test_bans import admits, closed_banned, refused
+from tests.test_delete import history, said
 from tests.test_tui import FAST, SIZE, connected, logged, parts
 from tests.test_tui_snapshot import REPLIES, STILL
 
@@ -385,3 +387,50 @@ async def test_search_ban_and_unban_against_a_real_daemon(daemon: Daemon) -> Non
             actions = (await call(sock, "audit"))["actions"]
             assert [a["action"] for a in actions][:2] == ["unban", "ban"]
             no_failed_workers(app)
+
+
+async def test_delete_and_purge_against_a_real_daemon(daemon: Daemon) -> None:
+    """A message deleted from the screen and a sender purged from it are gone: another
+    connected client gets each ``delete`` frame, search no longer finds them, history no
+    longer returns them; another user's message stays."""
+    sock = daemon.cfg.admin_socket
+    async with await Chatter.connect(daemon.port, "mallory") as mallory, \
+            await Chatter.connect(daemon.port, "ann") as ann, \
+            await Chatter.connect(daemon.port, "bob") as bob:
+        first = await said(mallory, "buy cheap pills now")
+        second = await said(mallory, "cheap pills here, cheap")
+        kept = await said(ann, "pills are bad for you")
+
+        async def searchable() -> bool:  # the flusher writes them to PostgreSQL (0.2 s here)
+            return len((await call(sock, "search", words="pills"))["hits"]) == 3
+
+        await wait_for(searchable, what="the messages in PostgreSQL")
+        app = DashApp(sock, options=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(app, daemon.node_id)
+            screen = await open_moderation(app, pilot)
+            table = await search(pilot, screen, "pills", [kept, second, first])
+
+            await pilot.press("down", "down", "d")
+            assert isinstance(app.screen, ConfirmScreen) and first in str(app.screen.question)
+            await pilot.press("y")
+            assert await bob.recv_type("delete") == {"type": "delete", "id": first,
+                                                     "channel": "general"}
+            await wait_for(lambda: table.ids() == [kept, second], what="the row removed")
+            assert screen.status == f"deleted message {first} in general"
+
+            assert table.selected is not None and table.selected["id"] == second
+            await pilot.press("x")  # on mallory's other message
+            assert isinstance(app.screen, SanctionScreen) and app.screen.user == "mallory"
+            await pilot.press(*"1h", "enter")
+            assert await bob.recv_type("delete") == {"type": "delete", "id": second,
+                                                     "channel": "general"}
+            await wait_for(lambda: table.ids() == [kept], what="mallory's rows gone")
+            assert screen.status == "purged 1 message of mallory"
+            no_failed_workers(app)
+
+        hits = (await call(sock, "search", words="pills"))["hits"]
+        assert [h["id"] for h in hits] == [kept]
+        assert await history(bob) == ["pills are bad for you"]
+        assert [a["action"] for a in (await call(sock, "audit"))["actions"]][:2] == [
+            "purge", "delete"]

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bandesk import ban_recorded, unban_recorded
 from .peer import PEER
-
-
-def _target(req: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return req.get("user"), req.get("ip"), req.get("channel")
-
-
-def _name(user: Any, ip: Any, channel: Any) -> str:
-    return str(ip) if ip is not None else f"{user}" + (f" in {channel}" if channel else "")
 
 
 class BanCommands:
@@ -26,36 +19,19 @@ class BanCommands:
     _operator: Any
     record: Any
 
-    async def _set(self, req: dict[str, Any], mute: bool) -> dict[str, Any]:
-
-        user, ip, channel = _target(req)
-        entry = await self._operator().bans.ban(user, ip, channel, req.get("seconds"),
-                                                req.get("reason"), PEER.get().user, mute)
-        args = {"reason": entry["reason"], "until": entry["until"], "id": entry["id"]}
-        if channel is not None:
-            args["channel"] = channel
-        await self.record("mute" if mute else "ban", _name(user, ip, channel), args)
-        return {"ban": entry}
-
-    async def _lift(self, req: dict[str, Any], mute: bool) -> dict[str, Any]:
-        user, ip, channel = _target(req)
-        result = await self._operator().bans.unban(user, ip, channel, mute)
-        await self.record("unmute" if mute else "unban", _name(user, ip, channel),
-                          {"lifted": result["lifted"]}
-                          | ({"channel": channel} if channel is not None else {}))
-        return result
-
     async def cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._set(req, mute=False)
+        return await ban_recorded(self._operator().bans, self.record, req, PEER.get().user,
+                                  mute=False)
 
     async def cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._lift(req, mute=False)
+        return await unban_recorded(self._operator().bans, self.record, req, mute=False)
 
     async def cmd_mute(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._set(req, mute=True)
+        return await ban_recorded(self._operator().bans, self.record, req, PEER.get().user,
+                                  mute=True)
 
     async def cmd_unmute(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._lift(req, mute=True)
+        return await unban_recorded(self._operator().bans, self.record, req, mute=True)
 
     async def cmd_bans(self, req: dict[str, Any]) -> dict[str, Any]:
         return await self._operator().bans.list()

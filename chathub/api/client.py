@@ -103,6 +103,18 @@ class _Base:
              body: dict[str, Any] | None = None) -> bytes:
         return build(self._hostport, self.key, method, path, query, body)
 
+    def _ban_req(self, user: str | None, ip: str | None, channel: str | None,
+                 seconds: float | None, reason: str | None) -> bytes:
+        return self._req("POST", "ban", body={"user": user, "ip": ip, "channel": channel,
+                                              "seconds": seconds, "reason": reason})
+
+    def _unban_req(self, user: str | None, ip: str | None, channel: str | None) -> bytes:
+        return self._req("POST", "unban", body={"user": user, "ip": ip, "channel": channel})
+
+    def _mute_req(self, user: str, seconds: float, reason: str | None) -> bytes:
+        return self._req("POST", "mute", body={"user": user, "seconds": seconds,
+                                               "reason": reason})
+
 
 class APIClient(_Base):
     """Blocking client of the HTTP API; every method is one request."""
@@ -162,6 +174,36 @@ class APIClient(_Base):
         return self._call(self._req("POST", "kick", body={"user": user,
                                                           "reason": reason}))["closed"]
 
+    def ban(self, user: str | None = None, *, ip: str | None = None, channel: str | None = None,
+            seconds: float | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Ban ``user`` (from ``channel`` only, when given) or the address range ``ip`` on
+        every hub for ``seconds`` (None: until lifted); the entry (``scope``, ``until`` in
+        epoch ms or None, ``id``, ``by`` = this key's fingerprint, ...).
+
+        Raises:
+            BadRequest: neither or both of ``user`` and ``ip``, or a bad field (named).
+            Unavailable: PostgreSQL or Valkey could not take it.
+        """
+        return self._call(self._ban_req(user, ip, channel, seconds, reason))["ban"]
+
+    def unban(self, user: str | None = None, *, ip: str | None = None,
+              channel: str | None = None) -> bool:
+        """Lift a ban on every hub; False when none was in force."""
+        return self._call(self._unban_req(user, ip, channel))["lifted"]
+
+    def mute(self, user: str, seconds: float, reason: str | None = None) -> dict[str, Any]:
+        """Mute ``user`` for ``seconds`` on every hub (chat and whisper refused with
+        ``muted``); the entry, as :meth:`ban`."""
+        return self._call(self._mute_req(user, seconds, reason))["ban"]
+
+    def unmute(self, user: str) -> bool:
+        """Lift ``user``'s mute on every hub; False when none was in force."""
+        return self._call(self._req("POST", "unmute", body={"user": user}))["lifted"]
+
+    def bans(self) -> list[dict[str, Any]]:
+        """Bans and mutes in force, oldest first (entries as :meth:`ban` returns)."""
+        return self._call(self._req("GET", "bans"))["bans"]
+
 
 class AsyncAPIClient(_Base):
     """The same as :class:`APIClient`, each method a coroutine."""
@@ -216,6 +258,30 @@ class AsyncAPIClient(_Base):
         """See :meth:`APIClient.kick`."""
         return (await self._call(self._req("POST", "kick", body={
             "user": user, "reason": reason})))["closed"]
+
+    async def ban(self, user: str | None = None, *, ip: str | None = None,
+                  channel: str | None = None, seconds: float | None = None,
+                  reason: str | None = None) -> dict[str, Any]:
+        """See :meth:`APIClient.ban`."""
+        return (await self._call(self._ban_req(user, ip, channel, seconds, reason)))["ban"]
+
+    async def unban(self, user: str | None = None, *, ip: str | None = None,
+                    channel: str | None = None) -> bool:
+        """See :meth:`APIClient.unban`."""
+        return (await self._call(self._unban_req(user, ip, channel)))["lifted"]
+
+    async def mute(self, user: str, seconds: float, reason: str | None = None
+                   ) -> dict[str, Any]:
+        """See :meth:`APIClient.mute`."""
+        return (await self._call(self._mute_req(user, seconds, reason)))["ban"]
+
+    async def unmute(self, user: str) -> bool:
+        """See :meth:`APIClient.unmute`."""
+        return (await self._call(self._req("POST", "unmute", body={"user": user})))["lifted"]
+
+    async def bans(self) -> list[dict[str, Any]]:
+        """See :meth:`APIClient.bans`."""
+        return (await self._call(self._req("GET", "bans")))["bans"]
 
 
 async def _read_all(reader: asyncio.StreamReader) -> bytes:

@@ -8,7 +8,9 @@
             if isinstance(event, Chat):
                 print(event.from_, event.text)
 
-See docs/client.md. Modules: :mod:`.client` (the connection and its loop),
+See docs/client.md. Modules: :mod:`.client` (ChatClient: settings, events, requests),
+:mod:`.link` (the connection and its reconnect loop), :mod:`.routing` (replies by
+ref, de-duplication, gaps, resubscribing),
 :mod:`.events` (server frames as typed events, sans I/O), :mod:`.errors` (one class
 per error code), :mod:`.tracker` (since and de-duplication per channel),
 :mod:`.buffer` (the bounded event buffer), :mod:`.backoff` (reconnect delays).

@@ -17,7 +17,6 @@ with the codes of docs/protocol.md plus ``unauthorized``, ``not_found``,
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -32,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from websockets.http11 import Request, Response
 
 from .. import protocol
+from ..bandesk import BanDesk, BansUnavailable
 from ..bucket import TokenBucket
 from ..config import Config
 from ..errors import CacheUnavailable, DatabaseUnavailable
@@ -39,24 +39,17 @@ from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
 from ..removal import MessageRemoval, RemovalUnavailable
+from .apibans import ApiBans, Record
+from .apierror import ApiError, from_protocol
 from .apimetrics import ApiMetrics
 from .guard import Guard
 from .handshake import BodyRequest
+from .idempotency import InProgress, once
 from .openapi import document
-from .routes import API_PREFIX, AmbiguousHeader, json_response, respond, single_header
+from .routes import API_PREFIX, AmbiguousHeader, json_response, single_header
 
 log = logging.getLogger("chathub.edge.api")
 
-#: HTTP status of each refusal code
-STATUS = {
-    protocol.BAD_REQUEST: 400, protocol.TOO_LONG: 400, "unauthorized": 401,
-    protocol.BLOCKED: 403, protocol.FORBIDDEN: 403, protocol.MUTED: 403, "not_found": 404,
-    protocol.UNKNOWN_USER: 404, protocol.UNKNOWN_CHANNEL: 404,
-    "method_not_allowed": 405, "in_progress": 409, protocol.RATE_LIMITED: 429,
-    protocol.UNAVAILABLE: 503,
-}
-#: seconds a repeated idempotency_key waits for the first request's result
-IDEMPOTENCY_WAIT = 5.0
 #: longest idempotency_key accepted
 IDEMPOTENCY_KEY_MAX = 128
 #: the longest kick reason kept
@@ -65,9 +58,6 @@ REASON_MAX = 200
 RETRY_AFTER_MS = 1000
 #: hex digits of a key's SHA-256 that name it in the audit trail and logs
 FINGERPRINT_DIGITS = 12
-
-#: records one action in the audit trail: (action, target, arguments, by_uid, by_user)
-Record = Callable[[str, str | None, dict[str, Any], int | None, str | None], Awaitable[Any]]
 
 
 def fingerprint(key: str) -> str:
@@ -86,30 +76,6 @@ class _Key:
     bucket: TokenBucket
 
 
-class ApiError(Exception):
-    """A refusal: status from :data:`STATUS`, ``code`` and a one-line message."""
-
-    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_ms = retry_after_ms
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        extra = {}
-        if self.retry_after_ms is not None:
-            body["retry_after_ms"] = self.retry_after_ms
-            extra["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
-        if self.code == "unauthorized":
-            extra["WWW-Authenticate"] = 'Bearer realm="chathub"'
-        return respond(STATUS.get(self.code, 400), json.dumps(body), "application/json", extra)
-
-
-def _from_protocol(err: ProtocolError) -> ApiError:
-    return ApiError(err.code, err.message, err.retry_after_ms)
-
-
 class Api:
     """Answers ``/api/v1/`` requests for one daemon.
 
@@ -120,15 +86,17 @@ class Api:
         kv: Valkey, for idempotency keys shared by every hub.
         kick: closes a user's connections on every hub; returns how many.
         removal: removes messages everywhere (``delete``, ``purge``); None: 503.
-        record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, delete
-            or purge made through the API is recorded with ``by_user`` = the key's
-            :func:`fingerprint`.
+        bans: the ban desk the admin socket uses too (``ban``, ``unban``, ``mute``,
+            ``unmute``, ``bans``; :mod:`chathub.edge.apibans`).
+        record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, ban,
+            mute, delete or purge made through the API is recorded with ``by_user`` = the
+            key's :func:`fingerprint`.
         registry: the daemon's Prometheus registry, where :attr:`metrics` goes.
     """
 
     def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
                  kick: Callable[[str, str], Awaitable[int]], removal: MessageRemoval | None,
-                 record: Record, registry: CollectorRegistry) -> None:
+                 bans: BanDesk, record: Record, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.hub = hub
         self.guard = guard
@@ -136,6 +104,7 @@ class Api:
         self.kick_everywhere = kick
         self.removal = removal
         self.record = record
+        self.bans = ApiBans(bans, record)
         self._keys: list[_Key] = []
         self._budget = (cfg.api.rate, cfg.api.burst)
         self.reload()
@@ -144,6 +113,9 @@ class Api:
             "kick": ("POST", self.kick), "users": ("GET", self.users),
             "channels": ("GET", self.channels), "history": ("GET", self.history),
             "delete": ("POST", self.delete), "purge": ("POST", self.purge),
+            **{name: (method, self._banning(name)) for name, method in (
+                ("ban", "POST"), ("unban", "POST"), ("mute", "POST"), ("unmute", "POST"),
+                ("bans", "GET"))},
         }
         #: requests, refusals and publish latency on /metrics
         self.metrics = ApiMetrics(registry, frozenset([*self._routes, "openapi.json"]))
@@ -241,7 +213,7 @@ class Api:
         try:
             return protocol.parse(json.dumps(frame), self.cfg.server.max_text_chars)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
     async def publish(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         """Post a chat into a channel as a user or a system name."""
@@ -260,7 +232,7 @@ class Api:
         try:
             msg = self.guard.moderate(sender, msg)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
         async def send() -> dict[str, Any]:
             return _stamped(await self._stamp(self.hub.publish(sender, msg.channel, msg.text)))
@@ -280,7 +252,7 @@ class Api:
         try:
             msg = self.guard.moderate(sender, msg)
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
         return _stamped(await self._stamp(self.hub.whisper_from(sender, msg.to, msg.text)))
 
     async def users(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
@@ -362,6 +334,22 @@ class Api:
         except ValueError as exc:
             raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
 
+    def _banning(self, name: str) -> Callable[[dict[str, Any], _Key], Awaitable[Any]]:
+        """The endpoint ``name`` of :class:`ApiBans`, its errors as refusals."""
+        verb = getattr(self.bans, name)
+
+        async def endpoint(args: dict[str, Any], key: _Key) -> Any:
+            try:
+                out = await verb(args, key.who)
+            except BansUnavailable as exc:
+                raise ApiError(protocol.UNAVAILABLE, str(exc), RETRY_AFTER_MS) from None
+            except (ValueError, TypeError) as exc:
+                raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
+            if name != "bans":
+                log.info("API %s %s by %s", name, args.get("user") or args.get("ip"), key.who)
+            return out
+        return endpoint
+
     # -- helpers ----------------------------------------------------------------------
 
     @staticmethod
@@ -369,41 +357,17 @@ class Api:
         try:
             return await aw
         except ProtocolError as err:
-            raise _from_protocol(err) from None
+            raise from_protocol(err) from None
 
     async def _once(self, key: _Key, idem: str, send: Callable[[], Awaitable[dict[str, Any]]]
                     ) -> dict[str, Any]:
-        """Run ``send`` once per (API key, idempotency key) within the window, in Valkey.
-
-        The first request marks the key "pending", publishes, then stores its result;
-        a repeat returns the stored result, or waits (bounded) while it is pending.
-        """
-        # the key's digest, not the key: nothing secret is written to Valkey
-        who = hashlib.sha256(key.secret).hexdigest()[:16]
-        slot = self.kv.key("api", "idem", who, hashlib.sha256(idem.encode()).hexdigest())
-        client = self.kv.client
-        ttl = max(1, int(self.cfg.api.idempotency_window))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + IDEMPOTENCY_WAIT
-        while loop.time() < deadline:
-            if await self.kv.call(client.set, slot, "pending", nx=True, ex=ttl):
-                try:
-                    result = await send()
-                except BaseException:
-                    await self.kv.call(client.delete, slot)
-                    raise
-                await self.kv.call(client.set, slot, json.dumps(result), ex=ttl)
-                return result
-            stored = await self.kv.call(client.get, slot)
-            if stored is None:  # the first attempt failed meanwhile: try to be the first
-                continue
-            if isinstance(stored, bytes):
-                stored = stored.decode()
-            if stored != "pending":
-                return {**json.loads(stored), "replayed": True}
-            await asyncio.sleep(0.05)  # the first request is in another task or on another hub
-        raise ApiError("in_progress", "a request with this idempotency_key is still in "
-                                      "progress; retry later", RETRY_AFTER_MS)
+        """Run ``send`` once per (API key, idempotency key) within the window
+        (:func:`chathub.edge.idempotency.once`)."""
+        try:
+            return await once(self.kv, key.secret, idem, self.cfg.api.idempotency_window, send)
+        except InProgress:
+            raise ApiError("in_progress", "a request with this idempotency_key is still in "
+                                          "progress; retry later", RETRY_AFTER_MS) from None
 
 
 def _json_body(request: Request) -> dict[str, Any]:

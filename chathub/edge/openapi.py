@@ -24,6 +24,24 @@ _MESSAGE = {
                    "replayed": {"type": "boolean",
                                 "description": "a repeated idempotency_key: the first result"}},
 }
+_BAN = {
+    "type": "object", "required": ["scope", "key", "reason", "until", "id", "at", "by"],
+    "properties": {"scope": {"type": "string", "enum": ["user", "channel", "ip", "mute"]},
+                   "key": {"type": "string"}, "reason": {"type": "string"},
+                   "until": {"type": ["integer", "null"],
+                             "description": "epoch milliseconds; null: until lifted"},
+                   "id": {"type": ["integer", "null"]},
+                   "at": {"type": ["integer", "null"], "description": "epoch milliseconds"},
+                   "by": {"type": ["string", "null"],
+                          "description": "who set it: a Unix user, or api:<fingerprint>"},
+                   "user": {"type": ["string", "null"]}, "channel": {"type": ["string", "null"]},
+                   "ip": {"type": ["string", "null"]}},
+}
+_ONE_BAN = {"type": "object", "properties": {"ban": {"$ref": "#/components/schemas/Ban"}}}
+_LIFTED = {"type": "object", "properties": {"lifted": {
+    "type": "boolean", "description": "false: none was in force"}}}
+_SECONDS = {"type": "number", "exclusiveMinimum": 0, "description": "how long, in seconds"}
+_IP = {"type": "string", "description": "an address or range, like 203.0.113.0/24"}
 _ERROR = {
     "type": "object", "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"},
@@ -43,11 +61,14 @@ def _refusals(*statuses: int) -> dict[str, Any]:
 
 
 def _post(summary: str, required: list[str], props: dict[str, Any], reply: dict[str, Any],
-          *statuses: int) -> dict[str, Any]:
+          *statuses: int, any_of: list[list[str]] | None = None) -> dict[str, Any]:
+    """A POST operation; ``any_of``: alternative sets of required fields (one must be given)."""
+    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
+    if any_of:
+        schema["anyOf"] = [{"required": r} for r in any_of]
     return {"post": {
         "summary": summary, "security": [{"apiKey": []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": required, "properties": props}}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
         "responses": {"200": {"description": "done", "content": {"application/json": {
             "schema": reply}}}, **_refusals(400, 401, 413, 429, *statuses)}}}
 
@@ -69,12 +90,12 @@ def document(cfg: Config) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "chathub HTTP API", "version": __version__,
-                 "description": "Publish, whisper, list, kick and delete on a chathub daemon "
-                                "(docs/api.md)."},
+                 "description": "Publish, whisper, list, kick, ban, mute and delete on a chathub "
+                                "daemon (docs/api.md)."},
         "servers": [{"url": "/api/v1"}],
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Message": _MESSAGE, "Error": _ERROR},
+            "schemas": {"Message": _MESSAGE, "Error": _ERROR, "Ban": _BAN},
         },
         "paths": {
             "/publish": _post(
@@ -114,6 +135,33 @@ def document(cfg: Config) -> dict[str, Any]:
                     "user": {"type": "string"}, "deleted": {"type": "integer"},
                     "ids": {"type": "array", "items": {"type": "string"}}}},
                 503),
+            "/ban": _post(
+                "Ban a user (from one channel when given) or an address range, on every hub: "
+                "their connections close with 4004 and upgrades get 403", [],
+                {"user": _NAME, "ip": _IP,
+                 "channel": {**_CHANNEL, "description": "only this channel (a user ban)"},
+                 "seconds": {**_SECONDS, "description": "how long, in seconds; default: "
+                                                        "until lifted"},
+                 "reason": {"type": "string", "maxLength": 200}},
+                _ONE_BAN, 503, any_of=[["user"], ["ip"]]),
+            "/unban": _post(
+                "Lift a ban of a user (in a channel) or an address range on every hub", [],
+                {"user": _NAME, "ip": _IP, "channel": _CHANNEL},
+                _LIFTED, 503, any_of=[["user"], ["ip"]]),
+            "/mute": _post(
+                "Mute a user on every hub: connected and reading, but chat and whisper are "
+                "refused with `muted` and retry_after_ms", ["user", "seconds"],
+                {"user": _NAME, "seconds": _SECONDS,
+                 "reason": {"type": "string", "maxLength": 200}},
+                _ONE_BAN, 503),
+            "/unmute": _post("Lift a user's mute on every hub", ["user"], {"user": _NAME},
+                             _LIFTED, 503),
+            "/bans": _get("Bans and mutes in force (valkey false: this hub's copy, Valkey "
+                          "being down)", [],
+                          {"type": "object", "properties": {
+                              "bans": {"type": "array",
+                                       "items": {"$ref": "#/components/schemas/Ban"}},
+                              "valkey": {"type": "boolean"}}}),
             "/users": _get("Users online (in a channel when given)",
                            [("channel", False, _CHANNEL)],
                            {"type": "object", "properties": {
