@@ -4,15 +4,16 @@ The Hub owns the connection map (user → that user's connections) and the chann
 subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to them
 happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
 subscribe, unsubscribe, unregister and inbound-message events in order, taking
-runs of the same kind as one batch (one Valkey round trip each). Inbound chat and
-whispers are stamped by the message cache, then handed to the delivery queue
-(:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame, built once,
-into each recipient's transport buffer and never awaits a client.
+runs of the same kind as one batch (one Valkey round trip each); the events are
+:mod:`chathub.hubevents`. Inbound chat and whispers are stamped by the message cache
+and answered (:mod:`chathub.stamping`), then handed to the delivery queue
+(:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame,
+built once, into each recipient's transport buffer and never awaits a client.
 
 Several hubs sharing one Valkey behave as one (docs/scaling.md): presence and
 channel membership are kept cluster-wide by the presence backend, and what other
-hubs stamp or announce arrives as events on the same queue
-(:mod:`chathub.cluster.relay` de-duplicates it), ordered with everything else.
+hubs stamp or announce arrives as events on the same queue, ordered with everything
+else, and is delivered by :mod:`chathub.cluster.arrivals`.
 
 Callers (connection handlers, the admin server) use :meth:`register`,
 :meth:`subscribe`, :meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`,
@@ -27,24 +28,36 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import closecodes, protocol
-from .backends import Accepted, Failed, Limited, MessageCache, Outgoing, Presence, Recent, Resent
+from .backends import MessageCache, Presence, Recent
 from .bans import Ban, BanList
-from .cluster.echo import Held, OwnEchoes
+from .cluster.arrivals import Arrivals
 from .cluster.presence import Online
-from .cluster.relay import RemoteFeed, message_of
+from .cluster.relay import RemoteFeed
 from .config import ChannelsConfig, HubConfig
 from .drain import drain_policy
-from .errors import CacheOutcomeUnknown, CacheUnavailable, RegistrationFailed
+from .errors import CacheUnavailable, RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
+from .hubevents import (
+    BATCHED,
+    EchoDue,
+    Event,
+    Inbound,
+    Register,
+    Remote,
+    Resync,
+    Subscribe,
+    Unregister,
+    Unsubscribe,
+    Watching,
+)
 from .peer import Client
 from .protocol import Chat, Message, ProtocolError, Whisper
+from .stamping import Stamping, now_ms
 from .stats import HubStats
 from .subscriptions import Subscriptions
 from .tasks import spawn
@@ -53,87 +66,6 @@ log = logging.getLogger("chathub.hub")
 
 #: inbound events that may wait for the hub loop before readers block
 INBOX_LIMIT = 10_000
-#: ms a sender is told to wait before resending after a stamp timed out: the probe that
-#: finds Valkey again runs every 0.5 s (chathub.kv)
-RESEND_AFTER_MS = 1000
-
-
-@dataclass(slots=True)
-class _Register:
-    client: Client
-    since: str | None
-    done: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Subscribe:
-    client: Client
-    channel: str
-    since: str | None
-    ref: str | None
-
-
-@dataclass(slots=True)
-class _Unsubscribe:
-    client: Client
-    channel: str
-    ref: str | None
-    #: why, when the server removes the client (an operator's kick from a channel)
-    reason: str | None = None
-
-
-@dataclass(slots=True)
-class _Unregister:
-    client: Client
-    done: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Inbound:
-    #: the sending connection; None for a message from the HTTP API, answered by ``done``
-    client: Client | None
-    message: Chat | Whisper
-    #: the stamped message or the refusal (:class:`~chathub.protocol.ProtocolError`)
-    done: asyncio.Future[Message] | None = None
-    #: the sender's name when there is no client
-    sender: str = ""
-
-
-@dataclass(slots=True)
-class _Remote:
-    """A payload from another hub (see :mod:`chathub.cluster.bus`)."""
-
-    payload: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Watching:
-    """The bus now listens to ``channel``: deliver what other hubs stamped there meanwhile."""
-
-    channel: str
-
-
-@dataclass(slots=True)
-class _EchoDue:
-    """Own messages held for their echo may be past their deadline (:mod:`chathub.cluster.echo`)."""
-
-
-@dataclass(slots=True)
-class _Resync:
-    """Valkey or the bus came back: write this node's presence again; after the bus
-    resubscribed, also deliver what other hubs published during the gap."""
-
-    gap: bool = False
-
-
-_Event = (_Register | _Subscribe | _Unsubscribe | _Unregister | _Inbound | _Remote | _Watching
-          | _EchoDue | _Resync)
-#: event kinds taken in runs as one batch
-_BATCHED = (_Inbound, _Register, _Subscribe, _Unsubscribe)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Hub:
@@ -176,7 +108,7 @@ class Hub:
         self._by_user: dict[str, list[Client]] = {}
         #: every registered connection
         self._clients: dict[Client, None] = {}
-        self._events: asyncio.Queue[_Event] = asyncio.Queue(INBOX_LIMIT)
+        self._events: asyncio.Queue[Event] = asyncio.Queue(INBOX_LIMIT)
         #: who is online on any hub (a mirror; exact when this hub is alone)
         self.online = Online()
         #: whether other hubs shared this Valkey at the last look
@@ -186,18 +118,20 @@ class Hub:
         self._unwatch = unwatch
         #: other hubs' messages: exactly once, in id order
         self.feed = feed or RemoteFeed(cache, node_id)
-        #: this hub's own messages waiting for their echo from the bus (ordering)
-        self.echoes = OwnEchoes()
-        self._echo_timer: asyncio.TimerHandle | None = None
-        #: channels whose traffic the bus receives (their own messages come back)
-        self._live: set[str] = set()
         self.on_event = on_event
-        #: the broadcast and whisper queues and their delivery tasks
+        #: the delivery queue and its task
         self.fanout = Fanout(self._clients, self._by_user, drain_policy(cfg), self.stats,
                              self._emit, on_fanout)
         self._stopping = False
         #: bans and mutes: channel bans refuse ``subscribe``, mutes refuse chat and whisper
         self.bans = bans or BanList()
+        #: inbound chats and whispers: stamped, answered, delivered (in id order)
+        self.stamping = Stamping(cache, self.bans, self.subs, self.feed, self.fanout, self.stats,
+                                 self.default_channel, self._emit, self._error,
+                                 lambda: self._put_soon(EchoDue()))
+        #: other hubs' traffic
+        self.arrivals = Arrivals(node_id, self.subs, self.online, self._by_user, self.feed,
+                                 self.stamping, self.fanout, self.stats, self._channel_leave)
 
     # -- reading state --------------------------------------------------------
 
@@ -255,7 +189,7 @@ class Hub:
         self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
 
     def _unwatched(self, channel: str) -> None:
-        self._live.discard(channel)
+        self.stamping.live.discard(channel)
         self.feed.drop_channel(channel)
         self._unwatch(channel)
 
@@ -280,19 +214,19 @@ class Hub:
             raise RegistrationFailed(closecodes.GOING_AWAY)
         await self.cache.prepare_welcome()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._events.put(_Register(client, since, done))
+        await self._events.put(Register(client, since, done))
         await done
 
     async def subscribe(self, client: Client, channel: str, since: str | None = None,
                         ref: str | None = None) -> None:
         """Queue a ``subscribe``; the client gets ``subscribed`` or an error frame."""
         await self.cache.prepare_welcome()
-        await self._events.put(_Subscribe(client, channel, since, ref))
+        await self._events.put(Subscribe(client, channel, since, ref))
 
     async def unsubscribe(self, client: Client, channel: str, ref: str | None = None,
                           reason: str | None = None) -> None:
         """Queue an ``unsubscribe``; the client gets ``unsubscribed`` or an error frame."""
-        await self._events.put(_Unsubscribe(client, channel, ref, reason))
+        await self._events.put(Unsubscribe(client, channel, ref, reason))
 
     def unregister(self, client: Client) -> asyncio.Future[None]:
         """Remove ``client`` (its handler is ending); returns at once.
@@ -303,30 +237,30 @@ class Hub:
         """
         client.gone = True
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._put_soon(_Unregister(client, done))
+        self._put_soon(Unregister(client, done))
         return done
 
     def remote(self, payload: dict[str, Any]) -> None:
         """A payload from another hub; handled in order with everything else. Does not wait."""
-        self._put_soon(_Remote(payload))
+        self._put_soon(Remote(payload))
 
     def watching(self, channel: str) -> None:
         """The bus's subscription to ``channel`` took effect. Does not wait."""
-        self._put_soon(_Watching(channel))
+        self._put_soon(Watching(channel))
 
     def resync(self) -> None:
         """Ask the loop to write this hub's presence to Valkey again. Does not wait."""
-        self._put_soon(_Resync())
+        self._put_soon(Resync())
 
     def resubscribed(self) -> None:
         """The bus came back: resync presence and fill the gap in remote messages."""
-        self._put_soon(_Resync(gap=True))
+        self._put_soon(Resync(gap=True))
 
     async def mark_subscribed(self) -> None:
         """Note where the stream stood when the bus first subscribed (where gap fills start)."""
         await self.feed.mark_subscribed()
 
-    def _put_soon(self, ev: _Event) -> None:
+    def _put_soon(self, ev: Event) -> None:
         try:
             self._events.put_nowait(ev)
         except asyncio.QueueFull:
@@ -334,7 +268,7 @@ class Hub:
 
     async def submit(self, client: Client, message: Chat | Whisper) -> None:
         """Queue a validated chat or whisper; waits only when the inbox is full (backpressure)."""
-        await self._events.put(_Inbound(client, message))
+        await self._events.put(Inbound(client, message))
 
     async def publish(self, sender: str, channel: str, text: str) -> Message:
         """Stamp and deliver a chat from ``sender`` in ``channel`` as if a client of this
@@ -356,7 +290,7 @@ class Hub:
 
     async def _submit_as(self, sender: str, message: Chat | Whisper) -> Message:
         done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        await self._events.put(_Inbound(None, message, done, sender))
+        await self._events.put(Inbound(None, message, done, sender))
         return await done
 
     def kick(self, user: str, reason: str) -> int:
@@ -377,7 +311,7 @@ class Hub:
         ``unsubscribed`` with ``reason`` and stay connected); return how many."""
         conns = [c for c in self._by_user.get(user, ()) if not c.gone and channel in c.channels]
         for c in conns:
-            self._put_soon(_Unsubscribe(c, channel, None, reason))
+            self._put_soon(Unsubscribe(c, channel, None, reason))
         if conns:
             log.info("%s %s from %s (%d connections)", reason, user, channel, len(conns))
         return len(conns)
@@ -387,7 +321,7 @@ class Hub:
         return how many."""
         conns = [c for c in self.subs.subscribers(channel) if not c.gone]
         for c in conns:
-            self._put_soon(_Unsubscribe(c, channel, None, reason))
+            self._put_soon(Unsubscribe(c, channel, None, reason))
         self.stats.forget_channel(channel)
         return len(conns)
 
@@ -405,7 +339,7 @@ class Hub:
             hit = [c for c in self._by_user.get(ban.user or "", ())
                    if not c.gone and channel in c.channels]
             for c in hit:
-                self._put_soon(_Unsubscribe(c, channel, None, "banned"))
+                self._put_soon(Unsubscribe(c, channel, None, "banned"))
             return len(hit)
         hit = [c for c in self._clients if not c.gone and ban.covers(c.user, c.remote_addr)]
         frame = protocol.encode_banned(ban.reason, ban.until)
@@ -421,7 +355,7 @@ class Hub:
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
         self._stopping = True
-        self._release(self.echoes.drain())
+        self.stamping.release_all()
         self.fanout.drain()
         frame = text_frame(protocol.SHUTDOWN_FRAME)
         clients = list(self._clients)
@@ -441,13 +375,13 @@ class Hub:
     async def _loop(self) -> None:
         events = self._events
         batch_max = self.cfg.ingest_batch
-        carry: _Event | None = None
+        carry: Event | None = None
         while True:
             ev = carry if carry is not None else await events.get()
             carry = None
             batch: list[Any] = [ev]
             try:
-                if isinstance(ev, _BATCHED):
+                if isinstance(ev, BATCHED):
                     # Take the run of events of the same kind that waits behind this one.
                     while len(batch) < batch_max and not events.empty():
                         nxt = events.get_nowait()
@@ -458,208 +392,55 @@ class Hub:
                 await self._handle(ev, batch)
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
-                if isinstance(ev, _Register):
+                if isinstance(ev, Register):
                     for r in batch:
                         if not r.done.done():
                             r.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
-                elif isinstance(ev, _Inbound):
+                elif isinstance(ev, Inbound):
                     for r in batch:
                         if r.done is not None and not r.done.done():
                             r.done.set_exception(ProtocolError(protocol.UNAVAILABLE,
                                                                "the message was not sent"))
 
-    async def _handle(self, ev: _Event, batch: list[Any]) -> None:
-        if isinstance(ev, _Inbound):
-            await self._stamp(batch)
-        elif isinstance(ev, _Register):
+    async def _handle(self, ev: Event, batch: list[Any]) -> None:
+        if isinstance(ev, Inbound):
+            await self.stamping.stamp(batch)
+        elif isinstance(ev, Register):
             await self._register(batch)
-        elif isinstance(ev, _Subscribe):
+        elif isinstance(ev, Subscribe):
             await self._subscribe(batch)
-        elif isinstance(ev, _Unsubscribe):
+        elif isinstance(ev, Unsubscribe):
             await self._unsubscribe(batch)
-        elif isinstance(ev, _Unregister):
+        elif isinstance(ev, Unregister):
             try:
                 await self._unregister(ev.client)
             finally:
                 if not ev.done.done():
                     ev.done.set_result(None)
-        elif isinstance(ev, _Remote):
-            self._remote(ev.payload)
-        elif isinstance(ev, _Watching):
-            self._live.add(ev.channel)
-            await self._fill_channel(ev.channel)
-        elif isinstance(ev, _EchoDue):
-            self._echo_timer = None
-            self._release(self.echoes.due(asyncio.get_running_loop().time()))
-            self._arm_echo_timer()
+        elif isinstance(ev, Remote):
+            self.arrivals.handle(ev.payload)
+        elif isinstance(ev, Watching):
+            await self.arrivals.fill_channel(ev.channel)
+        elif isinstance(ev, EchoDue):
+            self.stamping.echo_due()
         else:
             await self._resync()
             if ev.gap:
-                await self._fill_gap()
+                await self.arrivals.fill_gap()
 
     def _error(self, client: Client, code: str, message: str, ref: str | None,
                retry_after_ms: int | None = None) -> None:
         self.count_error(code)
         client.send(protocol.encode_error(code, message, ref, retry_after_ms))
 
-    # -- messages ---------------------------------------------------------------
-
-    def _refuse(self, ev: _Inbound, code: str, message: str,
-                retry_after_ms: int | None = None) -> None:
-        """Refuse an inbound message: an error frame to its client, or its future's error."""
-        if ev.client is not None:
-            self._error(ev.client, code, message, ev.message.ref, retry_after_ms)
-        else:
-            self.count_error(code)
-            if ev.done is not None and not ev.done.done():
-                ev.done.set_exception(ProtocolError(code, message, None, retry_after_ms))
-
-    async def _stamp(self, batch: list[_Inbound]) -> None:
-        # A client that left after sending still has its messages delivered: they were
-        # read before it left, and writes to its own closed connection are skipped.
-        todo: list[_Inbound] = []
-        now = _now_ms()
-        for ev in batch:
-            m = ev.message
-            sender = ev.client.user if ev.client is not None else ev.sender
-            mute = self.bans.muted(sender, now)
-            if mute is not None:
-                wait = None if mute.until is None else max(1, mute.until - now)
-                self._refuse(ev, protocol.MUTED,
-                             ("you are muted" if ev.client is not None else f"{sender} is muted")
-                             + (f"; retry in {wait} ms" if wait else ""), wait)
-                continue
-            if ev.client is None:  # from the HTTP API: no subscription needed
-                todo.append(ev)
-                continue
-            if isinstance(m, Chat):
-                channel = m.channel or self.default_channel
-                if channel not in ev.client.channels:
-                    self._error(ev.client, protocol.NOT_SUBSCRIBED,
-                                f"subscribe to {channel} before chatting in it", m.ref)
-                    continue
-            todo.append(ev)
-        if not todo:
-            return
-        outs = [Outgoing(ev.client.user if ev.client is not None else ev.sender, ev.message.text,
-                         ev.message.to if isinstance(ev.message, Whisper) else None,
-                         None if isinstance(ev.message, Whisper)
-                         else (ev.message.channel or self.default_channel),
-                         resend_key=None if ev.client is None or ev.message.ref is None
-                         else f"{ev.client.session}:{ev.message.ref}",
-                         unlimited=ev.client is None) for ev in todo]
-        try:
-            results = await self.cache.accept(outs)
-        except CacheOutcomeUnknown:
-            # Valkey may have stamped them: a resend with the same ref is recognised
-            # (chathub_accept_*), and an echo from the bus delivers them here (_remote).
-            for ev in todo:
-                if ev.client is not None and ev.message.ref is not None:
-                    self.echoes.unsure(ev.client.user, ev.message.text, ev.client, ev.message.ref)
-                self._refuse(ev, protocol.UNAVAILABLE,
-                             "the message cache did not answer in time; the message may have "
-                             "been sent: resend it with the same ref", RESEND_AFTER_MS)
-            return
-        except CacheUnavailable:
-            for ev in todo:
-                self._refuse(ev, protocol.UNAVAILABLE,
-                             "the message cache is unavailable; nothing was sent")
-            return
-        for ev, res, out in zip(todo, results, outs, strict=True):
-            c, ref = ev.client, ev.message.ref
-            if isinstance(res, Limited):
-                if c is not None:
-                    c.rate_limit_hits += 1
-                self.stats.rate_limit_hits += 1
-                self.stats.recent_hits.append(time.monotonic())
-                kind = "whisper" if isinstance(ev.message, Whisper) else "chat"
-                self._refuse(ev, protocol.RATE_LIMITED,
-                             f"too many {kind} messages; retry in {res.retry_after_ms} ms",
-                             res.retry_after_ms)
-                self._emit({"type": "rate_limited", "user": out.sender, "kind": kind,
-                            "retry_after_ms": res.retry_after_ms})
-                continue
-            if isinstance(res, Failed):
-                log.error("stamping a message from %s failed: %s", out.sender, res.error)
-                self._refuse(ev, protocol.UNAVAILABLE,
-                             "the message cache refused this message; nothing was sent")
-                continue
-            if isinstance(res, Resent):
-                self._resent(c, ref, res.message)
-                if ev.done is not None and not ev.done.done():
-                    ev.done.set_result(res.message)
-                continue
-            if not isinstance(res, Accepted):
-                to = ev.message.to if isinstance(ev.message, Whisper) else ""
-                self._refuse(ev, protocol.UNKNOWN_USER, f"{to} is not online")
-                continue
-            msg = res.message
-            self.stats.messages_in += 1
-            self.stats.by_type[msg.type] = self.stats.by_type.get(msg.type, 0) + 1
-            frame = text_frame(protocol.encode(msg))
-            own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
-            if msg.to is None:
-                if c is not None:
-                    c.chats_sent += 1
-                ch = msg.channel or ""
-                self.stats.by_channel[ch] = self.stats.by_channel.get(ch, 0) + 1
-            elif c is not None:
-                c.whispers_sent += 1
-            if res.published and (msg.to is not None or msg.channel in self._live):
-                # Other hubs got it too: deliver it when it comes back on the bus, in id
-                # order with theirs (chathub.cluster.echo).
-                self.echoes.hold(msg, frame, own, c, asyncio.get_running_loop().time())
-                self._arm_echo_timer()
-            else:
-                if res.published or ref is not None:  # a late echo or a resend is not news
-                    self.echoes.delivered(msg.id)
-                if msg.to is None:
-                    self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""), c,
-                                          own if c is not None else None)
-                else:
-                    self.fanout.whisper(msg, frame, c, own)
-            if ev.done is not None and not ev.done.done():
-                ev.done.set_result(msg)
-
-    def _resent(self, c: Client | None, ref: str | None, msg: Message) -> None:
-        """A resend of a message whose first answer was lost: the sender gets its echo
-        (the id it was stamped with). When this hub's clients have not had it (no echo came
-        back on the bus: the hub is alone, or the echo was lost), they get it now."""
-        self.stats.resends += 1
-        if self.echoes.seen(msg.id):
-            if c is not None:
-                c.send(protocol.encode_message(msg, ref))
-            return
-        frame = text_frame(protocol.encode(msg))
-        own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
-        self._deliver_own(msg, frame, own, c)
-
-    def _deliver_own(self, msg: Message, frame: bytes, own: bytes, sender: Client | None) -> None:
-        """Deliver a message of this hub that did not go out when stamped: its sender gets
-        ``own``; clients whose welcome or ``subscribed`` history already had it, nothing."""
-        self.echoes.delivered(msg.id)
-        skip = self.feed.admit(msg, own=True) or None
-        if msg.to is None:
-            self.fanout.broadcast(frame, self.subs.subscribers(msg.channel or ""),
-                                  sender, own if sender is not None else None, skip)
-        else:
-            self.fanout.whisper(msg, frame, sender, own, skip)
-
-    def _release(self, held: list[Held]) -> None:
-        for h in held:
-            self._deliver_own(h.message, h.frame, h.own, h.sender)
-
-    def _arm_echo_timer(self) -> None:
-        """Wake the loop when the oldest held message is due, unless a wake-up is set."""
-        due = self.echoes.next_due()
-        if due is None or self._echo_timer is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._echo_timer = loop.call_at(due, self._put_soon, _EchoDue())
+    def users_left(self, left: list[tuple[str, str]], gone: list[str], reason: str) -> None:
+        """Another hub died: ``left`` are the (channel, user) it alone held, ``gone`` the
+        users now online nowhere; called by the node watch."""
+        self.arrivals.users_left(left, gone, reason)
 
     # -- connections ------------------------------------------------------------
 
-    async def _register(self, regs: list[_Register]) -> None:
+    async def _register(self, regs: list[Register]) -> None:
         """Welcome a batch of new connections: one history read, one presence round trip.
 
         A failure while preparing one connection's welcome fails that connection alone
@@ -669,7 +450,7 @@ class Hub:
         # follow it then meet exactly, with nothing missed and nothing twice.
         self.fanout.drain()
         recent: Recent | None = None
-        ready: list[tuple[_Register, Recent, bool | None]] = []
+        ready: list[tuple[Register, Recent, bool | None]] = []
         for ev in regs:
             try:
                 welcome, recovered = await self._history(ev.client, self.default_channel,
@@ -698,7 +479,7 @@ class Hub:
             [(ch, ev.client.user, False, ch == self.default_channel and self.clustered)
              for ev, _, _ in ready for ch in auto],
             create=True)
-        now = _now_ms()
+        now = now_ms()
         for i, (ev, welcome, recovered) in enumerate(ready):
             c = ev.client
             self.online.add(c.user)
@@ -714,7 +495,7 @@ class Hub:
                 members = list(self.subs.members(self.default_channel).sorted())
             for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome
                 if self.bans.channel(ch, c.user, now) is not None:
-                    self._put_soon(_Unsubscribe(c, ch, None, "banned"))
+                    self._put_soon(Unsubscribe(c, ch, None, "banned"))
             c.send(protocol.encode_welcome(c.user, c.session, members, welcome.messages,
                                            recovered, welcome.partial, list(auto)))
             self.feed.welcomed(c, None, welcome.top)  # its whispers up to top were recovered
@@ -783,11 +564,11 @@ class Hub:
                     f"a connection may be in at most {self.channels_cfg.max_per_connection} channels")
         return None
 
-    async def _subscribe(self, batch: list[_Subscribe]) -> None:
+    async def _subscribe(self, batch: list[Subscribe]) -> None:
         """Subscribe a batch: one presence round trip, one history round trip for the
         channels asked without ``since``, and a recovery read for each ``since``."""
         self.fanout.drain()  # as for a welcome: history and live frames meet exactly
-        todo: list[_Subscribe] = []
+        todo: list[Subscribe] = []
         for ev in batch:
             c = ev.client
             if c.gone:
@@ -809,7 +590,7 @@ class Hub:
                 self._error(ev.client, protocol.UNAVAILABLE,
                             "the message cache is unavailable; try again", ev.ref, 1000)
             return
-        now = _now_ms()
+        now = now_ms()
         fresh = sorted({ev.channel for ev, j in zip(todo, joined, strict=True)
                         if j.status == "ok" and ev.since is None})
         try:  # every channel's history in one round trip
@@ -842,7 +623,7 @@ class Hub:
             c.send(protocol.encode_subscribed(channel, members, history.messages, recovered,
                                               ev.ref, history.partial))
 
-    async def _unsubscribe(self, batch: list[_Unsubscribe]) -> None:
+    async def _unsubscribe(self, batch: list[Unsubscribe]) -> None:
         todo = []
         for ev in batch:
             if ev.channel not in ev.client.channels:
@@ -865,7 +646,7 @@ class Hub:
             lasts = await self.presence.unsubscribe([(ch, c.user, r) for c, ch, r in leaving])
         except CacheUnavailable:
             lasts = last_here
-        now = _now_ms()
+        now = now_ms()
         for (c, ch, reason), last in zip(leaving, lasts, strict=True):
             if last:
                 self._channel_leave(ch, c.user, reason, now)
@@ -899,17 +680,6 @@ class Hub:
         self._emit({"type": "disconnect", "user": c.user, "session": c.session,
                     "code": c.close_code, "reason": c.close_reason})
 
-    def users_left(self, left: list[tuple[str, str]], gone: list[str], reason: str) -> None:
-        """Another hub died: ``left`` are the (channel, user) it alone held, ``gone`` the
-        users now online nowhere; called by the node watch."""
-        now = _now_ms()
-        for u in gone:
-            if u not in self._by_user:
-                self.online.discard(u)
-        for channel, user in left:
-            if channel in self.subs and user not in self.subs.local_users(channel):
-                self._channel_leave(channel, user, reason, now)
-
     async def _resync(self) -> None:
         """Write this hub's presence to Valkey again and reload the cluster's list."""
         try:
@@ -925,87 +695,6 @@ class Hub:
             await aw
         except CacheUnavailable:
             pass
-
-    # -- other hubs ---------------------------------------------------------------
-
-    def _remote(self, p: dict[str, Any]) -> None:
-        kind = p.get("k")
-        channel = p.get("c")
-        if kind == "m":
-            if p.get("n") == self.node_id:  # our own, back in bus order
-                held, orphan = self.echoes.arrived(p["id"])
-                self._release(held)
-                if orphan:  # its stamp timed out here: nobody on this hub has it yet
-                    msg = message_of(p)
-                    frame = text_frame(protocol.encode(msg))
-                    sender, ref = self.echoes.sender_of(msg.from_, msg.text)
-                    own = frame if ref is None else text_frame(protocol.encode_message(msg, ref))
-                    self._deliver_own(msg, frame, own, sender)
-                return
-            self.stats.remote_messages += 1
-            self._deliver_remote(message_of(p))
-        elif kind == "join" and channel in self.subs:
-            self.subs.members(channel).add(p["u"])
-            self.online.add(p["u"])
-            if p["u"] not in self.subs.local_users(channel):
-                self.fanout.broadcast(text_frame(protocol.encode_presence(
-                    "join", p["u"], int(p["ts"]), channel=channel)), self.subs.subscribers(channel))
-        elif kind == "leave" and channel in self.subs:
-            if p["u"] not in self.subs.local_users(channel):
-                self._channel_leave(channel, p["u"], str(p.get("r") or "left"), int(p["ts"]))
-        elif kind == "del":
-            self._deleted(channel, [str(i) for i in p.get("ids") or ()], p.get("f"), p.get("to"))
-
-    def _deleted(self, channel: str | None, ids: list[str], sender: Any, to: Any) -> None:
-        """An operator removed messages (chathub delete): tell this hub's clients that can
-        see them: the channel's subscribers, after anything queued for them before; for a
-        whisper, the sender's and the recipient's connections."""
-        if channel is not None:
-            if channel in self.subs:
-                for mid in ids:
-                    self.fanout.broadcast(text_frame(protocol.encode_delete(mid, channel)),
-                                          self.subs.subscribers(channel))
-            return
-        conns = [c for u in {sender, to} if isinstance(u, str)
-                 for c in self._by_user.get(u, ()) if not c.gone]
-        for mid in ids:
-            payload = protocol.encode_delete(mid, None)
-            for c in conns:
-                c.send(payload)
-
-    def _deliver_remote(self, msg: Any) -> None:
-        """Deliver a message another hub stamped, once, to this hub's clients."""
-        if msg.channel is not None and msg.channel not in self.subs:
-            return
-        skip = self.feed.admit(msg)
-        if skip is None:
-            return
-        frame = text_frame(protocol.encode(msg))
-        if msg.to is None:
-            remote = self.stats.by_channel_remote
-            remote[msg.channel] = remote.get(msg.channel, 0) + 1
-            self.fanout.broadcast(frame, self.subs.subscribers(msg.channel), exclude=skip or None)
-        else:
-            self.fanout.whisper(msg, frame, None, frame, skip or None)
-
-    async def _fill_channel(self, channel: str) -> None:
-        """The bus listens to ``channel`` now: deliver what other hubs stamped there between
-        its first local subscriber's history read and this moment."""
-        if channel not in self.subs:
-            return
-        for msg in await self.feed.missed(channel):
-            self._deliver_remote(msg)
-
-    async def _fill_gap(self) -> None:
-        """Deliver what other hubs stamped while the bus was down (it is in the streams)."""
-        filled = 0
-        for channel in [None, *self.subs.channels()]:
-            missed = await self.feed.missed(channel)
-            for msg in missed:
-                self._deliver_remote(msg)
-            filled += len(missed)
-        if filled:
-            log.info("bus gap: delivered %d messages from other hubs", filled)
 
 
 __all__ = ["Hub"]
