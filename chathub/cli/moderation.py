@@ -211,7 +211,8 @@ def limits_show(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Show the chat, whisper and request budgets and the flood filter in force."""
+    """Show the chat, whisper and request budgets, the flood filter and the channels in
+    slow mode."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": as_json, "config": config, "socket": socket}
         return
@@ -250,7 +251,11 @@ def limits_set(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Apply limits on every hub now; they survive restarts until 'chathub limits reset'."""
+    """Apply limits on every hub now; they survive restarts until 'chathub limits reset'.
+
+    With --channel NAME, slow mode: that channel gets its own chat budget per user
+    (e.g. chat_rate=0.2 chat_burst=1, one message every 5 s), on top of the chat budget.
+    """
     from ..admin.client import call
 
     parent = ctx.obj or {}
@@ -279,7 +284,8 @@ def limits_reset(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Drop the override: every hub returns to the limits of its configuration."""
+    """Drop the override: every hub returns to the limits of its configuration (with
+    --channel, only that channel leaves slow mode)."""
     from ..admin.client import call
 
     parent = ctx.obj or {}
