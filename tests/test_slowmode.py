@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +141,26 @@ async def test_slow_mode_survives_a_restart_and_reset_lifts_it(daemon_factory):
         ("limits_reset", "raid", {"channel": "raid", "was_slow": True}),
         ("limits_set", "raid", {"channel": "raid",
                                 "values": {"chat_rate": 0.01, "chat_burst": 1}})]
+
+
+async def test_slow_mode_survives_sigkill_of_a_serve_process(spawn):
+    """chathub serve killed with SIGKILL and started again: slow mode is in force from
+    its first chat, read from Valkey, and logged."""
+    proc = await spawn()
+    sock = str(Path(proc.config).parent / Path(proc.config).stem / "admin.sock")
+    out = await cli("limits", "set", "--channel", "raid", "chat_rate=0.01", "chat_burst=2",
+                    "--socket", sock)
+    assert out.returncode == 0, out.stderr
+    proc.kill()
+    await proc.start()
+    async with await Chatter.connect(proc.port, "raider") as c:
+        await subscribe(c, "raid")
+        for i in range(3):
+            await c.chat(f"m{i}", channel="raid")
+        assert codes(await outcomes(c, 3)) == ["chat", "chat", "rate_limited"]
+    shown = json.loads((await cli("limits", "--json", "--socket", sock)).stdout)
+    assert shown["channels"] == {"raid": {"chat_rate": 0.01, "chat_burst": 2}}
+    assert proc.log.read_text().count("slow mode now raid (chat_rate=0.01 chat_burst=2)") == 2
 
 
 async def test_cli_lists_channels_and_changes_one_key(daemon):
