@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chathub.admin.client import call
+from chathub.admin.client import AdminClient, call
 from chathub.kv import KV
 from chathub.slowmode import SlowMode, check_channel, check_values
 from tests.helpers import Chatter, wait_for
@@ -120,11 +120,17 @@ async def test_slow_mode_survives_a_restart_and_reset_lifts_it(daemon_factory):
     later = await daemon_factory(hub={"node_id": "sr1"})
     other = await daemon_factory(hub={"node_id": "sr2"})
     assert later.node.slow.active == {"raid": (0.01, 1)}  # read at start
-    async with await Chatter.connect(later.port, "raider") as c:
+    async with await Chatter.connect(later.port, "raider") as c, \
+            AdminClient(later.cfg.admin_socket) as admin:
+        events = admin.subscribe()
+        assert (await anext(events))["event"] == "stats"  # later events cannot be missed
         await subscribe(c, "raid")
         for i in range(2):
             await c.chat(f"m{i}", channel="raid")
         assert codes(await outcomes(c, 2)) == ["chat", "rate_limited"]
+        ev = await asyncio.wait_for(anext(e async for e in events if e["event"] == "rate_limited"), 5)
+        assert (ev["user"], ev["channel"], ev["slow"]) == ("raider", "raid", True)
+        await events.aclose()
 
         out = await cli("limits", "reset", "--channel", "raid", "--socket",
                         str(other.cfg.admin_socket), "--json")
@@ -216,3 +222,12 @@ async def test_admin_socket_refuses_bad_channel_requests(daemon):
     assert daemon.node.slow.active == {}
     audit = await call(sock, "audit")
     assert audit["actions"] == []
+
+
+def test_the_dashboard_event_log_names_slow_mode():
+    from chathub.tui.widgets.events import describe
+
+    base = {"event": "rate_limited", "user": "eve", "kind": "chat", "retry_after_ms": 4200}
+    assert describe(base)[0] == "⏱ eve rate-limited (chat, retry after 4200 ms)"
+    assert describe({**base, "channel": "raid", "slow": True})[0] == (
+        "⏱ eve rate-limited (chat, slow mode in raid, retry after 4200 ms)")
