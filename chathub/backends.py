@@ -75,9 +75,11 @@ class Recent:
 
 @dataclass(frozen=True, slots=True)
 class Limited:
-    """Over the sender's budget: nothing stored; try again after ``retry_after_ms``."""
+    """Over the sender's budget: nothing stored; try again after ``retry_after_ms``.
+    ``slow``: the channel's slow-mode budget refused it (chathub.slowmode)."""
 
     retry_after_ms: int
+    slow: bool = False
 
 
 Stamped = Accepted | Resent | Limited | UnknownUser | Failed

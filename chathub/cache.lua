@@ -84,22 +84,57 @@ local function publish(prefix, pubsub, payload)
   return 0
 end
 
--- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
--- A rate of 0 means no limit (the HTTP API's publishes: its key has its own budget).
-local function limited(rl_key, hits, hits_total, rate, burst, sender)
-  if rate <= 0 then return nil end
-  local now = now_ms()
+-- GCRA against one key, without spending: the key's next theoretical arrival time when
+-- one more message fits now, else nil and the ms to wait.
+local function gcra(rl_key, rate, burst, now)
   local interval = 1000.0 / rate
   local tat = tonumber(redis.call('GET', rl_key) or now)
   if tat < now then tat = now end
   local new_tat = tat + interval
   local allow_at = new_tat - burst * interval
-  if now < allow_at then
-    redis.call('HINCRBY', hits, sender, 1)
-    redis.call('INCR', hits_total)
-    return math.ceil(allow_at - now)
-  end
+  if now < allow_at then return nil, math.ceil(allow_at - now) end
+  return new_tat, 0
+end
+
+local function spend(rl_key, new_tat, now)
   redis.call('SET', rl_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+end
+
+local function hit(hits, hits_total, sender)
+  redis.call('HINCRBY', hits, sender, 1)
+  redis.call('INCR', hits_total)
+end
+
+-- Rate-limit (GCRA) against one key; returns nil when allowed, else ms to wait.
+-- A rate of 0 means no limit (the HTTP API's publishes: its key has its own budget).
+local function limited(rl_key, hits, hits_total, rate, burst, sender)
+  if rate <= 0 then return nil end
+  local now = now_ms()
+  local new_tat, wait = gcra(rl_key, rate, burst, now)
+  if not new_tat then
+    hit(hits, hits_total, sender)
+    return wait
+  end
+  spend(rl_key, new_tat, now)
+  return nil
+end
+
+-- A chat in a channel in slow mode passes two budgets: the sender's chat budget (every
+-- channel) and the sender's budget in this channel (slow_key, its own rate and burst).
+-- Both are spent, or neither. Returns nil when allowed, else the ms until both allow it
+-- and whether the channel's budget refused it.
+local function limited_slow(rl_key, slow_key, hits, hits_total, rate, burst, srate, sburst,
+                            sender)
+  local now = now_ms()
+  local slow_tat, slow_wait = gcra(slow_key, srate, sburst, now)
+  local tat, wait = nil, 0
+  if rate > 0 then tat, wait = gcra(rl_key, rate, burst, now) end
+  if not slow_tat or (rate > 0 and not tat) then
+    hit(hits, hits_total, sender)
+    return math.max(slow_wait, wait), not slow_tat
+  end
+  spend(slow_key, slow_tat, now)
+  if tat then spend(rl_key, tat, now) end
   return nil
 end
 
@@ -129,18 +164,35 @@ end
 -- flush queue with one new id, and tell the other hubs.
 -- KEYS: channel stream, flush queue, ids, rate-limit key, hits hash, hits total, and
 -- optionally the channel's deleted set (its expiry follows the stream's) and the resend
--- key of the sender's (connection, ref)
--- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms
--- Returns {1, id, published} accepted, {0, retry_after_ms} over the limit, {3, id} when
--- it is a resend of a message stamped already (nothing stored or published again).
+-- key of the sender's (connection, ref), and last, when the channel is in slow mode, the
+-- sender's budget in the channel
+-- ARGV: rate, burst, from, text, channel, prefix, node, history ttl ms, and in slow mode
+-- the channel's rate and burst
+-- Returns {1, id, published} accepted, {0, retry_after_ms, slow (0|1)} over the limit,
+-- {3, id} when it is a resend of a message stamped already (nothing stored or published
+-- again).
 local function accept_chat(keys, args)
-  local again = resent(keys[8], args[4])
+  local srate = tonumber(args[9] or '0')
+  local slow_key = nil
+  if srate > 0 then
+    if #keys < 8 then return redis.error_reply('slow mode needs the deleted set and its own key') end
+    slow_key = keys[#keys]
+  end
+  local dedup = nil
+  if #keys >= (slow_key and 9 or 8) then dedup = keys[8] end
+  local again = resent(dedup, args[4])
   if again then return {3, again} end
-  local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
-  if wait then return {0, wait} end
+  if slow_key then
+    local wait, by_channel = limited_slow(keys[4], slow_key, keys[5], keys[6], tonumber(args[1]),
+                                          tonumber(args[2]), srate, tonumber(args[10]), args[3])
+    if wait then return {0, wait, by_channel and 1 or 0} end
+  else
+    local wait = limited(keys[4], keys[5], keys[6], tonumber(args[1]), tonumber(args[2]), args[3])
+    if wait then return {0, wait, 0} end
+  end
   local prefix, node, channel = args[6], args[7], args[5]
   local id = next_id(keys[3])
-  remember(keys[8], id, args[4])
+  remember(dedup, id, args[4])
   redis.call('XADD', keys[1], id, 'f', args[3], 't', args[4], 'n', node)
   redis.call('PEXPIRE', keys[1], tonumber(args[8]))
   if keys[7] then redis.call('PEXPIRE', keys[7], tonumber(args[8])) end

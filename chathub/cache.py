@@ -5,7 +5,7 @@ whisper stream, and both to the flush queue, with one id from one counter: ids
 are unique and increasing across every channel, and never reused (the counter
 is kept in the AOF). The same server-side function checks the sender's rate
 limit first (GCRA, separate budgets for chat and whisper, per user across all
-channels), so an accepted message costs one round trip, and a batch of them one
+channels, and in a channel in slow mode the user's budget in that channel too), so an accepted message costs one round trip, and a batch of them one
 pipeline. cache.lua holds the functions; :mod:`chathub.keys` names the keys.
 
 A channel's history, paging and recovery read only that channel's stream, so
@@ -16,7 +16,7 @@ See docs/protocol.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backends import Accepted, Failed, Limited, Outgoing, Recent, Resent, Stamped, UnknownUser
@@ -71,7 +71,8 @@ class MessageCache:
     """
 
     def __init__(self, kv: KV, cache: CacheConfig, limits: RateLimitConfig, node_id: str,
-                 archive: Archive, channels: ChannelsConfig | None = None) -> None:
+                 archive: Archive, channels: ChannelsConfig | None = None,
+                 slow: Mapping[str, tuple[float, int]] | None = None) -> None:
         self.kv = kv
         self.keys = Keys(kv.prefix)
         self.node_id = node_id
@@ -82,6 +83,9 @@ class MessageCache:
         self.default_channel = self.channels.auto_join[0]
         #: where older pages come from once a stream runs out
         self.archive = archive
+        #: channel -> (chat rate, chat burst) of the channels in slow mode, read on every
+        #: chat (kept up to date by chathub.slowmode.SlowMode)
+        self.slow: Mapping[str, tuple[float, int]] = slow if slow is not None else {}
 
     async def setup(self) -> None:
         """Create the flush queue's consumer group; move a 0.1 message stream into channels."""
@@ -109,11 +113,14 @@ class MessageCache:
             resend = (k.resend(out.resend_key),) if out.resend_key else ()
             if out.to is None:
                 channel = out.channel or self.default_channel
-                pipe.fcall("chathub_accept_chat", 7 + len(resend), k.stream(channel), k.queue,
-                           k.ids, k.rate("chat", out.sender), k.hits, k.hits_total,
-                           k.deleted(channel), *resend, 0 if out.unlimited else lim.chat_rate,
-                           lim.chat_burst, out.sender, out.text, channel, k.prefix, self.node_id,
-                           ttl_ms)
+                slow = None if out.unlimited else self.slow.get(channel)
+                extra = () if slow is None else (k.slow(channel, out.sender),)
+                pipe.fcall("chathub_accept_chat", 7 + len(resend) + len(extra), k.stream(channel),
+                           k.queue, k.ids, k.rate("chat", out.sender), k.hits, k.hits_total,
+                           k.deleted(channel), *resend, *extra,
+                           0 if out.unlimited else lim.chat_rate, lim.chat_burst, out.sender,
+                           out.text, channel, k.prefix, self.node_id, ttl_ms,
+                           *(() if slow is None else slow))
             else:
                 pipe.fcall("chathub_accept_whisper", 6 + len(resend), k.whispers, k.queue, k.ids,
                            k.rate("whisper", out.sender), k.hits, k.hits_total, *resend,
@@ -135,7 +142,7 @@ class MessageCache:
                 results.append(Accepted(msg, published=len(reply) > 2 and reply[2] == 1)
                                if reply[0] == 1 else Resent(msg))
             else:
-                results.append(Limited(int(reply[1])))
+                results.append(Limited(int(reply[1]), slow=len(reply) > 2 and reply[2] == 1))
         return results
 
     # -- history ------------------------------------------------------------------

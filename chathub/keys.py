@@ -59,6 +59,10 @@ class Keys:
         """GCRA state of ``user``'s ``kind`` ("chat" | "whisper") budget."""
         return f"{self.prefix}rl:{kind}:{user}"
 
+    def slow(self, channel: str, user: str) -> str:
+        """GCRA state of ``user``'s budget in ``channel`` while it is in slow mode."""
+        return f"{self.prefix}{{c:{channel}}}:rl:{user}"
+
     def channel_of(self, pubsub: str) -> str | None:
         """The channel a pub/sub channel name carries (None for the bus itself)."""
         head = self.prefix + "bus:c:"

@@ -12,7 +12,8 @@ reads: ``cfg.ratelimit`` (the message cache checks the chat and whisper budgets
 on every message; the request budget is taken by connections opened afterwards)
 and ``cfg.moderation.flood_*`` (the flood filter is rebuilt through ``on_flood``).
 The configuration's own values stay in :attr:`LiveLimits.base` (a reload replaces
-them with :meth:`LiveLimits.rebase`).
+them with :meth:`LiveLimits.rebase`). Per-channel chat budgets (slow mode) are
+:mod:`chathub.slowmode`'s; :class:`LiveLimits` reads, receives and shows them with its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .config import Config
 from .edge import guard as guard_mod
@@ -48,6 +49,16 @@ KEYS: dict[str, tuple[str, type, float, bool]] = {
     "flood_window": ("moderation", float, 0, False),
 }
 _FLOOD = ("flood_repeats", "flood_window")
+
+
+class ChannelLimits(Protocol):
+    """The per-channel budgets (:class:`chathub.slowmode.SlowMode`), kept with these."""
+
+    async def refresh(self) -> None: ...
+
+    def receive(self, payload: dict[str, Any]) -> bool: ...
+
+    def show(self) -> dict[str, dict[str, int | float]]: ...
 
 
 def parse_value(key: str, value: Any) -> int | float:
@@ -87,6 +98,18 @@ def config_values(cfg: Config) -> dict[str, int | float]:
     return {k: getattr(getattr(cfg, section), k) for k, (section, *_r) in KEYS.items()}
 
 
+async def tell(kv: KV, node_id: str, kind: str, stored: dict[str, Any]) -> None:
+    """Tell the other hubs about stored limits (``{"k": kind, "v": stored}``); when the bus
+    is down they read the store within :data:`REFRESH_INTERVAL` seconds."""
+    from .cluster.bus import publish
+
+    try:
+        await publish(kv, node_id, {"k": kind, "v": stored})
+    except CacheUnavailable:
+        log.warning("%s: stored, but the other hubs were not told; they read it within %gs",
+                    kind, REFRESH_INTERVAL)
+
+
 class LiveLimits:
     """The limits one hub applies: its configuration, with the stored override on top.
 
@@ -95,15 +118,18 @@ class LiveLimits:
         node_id: this hub (the origin of bus payloads).
         cfg: the configuration objects to change in place.
         on_flood: called after the flood filter's values changed.
+        channels: the per-channel budgets, read and shown with these (slow mode).
     """
 
     def __init__(self, kv: KV, node_id: str, cfg: Config,
-                 on_flood: Callable[[], None] | None = None) -> None:
+                 on_flood: Callable[[], None] | None = None,
+                 channels: ChannelLimits | None = None) -> None:
         self.kv = kv
         self.node_id = node_id
         self.cfg = cfg
         self.key = kv.key("limits")
         self.on_flood = on_flood
+        self.channels = channels
         #: the configuration's values (what ``reset`` returns to)
         self.base = config_values(cfg)
         #: the stored override as this hub last saw it
@@ -169,18 +195,13 @@ class LiveLimits:
 
     async def _tell(self, stored: dict[str, Any]) -> None:
         self.apply(stored)
-        from .cluster.bus import publish
-
-        try:
-            await publish(self.kv, self.node_id, {"k": BUS_KIND, "v": stored})
-        except CacheUnavailable:
-            log.warning("limits: stored, but the other hubs were not told; they read it within "
-                        "%gs", REFRESH_INTERVAL)
+        await tell(self.kv, self.node_id, BUS_KIND, stored)
 
     def receive(self, payload: dict[str, Any]) -> bool:
-        """Apply a ``limits`` payload from another hub; False for any other payload."""
+        """Apply a ``limits`` payload (or a channel one) from another hub; False for any
+        other payload."""
         if payload.get("k") != BUS_KIND:
-            return False
+            return self.channels is not None and self.channels.receive(payload)
         values = payload.get("v")
         if isinstance(values, dict):
             self.apply(values)
@@ -189,11 +210,14 @@ class LiveLimits:
         return True
 
     async def refresh(self) -> None:
-        """Read the stored override now; an outage leaves the values as they are."""
+        """Read the stored override (and channel budgets) now; an outage leaves the values
+        as they are."""
         try:
             await self.load()
         except CacheUnavailable:
             pass
+        if self.channels is not None:
+            await self.channels.refresh()
 
     async def run(self) -> None:
         """Read the stored override every :data:`REFRESH_INTERVAL` seconds, forever."""
@@ -202,6 +226,8 @@ class LiveLimits:
             await self.refresh()
 
     def show(self) -> dict[str, Any]:
-        """What ``chathub limits`` prints: values in force, the configuration's, the override."""
+        """What ``chathub limits`` prints: values in force, the configuration's, the override,
+        and the channels in slow mode (channel -> {"chat_rate", "chat_burst"})."""
         return {"limits": self.effective(), "config": dict(self.base),
-                "override": dict(self.override)}
+                "override": dict(self.override),
+                "channels": self.channels.show() if self.channels is not None else {}}

@@ -50,6 +50,7 @@ from .kv import KV
 from .limits import LiveLimits, rebuild_filters
 from .metrics import Metrics
 from .removal import MessageRemoval
+from .slowmode import SlowMode
 from .tasks import spawn
 from .wsconnection import TrackedConnection
 
@@ -99,7 +100,10 @@ class Node:
         self._pg_reported = True
         self.archive = Archive(partial(store.older_public, pool), cfg.cache.history_on_join,
                                self.postgres_up)
-        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels)
+        #: the channels in slow mode (chathub limits set --channel), read by the cache
+        self.slow = SlowMode(kv, node_id)
+        self.cache = MessageCache(kv, cfg.cache, cfg.ratelimit, node_id, self.archive, cfg.channels,
+                                  slow=self.slow.active)
         self.sessions = SessionRecorder(kv, node_id)
         #: bans and mutes every hub enforces from memory (chathub ban / mute)
         self.bans = BanSync(kv, node_id, self._enforce_ban)
@@ -118,7 +122,8 @@ class Node:
         self.directory = ChannelDirectory(kv)
         self.guard = Guard(cfg, self.bans.active)
         #: rate budgets and flood filter, with the override every hub shares (chathub limits)
-        self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard))
+        self.limits = LiveLimits(kv, node_id, cfg, on_flood=lambda: rebuild_filters(self.guard),
+                                 channels=self.slow)
         self.keepalive = (Keepalive(self.hub.clients, cfg.server.ping_interval,
                                     cfg.server.ping_timeout)
                           if cfg.server.ping_interval > 0 else None)

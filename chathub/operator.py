@@ -25,6 +25,7 @@ from .errors import CacheUnavailable, ConfigError
 from .limits import LiveLimits, rebuild_filters
 from .node import Node
 from .reload import ConfigSource, plan, set_logging_level
+from .slowmode import SlowMode
 
 log = logging.getLogger("chathub.operator")
 
@@ -47,6 +48,8 @@ class Operator:
         self.source = source
         self.loaded = copy.deepcopy(loaded)
         self.limits: LiveLimits = node.limits
+        #: the channels in slow mode (chathub limits set --channel)
+        self.slow: SlowMode = node.slow
         self.audit: AuditLog = node.audit
         #: bans and mutes (chathub ban / mute)
         self.bans: BanDesk = node.bandesk

@@ -149,10 +149,13 @@ class Stamping:
                 self.stats.recent_hits.append(time.monotonic())
                 kind = "whisper" if isinstance(ev.message, Whisper) else "chat"
                 self.refuse(ev, protocol.RATE_LIMITED,
+                            f"{out.channel} is in slow mode; retry in {res.retry_after_ms} ms"
+                            if res.slow else
                             f"too many {kind} messages; retry in {res.retry_after_ms} ms",
                             res.retry_after_ms)
                 self._emit({"type": "rate_limited", "user": out.sender, "kind": kind,
-                            "retry_after_ms": res.retry_after_ms})
+                            "retry_after_ms": res.retry_after_ms}
+                           | ({"channel": out.channel, "slow": True} if res.slow else {}))
                 continue
             if isinstance(res, Failed):
                 log.error("stamping a message from %s failed: %s", out.sender, res.error)

@@ -106,3 +106,49 @@ async def test_a_resend_key_answers_a_resend_with_the_first_id(kv):
     assert other[0] == 1 and other[1] != first[1]
     assert await kv.client.xlen(k.stream("rs")) == 2
     assert 0 < await kv.client.pttl(k.resend("sess:r1")) <= 120_000
+
+
+# -- slow mode (chathub.slowmode): a channel's own budget on top of the chat budget --------
+
+
+async def accept_slow(kv: KV, channel: str, rate: float, burst: int,
+                      slow: tuple[float, int] | None, resend: str | None = None,
+                      text: str = "hi") -> list:
+    """chathub_accept_chat for user u, with the channel's budget (rate, burst) when slow."""
+    k = Keys(kv.prefix)
+    keys = [k.stream(channel), k.queue, k.ids, k.rate("chat", "u"), k.hits, k.hits_total,
+            k.deleted(channel)]
+    keys += [k.resend(resend)] if resend else []
+    keys += [k.slow(channel, "u")] if slow else []
+    return await kv.client.fcall("chathub_accept_chat", len(keys), *keys, rate, burst, "u", text,
+                                 channel, kv.prefix, NODE, 60_000, *(slow or ()))
+
+
+async def test_a_slow_channel_spends_its_own_budget_and_the_global_one(kv):
+    """The channel's budget refuses the second chat (slow=1) with the wait of its rate; the
+    user's other channels and the global budget are untouched by that refusal."""
+    k = Keys(kv.prefix)
+    first = await accept_slow(kv, "raid", 1e9, 1000, (0.1, 1))
+    assert first[0] == 1
+    global_tat = await kv.client.get(k.rate("chat", "u"))
+    refused = await accept_slow(kv, "raid", 1e9, 1000, (0.1, 1))
+    assert refused[0] == 0 and refused[2] == 1 and 9000 < refused[1] <= 10_000
+    assert await kv.client.get(k.rate("chat", "u")) == global_tat  # neither was spent
+    assert (await accept_slow(kv, "calm", 1e9, 1000, None))[0] == 1  # another channel: no slow key
+    assert await kv.client.exists(k.slow("calm", "u")) == 0
+    assert int(await kv.client.get(k.hits_total)) == 1
+
+
+async def test_the_stricter_budget_wins_and_a_refusal_spends_neither(kv):
+    """Global burst 1 with a generous channel budget: the global budget refuses (slow=0)
+    and the channel's key keeps its value; a resend key still answers a resend."""
+    k = Keys(kv.prefix)
+    ok = await accept_slow(kv, "raid", 0.01, 1, (100.0, 50), resend="s:1", text="one")
+    assert ok[0] == 1
+    slow_tat = await kv.client.get(k.slow("raid", "u"))
+    refused = await accept_slow(kv, "raid", 0.01, 1, (100.0, 50), text="two")
+    assert refused[0] == 0 and refused[2] == 0 and refused[1] > 90_000
+    assert await kv.client.get(k.slow("raid", "u")) == slow_tat
+    again = await accept_slow(kv, "raid", 0.01, 1, (100.0, 50), resend="s:1", text="one")
+    assert again == [3, ok[1]]
+    assert await kv.client.xlen(k.stream("raid")) == 1

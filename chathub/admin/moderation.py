@@ -62,22 +62,35 @@ class ModerationCommands(BanCommands, RemovalCommands):
         return self._operator().limits.show()
 
     async def cmd_limits_set(self, req: dict[str, Any]) -> dict[str, Any]:
-        values = req["values"]
+        values, channel = req["values"], req.get("channel")
         if not isinstance(values, dict):
             raise TypeError("field 'values' must be an object, e.g. {\"chat_rate\": 2}")
         try:
-            await self._operator().limits.set(values)
+            if channel is None:
+                await self._operator().limits.set(values)
+            else:  # slow mode (chathub.slowmode)
+                budget = await self._operator().slow.set(channel, values)
         except CacheUnavailable:
             raise ValueError("Valkey is unavailable; the limits were not changed") from None
-        await self.record("limits_set", None, {"values": values})
+        if channel is None:
+            await self.record("limits_set", None, {"values": values})
+        else:
+            await self.record("limits_set", channel, {"channel": channel, "values": budget})
         return self._operator().limits.show()
 
     async def cmd_limits_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        channel = req.get("channel")
         try:
-            await self._operator().limits.reset()
+            if channel is None:
+                await self._operator().limits.reset()
+            else:
+                was = await self._operator().slow.reset(channel)
         except CacheUnavailable:
             raise ValueError("Valkey is unavailable; the limits were not changed") from None
-        await self.record("limits_reset", None, {})
+        if channel is None:
+            await self.record("limits_reset", None, {})
+        else:
+            await self.record("limits_reset", channel, {"channel": channel, "was_slow": was})
         return self._operator().limits.show()
 
     async def cmd_reload(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -183,6 +183,17 @@ def render_limits(result: dict[str, Any], console: Console) -> None:
         table.add_row(key, f"{value:g}", f"{result['config'][key]:g}",
                       "" if over is None else f"{over:g}")
     console.print(table)
+    slow = result.get("channels") or {}
+    if not slow:
+        console.print("no channel is in slow mode")
+        return
+    table = Table(title="channels in slow mode (each sender passes these and the chat budget)")
+    for col in ("channel", "chat_rate", "chat_burst", "one message every"):
+        table.add_column(col)
+    for name, b in slow.items():
+        table.add_row(name, f"{b['chat_rate']:g}", str(b["chat_burst"]),
+                      f"{1 / b['chat_rate']:g} s")
+    console.print(table)
 
 
 def _show(reply: dict[str, Any], as_json: bool) -> None:
@@ -200,7 +211,8 @@ def limits_show(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Show the chat, whisper and request budgets and the flood filter in force."""
+    """Show the chat, whisper and request budgets, the flood filter and the channels in
+    slow mode."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": as_json, "config": config, "socket": socket}
         return
@@ -232,35 +244,61 @@ def limits_set(
     pairs: Annotated[list[str], typer.Argument(
         help="KEY=VALUE: chat_rate, chat_burst, whisper_rate, whisper_burst, request_rate, "
              "request_burst, flood_repeats, flood_window.")],
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="Slow mode: this channel's own chat budget (chat_rate, chat_burst "
+                          "only), on top of the chat budget.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Apply limits on every hub now; they survive restarts until 'chathub limits reset'."""
+    """Apply limits on every hub now; they survive restarts until 'chathub limits reset'.
+
+    With --channel NAME, slow mode: that channel gets its own chat budget per user
+    (e.g. chat_rate=0.2 chat_burst=1, one message every 5 s), on top of the chat budget.
+    """
     from ..admin.client import call
 
     parent = ctx.obj or {}
     try:
         values = parse_assignments(pairs)
+        if channel is not None:
+            from ..slowmode import check_channel, check_values
+
+            check_channel(channel)
+            check_values(values)
     except ValueError as exc:
         fail(str(exc), 2)
     sock = admin_socket(config or parent.get("config"), socket or parent.get("socket"))
-    _show(run_admin(call(sock, "limits_set", values=values)), as_json or parent.get("json", False))
+    fields: dict[str, Any] = {"values": values} if channel is None \
+        else {"values": values, "channel": channel}
+    _show(run_admin(call(sock, "limits_set", **fields)), as_json or parent.get("json", False))
 
 
 @limits_app.command("reset")
 def limits_reset(
     ctx: typer.Context,
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="Take this channel out of slow mode (the global override stays).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Drop the override: every hub returns to the limits of its configuration."""
+    """Drop the override: every hub returns to the limits of its configuration (with
+    --channel, only that channel leaves slow mode)."""
     from ..admin.client import call
 
     parent = ctx.obj or {}
+    if channel is not None:
+        from ..slowmode import check_channel
+
+        try:
+            check_channel(channel)
+        except ValueError as exc:
+            fail(str(exc), 2)
     sock = admin_socket(config or parent.get("config"), socket or parent.get("socket"))
-    _show(run_admin(call(sock, "limits_reset")), as_json or parent.get("json", False))
+    fields = {} if channel is None else {"channel": channel}
+    _show(run_admin(call(sock, "limits_reset", **fields)), as_json or parent.get("json", False))
 
 
 # -- reload -------------------------------------------------------------------------------

@@ -768,7 +768,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   }
 
   const ERROR_TEXT = {
-    rate_limited: (e) => "You are sending too fast: wait " +
+    rate_limited: (e) => (/ is in slow mode/.test(e.message || "")
+      ? "This channel is in slow mode" : "You are sending too fast") + ": wait " +
       (Math.ceil((e.retryAfterMs || 1000) / 100) / 10) + " s, then send again.",
     too_long: (e) => "Message too long: " + e.message + ".",
     unknown_user: (e, to) => (to || "That user") + " is not online; the whisper was not delivered.",

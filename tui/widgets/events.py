@@ -56,7 +56,8 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
         return (f"⚠ {user} disconnected as a slow consumer "
                 f"(backlog {fmt.size(event.get('backlog'))})"), "bold yellow"
     if name == "rate_limited":
-        return (f"⏱ {user} rate-limited ({event.get('kind', '?')}, "
+        slow = f", slow mode in {event.get('channel')}" if event.get("slow") else ""
+        return (f"⏱ {user} rate-limited ({event.get('kind', '?')}{slow}, "
                 f"retry after {event.get('retry_after_ms', '?')} ms)"), "yellow"
     if name in ("valkey_down", "postgres_down"):
         return f"✕ {name.split('_')[0]} is down", "bold red"
