@@ -112,8 +112,9 @@ class ConnectionHandler:
         moderate = self.guard.moderate
         hub = self.hub
         limits = self.cfg.ratelimit
-        #: users/history requests cost a round trip each: a budget per connection
-        requests = TokenBucket(limits.request_rate, limits.request_burst)
+        #: users/history requests cost a round trip each: a budget per connection, made
+        #: on the first request (most connections only chat, and idle ones send nothing)
+        requests: TokenBucket | None = None
         try:
             while True:  # not `async for`: its async generator costs ~0.4 KB per idle connection
                 data = await ws.recv()
@@ -124,6 +125,8 @@ class ConnectionHandler:
                     if isinstance(msg, (Chat, Whisper)):
                         await hub.submit(client, moderate(client.user, msg))
                         continue
+                    if requests is None:
+                        requests = TokenBucket(limits.request_rate, limits.request_burst)
                     wait = requests.take()
                     if wait:
                         raise ProtocolError(protocol.RATE_LIMITED, "too many requests", msg.ref,
