@@ -189,7 +189,6 @@ class Hub:
         self.stats.by_close[reason] = self.stats.by_close.get(reason, 0) + 1
 
     def _unwatched(self, channel: str) -> None:
-        self.stamping.live.discard(channel)
         self.feed.drop_channel(channel)
         self._unwatch(channel)
 
@@ -247,6 +246,12 @@ class Hub:
     def watching(self, channel: str) -> None:
         """The bus's subscription to ``channel`` took effect. Does not wait."""
         self._put_soon(Watching(channel))
+
+    def dropped(self, channel: str) -> None:
+        """The bus no longer receives ``channel``'s traffic (its subscription lingered after
+        the last local subscriber left, and ended): this hub's own messages there go out
+        at once until it is watched again. Does not wait."""
+        self.stamping.live.discard(channel)
 
     def resync(self) -> None:
         """Ask the loop to write this hub's presence to Valkey again. Does not wait."""
@@ -580,23 +585,22 @@ class Hub:
             todo.append(ev)
         if not todo:
             return
+        # Presence and every channel's history, the two round trips at once: nothing else
+        # runs in the loop meanwhile, so the reads meet the live frames as in sequence
+        # (a channel refused below just has its history read for nothing).
+        fresh = sorted({ev.channel for ev in todo if ev.since is None})
         try:
-            joined = await self.presence.subscribe(
+            joined, recents = await asyncio.gather(self.presence.subscribe(
                 [(ev.channel, ev.client.user, protocol.is_private(ev.channel), self.clustered)
                  for ev in todo],
-                create=self.channels_cfg.auto_create, max_channels=self.channels_cfg.max_channels)
+                create=self.channels_cfg.auto_create, max_channels=self.channels_cfg.max_channels),
+                self._recents(fresh))
         except CacheUnavailable:
             for ev in todo:
                 self._error(ev.client, protocol.UNAVAILABLE,
                             "the message cache is unavailable; try again", ev.ref, 1000)
             return
         now = now_ms()
-        fresh = sorted({ev.channel for ev, j in zip(todo, joined, strict=True)
-                        if j.status == "ok" and ev.since is None})
-        try:  # every channel's history in one round trip
-            recents = await self.cache.recent_many(fresh) if fresh else {}
-        except CacheUnavailable:
-            recents = {}
         for ev, j in zip(todo, joined, strict=True):
             c, channel = ev.client, ev.channel
             if j.status == "unknown":
@@ -622,6 +626,14 @@ class Hub:
                 members = list(self.subs.members(channel).sorted())
             c.send(protocol.encode_subscribed(channel, members, history.messages, recovered,
                                               ev.ref, history.partial))
+
+    async def _recents(self, channels: list[str]) -> dict[str, Recent]:
+        """The plain history of each of ``channels``, in one round trip ({} when Valkey is
+        down: each subscriber then gets an empty history, as a welcome would)."""
+        try:
+            return await self.cache.recent_many(channels) if channels else {}
+        except CacheUnavailable:
+            return {}
 
     async def _unsubscribe(self, batch: list[Unsubscribe]) -> None:
         todo = []

@@ -108,7 +108,7 @@ class Node:
         #: bans and mutes every hub enforces from memory (chathub ban / mute)
         self.bans = BanSync(kv, node_id, self._enforce_ban)
         self.bus = Bus(kv, node_id, self._from_bus, self._bus_back,
-                       on_watching=self._bus_watching)
+                       on_watching=self._bus_watching, on_dropped=self._bus_dropped)
         self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
                        channels=cfg.channels, watch=self.bus.watch, unwatch=self.bus.unwatch,
                        on_event=publish, on_fanout=self.metrics.observe_fanout,
@@ -168,6 +168,9 @@ class Node:
 
     def _bus_watching(self, channel: str) -> None:
         self.hub.watching(channel)
+
+    def _bus_dropped(self, channel: str) -> None:
+        self.hub.dropped(channel)
 
     def _service_changed(self, name: str, up: bool) -> None:
         self.publish({"type": f"{name}_{'up' if up else 'down'}"})

@@ -98,3 +98,44 @@ async def test_unanswered_ping_is_a_loss_then_resubscribes_once(proxied_bus, tcp
     finally:
         await direct.aclose()
     await wait_for(lambda: got == [{"k": "x", "n": "there"}], what="message after resubscribe")
+
+
+async def test_a_channel_watched_again_while_lingering_stays_subscribed(valkey_url, key_prefix):
+    """Unwatch then watch within the linger: no new SUBSCRIBE (no second on_watching), and a
+    message published in between arrives; after the linger the UNSUBSCRIBE goes out."""
+    kv = KV(valkey_url, 2.0, key_prefix)
+    got: list[dict] = []
+    watching: list[str] = []
+    dropped: list[str] = []
+    bus = Bus(kv, "here", got.append, lambda: None, on_watching=watching.append, linger=0.5,
+              on_dropped=dropped.append)
+    task = asyncio.create_task(bus.run())
+    direct = valkey.from_url(valkey_url, decode_responses=True)
+    pubsub_name = bus.keys.pubsub("room")
+
+    async def subscribers() -> int:
+        return dict(await direct.pubsub_numsub(pubsub_name))[pubsub_name]
+
+    try:
+        await bus.wait_subscribed()
+        bus.watch("room")
+        await wait_for(lambda: watching == ["room"], what="first subscription live")
+        bus.unwatch("room")
+        assert "room" in bus.lingering
+        await direct.publish(pubsub_name, '{"k": "join", "n": "other", "c": "room", "u": "x"}')
+        bus.watch("room")
+        assert not bus.lingering
+        await wait_for(lambda: len(got) == 1, what="the message sent while lingering")
+        assert watching == ["room"] and await subscribers() == 1 and dropped == []
+        bus.unwatch("room")
+        await wait_for(lambda: not bus.lingering, timeout=5.0, what="linger over")
+        assert dropped == ["room"]  # the hub is told its traffic stops (chathub.stamping)
+
+        async def none_left() -> bool:
+            return await subscribers() == 0
+
+        await wait_for(none_left, what="unsubscribed")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await direct.aclose()

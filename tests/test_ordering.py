@@ -53,3 +53,38 @@ async def test_three_hubs_deliver_in_id_order(daemon_factory):
         inversions = [(a, b) for a, b in pairwise(keys) if b < a]
         assert inversions == [], f"{len(inversions)} messages arrived after a larger id"
     await asyncio.gather(*(c.close() for c in readers + senders))
+
+
+async def test_order_holds_after_a_channel_is_left_and_joined_again(daemon_factory):
+    """A channel left by its last local subscriber stays subscribed on the bus for a while
+    (bus.LINGER); joined again meanwhile, its traffic never stopped, and this hub's own
+    messages there still wait for their echo: readers on both hubs see ids ascending."""
+    pair = [await daemon_factory(hub={"node_id": f"node{i}"}) for i in range(2)]
+    a = await Chatter.connect(pair[0].port, "a")
+    b = await Chatter.connect(pair[1].port, "b")
+    for c in (a, b):
+        await c.send(type="subscribe", channel="room")
+        await c.recv_type("subscribed")
+    await a.send(type="unsubscribe", channel="room")
+    await a.recv_type("unsubscribed")
+    assert "room" in pair[0].node.bus.lingering
+    await a.send(type="subscribe", channel="room")
+    await a.recv_type("subscribed")
+    assert "room" in pair[0].node.hub.stamping.live  # still receiving: own messages wait
+    n = 60
+
+    async def send(c: Chatter, tag: str) -> None:
+        for k in range(n):
+            await c.chat(f"{tag}{k}", channel="room")
+            if k % 10 == 9:
+                await asyncio.sleep(0)
+
+    async def receive(c: Chatter) -> list[dict]:
+        return [await c.recv_type("chat", timeout=30) for _ in range(2 * n)]
+
+    *_, got_a, got_b = await asyncio.gather(send(a, "a"), send(b, "b"), receive(a), receive(b))
+    for got in (got_a, got_b):
+        keys = [_key(f) for f in got]
+        assert keys == sorted(keys) and len(set(keys)) == 2 * n
+    await a.close()
+    await b.close()

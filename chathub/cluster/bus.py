@@ -48,6 +48,14 @@ RESUBSCRIBE_INTERVAL = 0.5
 PING_INTERVAL = 5.0
 
 
+#: seconds a chat channel stays subscribed after this hub's last subscriber in it left, so
+#: that a quick return (subscribe/unsubscribe churn) costs neither a SUBSCRIBE nor a gap
+#: fill; meanwhile the channel's traffic still reaches this hub and is dropped unread
+LINGER = 10.0
+#: most channels kept subscribed that way at once; past it the longest-lingering goes first
+LINGER_MAX = 1000
+
+
 class SubscriptionLost(ChathubError, ConnectionError):
     """Valkey did not answer a PING on the subscribed connection in time."""
 
@@ -66,9 +74,14 @@ class Bus:
 
     def __init__(self, kv: KV, node_id: str, on_message: Callable[[dict[str, Any]], None],
                  on_resubscribed: Callable[[], None], ping_interval: float | None = None,
-                 on_watching: Callable[[str], None] = lambda _c: None) -> None:
+                 on_watching: Callable[[str], None] = lambda _c: None,
+                 linger: float | None = None,
+                 on_dropped: Callable[[str], None] = lambda _c: None) -> None:
         """``ping_interval``: seconds of silence before a PING (default :data:`PING_INTERVAL`);
-        ``on_watching(channel)``: the subscription to a chat channel's traffic took effect."""
+        ``on_watching(channel)``: the subscription to a chat channel's traffic took effect;
+        ``linger``: seconds an unwatched channel stays subscribed (default :data:`LINGER`);
+        ``on_dropped(channel)``: an unwatched channel's traffic no longer arrives (its
+        linger ended, or the connection that held it is gone)."""
         self.kv = kv
         self.node_id = node_id
         self.keys = Keys(kv.prefix)
@@ -76,8 +89,14 @@ class Bus:
         self.on_message = on_message
         self.on_resubscribed = on_resubscribed
         self.on_watching = on_watching
+        self.on_dropped = on_dropped
         #: chat channels whose traffic this hub wants (it has subscribers in them)
         self.watched: set[str] = set()
+        self.linger = LINGER if linger is None else linger
+        #: unwatched channels still subscribed on the current connection -> loop time their
+        #: UNSUBSCRIBE is due (insertion order is deadline order)
+        self.lingering: dict[str, float] = {}
+        self._expiry: asyncio.TimerHandle | None = None
         self._pubsub: Any = None
         #: whether the subscription is live
         self.subscribed = False
@@ -93,16 +112,54 @@ class Bus:
         await publish(self.kv, self.node_id, payload)
 
     def watch(self, channel: str) -> None:
-        """Start receiving ``channel``'s traffic; :attr:`on_watching` follows once it is live."""
+        """Start receiving ``channel``'s traffic; :attr:`on_watching` follows once it is live.
+
+        A channel still lingering (unwatched less than ``linger`` s ago, same connection)
+        has been subscribed all along: nothing was missed, so no :attr:`on_watching`.
+        """
         self.watched.add(channel)
+        if self.lingering.pop(channel, None) is not None:
+            return
         if self._pubsub is not None:
             spawn(self._change(self._pubsub, "subscribe", channel))
 
     def unwatch(self, channel: str) -> None:
-        """Stop receiving ``channel``'s traffic."""
+        """Stop wanting ``channel``'s traffic; its UNSUBSCRIBE goes after ``linger`` s."""
         self.watched.discard(channel)
-        if self._pubsub is not None:
-            spawn(self._change(self._pubsub, "unsubscribe", channel))
+        if self._pubsub is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.lingering[channel] = loop.time() + self.linger
+        if len(self.lingering) > LINGER_MAX:
+            self._expire()
+        elif self._expiry is None:
+            self._expiry = loop.call_later(self.linger, self._expire)
+
+    def _expire(self) -> None:
+        """UNSUBSCRIBE the channels whose linger is over (and the oldest past LINGER_MAX)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self.lingering:
+            channel, due = next(iter(self.lingering.items()))
+            if due > now and len(self.lingering) <= LINGER_MAX:
+                self._expiry = loop.call_later(due - now, self._expire)
+                return
+            del self.lingering[channel]
+            self.on_dropped(channel)
+            if self._pubsub is not None:
+                spawn(self._change(self._pubsub, "unsubscribe", channel))
+
+    def _forget_lingering(self) -> None:
+        """The connection is gone, and its subscriptions with it."""
+        for channel in self.lingering:
+            self.on_dropped(channel)
+        self.lingering.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def _change(self, pubsub: Any, verb: str, channel: str) -> None:
         # Sent on the subscribed connection while _listen reads it (valkey-py sends and
@@ -145,6 +202,7 @@ class Bus:
             finally:
                 self.subscribed = False
                 self._pubsub = None
+                self._forget_lingering()
                 try:
                     await pubsub.aclose()
                     await client.aclose()

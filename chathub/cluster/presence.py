@@ -25,31 +25,41 @@ from ..kv import KV
 
 
 class Online:
-    """A sorted set of user names (the hub's mirror of who is online anywhere)."""
+    """A sorted set of user names (the hub's mirror of who is online anywhere, and each
+    channel's member mirror).
+
+    Only the sorted list is kept: membership is a binary search. One is held per channel
+    with local subscribers, so its size counts per subscription: a list of 10 names is
+    about 0.2 KB where a list and a set were about 0.9 KB.
+    """
+
+    __slots__ = ("_names",)
 
     def __init__(self) -> None:
         self._names: list[str] = []
-        self._set: set[str] = set()
 
     def __contains__(self, user: str) -> bool:
-        return user in self._set
+        names = self._names
+        i = bisect.bisect_left(names, user)
+        return i < len(names) and names[i] == user
 
     def __len__(self) -> int:
         return len(self._names)
 
     def add(self, user: str) -> None:
-        if user not in self._set:
-            self._set.add(user)
-            bisect.insort(self._names, user)
+        names = self._names
+        i = bisect.bisect_left(names, user)
+        if i == len(names) or names[i] != user:
+            names.insert(i, user)
 
     def discard(self, user: str) -> None:
-        if user in self._set:
-            self._set.discard(user)
-            del self._names[bisect.bisect_left(self._names, user)]
+        names = self._names
+        i = bisect.bisect_left(names, user)
+        if i < len(names) and names[i] == user:
+            del names[i]
 
     def replace(self, users: Iterable[str]) -> None:
-        self._set = set(users)
-        self._names = sorted(self._set)
+        self._names = sorted(set(users))
 
     def sorted(self) -> list[str]:
         """The names, sorted (the caller must not change the list)."""

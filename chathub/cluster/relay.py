@@ -63,6 +63,9 @@ class RemoteFeed:
         self._fresh: dict[str | None, dict[Any, tuple[int, int]]] = {}
         #: client -> the channels it has an entry in under _fresh
         self._fresh_in: dict[Any, set[str | None]] = {}
+        #: the last top :meth:`welcomed` parsed, and its (ms, seq)
+        self._top = ""
+        self._top_at = (0, 0)
 
     async def mark_subscribed(self) -> None:
         """Note where the streams stood when the bus first subscribed."""
@@ -73,11 +76,20 @@ class RemoteFeed:
         the first time starts from there."""
         if not top:
             return
-        at = parse_id(top)
+        if top != self._top:  # a batch of welcomes shares one top: parse it once, share it
+            self._top, self._top_at = top, parse_id(top)
+        at = self._top_at
+        last = self._last.get(channel)
+        if last is None and channel is not None:
+            self._last[channel] = last = at
+        if last is not None and at <= last:
+            # Every message admitted from now on is newer than last, hence than at: the
+            # entry would never make it skip this client. Most joiners of a channel with
+            # no traffic from other hubs since its last message are such, so an idle
+            # hub holds no entry per subscription.
+            return
         self._fresh.setdefault(channel, {})[client] = at
         self._fresh_in.setdefault(client, set()).add(channel)
-        if channel is not None and channel not in self._last:
-            self._last[channel] = at
 
     def fresh_entries(self) -> int:
         """Entries of the fresh-client bookkeeping held: (client, channel) pairs plus the

@@ -43,9 +43,16 @@ class SessionRecorder:
             spawn(self.resend())
 
     async def opened(self, record: dict[str, Any]) -> None:
-        """Note an open session (so a crash can close it out later)."""
+        """Note an open session (so a crash can close it out later).
+
+        Kept until the session ends, so it costs Valkey memory per open connection:
+        fields that are 0 or None (the counters of a session just opened) are left out,
+        and the flusher reads a missing field as 0 or NULL, as the full record has it.
+        """
+        compact = {k: v for k, v in record.items() if v is not None and v != 0}
         try:
-            await self.kv.call(self.kv.client.hset, self.open_key, record["id"], json.dumps(record))
+            await self.kv.call(self.kv.client.hset, self.open_key, record["id"], json.dumps(
+                compact, separators=(",", ":")))
         except CacheUnavailable:
             pass  # closed() still records it; only crash close-out needs this entry
 
