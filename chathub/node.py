@@ -56,6 +56,10 @@ from .wsconnection import TrackedConnection
 
 log = logging.getLogger("chathub.node")
 
+#: seconds the background tasks get to end once cancelled (they end at once unless one is
+#: stuck: stopping goes on without it, and the log names it)
+STOP_TASKS_TIMEOUT = 5.0
+
 #: seconds websockets waits for the peer's close frame before dropping the TCP connection
 CLOSE_TIMEOUT = 2.0
 #: pending TCP connections the kernel queues before the hub accepts them (asyncio's
@@ -292,5 +296,11 @@ class Node:
         finally:
             for t in self._tasks:
                 t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._tasks:
+                # A background task must end when cancelled; one that does not is a bug,
+                # named here, and must not keep the daemon from stopping.
+                _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TASKS_TIMEOUT)
+                for t in stuck:
+                    log.error("stopping: a background task did not end when cancelled: %r",
+                              t.get_coro())
             self._tasks.clear()
