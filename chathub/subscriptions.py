@@ -69,7 +69,7 @@ class Subscriptions:
             self.watch(channel)
         if client not in subs:
             subs[client] = None
-            client.channels.add(channel)
+            client.channels.append(channel)
             self.count += 1
         self.members(channel).add(client.user)
 
@@ -77,7 +77,8 @@ class Subscriptions:
         """``client`` left ``channel``; True when no other local connection of that user is
         still in it."""
         subs = self._subs.get(channel)
-        client.channels.discard(channel)
+        if channel in client.channels:
+            client.channels.remove(channel)
         if subs is None or client not in subs:
             return False
         del subs[client]
