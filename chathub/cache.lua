@@ -523,10 +523,18 @@ local function trim(keys, args)
   for i = 2, #keys do
     local len = redis.call('XLEN', keys[i])
     if len > keep then
-      local head = redis.call('XRANGE', keys[i], '-', '+', 'COUNT', len - keep + 1)
-      local cut = head[#head][1]
-      if floor ~= '' and id_lt(floor, cut) then cut = floor end
-      removed = removed + redis.call('XTRIM', keys[i], 'MINID', cut)
+      -- Cut the oldest len - keep entries, or fewer: none at or after the floor. Reading
+      -- at most keep + 1 entries decides which, however long a backlog made the stream
+      -- (reading the len - keep entries to be cut made each flush O(backlog)).
+      local unflushed = 0
+      if floor ~= '' then
+        unflushed = #redis.call('XRANGE', keys[i], floor, '+', 'COUNT', keep + 1)
+      end
+      if unflushed <= keep then  -- everything past the newest keep entries is flushed
+        removed = removed + redis.call('XTRIM', keys[i], 'MAXLEN', keep)
+      else
+        removed = removed + redis.call('XTRIM', keys[i], 'MINID', floor)
+      end
     end
   end
   return removed

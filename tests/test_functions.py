@@ -48,6 +48,9 @@ async def test_trim_keeps_what_is_not_yet_in_postgres(kv):
     assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 6
     left = [e[0] for e in await kv.client.xrange(k.stream("t"))]
     assert left == ids[6:]
+    await kv.client.xdel(k.queue, *ids[6:9])  # all but the newest flushed: keep 3 exactly
+    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 1
+    assert [e[0] for e in await kv.client.xrange(k.stream("t"))] == ids[7:]
 
 
 async def test_recover_past_its_limit_or_after_a_trim_is_not_recovered(kv):
