@@ -5,7 +5,8 @@ subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to th
 happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
 subscribe, unsubscribe, unregister and inbound-message events in order, taking
 runs of the same kind as one batch (one Valkey round trip each); the events are
-:mod:`chathub.hubevents`. Inbound chat and whispers are stamped by the message cache
+:mod:`chathub.hubevents`, and subscribing and leaving channels is
+:mod:`chathub.membership`. Inbound chat and whispers are stamped by the message cache
 and answered (:mod:`chathub.stamping`), then handed to the delivery queue
 (:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame,
 built once, into each recipient's transport buffer and never awaits a client.
@@ -26,7 +27,6 @@ same batches as clients'. They never touch the maps.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +55,7 @@ from .hubevents import (
     Unsubscribe,
     Watching,
 )
+from .membership import Membership
 from .peer import Client
 from .protocol import Chat, Message, ProtocolError, Whisper
 from .stamping import Stamping, now_ms
@@ -129,9 +130,14 @@ class Hub:
         self.stamping = Stamping(cache, self.bans, self.subs, self.feed, self.fanout, self.stats,
                                  self.default_channel, self._emit, self._error,
                                  lambda: self._put_soon(EchoDue()))
+        #: subscribing and leaving channels (presence, history, join and leave)
+        self.membership = Membership(cache, presence, self.channels_cfg, self.subs, self.feed,
+                                     self.fanout, self.bans, self._error, self._emit,
+                                     lambda: self.clustered)
         #: other hubs' traffic
         self.arrivals = Arrivals(node_id, self.subs, self.online, self._by_user, self.feed,
-                                 self.stamping, self.fanout, self.stats, self._channel_leave)
+                                 self.stamping, self.fanout, self.stats,
+                                 self.membership.channel_leave)
 
     # -- reading state --------------------------------------------------------
 
@@ -413,9 +419,9 @@ class Hub:
         elif isinstance(ev, Register):
             await self._register(batch)
         elif isinstance(ev, Subscribe):
-            await self._subscribe(batch)
+            await self.membership.subscribe(batch)
         elif isinstance(ev, Unsubscribe):
-            await self._unsubscribe(batch)
+            await self.membership.unsubscribe(batch)
         elif isinstance(ev, Unregister):
             try:
                 await self._unregister(ev.client)
@@ -458,7 +464,7 @@ class Hub:
         ready: list[tuple[Register, Recent, bool | None]] = []
         for ev in regs:
             try:
-                welcome, recovered = await self._history(ev.client, self.default_channel,
+                welcome, recovered = await self.membership.history(ev.client, self.default_channel,
                                                          ev.since, recent, whispers=True)
             except Exception:
                 log.exception("registering %s failed", ev.client.session)
@@ -480,7 +486,7 @@ class Hub:
             if not isinstance(exc, CacheUnavailable):
                 log.exception("presence: recording %d connections failed", len(users))
         auto = self.channels_cfg.auto_join
-        joined = await self._join_presence(
+        joined = await self.membership.join_presence(
             [(ch, ev.client.user, False, ch == self.default_channel and self.clustered)
              for ev, _, _ in ready for ch in auto],
             create=True)
@@ -495,7 +501,7 @@ class Hub:
                 first, listed = joined[i * len(auto) + j]
                 if ch == self.default_channel:
                     members = listed
-                self._joined(c, ch, first, now, welcome.top if ch == self.default_channel else "")
+                self.membership.joined(c, ch, first, now, welcome.top if ch == self.default_channel else "")
             if members is None:
                 members = list(self.subs.members(self.default_channel).sorted())
             for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome
@@ -509,167 +515,6 @@ class Hub:
                         "remote_addr": c.remote_addr})
             if not ev.done.done():
                 ev.done.set_result(None)
-
-    async def _join_presence(self, subs: list[tuple[str, str, bool, bool]], create: bool
-                             ) -> list[tuple[bool, list[str] | None]]:
-        """Record subscriptions in Valkey; (first anywhere, members when asked) for each.
-        When Valkey is down, first-ness is judged from this hub's own subscribers."""
-        try:
-            joined = await self.presence.subscribe(
-                subs, create=create, max_channels=self.channels_cfg.max_channels)
-            return [(j.first, j.members) for j in joined]
-        except CacheUnavailable:
-            seen: set[tuple[str, str]] = set()
-            out = []
-            for ch, user, _, _ in subs:
-                out.append((user not in self.subs.local_users(ch) and (ch, user) not in seen, None))
-                seen.add((ch, user))
-            return out
-
-    def _joined(self, c: Client, channel: str, first: bool, ts: int, top: str) -> None:
-        """``c`` is subscribed to ``channel`` here: bookkeeping, and ``join`` when first."""
-        self.subs.add(c, channel)
-        self.feed.welcomed(c, channel, top)
-        if first:
-            self.fanout.broadcast(
-                text_frame(protocol.encode_presence("join", c.user, ts, channel=channel)),
-                self.subs.subscribers(channel), c)
-            self._emit({"type": "join", "user": c.user, "channel": channel})
-
-    async def _history(self, client: Client, channel: str, since: str | None,
-                       recent: Recent | None, whispers: bool) -> tuple[Recent, bool | None]:
-        """A welcome's (or ``subscribed`` reply's) history of ``channel`` and its
-        ``recovered`` flag.
-
-        ``recent`` is the batch's plain history once read (one read per batch). With
-        ``since`` the client gets what it missed when the cache still holds it, else
-        ``recovered: false`` and the recent history. Valkey being down gives an empty
-        history (and ``recovered: false`` for a ``since``), never a refusal.
-        """
-        try:
-            if since is not None:
-                missed, top = await self.cache.recover(since, client.user, channel, whispers)
-                if missed is not None:
-                    return Recent(missed, top, False), True
-            return recent or await self.cache.recent(channel), (False if since is not None else None)
-        except CacheUnavailable:
-            return Recent([], "", False), (False if since is not None else None)
-
-    # -- channels -----------------------------------------------------------------
-
-    def _may_subscribe(self, c: Client, channel: str) -> tuple[str, str] | None:
-        """The error (code, message) that refuses ``c`` the channel, or None."""
-        if self.bans.channel(channel, c.user) is not None:
-            return protocol.FORBIDDEN, f"you are banned from {channel}"
-        if protocol.is_private(channel) and not any(
-                fnmatch.fnmatchcase(channel, pattern) for pattern in c.rights):
-            return protocol.FORBIDDEN, f"{channel} is private and your token does not name it"
-        if channel not in c.channels and len(c.channels) >= self.channels_cfg.max_per_connection:
-            return (protocol.TOO_MANY_CHANNELS,
-                    f"a connection may be in at most {self.channels_cfg.max_per_connection} channels")
-        return None
-
-    async def _subscribe(self, batch: list[Subscribe]) -> None:
-        """Subscribe a batch: one presence round trip, one history round trip for the
-        channels asked without ``since``, and a recovery read for each ``since``."""
-        self.fanout.drain()  # as for a welcome: history and live frames meet exactly
-        todo: list[Subscribe] = []
-        for ev in batch:
-            c = ev.client
-            if c.gone:
-                continue
-            refusal = self._may_subscribe(c, ev.channel)
-            if refusal is not None:
-                self._error(c, *refusal, ev.ref)
-                continue
-            todo.append(ev)
-        if not todo:
-            return
-        # Presence and every channel's history, the two round trips at once: nothing else
-        # runs in the loop meanwhile, so the reads meet the live frames as in sequence
-        # (a channel refused below just has its history read for nothing).
-        fresh = sorted({ev.channel for ev in todo if ev.since is None})
-        try:
-            joined, recents = await asyncio.gather(self.presence.subscribe(
-                [(ev.channel, ev.client.user, protocol.is_private(ev.channel), self.clustered)
-                 for ev in todo],
-                create=self.channels_cfg.auto_create, max_channels=self.channels_cfg.max_channels),
-                self._recents(fresh))
-        except CacheUnavailable:
-            for ev in todo:
-                self._error(ev.client, protocol.UNAVAILABLE,
-                            "the message cache is unavailable; try again", ev.ref, 1000)
-            return
-        now = now_ms()
-        for ev, j in zip(todo, joined, strict=True):
-            c, channel = ev.client, ev.channel
-            if j.status == "unknown":
-                self._error(c, protocol.UNKNOWN_CHANNEL, f"there is no channel {channel}", ev.ref)
-                continue
-            if j.status == "full":
-                self._error(c, protocol.TOO_MANY_CHANNELS,
-                            f"the server holds {self.channels_cfg.max_channels} channels already",
-                            ev.ref)
-                continue
-            already = channel in c.channels
-            history, recovered = await self._history(c, channel, ev.since, recents.get(channel),
-                                                     whispers=False)
-            if ev.since is None or recovered is False:
-                recents[channel] = history
-            members = j.members
-            if already:
-                # Valkey counted a second subscription of this connection: take it back.
-                spawn(self._quietly(self.presence.unsubscribe([(channel, c.user, "resubscribed")])))
-            else:
-                self._joined(c, channel, j.first, now, history.top)
-            if members is None:
-                members = list(self.subs.members(channel).sorted())
-            c.send(protocol.encode_subscribed(channel, members, history.messages, recovered,
-                                              ev.ref, history.partial))
-
-    async def _recents(self, channels: list[str]) -> dict[str, Recent]:
-        """The plain history of each of ``channels``, in one round trip ({} when Valkey is
-        down: each subscriber then gets an empty history, as a welcome would)."""
-        try:
-            return await self.cache.recent_many(channels) if channels else {}
-        except CacheUnavailable:
-            return {}
-
-    async def _unsubscribe(self, batch: list[Unsubscribe]) -> None:
-        todo = []
-        for ev in batch:
-            if ev.channel not in ev.client.channels:
-                if not ev.client.gone:
-                    self._error(ev.client, protocol.NOT_SUBSCRIBED,
-                                f"this connection is not in {ev.channel}", ev.ref)
-                continue
-            todo.append(ev)
-        await self._leave_channels([(ev.client, ev.channel, ev.reason or "left") for ev in todo])
-        for ev in todo:
-            ev.client.send(protocol.encode_unsubscribed(ev.channel, ev.ref, ev.reason))
-
-    async def _leave_channels(self, leaving: list[tuple[Client, str, str]]) -> None:
-        """Take connections out of channels, here and in Valkey; ``leave`` where it was the
-        user's last subscription anywhere."""
-        if not leaving:
-            return
-        last_here = [self.subs.remove(c, ch) for c, ch, _ in leaving]
-        try:
-            lasts = await self.presence.unsubscribe([(ch, c.user, r) for c, ch, r in leaving])
-        except CacheUnavailable:
-            lasts = last_here
-        now = now_ms()
-        for (c, ch, reason), last in zip(leaving, lasts, strict=True):
-            if last:
-                self._channel_leave(ch, c.user, reason, now)
-
-    def _channel_leave(self, channel: str, user: str, reason: str, ts: int) -> None:
-        if channel in self.subs:
-            self.subs.members(channel).discard(user)
-        self.fanout.broadcast(
-            text_frame(protocol.encode_presence("leave", user, ts, reason, channel)),
-            self.subs.subscribers(channel))
-        self._emit({"type": "leave", "user": user, "channel": channel, "reason": reason})
 
     async def _unregister(self, c: Client) -> None:
         if c not in self._clients:
@@ -688,7 +533,7 @@ class Hub:
             last = not conns
         if last:  # before the leaves go out: who reads them and asks `users` sees them gone
             self.online.discard(c.user)
-        await self._leave_channels([(c, ch, reason) for ch in sorted(c.channels)])
+        await self.membership.leave([(c, ch, reason) for ch in sorted(c.channels)])
         self._emit({"type": "disconnect", "user": c.user, "session": c.session,
                     "code": c.close_code, "reason": c.close_reason})
 
@@ -700,13 +545,6 @@ class Hub:
             self.online.replace([*everyone, *self._by_user])
         except CacheUnavailable:
             pass  # Valkey is down again; its return triggers another resync
-
-    @staticmethod
-    async def _quietly(aw: Any) -> None:
-        try:
-            await aw
-        except CacheUnavailable:
-            pass
 
 
 __all__ = ["Hub"]
