@@ -228,6 +228,16 @@ class Stamping:
             own = frame if ref is None else text_frame(protocol.encode_message(msg, ref))
             self._deliver_own(msg, frame, own, sender)
 
+    def orphan(self, msg: Message) -> None:
+        """A message of this hub found in the stream by a gap fill: when its stamp timed
+        out here and it went out nowhere (its echo was lost with the bus), deliver it now
+        and answer its sender's ``ref``; anything else of ours went out already."""
+        sender, ref = self.echoes.sender_of(msg.from_, msg.text)
+        if ref is None or self.echoes.seen(msg.id):
+            return
+        frame = text_frame(protocol.encode(msg))
+        self._deliver_own(msg, frame, text_frame(protocol.encode_message(msg, ref)), sender)
+
     def echo_due(self) -> None:
         """Deliver the held messages whose echo is late (the wake-up asked for by the timer)."""
         self._echo_timer = None

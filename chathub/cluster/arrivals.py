@@ -118,14 +118,14 @@ class Arrivals:
         self.stamping.live.add(channel)
         if channel not in self.subs:
             return
-        for msg in await self.feed.missed(channel):
+        for msg in await self.feed.missed(channel, self.stamping.orphan):
             self.deliver(msg)
 
     async def fill_gap(self) -> None:
         """Deliver what other hubs stamped while the bus was down (it is in the streams)."""
         filled = 0
         for channel in [None, *self.subs.channels()]:
-            missed = await self.feed.missed(channel)
+            missed = await self.feed.missed(channel, self.stamping.orphan)
             for msg in missed:
                 self.deliver(msg)
             filled += len(missed)

@@ -12,6 +12,7 @@ loop, in order with everything else; it never touches a client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import CacheUnavailable
@@ -135,14 +136,20 @@ class RemoteFeed:
                 self._fresh_in[client].discard(msg.channel)
         return skip
 
-    async def missed(self, channel: str | None = None) -> list[Message]:
+    async def missed(self, channel: str | None = None,
+                     own: Callable[[Message], None] | None = None) -> list[Message]:
         """What other hubs stamped in ``channel`` (None: whispers) since the last message
         delivered there (or since the bus first subscribed): read from the streams after
-        the bus came back. Empty when Valkey is down."""
+        the bus came back. Empty when Valkey is down. This hub's own messages in that
+        range go to ``own`` (one whose stamp timed out here may have gone nowhere yet)."""
         last = self._last.get(channel)
         after = self._floor if last is None else f"{last[0]}-{last[1]}"
         try:
             entries = await self.cache.since(after, GAP_FILL_LIMIT, channel)
         except CacheUnavailable:
             return []
+        if own is not None:
+            for origin, msg in entries:
+                if origin == self.node_id:
+                    own(msg)
         return [msg for origin, msg in entries if origin != self.node_id]
