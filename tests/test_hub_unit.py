@@ -174,3 +174,23 @@ async def test_a_resend_with_the_same_ref_is_answered_with_the_first_id(hub):
     assert [f["text"] for f in b.of_type("chat")] == ["once", "other"]
     assert [m.text for _, m in hub.cache.entries] == ["once", "other"]
     assert hub.stats.resends == 1
+
+
+async def test_a_gap_fill_delivers_an_orphan_once_and_answers_its_ref(hub):
+    """A message of this hub whose stamp timed out, found later by a gap fill: it goes to
+    the channel's subscribers and answers its sender's ref, once; any other message of
+    this hub in the range is left alone (it went out when stamped)."""
+    from chathub.protocol import Message
+
+    a = await join(hub, "alice")
+    b = await join(hub, "bob")
+    hub.stamping.echoes.unsure("alice", "lost", a.client, "r9")
+    lost = Message(type="chat", id="5-0", from_="alice", text="lost", ts=5, channel="general")
+    other = Message(type="chat", id="6-0", from_="alice", text="sent", ts=6, channel="general")
+    for _ in range(2):  # found by two gap fills: delivered once
+        hub.stamping.orphan(lost)
+        hub.stamping.orphan(other)
+    await wait_for(lambda: b.of_type("chat"))
+    hub.fanout.drain()
+    assert [f["text"] for f in b.of_type("chat")] == ["lost"]
+    assert [(f["text"], f.get("ref")) for f in a.of_type("chat")] == [("lost", "r9")]
