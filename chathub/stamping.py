@@ -49,6 +49,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def frames(msg: Message, ref: str | None) -> tuple[bytes, bytes]:
+    """The frame of ``msg`` for everyone, and the one for its sender (with ``ref``, when
+    the sender gave one; else the same frame)."""
+    frame = text_frame(protocol.encode(msg))
+    return frame, (text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame)
+
+
 class Stamping:
     """One hub's stamping and delivery of its own messages; see the module docstring.
 
@@ -179,8 +186,7 @@ class Stamping:
         msg = res.message
         self.stats.messages_in += 1
         self.stats.by_type[msg.type] = self.stats.by_type.get(msg.type, 0) + 1
-        frame = text_frame(protocol.encode(msg))
-        own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
+        frame, own = frames(msg, ref)
         if msg.to is None:
             if c is not None:
                 c.chats_sent += 1
@@ -211,9 +217,7 @@ class Stamping:
             if c is not None:
                 c.send(protocol.encode_message(msg, ref))
             return
-        frame = text_frame(protocol.encode(msg))
-        own = text_frame(protocol.encode_message(msg, ref)) if ref is not None else frame
-        self._deliver_own(msg, frame, own, c)
+        self._deliver_own(msg, *frames(msg, ref), c)
 
     def own_echo(self, payload: dict[str, Any]) -> None:
         """One of this hub's messages came back on the bus (``{"k": "m", ...}``): deliver
@@ -223,10 +227,8 @@ class Stamping:
         self._release(held)
         if orphan:  # its stamp timed out here: nobody on this hub has it yet
             msg = message_of(payload)
-            frame = text_frame(protocol.encode(msg))
             sender, ref = self.echoes.sender_of(msg.from_, msg.text)
-            own = frame if ref is None else text_frame(protocol.encode_message(msg, ref))
-            self._deliver_own(msg, frame, own, sender)
+            self._deliver_own(msg, *frames(msg, ref), sender)
 
     def orphan(self, msg: Message) -> None:
         """A message of this hub found in the stream by a gap fill: when its stamp timed
@@ -235,8 +237,7 @@ class Stamping:
         sender, ref = self.echoes.sender_of(msg.from_, msg.text)
         if ref is None or self.echoes.seen(msg.id):
             return
-        frame = text_frame(protocol.encode(msg))
-        self._deliver_own(msg, frame, text_frame(protocol.encode_message(msg, ref)), sender)
+        self._deliver_own(msg, *frames(msg, ref), sender)
 
     def echo_due(self) -> None:
         """Deliver the held messages whose echo is late (the wake-up asked for by the timer)."""
@@ -271,4 +272,4 @@ class Stamping:
         self._echo_timer = asyncio.get_running_loop().call_at(due, self._wake)
 
 
-__all__ = ["RESEND_AFTER_MS", "Stamping", "now_ms"]
+__all__ = ["RESEND_AFTER_MS", "Stamping", "frames", "now_ms"]
