@@ -29,10 +29,12 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 EXPECT_MS = 10_000
 RECONNECT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(
+#: every browser test module's mark: without Debian's Chromium they cannot run
+needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) "
            "to run the browser tests")
+pytestmark = needs_chromium
 pw = pytest.importorskip(
     "playwright.async_api",
     reason="playwright is not installed: .venv/bin/pip install -e '.[test]'")

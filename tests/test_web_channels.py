@@ -8,18 +8,13 @@ picture used in the docs.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import pytest
 
 from chathub.edge import auth
 from tests import test_web  # skips without playwright, as test_web
 from tests.helpers import Chatter
-from tests.test_web import CHROMIUM, RECONNECT_MS, XSS_SCRIPT, ChatPage, expect
+from tests.test_web import RECONNECT_MS, XSS_SCRIPT, ChatPage, expect, needs_chromium
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+pytestmark = needs_chromium
 
 # test_web's fixtures: one Chromium per module, and its chat pages
 browser = test_web.browser

@@ -3,18 +3,12 @@ Chromium against a real daemon. Reuses tests/test_web.py's browser and page fixt
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from chathub.admin.client import call
 from tests import test_web  # skips without playwright, as test_web
 from tests.helpers import Chatter
-from tests.test_web import CHROMIUM, expect
+from tests.test_web import expect, needs_chromium
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+pytestmark = needs_chromium
 
 # test_web's fixtures: one Chromium per module, and its chat pages
 browser = test_web.browser

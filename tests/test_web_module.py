@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +19,11 @@ from tests.test_web import (  # skips without playwright, as test_web
     CHROMIUM,
     LAUNCH_ARGS,
     RECONNECT_MS,
+    needs_chromium,
     pw,
 )
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+pytestmark = needs_chromium
 
 #: ms the page waits for an event before the test fails
 WAIT_MS = 10_000
