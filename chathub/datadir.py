@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +34,12 @@ from .errors import DataDirLocked
 LOCK_NAME = "chathub.lock"
 #: environment variable through which a ``--workers`` parent passes its lock descriptor
 ENV_FD = "CHATHUB_LOCK_FD"
+#: how long a refused process waits for the holder to write its pid (seconds): the
+#: holder writes it right after taking the lock, so only a start racing ours is
+#: caught between the two; past this the refusal says "another process"
+HOLDER_PID_WAIT = 2.0
+#: pause between two reads of the lock file while waiting for the holder's pid (seconds)
+HOLDER_PID_POLL = 0.01
 
 
 class DataDirLock:
@@ -60,14 +67,19 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
+            try:
+                holder = _holder_pid(fd)
+            finally:
+                os.close(fd)
             raise DataDirLocked(self._refusal(holder)) from None
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Overwrite, then cut: a reader never sees an empty file, only the old pid
+        # (a dead process, which _holder_pid waits past) or this one.
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
         self.fd = fd
         return self
 
@@ -85,7 +97,7 @@ class DataDirLock:
             same = False
         if not same:
             with open(self.path, "rb") as f:
-                holder = _read_pid(f.fileno())
+                holder = _holder_pid(f.fileno())
             raise DataDirLocked(self._refusal(holder) + f" ({ENV_FD}={fd} does not hold it)")
         os.set_inheritable(fd, False)
         self.fd = fd
@@ -123,6 +135,35 @@ def claim(data_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = 
             raise DataDirLocked(f"{ENV_FD}={passed!r} is not a descriptor number") from None
         return lock.adopt(fd)
     return lock.acquire()
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The pid of the live process named in the lock file, waiting up to
+    :data:`HOLDER_PID_WAIT` for the holder to write it; None when none appears.
+
+    Between a holder's ``flock`` and its write, the file is empty or names the previous
+    holder, which may be long dead (a SIGKILLed daemon leaves its pid behind); naming
+    that pid would send the operator after the wrong process.
+    """
+    deadline = time.monotonic() + HOLDER_PID_WAIT
+    while True:
+        pid = _read_pid(fd)
+        if pid is not None and _alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(HOLDER_PID_POLL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

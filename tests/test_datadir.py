@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,51 @@ def test_second_lock_refused_with_pid_then_free_after_release(short_dir):
     again = DataDirLock(short_dir / "d").acquire()
     again.release()
     assert (short_dir / "d" / LOCK_NAME).exists()  # the file stays; only the lock goes
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (what a SIGKILLed holder leaves in the file)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _take_without_writing(path: Path) -> int:
+    """Hold the lock on ``path`` the way a starting holder does before it writes its pid."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_refusal_waits_for_the_starting_holder_and_never_names_the_dead_one(short_dir):
+    """A lock taken but not yet written, over a dead holder's pid: the refusal names the
+    new holder once it writes, not the dead pid left in the file."""
+    path = short_dir / LOCK_NAME
+    path.write_text(f"{_dead_pid()}\n")
+    fd = _take_without_writing(path)
+    writer = threading.Timer(0.2, lambda: os.pwrite(fd, f"{os.getpid()}\n".encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(DataDirLocked, match=f"pid {os.getpid()} holds"):
+            DataDirLock(short_dir).acquire()
+    finally:
+        writer.join()
+        os.close(fd)
+
+
+def test_refusal_says_another_process_when_no_live_pid_appears(short_dir, monkeypatch):
+    """A holder that never writes, over a dead pid: the refusal names no pid at all."""
+    monkeypatch.setattr("chathub.datadir.HOLDER_PID_WAIT", 0.1)
+    path = short_dir / LOCK_NAME
+    dead = _dead_pid()
+    path.write_text(f"{dead}\n")
+    fd = _take_without_writing(path)
+    try:
+        with pytest.raises(DataDirLocked, match="another process holds") as refused:
+            DataDirLock(short_dir).acquire()
+        assert str(dead) not in str(refused.value)
+    finally:
+        os.close(fd)
 
 
 def test_adopt_needs_the_descriptor_that_holds_the_lock(short_dir):
