@@ -71,7 +71,7 @@ async def layout(srv: ServerProc, ctx: Any) -> dict[str, Any]:
     # the Go generator cannot subscribe: this load always runs in the Python one, and so
     # does the fanout it is compared with (same N, S and W as the fanout scenario)
     pyctx = replace(ctx, generator=None)
-    out = await _load(srv, spec, pyctx)
+    out = await _load(srv, spec, pyctx, profile=f"{ctx.profile}.channels" if ctx.profile else None)
     flat = _spec(srv, ctx, n=z.channels_n, senders=z.fanout_senders, window=z.fanout_window)
     fan = await _load(srv, flat, pyctx)
     channels = (spec.n - spec.big_channel + spec.channel_size - 1) // spec.channel_size

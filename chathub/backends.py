@@ -65,12 +65,20 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """A welcome's history: ``messages`` oldest first; ``top`` the stream's last id when
-    read; ``partial`` when older messages that PostgreSQL holds were left out."""
+    """A welcome's history: ``messages`` oldest first; ``top`` the last id issued (in any
+    stream) when read; ``partial`` when older messages that PostgreSQL holds were left
+    out; ``floor`` the newest id of the channel when read (the order a subscriber starts
+    from, :meth:`chathub.cluster.relay.RemoteFeed.welcomed`; ``top`` when unknown)."""
 
     messages: list[Message]
     top: str
     partial: bool
+    floor: str = ""
+
+    @property
+    def since(self) -> str:
+        """Where this history leaves its reader in its channel: ``floor``, else ``top``."""
+        return self.floor or self.top
 
 
 @dataclass(frozen=True, slots=True)

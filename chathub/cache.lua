@@ -407,14 +407,20 @@ end
 -- entries, newest first, without deleted messages. KEYS: stream, ids, flush queue, and
 -- optionally the channel's deleted set. ARGV[3]: the channel.
 -- Returns {entries, exhausted (1|0), oldest id scanned or '', last id issued,
--- unflushed (1 when older messages of the channel are still on their way to PostgreSQL)}.
+-- unflushed (1 when older messages of the channel are still on their way to PostgreSQL),
+-- the channel's newest id ('0-0' for an empty stream)}.
 local function history(keys, args)
   local limit = tonumber(args[2])
   local upper = args[1]
   if upper ~= '+' then upper = '(' .. upper end
   local out, scanned = newest_kept(keys[1], keys[4], upper, limit)
   local top = last_id(keys[2])
-  if #out >= limit then return {out, 0, scanned, top, 0} end
+  -- Ids are issued and added to their stream in one call, so every id of this channel
+  -- at or below top is in the stream already: its newest entry bounds what a reader of
+  -- this history can receive again, however far other channels moved top.
+  local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+  local floor = newest[1] and newest[1][1] or '0-0'
+  if #out >= limit then return {out, 0, scanned, top, 0, floor} end
   local oldest = scanned
   -- The stream ran out. Older messages are in PostgreSQL, unless some below the bound
   -- are still in the flush queue: then a page from PostgreSQL would have a hole.
@@ -436,7 +442,7 @@ local function history(keys, args)
       if unflushed == 1 then break end
     end
   end
-  return {out, 1, oldest, top, unflushed}
+  return {out, 1, oldest, top, unflushed, floor}
 end
 
 -- What a client missed after ARGV[1] in one stream, oldest first, without deleted

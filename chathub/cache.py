@@ -167,7 +167,7 @@ class MessageCache:
             pipe.fcall(*self._page_args(channel, None, limit))
         pages = await self.kv.call(pipe.execute)
         out: dict[str, Recent] = {}
-        for channel, (entries, exhausted, oldest, top, _) in zip(channels, pages, strict=True):
+        for channel, (entries, exhausted, oldest, top, _, floor) in zip(channels, pages, strict=True):
             msgs = [entry_to_message(e, channel) for e in entries]
             partial = False
             if len(msgs) < limit and exhausted:
@@ -179,7 +179,7 @@ class MessageCache:
                 else:
                     msgs.extend(page)
             msgs.reverse()
-            out[channel] = Recent(msgs, str(top), partial)
+            out[channel] = Recent(msgs, str(top), partial, str(floor))
         return out
 
     async def warm(self) -> None:
@@ -213,7 +213,7 @@ class MessageCache:
         channel = channel or self.default_channel
         if before is not None and before_first(before):
             return []
-        entries, exhausted, oldest, _, unflushed = await self._page(channel, before, limit)
+        entries, exhausted, oldest, _, unflushed, _ = await self._page(channel, before, limit)
         msgs = [entry_to_message(e, channel) for e in entries]
         if len(msgs) < limit and exhausted:
             if unflushed:
@@ -225,7 +225,8 @@ class MessageCache:
         return msgs
 
     async def _page(self, channel: str, before: str | None, limit: int) -> list[Any]:
-        """[entries newest first, ran out (0|1), oldest id scanned, last id, unflushed (0|1)]."""
+        """[entries newest first, ran out (0|1), oldest id scanned, last id, unflushed (0|1),
+        the channel's newest id]."""
         return await self.kv.call(self.kv.client.fcall, *self._page_args(channel, before, limit))
 
     def _page_args(self, channel: str, before: str | None, limit: int) -> tuple[Any, ...]:

@@ -501,7 +501,7 @@ class Hub:
                 first, listed = joined[i * len(auto) + j]
                 if ch == self.default_channel:
                     members = listed
-                self.membership.joined(c, ch, first, now, welcome.top if ch == self.default_channel else "")
+                self.membership.joined(c, ch, first, now, welcome.since if ch == self.default_channel else "")
             if members is None:
                 members = list(self.subs.members(self.default_channel).sorted())
             for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome

@@ -22,6 +22,7 @@ from valkey.exceptions import TimeoutError as VTimeoutError
 
 from . import pkgdata
 from .errors import CacheOutcomeUnknown, CacheUnavailable
+from .valkeywire import pool_options
 
 log = logging.getLogger("chathub.kv")
 
@@ -59,10 +60,12 @@ class KV:
         self.timeout = timeout
         # A blocking pool: when every connection is busy a caller waits (back-pressure)
         # instead of failing with "Too many connections", which is no outage.
-        pool = valkey.BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
+        settings = dict(
+            max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=timeout, decode_responses=True, retry=None,
             retry_on_error=[], retry_on_timeout=False, health_check_interval=0)
+        # options in the URL's query string win, as in valkey-py's from_url
+        pool = valkey.BlockingConnectionPool(**{**settings, **pool_options(url)})
         self.client = valkey.Valkey(connection_pool=pool)
         self._probe: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[bool], None]] = []

@@ -174,7 +174,7 @@ class MemoryCache:
         self._check()
         msgs = self._in(channel or self.default_channel)
         return Recent(msgs[-self.history_on_join:] if self.history_on_join else [],
-                      await self.last_id(), False)
+                      await self.last_id(), False, msgs[-1].id if msgs else "0-0")
 
     async def recent_many(self, channels: Sequence[str]) -> dict[str, Recent]:
         return {channel: await self.recent(channel) for channel in channels}
