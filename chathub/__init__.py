@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import Config  # noqa: E402
-from .config import load as load_config  # noqa: E402
+from .configload import load as load_config  # noqa: E402
 
 
 async def run(config: Config, **kwargs: object) -> None:

@@ -9,7 +9,7 @@
     ├── CacheUnavailable     Valkey cannot be reached (also ConnectionError)
     ├── MigrationError       a migration cannot be applied or was changed after it was
     ├── AdminError           the admin socket: no daemon, or an error reply
-    ├── ProtocolError        a client frame that cannot be served (protocol.py; an error frame)
+    ├── ProtocolError        a client frame that cannot be served (errorcodes.py; an error frame)
     ├── TokenError           a token refused at the upgrade (edge/auth.py; HTTP 401)
     ├── AmbiguousHeader      a deciding header sent twice (edge/routes.py; HTTP 403/401)
     ├── MalformedHeader      a proxy header that cannot be read (edge/proxies.py; ignored)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
+from . import configload
 from .config import Config
 
 log = logging.getLogger("chathub.reload")
@@ -57,17 +57,17 @@ class ConfigSource:
 
     @classmethod
     def resolve(cls, path: Path | None, overrides: dict[str, Any] | None = None) -> ConfigSource:
-        """The source :func:`chathub.config.load` would read for these arguments."""
-        if path is None and Path(config_mod.DEFAULT_CONFIG_FILE).is_file():
-            path = Path(config_mod.DEFAULT_CONFIG_FILE)
+        """The source :func:`chathub.configload.load` would read for these arguments."""
+        if path is None and Path(configload.DEFAULT_CONFIG_FILE).is_file():
+            path = Path(configload.DEFAULT_CONFIG_FILE)
         return cls(path.absolute() if path is not None else None, copy.deepcopy(overrides or {}))
 
     def load(self) -> Config:
         """Read the configuration. Raises :class:`~chathub.errors.ConfigError`."""
         if self.path is None:
             # no file: defaults, environment and flags (never a chathub.toml that appeared since)
-            return config_mod.load(Path("/dev/null"), overrides=self.overrides)
-        return config_mod.load(self.path, overrides=self.overrides)
+            return configload.load(Path("/dev/null"), overrides=self.overrides)
+        return configload.load(self.path, overrides=self.overrides)
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

@@ -20,7 +20,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from chathub import config as config_mod
+from chathub import configload
+from chathub.config import Config
 from chathub.server import Daemon
 from chathub.services import EmbeddedPostgres, EmbeddedValkey
 
@@ -118,7 +119,7 @@ def short_dir() -> Iterator[Path]:
 
 
 def make_config(database_url: str, valkey_url: str, key_prefix: str, data_dir: Path,
-                **sections: dict[str, Any]) -> config_mod.Config:
+                **sections: dict[str, Any]) -> Config:
     """A test configuration: port 0, real services, generous limits unless overridden."""
     base: dict[str, Any] = {
         "data_dir": str(data_dir),
@@ -136,7 +137,7 @@ def make_config(database_url: str, valkey_url: str, key_prefix: str, data_dir: P
             base.setdefault(name, {}).update(values)
         else:
             base[name] = values
-    return config_mod.load(None, environ={}, overrides=base)
+    return configload.load(None, environ={}, overrides=base)
 
 
 DaemonFactory = Callable[..., Awaitable[Daemon]]

@@ -22,7 +22,7 @@ import websockets
 
 from chathub import closecodes, protocol
 from chathub.admin.client import call
-from chathub.config import load
+from chathub.configload import load
 from chathub.edge import auth
 from chathub.errors import ConfigError
 from chathub.wsconnection import TrackedConnection

@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chathub import config as c
 from chathub.cli import app
+from chathub.config import SECTIONS, Config, field_types
+from chathub.configload import load
+from chathub.errors import ConfigError
 
 
 def test_defaults_are_the_documented_ones():
     """No file, no env: host 127.0.0.1, port 8080, data_dir .chathub."""
-    cfg = c.load(None, environ={})
+    cfg = load(None, environ={})
     assert (cfg.server.host, cfg.server.port, cfg.data_dir) == ("127.0.0.1", 8080, ".chathub")
     assert cfg.admin_socket == Path(".chathub/admin.sock")
 
@@ -22,8 +24,8 @@ def test_precedence_file_env_flags(tmp_path):
     """defaults < file < env < flags."""
     f = tmp_path / "c.toml"
     f.write_text('data_dir = "/from/file"\n[server]\nport = 1000\nhost = "0.0.0.0"\n')
-    cfg = c.load(f, environ={"CHATHUB_SERVER_PORT": "2000", "CHATHUB_DATA_DIR": "/from/env"},
-                 overrides={"server": {"port": 3000, "host": None}})
+    cfg = load(f, environ={"CHATHUB_SERVER_PORT": "2000", "CHATHUB_DATA_DIR": "/from/env"},
+               overrides={"server": {"port": 3000, "host": None}})
     assert cfg.server.port == 3000
     assert cfg.server.host == "0.0.0.0"
     assert cfg.data_dir == "/from/env"
@@ -31,9 +33,9 @@ def test_precedence_file_env_flags(tmp_path):
 
 def test_env_urls_and_lists():
     """CHATHUB_DATABASE_URL and list values from the environment."""
-    cfg = c.load(None, environ={"CHATHUB_DATABASE_URL": "postgresql://x/y",
-                                "CHATHUB_VALKEY_URL": "unix:///tmp/v.sock",
-                                "CHATHUB_SERVER_ALLOWED_ORIGINS": "http://a, http://b"})
+    cfg = load(None, environ={"CHATHUB_DATABASE_URL": "postgresql://x/y",
+                              "CHATHUB_VALKEY_URL": "unix:///tmp/v.sock",
+                              "CHATHUB_SERVER_ALLOWED_ORIGINS": "http://a, http://b"})
     assert cfg.database.url == "postgresql://x/y"
     assert cfg.valkey.url == "unix:///tmp/v.sock"
     assert cfg.server.allowed_origins == ["http://a", "http://b"]
@@ -53,15 +55,47 @@ def test_bad_keys_and_values_name_the_key(tmp_path, text, needle):
     """Unknown keys, wrong types and impossible values raise ConfigError naming the key."""
     f = tmp_path / "bad.toml"
     f.write_text(text)
-    with pytest.raises(c.ConfigError) as info:
-        c.load(f, environ={})
+    with pytest.raises(ConfigError) as info:
+        load(f, environ={})
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("var, value, section, key, expected", [
+    ("CHATHUB_SERVER_UVLOOP", "off", "server", "uvloop", False),
+    ("CHATHUB_SERVER_UVLOOP", "YES", "server", "uvloop", True),
+    ("CHATHUB_SERVER_PORT", " 12 ", "server", "port", 12),
+    ("CHATHUB_CACHE_FLUSH_INTERVAL", "2", "cache", "flush_interval", 2.0),
+    ("chathub_server_port", "12", "server", "port", 8080),
+    ("CHATHUB_API_KEYS", " , ", "api", "keys", []),
+])
+def test_env_strings_are_read_as_the_key_type(var, value, section, key, expected):
+    """Environment strings become the key's type: bool words, numbers, comma lists;
+    the prefix is matched in upper case only."""
+    cfg = load(None, environ={var: value})
+    got = getattr(getattr(cfg, section), key)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_env_variables_that_name_no_key_are_ignored():
+    """Unknown sections and keys, and the test suite's CHATHUB_TEST_*, change nothing."""
+    cfg = load(None, environ={"CHATHUB_NOPE_X": "1", "CHATHUB_SERVER_NOPE": "1",
+                              "CHATHUB_TEST_SERVER_PORT": "1"})
+    assert cfg == Config()
+
+
+def test_a_file_named_env_is_typed_like_any_file(tmp_path, monkeypatch):
+    """Strings are read as numbers only from the environment, not from a file whose
+    relative path happens to start with "env"."""
+    monkeypatch.chdir(tmp_path)
+    Path("env.toml").write_text('[server]\nport = "2000"\n')
+    with pytest.raises(ConfigError, match="server.port in env.toml: expected an integer"):
+        load("env.toml", environ={})
 
 
 def test_bad_env_value_names_the_variable_key():
     """A bad value in the environment names the key and says it came from there."""
-    with pytest.raises(c.ConfigError, match="server.port in environment"):
-        c.load(None, environ={"CHATHUB_SERVER_PORT": "x"})
+    with pytest.raises(ConfigError, match="server.port in environment"):
+        load(None, environ={"CHATHUB_SERVER_PORT": "x"})
 
 
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
@@ -77,11 +111,11 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
 def test_example_config_is_valid_and_complete():
     """config.example.toml loads, and documents every key the dataclasses have."""
     example = Path(__file__).parent.parent / "config.example.toml"
-    cfg = c.load(example, environ={})
-    assert cfg == c.Config()
+    cfg = load(example, environ={})
+    assert cfg == Config()
     import tomllib
 
     data = tomllib.loads(example.read_text())
-    for name in c.SECTIONS:
-        keys = set(c._field_types(type(getattr(cfg, name))))
+    for name in SECTIONS:
+        keys = set(field_types(type(getattr(cfg, name))))
         assert keys <= set(data.get(name, {})), f"[{name}] lacks {keys - set(data.get(name, {}))}"

@@ -94,10 +94,11 @@ async def test_connection_closed_with_4003_when_token_expires(daemon_factory, db
 
 def test_token_mode_refuses_short_secret():
     """Start-up refuses a secret shorter than 32 bytes in token mode."""
-    from chathub import config
+    from chathub.configload import load
+    from chathub.errors import ConfigError
 
-    with pytest.raises(config.ConfigError, match="auth.secret"):
-        config.load(None, environ={"CHATHUB_AUTH_MODE": "token", "CHATHUB_AUTH_SECRET": "short"})
+    with pytest.raises(ConfigError, match="auth.secret"):
+        load(None, environ={"CHATHUB_AUTH_MODE": "token", "CHATHUB_AUTH_SECRET": "short"})
 
 
 # -- origins and limits -------------------------------------------------------------------

@@ -9,8 +9,9 @@ import pytest
 import websockets
 from websockets.datastructures import Headers
 
-from chathub import config as config_mod
+from chathub import configload
 from chathub.admin.client import call
+from chathub.config import Config
 from chathub.edge import proxies
 from chathub.errors import ConfigError
 from tests.helpers import ws_url
@@ -148,15 +149,15 @@ def test_x_forwarded_proto_lines_up_with_hops_or_comes_from_the_nearest_proxy():
 
 
 def test_trusted_proxies_config_is_validated():
-    cfg = config_mod.load(None, environ={}, overrides={
+    cfg = configload.load(None, environ={}, overrides={
         "server": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]}})
     assert cfg.server.trusted_proxies == ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]
-    assert config_mod.Config().server.trusted_proxies == []
+    assert Config().server.trusted_proxies == []
     with pytest.raises(ConfigError) as info:
-        config_mod.load(None, environ={}, overrides={"server": {"trusted_proxies": ["10.0.0.0/33"]}})
+        configload.load(None, environ={}, overrides={"server": {"trusted_proxies": ["10.0.0.0/33"]}})
     msg = str(info.value)
     assert "server.trusted_proxies" in msg and "10.0.0.0/33" in msg and "\n" not in msg
-    env = config_mod.load(None, environ={"CHATHUB_SERVER_TRUSTED_PROXIES": "127.0.0.1, ::1"})
+    env = configload.load(None, environ={"CHATHUB_SERVER_TRUSTED_PROXIES": "127.0.0.1, ::1"})
     assert env.server.trusted_proxies == ["127.0.0.1", "::1"]
 
 

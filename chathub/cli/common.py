@@ -8,7 +8,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from .. import config as config_mod
+from .. import configload
+from ..config import Config
 from ..errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
 
 CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
@@ -25,9 +26,9 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
     try:
-        return config_mod.load(path, overrides=overrides)
+        return configload.load(path, overrides=overrides)
     except ConfigError as exc:
         fail(str(exc), 2)
 
