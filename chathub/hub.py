@@ -17,13 +17,11 @@ channel membership are kept cluster-wide by the presence backend, and what other
 hubs stamp or announce arrives as events on the same queue, ordered with everything
 else, and is delivered by :mod:`chathub.cluster.arrivals`.
 
-Callers (connection handlers, the admin server, the HTTP API, the bus) use the
-public methods and never touch the maps: :meth:`register`, :meth:`subscribe`,
-:meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`, :meth:`users`,
-:meth:`remote` (also for this hub's own message removals, ``{"k": "del"}``),
-:meth:`shutdown`; :meth:`publish` and :meth:`whisper_from` for the HTTP API, whose
-messages are stamped in the same batches as clients'; :meth:`kick` and the other
-operator's actions, which :mod:`chathub.enforcement` carries out without waiting.
+Callers (connection handlers, the admin server, the HTTP API, the bus) use the public
+methods below and never touch the maps. :meth:`remote` also takes this hub's own
+message removals (``{"k": "del"}``); the HTTP API's :meth:`publish` and
+:meth:`whisper_from` are stamped in the same batches as clients' messages; :meth:`kick`
+and the operator's other actions are :mod:`chathub.enforcement`'s, and never wait.
 """
 
 from __future__ import annotations
