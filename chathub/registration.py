@@ -1,4 +1,4 @@
-"""Registration: connections joining and leaving this hub, and this hub's presence.
+"""Registration: connections joining and leaving this hub, and who is online anywhere.
 
 The hub loop hands :class:`Registration` each run of
 :class:`~chathub.hubevents.Register` events (:meth:`Registration.register`), each
@@ -12,7 +12,9 @@ own view decides who was a user's last connection.
 
 It changes the hub's connection map (``by_user``, ``clients``) and the mirror of who
 is online anywhere (``online``), and learns from the presence round trip whether
-other hubs share Valkey (:attr:`Registration.clustered`).
+other hubs share Valkey (:attr:`Registration.clustered`). From those it answers
+:meth:`Registration.users_everywhere` for any task (the ``users`` command, the HTTP
+API), without changing anything.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Registration:
     """Welcoming, removing and re-announcing this hub's connections; see the module docstring.
 
     The hub owns ``by_user``, ``clients``, ``online`` and ``subs``; this changes them
-    from the hub loop only.
+    from the hub loop only (:meth:`users_everywhere`, which only reads, from any task).
     """
 
     def __init__(self, presence: Presence, cfg: ChannelsConfig, default_channel: str,
