@@ -2,12 +2,13 @@
 
 The Hub owns the connection map (user → that user's connections) and the channel
 subscriptions (:class:`~chathub.subscriptions.Subscriptions`). All changes to them
-happen in one loop, :meth:`Hub.run`, which consumes a single queue of register,
-subscribe, unsubscribe, unregister and inbound-message events in order, taking
-runs of the same kind as one batch (one Valkey round trip each); the events are
-:mod:`chathub.hubevents`, and subscribing and leaving channels is
-:mod:`chathub.membership`. Inbound chat and whispers are stamped by the message cache
-and answered (:mod:`chathub.stamping`), then handed to the delivery queue
+happen in one loop, :meth:`Hub.run`, which consumes a single queue of the events of
+:mod:`chathub.hubevents` (register, subscribe, unsubscribe, unregister, inbound
+messages and the bus's) in order, taking runs of the same kind as one batch (one
+Valkey round trip each). The loop hands each job to its module: connections arriving
+and leaving to :mod:`chathub.registration`, subscribing and leaving channels to
+:mod:`chathub.membership`, inbound chat and whispers to :mod:`chathub.stamping`
+(stamped by the message cache and answered), then to the delivery queue
 (:mod:`chathub.fanout`), which keeps them in id order. Delivery writes the frame,
 built once, into each recipient's transport buffer and never awaits a client.
 
@@ -16,12 +17,11 @@ channel membership are kept cluster-wide by the presence backend, and what other
 hubs stamp or announce arrives as events on the same queue, ordered with everything
 else, and is delivered by :mod:`chathub.cluster.arrivals`.
 
-Callers (connection handlers, the admin server) use :meth:`register`,
-:meth:`subscribe`, :meth:`unsubscribe`, :meth:`unregister`, :meth:`submit`,
-:meth:`users`, :meth:`kick`, :meth:`remote` (also for this hub's own message
-removals, ``{"k": "del"}``) and :meth:`shutdown`; the HTTP API
-uses :meth:`publish` and :meth:`whisper_from`, whose messages are stamped in the
-same batches as clients'. They never touch the maps.
+Callers (connection handlers, the admin server, the HTTP API, the bus) use the public
+methods below and never touch the maps. :meth:`remote` also takes this hub's own
+message removals (``{"k": "del"}``); the HTTP API's :meth:`publish` and
+:meth:`whisper_from` are stamped in the same batches as clients' messages; :meth:`kick`
+and the operator's other actions are :mod:`chathub.enforcement`'s, and never wait.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from collections.abc import Callable
 from typing import Any
 
 from . import closecodes, protocol
-from .backends import MessageCache, Presence, Recent
+from .backends import MessageCache, Presence
 from .bans import Ban, BanList
 from .cluster.arrivals import Arrivals
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed
 from .config import ChannelsConfig, HubConfig
 from .drain import drain_policy
-from .errors import CacheUnavailable, RegistrationFailed
+from .enforcement import Enforcement
+from .errors import RegistrationFailed
 from .fanout import Fanout
 from .framing import text_frame
 from .hubevents import (
@@ -54,11 +55,13 @@ from .hubevents import (
     Unregister,
     Unsubscribe,
     Watching,
+    fail_batch,
 )
 from .membership import Membership
 from .peer import Client
-from .protocol import Chat, Message, ProtocolError, Whisper
-from .stamping import Stamping, now_ms
+from .protocol import Chat, Message, Whisper
+from .registration import Registration
+from .stamping import Stamping
 from .stats import HubStats
 from .subscriptions import Subscriptions
 from .tasks import spawn
@@ -112,8 +115,6 @@ class Hub:
         self._events: asyncio.Queue[Event] = asyncio.Queue(INBOX_LIMIT)
         #: who is online on any hub (a mirror; exact when this hub is alone)
         self.online = Online()
-        #: whether other hubs shared this Valkey at the last look
-        self.clustered = False
         #: channel subscriptions of this hub's connections
         self.subs = Subscriptions(watch, self._unwatched)
         self._unwatch = unwatch
@@ -133,11 +134,24 @@ class Hub:
         #: subscribing and leaving channels (presence, history, join and leave)
         self.membership = Membership(cache, presence, self.channels_cfg, self.subs, self.feed,
                                      self.fanout, self.bans, self._error, self._emit,
-                                     lambda: self.clustered)
+                                     lambda: self.registration.clustered)
         #: other hubs' traffic
         self.arrivals = Arrivals(node_id, self.subs, self.online, self._by_user, self.feed,
                                  self.stamping, self.fanout, self.stats,
                                  self.membership.channel_leave)
+        #: connections joining and leaving, and this hub's presence in Valkey
+        self.registration = Registration(presence, self.channels_cfg, self.default_channel,
+                                         self._by_user, self._clients, self.online, self.subs,
+                                         self.membership, self.feed, self.fanout, self.bans,
+                                         self.stats, self._emit, self._put_soon)
+        #: the operator's kicks, bans and channel clearing
+        self.enforcement = Enforcement(self._by_user, self._clients, self.subs, self.stats,
+                                       self._emit, self._put_soon)
+
+    @property
+    def clustered(self) -> bool:
+        """Whether other hubs shared this Valkey at the last look (at a registration)."""
+        return self.registration.clustered
 
     # -- reading state --------------------------------------------------------
 
@@ -146,21 +160,8 @@ class Hub:
         return sorted(self._by_user)
 
     async def users_everywhere(self, channel: str | None = None) -> list[str]:
-        """Names of the users online on any hub (in ``channel`` when given), sorted.
-
-        A hub alone answers from its mirrors; in a cluster it asks Valkey, which is
-        exact even while a join from another hub is still on its way.
-        """
-        if self.clustered:
-            try:
-                if channel is None:
-                    return await self.presence.users()
-                return await self.presence.members(channel)
-            except CacheUnavailable:
-                pass
-        if channel is None:
-            return self.online.sorted()
-        return list(self.subs.members(channel).sorted()) if channel in self.subs else []
+        """Users online on any hub (in ``channel``); see :meth:`.Registration.users_everywhere`."""
+        return await self.registration.users_everywhere(channel)
 
     async def create_channel(self, channel: str, private: bool, by: str) -> str:
         """Create ``channel`` (an operator's command): "ok", "exists" or "full"."""
@@ -305,63 +306,20 @@ class Hub:
         return await done
 
     def kick(self, user: str, reason: str) -> int:
-        """Send ``kicked`` and close 4001 on every connection of ``user`` on this hub; return how many."""
-        conns = [c for c in self._by_user.get(user, ()) if not c.gone]
-        frame = protocol.encode_kicked(reason)
-        for c in conns:
-            c.send(frame)
-            c.close_soon(closecodes.KICKED, reason)
-        if conns:
-            self.stats.kicks += len(conns)
-            log.info("kicked %s (%d connections): %s", user, len(conns), reason)
-            self._emit({"type": "kick", "user": user, "reason": reason, "connections": len(conns)})
-        return len(conns)
+        """Close every connection of ``user`` here; see :meth:`.Enforcement.kick`."""
+        return self.enforcement.kick(user, reason)
 
     def kick_from(self, user: str, channel: str, reason: str = "kicked") -> int:
-        """Take every connection of ``user`` on this hub out of ``channel`` (they get
-        ``unsubscribed`` with ``reason`` and stay connected); return how many."""
-        conns = [c for c in self._by_user.get(user, ()) if not c.gone and channel in c.channels]
-        for c in conns:
-            self._put_soon(Unsubscribe(c, channel, None, reason))
-        if conns:
-            log.info("%s %s from %s (%d connections)", reason, user, channel, len(conns))
-        return len(conns)
+        """Take ``user`` out of ``channel`` here; see :meth:`.Enforcement.kick_from`."""
+        return self.enforcement.kick_from(user, channel, reason)
 
     def clear_channel(self, channel: str, reason: str = "deleted") -> int:
-        """Take every connection on this hub out of ``channel`` (it is being deleted);
-        return how many."""
-        conns = [c for c in self.subs.subscribers(channel) if not c.gone]
-        for c in conns:
-            self._put_soon(Unsubscribe(c, channel, None, reason))
-        self.stats.forget_channel(channel)
-        return len(conns)
+        """Empty ``channel`` here; see :meth:`.Enforcement.clear_channel`."""
+        return self.enforcement.clear_channel(channel, reason)
 
     def enforce_ban(self, ban: Ban) -> int:
-        """Apply a ban that was just added to this hub's connections; return how many it hit.
-
-        A user or address ban sends ``banned`` and closes 4004; a channel ban takes the
-        user's connections out of the channel (``unsubscribed``, reason ``banned``); a
-        mute changes nothing here (the hub refuses the next chat). Does not wait.
-        """
-        if ban.scope == "mute":
-            return 0
-        if ban.scope == "channel":
-            channel = ban.channel or ""
-            hit = [c for c in self._by_user.get(ban.user or "", ())
-                   if not c.gone and channel in c.channels]
-            for c in hit:
-                self._put_soon(Unsubscribe(c, channel, None, "banned"))
-            return len(hit)
-        hit = [c for c in self._clients if not c.gone and ban.covers(c.user, c.remote_addr)]
-        frame = protocol.encode_banned(ban.reason, ban.until)
-        for c in hit:
-            c.send(frame)
-            c.close_soon(closecodes.BANNED, ban.reason or closecodes.BANNED.reason)
-        if hit:
-            log.info("banned %s (%d connections): %s", ban.key, len(hit), ban.reason)
-            self._emit({"type": "ban", "scope": ban.scope, "target": ban.key,
-                        "reason": ban.reason, "connections": len(hit)})
-        return len(hit)
+        """Apply a new ban here; see :meth:`.Enforcement.enforce_ban`."""
+        return self.enforcement.enforce_ban(ban)
 
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""
@@ -403,31 +361,19 @@ class Hub:
                 await self._handle(ev, batch)
             except Exception:  # nothing a client sends may stop the loop
                 log.exception("hub loop: unexpected error handling %s", type(ev).__name__)
-                if isinstance(ev, Register):
-                    for r in batch:
-                        if not r.done.done():
-                            r.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
-                elif isinstance(ev, Inbound):
-                    for r in batch:
-                        if r.done is not None and not r.done.done():
-                            r.done.set_exception(ProtocolError(protocol.UNAVAILABLE,
-                                                               "the message was not sent"))
+                fail_batch(batch)
 
     async def _handle(self, ev: Event, batch: list[Any]) -> None:
         if isinstance(ev, Inbound):
             await self.stamping.stamp(batch)
         elif isinstance(ev, Register):
-            await self._register(batch)
+            await self.registration.register(batch)
         elif isinstance(ev, Subscribe):
             await self.membership.subscribe(batch)
         elif isinstance(ev, Unsubscribe):
             await self.membership.unsubscribe(batch)
         elif isinstance(ev, Unregister):
-            try:
-                await self._unregister(ev.client)
-            finally:
-                if not ev.done.done():
-                    ev.done.set_result(None)
+            await self.registration.unregister(ev)
         elif isinstance(ev, Remote):
             self.arrivals.handle(ev.payload)
         elif isinstance(ev, Watching):
@@ -435,7 +381,7 @@ class Hub:
         elif isinstance(ev, EchoDue):
             self.stamping.echo_due()
         else:
-            await self._resync()
+            await self.registration.resync()
             if ev.gap:
                 await self.arrivals.fill_gap()
 
@@ -448,103 +394,6 @@ class Hub:
         """Another hub died: ``left`` are the (channel, user) it alone held, ``gone`` the
         users now online nowhere; called by the node watch."""
         self.arrivals.users_left(left, gone, reason)
-
-    # -- connections ------------------------------------------------------------
-
-    async def _register(self, regs: list[Register]) -> None:
-        """Welcome a batch of new connections: one history read, one presence round trip.
-
-        A failure while preparing one connection's welcome fails that connection alone
-        (:class:`RegistrationFailed`); the others in the batch are welcomed as usual.
-        """
-        # Deliver what is queued first: the welcome's history and the live frames that
-        # follow it then meet exactly, with nothing missed and nothing twice.
-        self.fanout.drain()
-        recent: Recent | None = None
-        ready: list[tuple[Register, Recent, bool | None]] = []
-        for ev in regs:
-            try:
-                welcome, recovered = await self.membership.history(ev.client, self.default_channel,
-                                                         ev.since, recent, whispers=True)
-            except Exception:
-                log.exception("registering %s failed", ev.client.session)
-                if not ev.done.done():
-                    ev.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
-                continue
-            if ev.since is None or recovered is False:
-                recent = welcome
-            ready.append((ev, welcome, recovered))
-        if not ready:
-            return
-        users = [ev.client.user for ev, _, _ in ready]
-        try:
-            everyone = await self.presence.connect(users)
-            self.clustered = everyone is not None
-            if everyone is not None:  # other hubs: take Valkey's word over the mirror
-                self.online.replace([*everyone, *self._by_user])
-        except Exception as exc:
-            if not isinstance(exc, CacheUnavailable):
-                log.exception("presence: recording %d connections failed", len(users))
-        auto = self.channels_cfg.auto_join
-        joined = await self.membership.join_presence(
-            [(ch, ev.client.user, False, ch == self.default_channel and self.clustered)
-             for ev, _, _ in ready for ch in auto],
-            create=True)
-        now = now_ms()
-        for i, (ev, welcome, recovered) in enumerate(ready):
-            c = ev.client
-            self.online.add(c.user)
-            self._by_user.setdefault(c.user, []).append(c)
-            self._clients[c] = None
-            members: list[str] | None = None
-            for j, ch in enumerate(auto):
-                first, listed = joined[i * len(auto) + j]
-                if ch == self.default_channel:
-                    members = listed
-                self.membership.joined(c, ch, first, now, welcome.since if ch == self.default_channel else "")
-            if members is None:
-                members = list(self.subs.members(self.default_channel).sorted())
-            for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome
-                if self.bans.channel(ch, c.user, now) is not None:
-                    self._put_soon(Unsubscribe(c, ch, None, "banned"))
-            c.send(protocol.encode_welcome(c.user, c.session, members, welcome.messages,
-                                           recovered, welcome.partial, list(auto)))
-            self.feed.welcomed(c, None, welcome.top)  # its whispers up to top were recovered
-            self.stats.connects += 1
-            self._emit({"type": "connect", "user": c.user, "session": c.session,
-                        "remote_addr": c.remote_addr})
-            if not ev.done.done():
-                ev.done.set_result(None)
-
-    async def _unregister(self, c: Client) -> None:
-        if c not in self._clients:
-            return
-        del self._clients[c]
-        self.feed.forget(c)
-        conns = self._by_user.get(c.user, [])
-        if c in conns:
-            conns.remove(c)
-        if not conns:
-            self._by_user.pop(c.user, None)
-        reason = c.close_reason or "left"
-        try:
-            last = await self.presence.disconnect(c.user, reason)
-        except CacheUnavailable:
-            last = not conns
-        if last:  # before the leaves go out: who reads them and asks `users` sees them gone
-            self.online.discard(c.user)
-        await self.membership.leave([(c, ch, reason) for ch in sorted(c.channels)])
-        self._emit({"type": "disconnect", "user": c.user, "session": c.session,
-                    "code": c.close_code, "reason": c.close_reason})
-
-    async def _resync(self) -> None:
-        """Write this hub's presence to Valkey again and reload the cluster's list."""
-        try:
-            everyone = await self.presence.resync(
-                {u: len(cs) for u, cs in self._by_user.items()}, self.subs.counts())
-            self.online.replace([*everyone, *self._by_user])
-        except CacheUnavailable:
-            pass  # Valkey is down again; its return triggers another resync
 
 
 __all__ = ["Hub"]

@@ -12,8 +12,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from . import closecodes, protocol
+from .errors import RegistrationFailed
 from .peer import Client
-from .protocol import Chat, Message, Whisper
+from .protocol import Chat, Message, ProtocolError, Whisper
 
 
 @dataclass(slots=True)
@@ -99,5 +101,21 @@ Event = (Register | Subscribe | Unsubscribe | Unregister | Inbound | Remote | Wa
 #: event kinds taken in runs as one batch
 BATCHED = (Inbound, Register, Subscribe, Unsubscribe)
 
-__all__ = ["BATCHED", "EchoDue", "Event", "Inbound", "Register", "Remote", "Resync", "Subscribe",
+
+def fail_batch(batch: list[Any]) -> None:
+    """Answer the waiting callers of a batch the hub loop failed to handle (a bug).
+
+    A :class:`Register`'s ``done`` gets :class:`~chathub.errors.RegistrationFailed`
+    (close 1011); an HTTP API :class:`Inbound`'s gets
+    :class:`~chathub.protocol.ProtocolError` ``unavailable`` (not sent). Other kinds
+    have no one waiting; futures already done are left alone.
+    """
+    for ev in batch:
+        if isinstance(ev, Register):
+            if not ev.done.done():
+                ev.done.set_exception(RegistrationFailed(closecodes.INTERNAL_ERROR))
+        elif isinstance(ev, Inbound) and ev.done is not None and not ev.done.done():
+            ev.done.set_exception(ProtocolError(protocol.UNAVAILABLE, "the message was not sent"))
+
+__all__ = ["BATCHED", "EchoDue", "Event", "fail_batch", "Inbound", "Register", "Remote", "Resync", "Subscribe",
            "Unregister", "Unsubscribe", "Watching"]

@@ -12,18 +12,24 @@ from chathub.config import HubConfig
 from chathub.errors import RegistrationFailed
 from chathub.hub import Hub
 from chathub.memory import MemoryCache, MemoryPresence
-from chathub.protocol import Chat, Whisper
+from chathub.protocol import Chat, ProtocolError, Whisper
 from tests.fakes import FakeConnection, fake_client
 from tests.helpers import wait_for
 
 
 class BrokenRecovery(MemoryCache):
-    """Recovery fails for one ``since`` value, as a bug in the cache would."""
+    """Recovery fails for one ``since`` value, and stamping for the text "boom", as a bug
+    in the cache would."""
 
     async def recover(self, since, user, channel=None, whispers=True):
         if since == "1-1":
             raise RuntimeError("recovery blew up")
         return await super().recover(since, user, channel, whispers)
+
+    async def accept(self, batch):
+        if any(o.text == "boom" for o in batch):
+            raise RuntimeError("stamping blew up")
+        return await super().accept(batch)
 
 
 @pytest.fixture
@@ -109,6 +115,18 @@ async def test_one_failing_registration_fails_alone(hub):
     assert all(r is None for i, r in enumerate(results) if i != 5)
     assert all(ws.of_type("welcome") for _, ws in clients)
     assert bad_ws.frames() == []
+
+
+async def test_a_bug_while_stamping_refuses_the_api_caller_and_the_loop_goes_on(hub):
+    """An unexpected error handling a batch: the HTTP API's caller hears ``unavailable``
+    (not a hang), and the next message is stamped and delivered as usual."""
+    a = await join(hub, "alice")
+    with pytest.raises(ProtocolError) as refused:
+        await asyncio.wait_for(hub.publish("api", "general", "boom"), 2)
+    assert refused.value.code == "unavailable"
+    sent = await asyncio.wait_for(hub.publish("api", "general", "fine"), 2)
+    await wait_for(lambda: [f["text"] for f in a.of_type("chat")] == ["fine"])
+    assert a.of_type("chat")[0]["id"] == sent.id
 
 
 async def test_cache_down_answers_unavailable_and_welcome_still_comes(hub):
