@@ -222,6 +222,33 @@ local function accept_whisper(keys, args)
   return {1, id, publish(prefix, 'bus', {k = 'm', n = node, id = id, f = args[3], t = args[4], to = to})}
 end
 
+-- A batch of chats and whispers in one call: the hub stamps a batch per round trip, and
+-- one function call costs the hub's client about a quarter of what a pipelined call per
+-- message does (packing and reading back each command, in Python). Messages are taken in
+-- order, each one as accept_chat or accept_whisper would take it alone.
+-- KEYS: every message's keys, one message after another.
+-- ARGV: per message, its kind ('c' chat | 'w' whisper), how many keys and how many
+-- arguments it has, then its arguments.
+-- Returns one reply per message, as accept_chat or accept_whisper gives it, or
+-- {-1, error text} for a message that failed alone (the others still count).
+local function accept_many(keys, args)
+  local out, k, a = {}, 1, 1
+  while a <= #args do
+    local accept = args[a] == 'w' and accept_whisper or accept_chat
+    local nk, na = tonumber(args[a + 1]), tonumber(args[a + 2])
+    local ok, res = pcall(accept, {unpack(keys, k, k + nk - 1)}, {unpack(args, a + 3, a + 2 + na)})
+    if not ok then
+      out[#out + 1] = {-1, type(res) == 'table' and res.err or tostring(res)}
+    elseif type(res) == 'table' and res.err then
+      out[#out + 1] = {-1, res.err}
+    else
+      out[#out + 1] = res
+    end
+    k, a = k + nk, a + 3 + na
+  end
+  return out
+end
+
 local function all_users(prefix)
   local seen, users = {}, {}
   for _, n in ipairs(redis.call('HKEYS', prefix .. 'nodes')) do
@@ -636,6 +663,7 @@ end
 
 redis.register_function('chathub_accept_chat', accept_chat)
 redis.register_function('chathub_accept_whisper', accept_whisper)
+redis.register_function('chathub_accept_many', accept_many)
 redis.register_function{function_name = 'chathub_history', callback = history, flags = {'no-writes'}}
 redis.register_function{function_name = 'chathub_recover', callback = recover, flags = {'no-writes'}}
 redis.register_function('chathub_trim', trim)

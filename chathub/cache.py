@@ -106,31 +106,38 @@ class MessageCache:
         Raises:
             CacheUnavailable: Valkey is down; nothing was stored.
         """
-        pipe = self.kv.client.pipeline(transaction=False)
         lim, k = self.limits, self.keys
         ttl_ms = int(self.channels.history_ttl * 1000)
+        keys: list[str] = []
+        args: list[Any] = []
         for out in batch:
             resend = (k.resend(out.resend_key),) if out.resend_key else ()
             if out.to is None:
                 channel = out.channel or self.default_channel
                 slow = None if out.unlimited else self.slow.get(channel)
-                extra = () if slow is None else (k.slow(channel, out.sender),)
-                pipe.fcall("chathub_accept_chat", 7 + len(resend) + len(extra), k.stream(channel),
-                           k.queue, k.ids, k.rate("chat", out.sender), k.hits, k.hits_total,
-                           k.deleted(channel), *resend, *extra,
-                           0 if out.unlimited else lim.chat_rate, lim.chat_burst, out.sender,
-                           out.text, channel, k.prefix, self.node_id, ttl_ms,
-                           *(() if slow is None else slow))
+                mine = (k.stream(channel), k.queue, k.ids, k.rate("chat", out.sender), k.hits,
+                        k.hits_total, k.deleted(channel), *resend,
+                        *(() if slow is None else (k.slow(channel, out.sender),)))
+                given = (0 if out.unlimited else lim.chat_rate, lim.chat_burst, out.sender,
+                         out.text, channel, k.prefix, self.node_id, ttl_ms,
+                         *(() if slow is None else slow))
+                kind = "c"
             else:
-                pipe.fcall("chathub_accept_whisper", 6 + len(resend), k.whispers, k.queue, k.ids,
-                           k.rate("whisper", out.sender), k.hits, k.hits_total, *resend,
-                           0 if out.unlimited else lim.whisper_rate, lim.whisper_burst,
-                           out.sender, out.text, out.to, k.prefix, self.node_id)
-        replies = await self.kv.call(pipe.execute, False)  # errors come back per message
+                mine = (k.whispers, k.queue, k.ids, k.rate("whisper", out.sender), k.hits,
+                        k.hits_total, *resend)
+                given = (0 if out.unlimited else lim.whisper_rate, lim.whisper_burst,
+                         out.sender, out.text, out.to, k.prefix, self.node_id)
+                kind = "w"
+            keys += mine
+            args += (kind, len(mine), len(given), *given)
+        # one call for the whole batch (see chathub_accept_many in cache.lua); a message
+        # that fails alone comes back as {-1, error}
+        replies = await self.kv.call(self.kv.client.fcall, "chathub_accept_many", len(keys),
+                                     *keys, *args)
         results: list[Stamped] = []
         for out, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, Exception):  # this message alone failed
-                results.append(Failed(str(reply)))
+            if reply[0] == -1:  # this message alone failed
+                results.append(Failed(str(reply[1])))
             elif reply[0] == 2:
                 results.append(UnknownUser())
             elif reply[0] in (1, 3):

@@ -80,6 +80,28 @@ def valkey_url(valkey_service: EmbeddedValkey | None) -> str:
     return os.environ.get("CHATHUB_TEST_VALKEY_URL") or (valkey_service.url if valkey_service else "")
 
 
+@pytest.fixture
+async def message_cache(valkey_url: str) -> AsyncIterator[Any]:
+    """A :class:`chathub.cache.MessageCache` on the run's Valkey under a prefix of its own
+    (generous chat budgets, no archive behind it); its keys are removed afterwards."""
+    from chathub.cache import MessageCache
+    from chathub.config import CacheConfig, ChannelsConfig, RateLimitConfig
+    from chathub.db.archive import Archive
+    from chathub.kv import KV
+
+    async def no_archive(channel: str, ms: int, seq: int, limit: int) -> list[Any]:
+        return []
+
+    kv = KV(valkey_url, timeout=2.0, prefix=f"t{next(_counter)}p{os.getpid()}:")
+    await kv.connect()
+    yield MessageCache(kv, CacheConfig(), RateLimitConfig(chat_rate=1000, chat_burst=1000),
+                       "node-a", Archive(no_archive, 50), ChannelsConfig())
+    keys = [k async for k in kv.client.scan_iter(match=f"{kv.prefix}*")]
+    if keys:
+        await kv.client.delete(*keys)
+    await kv.close()
+
+
 def with_db(url: str, db: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
