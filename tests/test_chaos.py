@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.chaos import checker
@@ -81,10 +82,14 @@ def test_schedule_is_fixed_by_its_seed() -> None:
     assert {"hub_kill", "valkey_kill", "pg_stop", "pg_slow", "client_drop"} <= kinds
 
 
-async def test_short_chaos_run_leaves_nothing_unexplained() -> None:
-    """Three hubs, 30 clients, 40 s of faults: the checker finds no unexplained violation."""
-    report = await run(SHORT_SEED, SHORT_DURATION, clients=30, interval=2.0)
+async def test_short_chaos_run_leaves_nothing_unexplained(tmp_path: Path) -> None:
+    """Three hubs, 30 clients, 40 s of faults: the checker finds no unexplained violation.
+
+    The run's report, connections, rows and hub logs are kept in ``tmp_path/chaos`` (the
+    failure message names it) so that a violation can be traced afterwards."""
+    out = tmp_path / "chaos"
+    report = await run(SHORT_SEED, SHORT_DURATION, clients=30, interval=2.0, out=out)
     v = report["verdict"]
-    assert v["ok"], {"violations": v["violations"], "counts": v["counts"]}
+    assert v["ok"], {"violations": v["violations"], "counts": v["counts"], "kept in": str(out)}
     assert len(report["faults"]) == len(make_schedule(SHORT_SEED, SHORT_DURATION))
     assert v["counts"]["echoed"] > 200 and v["counts"]["since reconnects"] > 0
