@@ -1,8 +1,11 @@
 #!lua name=chathub
 -- chathub's server-side functions (FUNCTION LOAD REPLACE at start; kept in the AOF).
 -- Each runs atomically in Valkey: one round trip per call, whatever it does.
+-- chathub/functions.py loads them as library chathub_<tag> and each function as
+-- chathub_<tag>_<name>, tag being a digest of this file, so hubs of two versions sharing
+-- one Valkey (a rolling update) each keep and call their own.
 --
--- Keys (P is the configured prefix; chathub/functions.py builds them and passes every
+-- Keys (P is the configured prefix; chathub/keys.py builds them and chathub passes every
 -- fixed key in KEYS; per-node keys, whose set changes as hubs come and go, are built
 -- here from P and the node ids in the P..'nodes' hash):
 --   P..'ids'                 the last id issued, "<ms>-<seq>", for every stream

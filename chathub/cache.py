@@ -95,7 +95,7 @@ class MessageCache:
             if "BUSYGROUP" not in str(exc):
                 raise
         k = self.keys
-        await self.kv.call(self.kv.client.fcall, "chathub_upgrade", 5, k.legacy_stream,
+        await self.kv.call(self.kv.client.fcall, self.kv.fn("upgrade"), 5, k.legacy_stream,
                            k.stream("general"), k.whispers, k.queue, k.ids)
 
     async def accept(self, batch: Sequence[Outgoing]) -> list[Stamped]:
@@ -132,7 +132,7 @@ class MessageCache:
             args += (kind, len(mine), len(given), *given)
         # one call for the whole batch (see chathub_accept_many in cache.lua); a message
         # that fails alone comes back as {-1, error}
-        replies = await self.kv.call(self.kv.client.fcall, "chathub_accept_many", len(keys),
+        replies = await self.kv.call(self.kv.client.fcall, self.kv.fn("accept_many"), len(keys),
                                      *keys, *args)
         results: list[Stamped] = []
         for out, reply in zip(batch, replies, strict=True):
@@ -239,7 +239,7 @@ class MessageCache:
     def _page_args(self, channel: str, before: str | None, limit: int) -> tuple[Any, ...]:
         """The ``chathub_history`` call for one page of ``channel`` (see cache.lua)."""
         k = self.keys
-        return ("chathub_history", 4, k.stream(channel), k.ids, k.queue, k.deleted(channel),
+        return (self.kv.fn("history"), 4, k.stream(channel), k.ids, k.queue, k.deleted(channel),
                 before or "+", limit, channel)
 
     async def recover(self, since: str, user: str, channel: str | None = None,
@@ -257,10 +257,10 @@ class MessageCache:
         channel = channel or self.default_channel
         k, limit = self.keys, self.cfg.recover_limit
         pipe = self.kv.client.pipeline(transaction=False)
-        pipe.fcall("chathub_recover", 3, k.stream(channel), k.ids, k.deleted(channel), since,
+        pipe.fcall(self.kv.fn("recover"), 3, k.stream(channel), k.ids, k.deleted(channel), since,
                    limit, "")
         if whispers:
-            pipe.fcall("chathub_recover", 3, k.whispers, k.ids, k.whispers_deleted, since, limit,
+            pipe.fcall(self.kv.fn("recover"), 3, k.whispers, k.ids, k.whispers_deleted, since, limit,
                        user)
         replies = await self.kv.call(pipe.execute)
         if not all(r[0] for r in replies):
@@ -344,10 +344,10 @@ class MessageCache:
             for i in range(0, len(ids), DELETE_CHUNK):
                 part = ids[i:i + DELETE_CHUNK]
                 if channel is not None:
-                    pipe.fcall("chathub_delete", 1, k.deleted(channel), k.prefix, self.node_id,
+                    pipe.fcall(self.kv.fn("delete"), 1, k.deleted(channel), k.prefix, self.node_id,
                                channel, ttl_ms, sender, "", *part)
                 else:
-                    pipe.fcall("chathub_delete", 1, k.whispers_deleted, k.prefix, self.node_id,
+                    pipe.fcall(self.kv.fn("delete"), 1, k.whispers_deleted, k.prefix, self.node_id,
                                "", 0, sender, to, *part)
         if not len(pipe):
             return []

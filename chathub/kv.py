@@ -20,8 +20,8 @@ from valkey.exceptions import ConnectionError as VConnectionError
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as VTimeoutError
 
-from . import pkgdata
 from .errors import CacheOutcomeUnknown, CacheUnavailable
+from .functions import Library, packaged
 from .valkeywire import pool_options
 
 log = logging.getLogger("chathub.kv")
@@ -44,16 +44,15 @@ def _before_sending(exc: BaseException) -> bool:
         isinstance(exc, VConnectionError) and "connecting" in str(exc))
 
 
-def _functions_source() -> str:
-    """The Valkey functions; a missing file raises PackageDataMissing, not CacheUnavailable."""
-    return pkgdata.read_text("cache.lua")
-
-
 class KV:
     """One Valkey client plus an up/down switch; see the module docstring."""
 
-    def __init__(self, url: str, timeout: float, prefix: str = "chathub:") -> None:
+    def __init__(self, url: str, timeout: float, prefix: str = "chathub:",
+                 library: Library | None = None) -> None:
+        """``library``: the functions to load and call (default: the installed ones,
+        read when first needed)."""
         self.url = url
+        self._library = library
         self.prefix = prefix
         #: whether the last call reached Valkey
         self.up = False
@@ -70,6 +69,21 @@ class KV:
         self._probe: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[bool], None]] = []
         self._closed = False
+
+    @property
+    def library(self) -> Library:
+        """The Valkey functions this client loads and calls (:mod:`chathub.functions`).
+
+        Raises:
+            PackageDataMissing: the installed chathub lacks ``cache.lua``.
+        """
+        if self._library is None:
+            self._library = packaged()
+        return self._library
+
+    def fn(self, function: str) -> str:
+        """The name to ``FCALL`` for ``function`` of ``cache.lua`` (without ``chathub_``)."""
+        return self.library.name(function)
 
     def key(self, *parts: str) -> str:
         """A key under the configured prefix: ``key("msgs")`` → ``chathub:msgs``."""
@@ -93,7 +107,8 @@ class KV:
 
     async def _load(self) -> None:
         await self.client.ping()
-        await self.client.function_load(_functions_source(), replace=True)
+        # This version's library only: hubs of another version sharing this Valkey keep theirs.
+        await self.client.function_load(self.library.source, replace=True)
 
     def _set(self, up: bool) -> None:
         if up == self.up:

@@ -25,7 +25,7 @@ async def kv(valkey_url: str, key_prefix: str) -> AsyncIterator[KV]:
 async def chat(kv: KV, channel: str, text: str) -> str:
     k = Keys(kv.prefix)
     status, mid, published = await kv.client.fcall(
-        "chathub_accept_chat", 6, k.stream(channel), k.queue, k.ids, k.rate("chat", "u"),
+        kv.fn("accept_chat"), 6, k.stream(channel), k.queue, k.ids, k.rate("chat", "u"),
         k.hits, k.hits_total, 1e9, 1e9, "u", text, channel, kv.prefix, NODE, 60_000)
     assert status == 1 and published == 0  # alone: nothing to publish
     return str(mid)
@@ -43,27 +43,27 @@ async def test_trim_keeps_what_is_not_yet_in_postgres(kv):
     k = Keys(kv.prefix)
     ids = [await chat(kv, "t", f"m{i}") for i in range(10)]
     # nothing flushed: the queue holds all ten, so trimming to 3 removes nothing
-    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 0
+    assert await kv.client.fcall(kv.fn("trim"), 2, k.queue, k.stream("t"), 3) == 0
     await kv.client.xdel(k.queue, *ids[:6])  # the first six reached PostgreSQL
-    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 6
+    assert await kv.client.fcall(kv.fn("trim"), 2, k.queue, k.stream("t"), 3) == 6
     left = [e[0] for e in await kv.client.xrange(k.stream("t"))]
     assert left == ids[6:]
     await kv.client.xdel(k.queue, *ids[6:9])  # all but the newest flushed: keep 3 exactly
-    assert await kv.client.fcall("chathub_trim", 2, k.queue, k.stream("t"), 3) == 1
+    assert await kv.client.fcall(kv.fn("trim"), 2, k.queue, k.stream("t"), 3) == 1
     assert [e[0] for e in await kv.client.xrange(k.stream("t"))] == ids[7:]
 
 
 async def test_recover_past_its_limit_or_after_a_trim_is_not_recovered(kv):
     k = Keys(kv.prefix)
     ids = [await chat(kv, "r", f"m{i}") for i in range(8)]
-    ok = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 10, "")
+    ok = await kv.client.fcall(kv.fn("recover"), 2, k.stream("r"), k.ids, ids[2], 10, "")
     assert ok[0] == 1 and [e[0] for e in ok[1]] == ids[3:]
-    over = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 4, "")
+    over = await kv.client.fcall(kv.fn("recover"), 2, k.stream("r"), k.ids, ids[2], 4, "")
     assert over == [0]
     await kv.client.xtrim(k.stream("r"), minid=ids[5], approximate=False)
-    lost = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids, ids[2], 10, "")
+    lost = await kv.client.fcall(kv.fn("recover"), 2, k.stream("r"), k.ids, ids[2], 10, "")
     assert lost == [0]
-    newer = await kv.client.fcall("chathub_recover", 2, k.stream("r"), k.ids,
+    newer = await kv.client.fcall(kv.fn("recover"), 2, k.stream("r"), k.ids,
                                   "18446744073709551615-0", 10, "")
     assert newer == [0]
 
@@ -72,12 +72,12 @@ async def test_history_says_when_older_messages_are_still_unflushed(kv):
     k = Keys(kv.prefix)
     ids = [await chat(kv, "h", f"m{i}") for i in range(3)]
     await kv.client.xdel(k.queue, *ids[1:])  # only the oldest is still on its way
-    page = await kv.client.fcall("chathub_history", 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
+    page = await kv.client.fcall(kv.fn("history"), 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
     assert [e[0] for e in page[0]] == [ids[0]] and page[1] == 1
     await kv.client.xtrim(k.stream("h"), minid=ids[1], approximate=False)
-    page = await kv.client.fcall("chathub_history", 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
+    page = await kv.client.fcall(kv.fn("history"), 3, k.stream("h"), k.ids, k.queue, ids[1], 5, "h")
     assert page[0] == [] and page[4] == 1  # PostgreSQL does not have ids[0] yet
-    other = await kv.client.fcall("chathub_history", 3, k.stream("x"), k.ids, k.queue, ids[1], 5, "x")
+    other = await kv.client.fcall(kv.fn("history"), 3, k.stream("x"), k.ids, k.queue, ids[1], 5, "x")
     assert other[4] == 0  # another channel's unflushed message is no reason to wait
 
 
@@ -87,7 +87,7 @@ async def test_ids_past_two_to_the_53_compare_exactly(kv):
     await kv.client.xadd(k.stream("big"), {"f": "u", "t": "a", "n": NODE}, id=f"{base}-1")
     await kv.client.xadd(k.stream("big"), {"f": "u", "t": "b", "n": NODE}, id=f"{base}-2")
     await kv.client.set(k.ids, f"{base}-2")
-    got = await kv.client.fcall("chathub_recover", 2, k.stream("big"), k.ids, f"{base}-1", 10, "")
+    got = await kv.client.fcall(kv.fn("recover"), 2, k.stream("big"), k.ids, f"{base}-1", 10, "")
     assert got[0] == 1 and [e[0] for e in got[1]] == [f"{base}-2"]
 
 
@@ -98,7 +98,7 @@ async def test_a_resend_key_answers_a_resend_with_the_first_id(kv):
 
     async def accept(text: str) -> list:
         return await kv.client.fcall(
-            "chathub_accept_chat", 8, k.stream("rs"), k.queue, k.ids, k.rate("chat", "u"),
+            kv.fn("accept_chat"), 8, k.stream("rs"), k.queue, k.ids, k.rate("chat", "u"),
             k.hits, k.hits_total, k.deleted("rs"), k.resend("sess:r1"), 1e9, 1e9, "u", text, "rs", kv.prefix,
             NODE, 60_000)
 
@@ -123,7 +123,7 @@ async def accept_slow(kv: KV, channel: str, rate: float, burst: int,
             k.deleted(channel)]
     keys += [k.resend(resend)] if resend else []
     keys += [k.slow(channel, "u")] if slow else []
-    return await kv.client.fcall("chathub_accept_chat", len(keys), *keys, rate, burst, "u", text,
+    return await kv.client.fcall(kv.fn("accept_chat"), len(keys), *keys, rate, burst, "u", text,
                                  channel, kv.prefix, NODE, 60_000, *(slow or ()))
 
 
@@ -155,3 +155,45 @@ async def test_the_stricter_budget_wins_and_a_refusal_spends_neither(kv):
     again = await accept_slow(kv, "raid", 0.01, 1, (100.0, 50), resend="s:1", text="one")
     assert again == [3, ok[1]]
     assert await kv.client.xlen(k.stream("raid")) == 1
+
+
+# -- versions side by side (chathub.functions) ----------------------------------------------
+
+
+async def test_two_versions_of_the_functions_share_one_valkey(valkey_url: str, key_prefix: str):
+    """A hub of another version loading its functions (a rolling update, or Valkey coming
+    back) leaves this version's in place: each calls its own, by names of its own."""
+    from chathub.functions import Library, packaged
+
+    mine = packaged()
+    other = Library(mine.source.replace(f"#!lua name=chathub_{mine.tag}", "#!lua name=chathub", 1)
+                    .replace(f"chathub_{mine.tag}_", "chathub_") + "\n-- another version\n")
+    assert other.tag != mine.tag and other.name("trim") != mine.name("trim")
+    assert "'chathub_trim'" not in other.source and f"'chathub_{other.tag}_trim'" in other.source
+    here = KV(valkey_url, 2.0, key_prefix)
+    there = KV(valkey_url, 2.0, key_prefix, library=other)
+    try:
+        await here.connect()
+        await there.connect()  # loaded after this version's: must not replace it
+        assert {mine.library, other.library} <= await loaded(here)
+        await here.connect()  # and this version loading again leaves the other's alone
+        assert other.library in await loaded(here)
+        assert await chat(here, "v", "from this version")
+        assert await chat(there, "v", "from the other")
+    finally:
+        await there.client.function_delete(other.library)
+        await here.close()
+        await there.close()
+
+
+async def loaded(kv: KV) -> set[str]:
+    """The names of the function libraries Valkey holds (FUNCTION LIST replies in pairs)."""
+    return {dict(zip(lib[::2], lib[1::2], strict=True))["library_name"]
+            for lib in await kv.client.function_list()}
+
+
+def test_a_source_without_the_library_line_is_refused():
+    from chathub.functions import Library
+
+    with pytest.raises(ValueError, match="#!lua name=chathub"):
+        Library("redis.register_function('chathub_x', function() end)")

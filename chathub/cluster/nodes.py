@@ -84,7 +84,7 @@ class NodeWatch:
             if _dead_here(node_id):
                 await self.kv.call(self.kv.client.delete, self.heartbeat_key(node_id))
             gone, closed, left = await self.kv.call(
-                self.kv.client.fcall, "chathub_reap", 4, self.kv.key("open", node_id),
+                self.kv.client.fcall, self.kv.fn("reap"), 4, self.kv.key("open", node_id),
                 self.heartbeat_key(node_id), self.kv.key("sessions"), self.nodes_key,
                 node_id, CRASHED, int(time.time() * 1000), self.kv.prefix, self.node_id)
             if closed < 0:
@@ -113,7 +113,7 @@ class NodeWatch:
         """Remove this node's heartbeat and presence at a clean stop."""
         pipe = self.kv.client.pipeline(transaction=False)
         # an empty resync takes this node's channel subscriptions out of the member counts
-        pipe.fcall("chathub_resync", 0, self.kv.prefix, self.node_id, "--")
+        pipe.fcall(self.kv.fn("resync"), 0, self.kv.prefix, self.node_id, "--")
         pipe.delete(self.heartbeat_key(self.node_id))
         pipe.hdel(self.nodes_key, self.node_id)
         pipe.delete(self.kv.key("conns", self.node_id))

@@ -84,20 +84,20 @@ class Presence:
         """
         pipe = self.kv.client.pipeline(transaction=False)
         for user in users:
-            pipe.fcall("chathub_connect", 0, self.prefix, self.node_id, user)
-        pipe.fcall("chathub_users", 0, self.prefix, "cluster")
+            pipe.fcall(self.kv.fn("connect"), 0, self.prefix, self.node_id, user)
+        pipe.fcall(self.kv.fn("users"), 0, self.prefix, "cluster")
         *_, everyone = await self.kv.call(pipe.execute)
         return list(everyone) if everyone else None
 
     async def disconnect(self, user: str, reason: str) -> bool:
         """Count a closed connection of ``user``; True when it was the last anywhere."""
         last = await self.kv.call(
-            self.kv.client.fcall, "chathub_disconnect", 0, self.prefix, self.node_id, user)
+            self.kv.client.fcall, self.kv.fn("disconnect"), 0, self.prefix, self.node_id, user)
         return bool(last)
 
     async def users(self) -> list[str]:
         """Everyone online on any node, sorted (from Valkey)."""
-        return list(await self.kv.call(self.kv.client.fcall, "chathub_users", 0, self.prefix))
+        return list(await self.kv.call(self.kv.client.fcall, self.kv.fn("users"), 0, self.prefix))
 
     async def subscribe(self, subs: list[Subscription], *, create: bool, max_channels: int
                         ) -> list[Joined]:
@@ -108,7 +108,7 @@ class Presence:
         k, now = self.keys, int(time.time() * 1000)
         pipe = self.kv.client.pipeline(transaction=False)
         for channel, user, private, want in subs:
-            pipe.fcall("chathub_subscribe", 5, k.members(channel), k.channels,
+            pipe.fcall(self.kv.fn("subscribe"), 5, k.members(channel), k.channels,
                        f"{self.prefix}subs:{self.node_id}", k.queue, k.ids, self.prefix,
                        self.node_id, channel, user, now, "1" if create else "0", max_channels,
                        "1" if private else "0", "1" if want else "0")
@@ -122,7 +122,7 @@ class Presence:
         k, now = self.keys, int(time.time() * 1000)
         pipe = self.kv.client.pipeline(transaction=False)
         for channel, user, reason in subs:
-            pipe.fcall("chathub_unsubscribe", 2, k.members(channel),
+            pipe.fcall(self.kv.fn("unsubscribe"), 2, k.members(channel),
                        f"{self.prefix}subs:{self.node_id}", self.prefix, self.node_id, channel,
                        user, now, reason)
         return [bool(r) for r in await self.kv.call(pipe.execute)]
@@ -130,19 +130,19 @@ class Presence:
     async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
         """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
         k = self.keys
-        return str(await self.kv.call(self.kv.client.fcall, "chathub_create", 3, k.channels,
+        return str(await self.kv.call(self.kv.client.fcall, self.kv.fn("create"), 3, k.channels,
                                       k.queue, k.ids, channel, "1" if private else "0", by,
                                       max_channels))
 
     async def members(self, channel: str) -> list[str]:
         """Who is subscribed to ``channel`` on any hub, sorted."""
-        return list(await self.kv.call(self.kv.client.fcall, "chathub_members", 1,
+        return list(await self.kv.call(self.kv.client.fcall, self.kv.fn("members"), 1,
                                        self.keys.members(channel)))
 
     async def channels(self, private: bool = False) -> list[tuple[str, int, bool]]:
         """Channels that exist, sorted, as (name, members, private); public ones only
         unless ``private``."""
-        flat = await self.kv.call(self.kv.client.fcall, "chathub_channels", 1, self.keys.channels,
+        flat = await self.kv.call(self.kv.client.fcall, self.kv.fn("channels"), 1, self.keys.channels,
                                   self.prefix, "1" if private else "0")
         out = [(str(flat[i]), int(flat[i + 1]), flat[i + 2] == "private")
                for i in range(0, len(flat), 3)]
@@ -158,7 +158,7 @@ class Presence:
         args.append("--")
         for (channel, user), n in (subs or {}).items():
             args += [channel, user, n]
-        await self.kv.call(self.kv.client.fcall, "chathub_resync", 0, self.prefix, self.node_id, *args)
+        await self.kv.call(self.kv.client.fcall, self.kv.fn("resync"), 0, self.prefix, self.node_id, *args)
         return await self.users()
 
 

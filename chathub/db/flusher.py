@@ -247,7 +247,7 @@ class MessageFlusher(StreamFlusher[Message | ChannelRecord]):
         streams = {self.keys.stream(m.channel) if m.channel else self.keys.whispers
                    for m in items if isinstance(m, Message)}
         if streams:
-            await self.kv.call(self.kv.client.fcall, "chathub_trim", 1 + len(streams),
+            await self.kv.call(self.kv.client.fcall, self.kv.fn("trim"), 1 + len(streams),
                                self.keys.queue, *sorted(streams), self.history_size)
 
 
