@@ -64,6 +64,8 @@ def serve(
         "valkey": {"url": valkey_url},
         "log": {"level": log_level, "format": log_format},
     }
+    if workers < 0:
+        fail(f"--workers: must be 0 (one per core) or more, got {workers}", 2)
     cfg = load_config(config, overrides)
     setup_logging(cfg.log)
     if workers != 1:
