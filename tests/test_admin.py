@@ -115,6 +115,48 @@ async def test_kick_cli_exit_codes(daemon):
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no chathub daemon" in res.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ("kick", "bad name!"),
+    ("kick", "bob", "--channel", "bad name!"),
+    ("search", "x", "--user", "bad name!"),
+    ("search", "x", "--channel", "bad name!"),
+    ("purge", "bad name!", "--since", "1m"),
+    ("delete", "1-1", "--channel", "bad name!"),
+])
+async def test_a_bad_user_or_channel_argument_exits_2_with_one_line(daemon, args):
+    """Every command that takes a user or channel name refuses one that cannot be (exit 2,
+    one line naming it), instead of asking the daemon and answering "0 connections"."""
+    res = await cli(*args, "--socket", str(daemon.cfg.admin_socket))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.count("\n") == 1 and "'bad name!'" in res.stderr, res.stderr
+
+
+async def test_the_admin_socket_refuses_a_bad_user_or_channel_and_records_nothing(daemon):
+    """kick and search over the socket (the dashboard's path) check names too; a refused
+    kick leaves no row in the audit trail."""
+    sock = daemon.cfg.admin_socket
+    for command, fields in (("kick", {"user": "bad name!"}),
+                            ("search", {"words": "x", "user": "bad name!"}),
+                            ("search", {"words": "x", "channel": "bad name!"})):
+        with pytest.raises(AdminError, match="must be a"):
+            await call(sock, command, **fields)
+    await call(sock, "kick", user="nobody")  # a valid name is recorded, so the trail is read
+    rows = await wait_for_audit(sock, "nobody")
+    assert [r["target"] for r in rows if r["action"] == "kick"] == ["nobody"]
+
+
+async def wait_for_audit(sock, target: str) -> list[dict]:
+    """The audit rows once one names ``target`` (written beside the hub, so awaited)."""
+    found: list[dict] = []
+
+    async def has() -> bool:
+        found[:] = (await call(sock, "audit"))["actions"]
+        return any(r["target"] == target for r in found)
+
+    await wait_for(has)
+    return found
+
+
 async def test_status_cli_table_and_json(daemon):
     """chathub status prints a table, --json the stats, --cluster the nodes."""
     sock = str(daemon.cfg.admin_socket)

@@ -15,6 +15,8 @@ from .common import (
     DataDirOpt,
     SocketOpt,
     admin_socket,
+    check_channel,
+    check_user,
     fail,
     load_config,
     run_admin,
@@ -107,11 +109,11 @@ def kick(
     """Close every connection of USER, or with --channel take USER out of one channel
     (exit 0); exit 1 when USER is not connected (or not in the channel)."""
     from ..admin.client import call
-    from .channels import check_name
 
+    check_user(user)
     fields: dict[str, Any] = {"user": user, "reason": reason}
     if channel is not None:
-        check_name(channel)
+        check_channel(channel)
         fields["channel"] = channel
     reply = run_admin(call(admin_socket(config, socket), "kick", **fields))
     closed = reply["closed"]

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..durations import DURATION_RE, UNITS, parse_duration  # noqa: F401 (used by cli/bans.py)
 from ..protocol import ID_RE
-from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
+from .common import ConfigOpt, SocketOpt, admin_socket, check_channel, check_user, fail, run_admin
 
 #: search, audit, limits and reload; joined to the chathub command by cli/app.py
 moderation_app = typer.Typer()
@@ -115,6 +115,10 @@ def search(
         fail(f"--limit: must be 1-200, got {limit}", 2)
     if before is not None and not ID_RE.fullmatch(before):
         fail(f"--before: {before!r} is not a message id (like 1717000000000-0)", 2)
+    if user is not None:
+        check_user(user, "--user")
+    if channel is not None:
+        check_channel(channel)
     fields: dict[str, Any] = {"words": words, "limit": limit, "whispers": whispers}
     for name, value in (("user", user), ("channel", channel), ("before", before),
                         ("since", _since_ms(since))):
