@@ -193,6 +193,43 @@ async def test_metrics_exports_stats_and_histograms(daemon):
     await a.close()
 
 
+async def metrics_text(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = (await asyncio.wait_for(reader.read(), 5)).decode()
+    writer.close()
+    return body
+
+
+async def test_closes_are_counted_by_kind_not_by_an_operators_reason(daemon, db):
+    """Kicks and bans with free-text reasons count as ``kicked`` / ``banned`` on /metrics
+    and in stats (a label per reason would be a series per reason forever); the session
+    row keeps the reason whole."""
+    sock = daemon.cfg.admin_socket
+    users = ["k1", "k2", "b1"]
+    clients = [await Chatter.connect(daemon.port, u) for u in users]
+    await call(sock, "kick", user="k1", reason="spam from 203.0.113.7")
+    await call(sock, "kick", user="k2", reason="flooding #lobby at 12:00")
+    await call(sock, "ban", user="b1", reason="raid 2026-11-29")
+    for c, kind in zip(clients, ("kicked", "kicked", "banned"), strict=True):
+        await c.recv_type(kind)
+    await wait_for(lambda: sum(daemon.node.hub.stats.by_close.values()) == 3, what="3 closes")
+    assert daemon.node.hub.stats.by_close == {"kicked": 2, "banned": 1}
+    body = await metrics_text(daemon.port)
+    closes = [ln for ln in body.splitlines() if ln.startswith("chathub_closes_total")]
+    assert sorted(closes) == ['chathub_closes_total{reason="banned"} 1.0',
+                              'chathub_closes_total{reason="kicked"} 2.0'], closes
+    assert (await call(sock, "stats"))["closes"] == {"kicked": 2, "banned": 1}
+
+    async def recorded() -> bool:
+        return await db.fetchval("SELECT count(*) FROM sessions WHERE disconnected_at IS NOT NULL") == 3
+
+    await wait_for(recorded, what="3 session rows")
+    rows = dict(await db.fetch("SELECT user_name, close_reason FROM sessions"))
+    assert rows == {"k1": "spam from 203.0.113.7", "k2": "flooding #lobby at 12:00",
+                    "b1": "raid 2026-11-29"}
+
+
 async def test_the_admin_socket_answers_before_the_listener_opens(daemon_factory, monkeypatch):
     """A daemon that answers /healthz answers on its admin socket too: the socket is served
     before the listener opens (what a supervisor or a test polling /healthz relies on)."""
