@@ -89,7 +89,7 @@ class MessageCache:
         #: channel -> (chat rate, chat burst) of the channels in slow mode, read on every
         #: chat (kept up to date by chathub.slowmode.SlowMode)
         self.slow: Mapping[str, tuple[float, int]] = slow if slow is not None else {}
-        #: channels whose last history read needed nothing the archive lacked: a welcome or
+        #: channels whose stream alone filled their last history read: a welcome or
         #: subscribe there needs no read ahead (see prepare_welcome)
         self._settled: set[str] = set()
 
@@ -176,7 +176,8 @@ class MessageCache:
         for channel, (entries, exhausted, oldest, top, _, floor) in zip(channels, pages, strict=True):
             msgs = [entry_to_message(e, channel) for e in entries]
             partial = False
-            if len(msgs) < limit and exhausted:
+            needs_archive = len(msgs) < limit and exhausted
+            if needs_archive:
                 bound = str(oldest) if oldest else None
                 page = self.archive.page_for(channel, bound, limit - len(msgs))
                 if page is None:
@@ -186,7 +187,7 @@ class MessageCache:
                     msgs.extend(page)
             msgs.reverse()
             out[channel] = Recent(msgs, str(top), partial, str(floor))
-            if partial:
+            if needs_archive:  # a page served now may not fit the next bound
                 self._settled.discard(channel)
             elif len(self._settled) < SETTLED_KEPT:
                 self._settled.add(channel)
@@ -207,11 +208,11 @@ class MessageCache:
         ``subscribed`` reply to ``channel`` needs, waiting at most the archive's deadline.
         Not for the hub loop.
 
-        A channel not read since it last needed nothing from PostgreSQL is read here
-        first (one Valkey round trip), which starts the archive's fetch when its stream
-        is short: otherwise the first subscriber of such a channel would get
-        ``history_partial`` from a healthy database. Valkey being down is left to the
-        hub loop to report.
+        A channel whose stream held fewer messages than a welcome shows at its last read
+        is read here first (one Valkey round trip), which starts the archive's fetch when
+        the page it has does not fit the stream's oldest message: otherwise the first
+        subscriber of a new or quiet channel would get ``history_partial`` from a healthy
+        database. Valkey being down is left to the hub loop to report.
         """
         channels = [channel] if channel is not None else list(self.channels.auto_join)
         unsettled = [c for c in channels if c not in self._settled]

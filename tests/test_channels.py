@@ -194,6 +194,13 @@ async def test_a_channels_first_subscriber_gets_no_false_history_partial(daemon_
         await w.send(type="subscribe", channel="fresh")
         sub = await w.recv_type("subscribed")
         assert sub["history"] == [] and "history_partial" not in sub, sub
+        await w.chat("f0", channel="fresh", ref="f0")
+        await w.recv_type("chat")
+        async with await Chatter.connect(first.port, "v") as v:  # the page read empty is stale
+            await v.send(type="subscribe", channel="fresh")
+            sub = await v.recv_type("subscribed")
+            assert [m["text"] for m in sub["history"]] == ["f0"]
+            assert "history_partial" not in sub, sub
         await w.send(type="subscribe", channel="dev")
         await w.recv_type("subscribed")
         for i in range(3):
