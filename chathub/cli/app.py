@@ -165,21 +165,21 @@ def dash(config: ConfigOpt = None, socket: SocketOpt = None) -> None:
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The token's subject (user name).")],
-    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d.")] = "1h",
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d, 1w.")] = "1h",
     channel: Annotated[list[str] | None, typer.Option(
         "--channel", help="A private channel ($name) or pattern ($team-*) the token may "
                           "subscribe to; repeat for more.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint an HS256 token for USER with the configured secret."""
+    from ..durations import parse_duration
     from ..edge.auth import TokenError, mint
 
     cfg = load_config(config)
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        seconds = float(ttl[:-1]) * units[ttl[-1]] if ttl[-1] in units else float(ttl)
-    except (ValueError, IndexError):
-        fail(f"--ttl: cannot read {ttl!r}; use e.g. 30s, 15m, 1h, 7d", 2)
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        fail(f"--ttl: {exc}", 2)
     if len(cfg.auth.secret.encode()) < 32:
         fail("auth.secret must be set (at least 32 bytes) to mint tokens; "
               "set CHATHUB_AUTH_SECRET or [auth] secret", 2)
