@@ -34,15 +34,19 @@ def parse_since(text: str, now: float | None = None) -> int:
     now = time.time() if now is None else now
     m = DURATION_RE.fullmatch(text.strip())
     if m:
-        return int((now - float(m.group(1)) * UNITS[m.group(2)]) * 1000)
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"cannot read {text!r}; use a duration (30m, 2h, 7d) "
-                         "or a date (2024-05-01, 2024-05-01T12:00)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+        ms = int((now - float(m.group(1)) * UNITS[m.group(2)]) * 1000)
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"cannot read {text!r}; use a duration (30m, 2h, 7d) "
+                             "or a date (2024-05-01, 2024-05-01T12:00)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ms = int(when.timestamp() * 1000)
+    if ms < 0:  # no message is older, and PostgreSQL's timestamps stop somewhere
+        raise ValueError(f"{text!r} reaches back before 1970")
+    return ms
 
 
 def _since_ms(since: str | None) -> int | None:
