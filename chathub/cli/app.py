@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Annotated, Any
@@ -194,6 +195,24 @@ app.add_typer(moderation_app)
 app.add_typer(bans_app)
 app.add_typer(removal_app)
 app.command("channels")(list_channels)
+
+
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Give every command a ``short_help``: its docstring's first paragraph on one line.
+
+    The command list of ``chathub --help`` prints that paragraph with the line breaks
+    of the source, so a summary wrapped in the docstring came out cut mid-sentence.
+    """
+    for info in typer_app.registered_commands:
+        if info.short_help is None and info.callback is not None:
+            doc = inspect.getdoc(info.callback) or ""
+            info.short_help = " ".join(doc.split("\n\n", 1)[0].split()) or None
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
 
 
 
