@@ -1,9 +1,11 @@
-"""``chathub serve`` against PostgreSQL or Valkey given by URL that cannot be used: one
-line naming the real cause, exit 1, no traceback, and never a password from the URL."""
+"""``chathub serve`` where it cannot start: PostgreSQL or Valkey given by URL that cannot be
+used, or a port it cannot listen on. One line naming the real cause, exit 1, no
+traceback, and never a password from the URL."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,11 +18,11 @@ from tests.procs import free_port
 SERVE_TIMEOUT = 60
 
 
-def serve(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+def serve(tmp_path, *args: str, port: int = 0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATHUB_")}
     return subprocess.run(
         [sys.executable, "-m", "chathub.cli", "serve", "--data-dir", str(tmp_path / "d"),
-         "--port", "0", "--log-level", "WARNING", *args],
+         "--port", str(port), "--log-level", "WARNING", *args],
         capture_output=True, text=True, env=env, timeout=SERVE_TIMEOUT, cwd=tmp_path)
 
 
@@ -63,3 +65,26 @@ def test_refused_postgres_names_it_and_hides_the_password(tmp_path, valkey_url):
 def test_redact_hides_only_the_password(url, shown):
     """Where the URL points stays readable; the password never shows."""
     assert redact(url) == shown
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line(tmp_path, database_url, valkey_url, workers):
+    """Another program listens on the port: one line naming it, exit 1, no traceback (it
+    was a traceback; with --workers the workers were restarted forever)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = serve(tmp_path, "--migrate", "--database-url", database_url, "--valkey-url",
+                       valkey_url, "--workers", workers, port=port)
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == (f"chathub: cannot listen on 127.0.0.1:{port}: the port is in "
+                                 "use (another chathub, or another program)")
+
+
+def test_a_host_that_is_not_here_is_one_line(tmp_path, database_url, valkey_url):
+    """--host naming an address this machine does not have: one line, exit 1."""
+    result = serve(tmp_path, "--migrate", "--database-url", database_url, "--valkey-url",
+                   valkey_url, "--host", "192.0.2.1", port=0)
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == "chathub: cannot listen on 192.0.2.1:0: this machine has no such address"
