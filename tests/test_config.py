@@ -165,3 +165,18 @@ def test_cli_negative_workers_exits_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert result.output.strip().count("\n") == 0 and "--workers" in result.output
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: d, "is a directory"),
+    (lambda d: (d / "latin.toml").write_bytes(b'data_dir = "caf\xe9"\n') and d / "latin.toml",
+     "not UTF-8"),
+])
+def test_cli_config_file_that_cannot_be_read_exits_2(tmp_path, make, needle):
+    """--config naming a directory, or a file that is not UTF-8: one line, exit 2 (they
+    were tracebacks)."""
+    path = make(tmp_path)
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.count("\n") == 0 and needle in out and str(path) in out

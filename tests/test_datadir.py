@@ -49,6 +49,23 @@ def _take_without_writing(path: Path) -> int:
     return fd
 
 
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--workers", "2"], ["migrate"]])
+def test_a_data_dir_that_cannot_be_made_is_one_line(short_dir, command):
+    """A file where the data dir (or a parent) should be: serve, serve --workers and
+    migrate stop with one line naming the data dir, exit 1 (they were tracebacks)."""
+    from typer.testing import CliRunner
+
+    from chathub.cli import app
+
+    blocker = short_dir / "file"
+    blocker.write_text("not a folder")
+    for data_dir in (blocker, blocker / "sub"):
+        result = CliRunner().invoke(app, [*command, "--data-dir", str(data_dir)])
+        assert result.exit_code == 1, result.output
+        out = result.output.strip()
+        assert out == f"chathub: cannot use data dir {data_dir}: a file is in the way ({data_dir})"
+
+
 def test_refusal_waits_for_the_starting_holder_and_never_names_the_dead_one(short_dir):
     """A lock taken but not yet written, over a dead holder's pid: the refusal names the
     new holder once it writes, not the dead pid left in the file."""
