@@ -123,8 +123,9 @@ class MessageCache(Protocol):
         """:meth:`recent` of several channels in one round trip."""
         ...
 
-    async def prepare_welcome(self) -> None:
-        """Wait, bounded, for what welcomes need from slower storage (not in the hub loop)."""
+    async def prepare_welcome(self, channel: str | None = None) -> None:
+        """Wait, bounded, for what a welcome (``channel`` None) or a ``subscribed`` reply to
+        ``channel`` needs from slower storage (not in the hub loop)."""
         ...
 
     async def recover(self, since: str, user: str, channel: str | None = None,

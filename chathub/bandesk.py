@@ -25,6 +25,8 @@ log = logging.getLogger("chathub.bandesk")
 
 #: longest reason kept, in characters
 MAX_REASON = 200
+#: longest ban or mute, in seconds (about 317 years: until lifted, in practice)
+MAX_SECONDS = 1e10
 #: seconds a ban waits for PostgreSQL before it is refused
 PG_TIMEOUT = 5.0
 _PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -101,8 +103,10 @@ class BanDesk:
         scope, key, net = target(user, channel, ip, mute)
         why = clean_reason(reason)
         if seconds is not None and not (isinstance(seconds, (int, float))
-                                        and not isinstance(seconds, bool) and 0 < seconds < 1e10):
-            raise ValueError("field 'seconds' must be a positive number")
+                                        and not isinstance(seconds, bool)
+                                        and 0 < seconds < MAX_SECONDS):
+            raise ValueError(f"field 'seconds' must be a positive number below {MAX_SECONDS:.0f} "
+                             "(about 300 years; leave it out for a ban until lifted)")
         if mute and seconds is None:
             raise ValueError("a mute needs a duration (--for)")
         until = None if seconds is None else now_ms() + int(seconds * 1000)

@@ -35,6 +35,9 @@ UNFLUSHED_RETRY_MS = 1000
 QUEUE_SCAN_CHUNK = 1000
 #: ids per chathub_delete call (Lua's unpack() has a limit of a few thousand)
 DELETE_CHUNK = 500
+#: channels remembered as needing no archive read ahead; past it new ones are read ahead
+#: each time (one Valkey round trip per subscribe), never refused
+SETTLED_KEPT = 10_000
 
 
 def entry_fields(entry: Sequence[object]) -> dict[str, str]:
@@ -86,6 +89,9 @@ class MessageCache:
         #: channel -> (chat rate, chat burst) of the channels in slow mode, read on every
         #: chat (kept up to date by chathub.slowmode.SlowMode)
         self.slow: Mapping[str, tuple[float, int]] = slow if slow is not None else {}
+        #: channels whose stream alone filled their last history read: a welcome or
+        #: subscribe there needs no read ahead (see prepare_welcome)
+        self._settled: set[str] = set()
 
     async def setup(self) -> None:
         """Create the flush queue's consumer group; move a 0.1 message stream into channels."""
@@ -177,7 +183,8 @@ class MessageCache:
         for channel, (entries, exhausted, oldest, top, _, floor) in zip(channels, pages, strict=True):
             msgs = [entry_to_message(e, channel) for e in entries]
             partial = False
-            if len(msgs) < limit and exhausted:
+            needs_archive = len(msgs) < limit and exhausted
+            if needs_archive:
                 bound = str(oldest) if oldest else None
                 page = self.archive.page_for(channel, bound, limit - len(msgs))
                 if page is None:
@@ -187,19 +194,40 @@ class MessageCache:
                     msgs.extend(page)
             msgs.reverse()
             out[channel] = Recent(msgs, str(top), partial, str(floor))
+            if needs_archive:  # a page served now may not fit the next bound
+                self._settled.discard(channel)
+            elif len(self._settled) < SETTLED_KEPT:
+                self._settled.add(channel)
         return out
 
     async def warm(self) -> None:
-        """Read a welcome's history once, so that the archive fetches the page welcomes
-        need before the first client arrives (bounded by the archive's deadline)."""
+        """Read a welcome's history once, so that the archive fetches the pages welcomes
+        need before the first client arrives (bounded by the archive's deadline), then
+        once more, so that the first clients find those channels settled."""
+        await self.prepare_welcome()
         try:
-            await self.recent()
+            await self.recent_many(list(self.channels.auto_join))
         except CacheUnavailable:
             return
-        await self.archive.ready()
 
-    async def prepare_welcome(self) -> None:
-        """Wait, bounded, for an archive page being fetched for welcomes. Not for the hub loop."""
+    async def prepare_welcome(self, channel: str | None = None) -> None:
+        """Have the archive page ready that a welcome (the auto-join channels) or a
+        ``subscribed`` reply to ``channel`` needs, waiting at most the archive's deadline.
+        Not for the hub loop.
+
+        A channel whose stream held fewer messages than a welcome shows at its last read
+        is read here first (one Valkey round trip), which starts the archive's fetch when
+        the page it has does not fit the stream's oldest message: otherwise the first
+        subscriber of a new or quiet channel would get ``history_partial`` from a healthy
+        database. Valkey being down is left to the hub loop to report.
+        """
+        channels = [channel] if channel is not None else list(self.channels.auto_join)
+        unsettled = [c for c in channels if c not in self._settled]
+        if unsettled:
+            try:
+                await self.recent_many(unsettled)
+            except CacheUnavailable:
+                return
         await self.archive.ready()
 
     async def history(self, before: str | None, limit: int, channel: str | None = None

@@ -88,3 +88,20 @@ def reason_for(code: int | None, text: str | None) -> str:
     if code is None:
         return REASONS[ABNORMAL]
     return REASONS.get(code, f"closed with {code}")
+
+
+#: every reason :func:`counted` may return besides ``closed with N``
+COUNTED = frozenset(REASONS.values()) | {"keepalive timeout"}
+
+
+def counted(code: int | None, reason: str | None) -> str:
+    """The label a finished connection is counted under (``stats.closes``,
+    ``chathub_closes_total{reason}``): ``reason`` when it is one of chathub's own,
+    else the name of ``code`` (``kicked``, ``banned``). An operator's kick or ban
+    reason is free text: as a label it would add a metric series per distinct reason
+    forever; the session row keeps it whole."""
+    if reason in COUNTED:
+        return reason
+    if code is None:
+        return REASONS[ABNORMAL]
+    return REASONS.get(code, f"closed with {code}")

@@ -15,6 +15,11 @@ from .edge import proxies
 from .errors import ConfigError
 from .identifiers import is_private, valid_channel, valid_user
 
+#: URL schemes asyncpg accepts for [database] url
+DATABASE_SCHEMES = ("postgresql", "postgres")
+#: URL schemes the Valkey client accepts for [valkey] url
+VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
+
 
 def validate(cfg: Config, source: str = "configuration") -> None:
     """Refuse impossible values.
@@ -62,6 +67,11 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(cfg.database.pool_size >= 1, "database.pool_size", "must be at least 1")
     need(cfg.database.timeout > 0, "database.timeout", "must be positive")
     need(cfg.valkey.timeout > 0, "valkey.timeout", "must be positive")
+    for key, url, schemes in (("database.url", cfg.database.url, DATABASE_SCHEMES),
+                              ("valkey.url", cfg.valkey.url, VALKEY_SCHEMES)):
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        need(not url or scheme in schemes, key,
+             f"must start with {' or '.join(s + '://' for s in schemes)} (or be empty: embedded)")
     c = cfg.cache
     need(c.history_size >= 1, "cache.history_size", "must be at least 1")
     need(0 <= c.history_on_join <= c.history_size, "cache.history_on_join",

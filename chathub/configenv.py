@@ -1,8 +1,10 @@
 """Configuration from the environment: ``CHATHUB_<SECTION>_<KEY>`` variables as values.
 
 ``CHATHUB_SERVER_PORT=9000`` sets ``server.port``; ``CHATHUB_DATA_DIR`` sets the
-top-level ``data_dir``. Names are matched case-insensitively after the prefix;
-variables that name no key, and ``CHATHUB_TEST_*`` (the test suite's own), are
+top-level ``data_dir``. Names are matched case-insensitively after the prefix.
+A variable that names a section but no key of it (``CHATHUB_API_KEY`` for
+``CHATHUB_API_KEYS``) is refused: a typo must not pass silently. Variables that name
+no section (another tool's), and ``CHATHUB_TEST_*`` (the test suite's own), are
 ignored. Each string is read as the key's type wants it:
 
 - ``list[str]``: comma-separated, items stripped, empty items dropped
@@ -12,7 +14,7 @@ ignored. Each string is read as the key's type wants it:
 
 A string that cannot be read so is passed on unchanged, and the loader's type check
 (:mod:`chathub.configload`) refuses it with a :class:`~chathub.errors.ConfigError`
-naming the key. Nothing here raises.
+naming the key.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import typing
 from typing import Any
 
 from .config import SECTIONS, Config, field_types
+from .errors import ConfigError
 
 ENV_PREFIX = "CHATHUB_"
 #: variables of the test suite, never configuration
@@ -55,6 +58,9 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     Returns:
         ``{"data_dir": str?, section: {key: value}}`` as a TOML file would give it,
         each value read by :func:`from_env`.
+
+    Raises:
+        ConfigError: a variable names a section but no key of it (one line naming both).
     """
     out: dict[str, Any] = {}
     for var, value in environ.items():
@@ -68,7 +74,8 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
                 types_ = field_types(typing.get_type_hints(Config)[section])
-                if key in types_:
-                    out.setdefault(section, {})[key] = from_env(value, types_[key])
+                if key not in types_:
+                    raise ConfigError(f"unknown key '{section}.{key}' in environment ({var})")
+                out.setdefault(section, {})[key] = from_env(value, types_[key])
                 break
     return out

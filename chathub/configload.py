@@ -94,7 +94,7 @@ def load(
 
     Raises:
         ConfigError: one line naming the key and its source; also when ``path`` does
-            not exist or is not valid TOML.
+            not exist, cannot be read (a directory, not UTF-8) or is not valid TOML.
     """
     cfg = Config()
     file: Path | None = Path(path) if path is not None else None
@@ -103,9 +103,13 @@ def load(
     source = "configuration"
     if file is not None:
         try:
-            data = tomllib.loads(file.read_text())
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {file} not found") from None
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"config file {file}: {(exc.strerror or str(exc)).lower()}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
         _apply(cfg, data, str(file))

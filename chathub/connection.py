@@ -97,7 +97,7 @@ class ConnectionHandler:
         self.guard.closed(adm.remote_addr)
         if client.close_code is None:
             client.close_code, client.close_reason = close_of(client.ws)
-        self.hub.count_close(client.close_reason)
+        self.hub.count_close(closecodes.counted(client.close_code, client.close_reason))
         try:
             await asyncio.wait_for(asyncio.shield(self.hub.unregister(client)), UNREGISTER_WAIT)
         except TimeoutError:

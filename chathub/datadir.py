@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import DataDirLocked
+from .errors import DataDirLocked, ServiceError
 
 #: the lock file inside the data dir
 LOCK_NAME = "chathub.lock"
@@ -60,10 +60,17 @@ class DataDirLock:
 
         Raises:
             DataDirLocked: another process holds the lock; the message names its pid.
+            ServiceError: the data dir cannot be created or written (one line: why).
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
-        # O_CLOEXEC: embedded servers started later must not inherit (and outlive us with) it.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            # O_CLOEXEC: embedded servers started later must not inherit (and outlive us with) it.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            why = "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) \
+                else (exc.strerror or type(exc).__name__).lower()
+            raise ServiceError(f"cannot use data dir {self.dir}: {why} "
+                               f"({exc.filename or self.path})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -226,7 +226,7 @@ class Hub:
     async def subscribe(self, client: Client, channel: str, since: str | None = None,
                         ref: str | None = None) -> None:
         """Queue a ``subscribe``; the client gets ``subscribed`` or an error frame."""
-        await self.cache.prepare_welcome()
+        await self.cache.prepare_welcome(channel)
         await self._events.put(Subscribe(client, channel, since, ref))
 
     async def unsubscribe(self, client: Client, channel: str, ref: str | None = None,

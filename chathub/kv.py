@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import valkey.asyncio as valkey
 from valkey.exceptions import ConnectionError as VConnectionError
@@ -33,6 +35,8 @@ PROBE_INTERVAL = 0.5
 POOL_SIZE = 32
 
 T = TypeVar("T")
+#: a password given as a query parameter of a Valkey URL
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _DOWN_ERRORS = (VConnectionError, VTimeoutError, asyncio.TimeoutError, OSError)
 
 
@@ -44,6 +48,17 @@ def _before_sending(exc: BaseException) -> bool:
         isinstance(exc, VConnectionError) and "connecting" in str(exc))
 
 
+def redact(url: str) -> str:
+    """``url`` for messages and logs: a password in it (``user:PASSWORD@`` or
+    ``?password=``) becomes ``***`` (``redis://app:***@cache:6379/0``); the rest is kept,
+    to say where."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        url = url.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
 class KV:
     """One Valkey client plus an up/down switch; see the module docstring."""
 
@@ -53,6 +68,8 @@ class KV:
         read when first needed)."""
         self.url = url
         self._library = library
+        #: ``url`` without its password, for messages and logs
+        self.where = redact(url)
         self.prefix = prefix
         #: whether the last call reached Valkey
         self.up = False
@@ -102,7 +119,7 @@ class KV:
         try:
             await asyncio.wait_for(self._load(), self.timeout * 2)
         except _DOWN_ERRORS as exc:
-            raise CacheUnavailable(f"cannot reach Valkey at {self.url}: {exc or type(exc).__name__}") from None
+            raise CacheUnavailable(f"cannot reach Valkey at {self.where}: {exc or type(exc).__name__}") from None
         self._set(True)
 
     async def _load(self) -> None:
@@ -115,9 +132,9 @@ class KV:
             return
         self.up = up
         if up:
-            log.info("Valkey is reachable at %s", self.url)
+            log.info("Valkey is reachable at %s", self.where)
         else:
-            log.warning("Valkey is unreachable at %s; chat answers 'unavailable' until it returns", self.url)
+            log.warning("Valkey is unreachable at %s; chat answers 'unavailable' until it returns", self.where)
             if self._probe is None or self._probe.done():
                 self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
         for listener in self._listeners:

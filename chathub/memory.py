@@ -179,7 +179,7 @@ class MemoryCache:
     async def recent_many(self, channels: Sequence[str]) -> dict[str, Recent]:
         return {channel: await self.recent(channel) for channel in channels}
 
-    async def prepare_welcome(self) -> None:
+    async def prepare_welcome(self, channel: str | None = None) -> None:
         return None
 
     async def recover(self, since: str, user: str, channel: str | None = None,

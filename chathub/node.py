@@ -48,6 +48,7 @@ from .keepalive import Keepalive
 from .keys import Keys
 from .kv import KV
 from .limits import LiveLimits, rebuild_filters
+from .listen import cannot_listen
 from .metrics import Metrics
 from .removal import MessageRemoval
 from .slowmode import SlowMode
@@ -253,7 +254,15 @@ class Node:
     async def listen(self) -> None:
         """Open the listener (after :meth:`start`); :attr:`port` is the port it bound."""
         cfg = self.cfg
-        self.server = await serve(
+        try:
+            self.server = await self._serve()
+        except OSError as exc:  # a port in use or privileged, a host that is not here
+            raise cannot_listen(cfg.server.host, cfg.server.port, exc) from None
+        self.port = next(iter(self.server.sockets)).getsockname()[1]
+
+    async def _serve(self) -> Server:
+        cfg = self.cfg
+        return await serve(
             self.connections.handle, cfg.server.host, cfg.server.port,
             create_connection=partial(TrackedConnection,
                                       on_handshake_timeout=self.guard.count_handshake_timeout,
@@ -269,7 +278,6 @@ class Node:
             reuse_port=cfg.server.reuse_port,
             backlog=LISTEN_BACKLOG,
         )
-        self.port = next(iter(self.server.sockets)).getsockname()[1]
 
     async def stop(self, deadline: float) -> None:
         """Stop accepting, tell clients, record sessions, flush (until ``deadline``, a

@@ -115,6 +115,48 @@ async def test_kick_cli_exit_codes(daemon):
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no chathub daemon" in res.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ("kick", "bad name!"),
+    ("kick", "bob", "--channel", "bad name!"),
+    ("search", "x", "--user", "bad name!"),
+    ("search", "x", "--channel", "bad name!"),
+    ("purge", "bad name!", "--since", "1m"),
+    ("delete", "1-1", "--channel", "bad name!"),
+])
+async def test_a_bad_user_or_channel_argument_exits_2_with_one_line(daemon, args):
+    """Every command that takes a user or channel name refuses one that cannot be (exit 2,
+    one line naming it), instead of asking the daemon and answering "0 connections"."""
+    res = await cli(*args, "--socket", str(daemon.cfg.admin_socket))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.count("\n") == 1 and "'bad name!'" in res.stderr, res.stderr
+
+
+async def test_the_admin_socket_refuses_a_bad_user_or_channel_and_records_nothing(daemon):
+    """kick and search over the socket (the dashboard's path) check names too; a refused
+    kick leaves no row in the audit trail."""
+    sock = daemon.cfg.admin_socket
+    for command, fields in (("kick", {"user": "bad name!"}),
+                            ("search", {"words": "x", "user": "bad name!"}),
+                            ("search", {"words": "x", "channel": "bad name!"})):
+        with pytest.raises(AdminError, match="must be a"):
+            await call(sock, command, **fields)
+    await call(sock, "kick", user="nobody")  # a valid name is recorded, so the trail is read
+    rows = await wait_for_audit(sock, "nobody")
+    assert [r["target"] for r in rows if r["action"] == "kick"] == ["nobody"]
+
+
+async def wait_for_audit(sock, target: str) -> list[dict]:
+    """The audit rows once one names ``target`` (written beside the hub, so awaited)."""
+    found: list[dict] = []
+
+    async def has() -> bool:
+        found[:] = (await call(sock, "audit"))["actions"]
+        return any(r["target"] == target for r in found)
+
+    await wait_for(has)
+    return found
+
+
 async def test_status_cli_table_and_json(daemon):
     """chathub status prints a table, --json the stats, --cluster the nodes."""
     sock = str(daemon.cfg.admin_socket)
@@ -149,6 +191,43 @@ async def test_metrics_exports_stats_and_histograms(daemon):
                    "chathub_max_client_backlog_bytes", "chathub_messages_flushed_total 1.0"):
         assert needle in body, needle
     await a.close()
+
+
+async def metrics_text(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = (await asyncio.wait_for(reader.read(), 5)).decode()
+    writer.close()
+    return body
+
+
+async def test_closes_are_counted_by_kind_not_by_an_operators_reason(daemon, db):
+    """Kicks and bans with free-text reasons count as ``kicked`` / ``banned`` on /metrics
+    and in stats (a label per reason would be a series per reason forever); the session
+    row keeps the reason whole."""
+    sock = daemon.cfg.admin_socket
+    users = ["k1", "k2", "b1"]
+    clients = [await Chatter.connect(daemon.port, u) for u in users]
+    await call(sock, "kick", user="k1", reason="spam from 203.0.113.7")
+    await call(sock, "kick", user="k2", reason="flooding #lobby at 12:00")
+    await call(sock, "ban", user="b1", reason="raid 2026-11-29")
+    for c, kind in zip(clients, ("kicked", "kicked", "banned"), strict=True):
+        await c.recv_type(kind)
+    await wait_for(lambda: sum(daemon.node.hub.stats.by_close.values()) == 3, what="3 closes")
+    assert daemon.node.hub.stats.by_close == {"kicked": 2, "banned": 1}
+    body = await metrics_text(daemon.port)
+    closes = [ln for ln in body.splitlines() if ln.startswith("chathub_closes_total")]
+    assert sorted(closes) == ['chathub_closes_total{reason="banned"} 1.0',
+                              'chathub_closes_total{reason="kicked"} 2.0'], closes
+    assert (await call(sock, "stats"))["closes"] == {"kicked": 2, "banned": 1}
+
+    async def recorded() -> bool:
+        return await db.fetchval("SELECT count(*) FROM sessions WHERE disconnected_at IS NOT NULL") == 3
+
+    await wait_for(recorded, what="3 session rows")
+    rows = dict(await db.fetch("SELECT user_name, close_reason FROM sessions"))
+    assert rows == {"k1": "spam from 203.0.113.7", "k2": "flooding #lobby at 12:00",
+                    "b1": "raid 2026-11-29"}
 
 
 async def test_the_admin_socket_answers_before_the_listener_opens(daemon_factory, monkeypatch):

@@ -128,6 +128,7 @@ BAD = [
     ("ban", {"user": "a", "channel": "no spaces"}, "'channel'"),
     ("ban", {"user": "a", "seconds": -1}, "'seconds'"),
     ("ban", {"user": "a", "seconds": "10m"}, "'seconds'"),
+    ("ban", {"user": "a", "seconds": 1e11}, "below 10000000000"),
     ("ban", {"user": "a", "reason": 5}, "'reason'"),
     ("unban", {}, "'user' or field 'ip'"),
     ("mute", {"user": "a"}, "'seconds'"),

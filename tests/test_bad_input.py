@@ -389,6 +389,29 @@ async def test_every_http_request_gets_an_answer(daemon, raw, status):
         assert body == b"" and b"Content-Length: " in head
 
 
+async def test_a_peer_that_leaves_before_its_request_logs_nothing(spawn):
+    """TCP health checks and port scans (connect, then close having sent nothing or half a
+    request line) are answered by a close: no traceback, nothing at ERROR in the daemon's
+    log (each used to log two), and the daemon serves on."""
+    p = await spawn()
+    start = p.log.stat().st_size
+    for i in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        if i % 2:
+            writer.write(b"GET /healthz HT")
+        writer.close()
+        await writer.wait_closed()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert (await http(p.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    async with await Chatter.connect(p.port, "after") as c:  # a marker: the log is written up to here
+        await c.chat("still serving", ref="m")
+        await c.recv_type("chat")
+    with p.log.open("rb") as f:
+        f.seek(start)
+        logged = f.read().decode()
+    assert "Traceback" not in logged and " ERROR " not in logged, logged[-3000:]
+
+
 async def test_bystanders_keep_receiving_through_all_of_it(daemon):
     """A mix of every case above while 5 clients chat: each gets every message."""
     good = [await Chatter.connect(daemon.port, f"good{i}") for i in range(5)]

@@ -184,6 +184,42 @@ def test_token_command_mints_channel_rights(tmp_path):
     assert auth.verify(r.stdout.strip(), SECRET)[2] == ("$ops",)
 
 
+async def test_a_channels_first_subscriber_gets_no_false_history_partial(daemon_factory):
+    """With PostgreSQL healthy, the first ``subscribe`` to a channel on a hub (a new one, or
+    one whose stream holds fewer messages than ``history_on_join``) is answered complete:
+    no ``history_partial``, which says PostgreSQL could not be read."""
+    auto = {"channels": {"auto_join": ["general", "news"]}}
+    first = await daemon_factory(**auto)
+    async with await Chatter.connect(first.port, "w") as w:
+        await w.send(type="subscribe", channel="fresh")
+        sub = await w.recv_type("subscribed")
+        assert sub["history"] == [] and "history_partial" not in sub, sub
+        await w.chat("f0", channel="fresh", ref="f0")
+        await w.recv_type("chat")
+        async with await Chatter.connect(first.port, "v") as v:  # the page read empty is stale
+            await v.send(type="subscribe", channel="fresh")
+            sub = await v.recv_type("subscribed")
+            assert [m["text"] for m in sub["history"]] == ["f0"]
+            assert "history_partial" not in sub, sub
+        await w.send(type="subscribe", channel="dev")
+        await w.recv_type("subscribed")
+        for i in range(3):
+            await w.chat(f"d{i}", channel="dev", ref=f"d{i}")
+            await w.chat(f"n{i}", channel="news", ref=f"n{i}")
+        for _ in range(6):
+            await w.recv_type("chat")
+    second = await daemon_factory(**auto)  # knows nothing of dev yet
+    async with await Chatter.connect(second.port, "r") as r:
+        assert "history_partial" not in r.welcome
+        await r.send(type="subscribe", channel="dev")
+        sub = await r.recv_type("subscribed")
+        assert [m["text"] for m in sub["history"]] == ["d0", "d1", "d2"]
+        assert "history_partial" not in sub, sub
+        await r.send(type="history", channel="news", limit=10)
+        page = await r.recv_type("history")
+        assert [m["text"] for m in page["messages"]] == ["n0", "n1", "n2"]
+
+
 async def test_channels_lists_public_channels_with_member_counts(daemon):
     a, b = await connected(daemon.port, "a"), await connected(daemon.port, "b")
     await a.subscribe("lobby")

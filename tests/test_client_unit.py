@@ -156,3 +156,21 @@ def test_backoff_grows_to_its_cap_with_jitter_inside_its_bounds():
     assert Backoff(max_attempts=2).gives_up(2) and not Backoff().gives_up(10**6)
     with pytest.raises(ValueError):
         Backoff(factor=0.5)
+
+
+async def test_a_first_connection_nobody_answers_raises_at_once():
+    """docs/client.md: the first connection is not retried; a port nobody listens on
+    raises OSError from connect() (and ``async with``) without waiting for a backoff."""
+    import socket
+    import time
+
+    from chathub.client import ChatClient
+
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(OSError):
+        async with ChatClient(f"ws://127.0.0.1:{port}/ws", user="a"):
+            pass
+    assert time.monotonic() - start < 2  # no retry loop behind it

@@ -76,10 +76,10 @@ def test_env_strings_are_read_as_the_key_type(var, value, section, key, expected
     assert got == expected and type(got) is type(expected)
 
 
-def test_env_variables_that_name_no_key_are_ignored():
-    """Unknown sections and keys, and the test suite's CHATHUB_TEST_*, change nothing."""
-    cfg = load(None, environ={"CHATHUB_NOPE_X": "1", "CHATHUB_SERVER_NOPE": "1",
-                              "CHATHUB_TEST_SERVER_PORT": "1"})
+def test_env_variables_that_name_no_section_are_ignored():
+    """Unknown sections (another tool's variables) and the test suite's CHATHUB_TEST_*
+    change nothing; an unknown key of a known section is refused (test below)."""
+    cfg = load(None, environ={"CHATHUB_NOPE_X": "1", "CHATHUB_TEST_SERVER_PORT": "1"})
     assert cfg == Config()
 
 
@@ -119,3 +119,64 @@ def test_example_config_is_valid_and_complete():
     for name in SECTIONS:
         keys = set(field_types(type(getattr(cfg, name))))
         assert keys <= set(data.get(name, {})), f"[{name}] lacks {keys - set(data.get(name, {}))}"
+
+
+def test_env_unknown_key_in_a_section_names_the_variable():
+    """CHATHUB_API_KEY (for CHATHUB_API_KEYS) or CHATHUB_SERVER_PROT stops start-up naming
+    the key and the variable; variables outside every section (another tool's) pass."""
+    for var, key in (("CHATHUB_API_KEY", "api.key"), ("CHATHUB_SERVER_PROT", "server.prot")):
+        with pytest.raises(ConfigError) as info:
+            load(None, environ={var: "1"})
+        assert key in str(info.value) and var in str(info.value)
+        assert "\n" not in str(info.value)
+    cfg = load(None, environ={"CHATHUB_LOCK_FD": "3", "CHATHUB_BENCH_GORILLA": "/x",
+                                "CHATHUB_UPDATE_SNAPSHOTS": "1"})
+    assert cfg == Config()
+
+
+@pytest.mark.parametrize("flag, url, key", [
+    ("--valkey-url", "http://cache.internal:6379", "valkey.url"),
+    ("--valkey-url", "cache.internal:6379", "valkey.url"),
+    ("--database-url", "mysql://db.internal/chat", "database.url"),
+    ("--database-url", "db.internal:5432", "database.url"),
+])
+def test_cli_url_with_a_wrong_scheme_exits_2_naming_the_key(tmp_path, flag, url, key):
+    """A URL no client can use is a bad value (one line naming the key, exit 2), not a
+    traceback or a "cannot reach" after the embedded services started."""
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d"), flag, url])
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.count("\n") == 0 and key in out and "Traceback" not in out
+    assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://h/db", "redis://h:6379/0",
+                                 "rediss://h", "valkey://h", "unix:///tmp/v.sock"])
+def test_usable_url_schemes_load(url):
+    """Every scheme asyncpg or the Valkey client accepts passes validation."""
+    key = "database" if url.startswith("postgres") else "valkey"
+    assert getattr(load(None, environ={}, overrides={key: {"url": url}}), key).url == url
+
+
+def test_cli_negative_workers_exits_2(tmp_path):
+    """serve --workers -1 is refused with one line (it used to start one worker per core)."""
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d"),
+                                      "--workers", "-1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and "--workers" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: d, "is a directory"),
+    (lambda d: (d / "latin.toml").write_bytes(b'data_dir = "caf\xe9"\n') and d / "latin.toml",
+     "not UTF-8"),
+])
+def test_cli_config_file_that_cannot_be_read_exits_2(tmp_path, make, needle):
+    """--config naming a directory, or a file that is not UTF-8: one line, exit 2 (they
+    were tracebacks)."""
+    path = make(tmp_path)
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.count("\n") == 0 and needle in out and str(path) in out

@@ -49,6 +49,24 @@ def _take_without_writing(path: Path) -> int:
     return fd
 
 
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--workers", "2"], ["migrate"]])
+def test_a_data_dir_that_cannot_be_made_is_one_line(short_dir, command):
+    """A file where the data dir (or a parent) should be: serve, serve --workers and
+    migrate stop with one line naming the data dir, exit 1 (they were tracebacks). In a
+    subprocess: serve sets up logging and the event loop policy of its process."""
+    blocker = short_dir / "file"
+    blocker.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATHUB_")}
+    for data_dir in (blocker, blocker / "sub"):
+        result = subprocess.run([sys.executable, "-m", "chathub.cli", *command, "--data-dir",
+                                 str(data_dir)], capture_output=True, text=True, env=env,
+                                timeout=60)
+        assert result.returncode == 1, result.stderr
+        lines = [ln for ln in result.stderr.splitlines() if "chathub.fdlimit" not in ln]
+        assert lines == [f"chathub: cannot use data dir {data_dir}: a file is in the way "
+                         f"({data_dir})"], result.stderr
+
+
 def test_refusal_waits_for_the_starting_holder_and_never_names_the_dead_one(short_dir):
     """A lock taken but not yet written, over a dead holder's pid: the refusal names the
     new holder once it writes, not the dead pid left in the file."""

@@ -44,6 +44,20 @@ async def test_token_from_cli_connects_as_its_subject(daemon_factory, short_dir)
         assert json.loads(await ws.recv())["user"] == "alice"
 
 
+@pytest.mark.parametrize("ttl", ["inf", "nan", "1e400", "-1h", "0", "0s", "", "1h30"])
+def test_token_ttl_that_is_no_lifetime_exits_2_with_one_line(ttl):
+    """--ttl takes a positive duration like every other duration of the CLI; infinity was
+    a traceback and a negative or zero one minted a token already expired."""
+    from typer.testing import CliRunner
+
+    from chathub.cli import app
+
+    result = CliRunner().invoke(app, ["token", "alice", "--ttl", ttl],
+                                env={"CHATHUB_AUTH_SECRET": SECRET})
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("chathub: --ttl:")
+
+
 async def test_bearer_header_is_accepted(daemon_factory):
     """Authorization: Bearer works like ?token=."""
     d = await daemon_factory(auth=TOKEN_MODE)

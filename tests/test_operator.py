@@ -182,6 +182,14 @@ def test_since_accepts_durations_and_dates():
         parse_since("yesterday", now)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "1969-12-31", "0001-01-01"])
+def test_since_before_1970_is_refused_in_one_line(text):
+    """A --since before the epoch is bad input, not "year -273788674 is out of range"
+    from the daemon (audit) or a query over nothing (search)."""
+    with pytest.raises(ValueError, match="before 1970"):
+        parse_since(text, 1_700_000_000.0)
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import __version__
 from ..errors import CacheUnavailable, ServiceError
 from ..figures import Figures
-from ..protocol import valid_channel
+from ..protocol import valid_channel, valid_user
 from .channels import ChannelCommands, ChannelRates
 from .moderation import ModerationCommands
 from .peer import PEER, peer_of
@@ -279,8 +279,8 @@ class AdminServer(ModerationCommands, ChannelCommands):
 
     async def cmd_kick(self, req: dict[str, Any]) -> dict[str, Any]:
         user = req["user"]
-        if not isinstance(user, str):
-            raise TypeError("field 'user' must be a string")
+        if not isinstance(user, str) or not valid_user(user):
+            raise ValueError("field 'user' must be a user name (1-32 of A-Z a-z 0-9 _ - .)")
         reason = req.get("reason") or "kicked by an operator"
         if not isinstance(reason, str):
             raise TypeError("field 'reason' must be a string")

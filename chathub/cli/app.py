@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Annotated, Any
@@ -15,6 +16,8 @@ from .common import (
     DataDirOpt,
     SocketOpt,
     admin_socket,
+    check_channel,
+    check_user,
     fail,
     load_config,
     run_admin,
@@ -64,6 +67,8 @@ def serve(
         "valkey": {"url": valkey_url},
         "log": {"level": log_level, "format": log_format},
     }
+    if workers < 0:
+        fail(f"--workers: must be 0 (one per core) or more, got {workers}", 2)
     cfg = load_config(config, overrides)
     setup_logging(cfg.log)
     if workers != 1:
@@ -105,11 +110,11 @@ def kick(
     """Close every connection of USER, or with --channel take USER out of one channel
     (exit 0); exit 1 when USER is not connected (or not in the channel)."""
     from ..admin.client import call
-    from .channels import check_name
 
+    check_user(user)
     fields: dict[str, Any] = {"user": user, "reason": reason}
     if channel is not None:
-        check_name(channel)
+        check_channel(channel)
         fields["channel"] = channel
     reply = run_admin(call(admin_socket(config, socket), "kick", **fields))
     closed = reply["closed"]
@@ -161,21 +166,21 @@ def dash(config: ConfigOpt = None, socket: SocketOpt = None) -> None:
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The token's subject (user name).")],
-    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d.")] = "1h",
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d, 1w.")] = "1h",
     channel: Annotated[list[str] | None, typer.Option(
         "--channel", help="A private channel ($name) or pattern ($team-*) the token may "
                           "subscribe to; repeat for more.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint an HS256 token for USER with the configured secret."""
+    from ..durations import parse_duration
     from ..edge.auth import TokenError, mint
 
     cfg = load_config(config)
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        seconds = float(ttl[:-1]) * units[ttl[-1]] if ttl[-1] in units else float(ttl)
-    except (ValueError, IndexError):
-        fail(f"--ttl: cannot read {ttl!r}; use e.g. 30s, 15m, 1h, 7d", 2)
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        fail(f"--ttl: {exc}", 2)
     if len(cfg.auth.secret.encode()) < 32:
         fail("auth.secret must be set (at least 32 bytes) to mint tokens; "
               "set CHATHUB_AUTH_SECRET or [auth] secret", 2)
@@ -190,6 +195,24 @@ app.add_typer(moderation_app)
 app.add_typer(bans_app)
 app.add_typer(removal_app)
 app.command("channels")(list_channels)
+
+
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Give every command a ``short_help``: its docstring's first paragraph on one line.
+
+    The command list of ``chathub --help`` prints that paragraph with the line breaks
+    of the source, so a summary wrapped in the docstring came out cut mid-sentence.
+    """
+    for info in typer_app.registered_commands:
+        if info.short_help is None and info.callback is not None:
+            doc = inspect.getdoc(info.callback) or ""
+            info.short_help = " ".join(doc.split("\n\n", 1)[0].split()) or None
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
 
 
 

@@ -11,6 +11,7 @@ import typer
 from .. import configload
 from ..config import Config
 from ..errors import AdminError, ChathubError, ConfigError, DatabaseUnavailable
+from ..protocol import valid_channel, valid_user
 
 CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
 SOCKET_HELP = "Admin socket of the daemon (default: <data_dir>/admin.sock)."
@@ -24,6 +25,19 @@ DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP
 def fail(message: str, code: int) -> NoReturn:
     typer.echo(f"chathub: {message}", err=True)
     raise typer.Exit(code)
+
+
+def check_user(name: str, what: str = "USER") -> None:
+    """Exit 2 with one line unless ``name`` is a user name; ``what`` names the argument."""
+    if not valid_user(name):
+        fail(f"{what}: {name[:40]!r} is not a user name (1-32 of A-Z a-z 0-9 _ - .)", 2)
+
+
+def check_channel(name: str, what: str = "--channel") -> None:
+    """Exit 2 with one line unless ``name`` is a channel name; ``what`` names the argument."""
+    if not valid_channel(name):
+        fail(f"{what}: {name[:70]!r} is not a channel name "
+             "(1-64 of A-Z a-z 0-9 _ - . :, optionally after $)", 2)
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:

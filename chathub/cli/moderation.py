@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..durations import DURATION_RE, UNITS, parse_duration  # noqa: F401 (used by cli/bans.py)
 from ..protocol import ID_RE
-from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
+from .common import ConfigOpt, SocketOpt, admin_socket, check_channel, check_user, fail, run_admin
 
 #: search, audit, limits and reload; joined to the chathub command by cli/app.py
 moderation_app = typer.Typer()
@@ -34,15 +34,19 @@ def parse_since(text: str, now: float | None = None) -> int:
     now = time.time() if now is None else now
     m = DURATION_RE.fullmatch(text.strip())
     if m:
-        return int((now - float(m.group(1)) * UNITS[m.group(2)]) * 1000)
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"cannot read {text!r}; use a duration (30m, 2h, 7d) "
-                         "or a date (2024-05-01, 2024-05-01T12:00)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+        ms = int((now - float(m.group(1)) * UNITS[m.group(2)]) * 1000)
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"cannot read {text!r}; use a duration (30m, 2h, 7d) "
+                             "or a date (2024-05-01, 2024-05-01T12:00)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ms = int(when.timestamp() * 1000)
+    if ms < 0:  # no message is older, and PostgreSQL's timestamps stop somewhere
+        raise ValueError(f"{text!r} reaches back before 1970")
+    return ms
 
 
 def _since_ms(since: str | None) -> int | None:
@@ -115,6 +119,10 @@ def search(
         fail(f"--limit: must be 1-200, got {limit}", 2)
     if before is not None and not ID_RE.fullmatch(before):
         fail(f"--before: {before!r} is not a message id (like 1717000000000-0)", 2)
+    if user is not None:
+        check_user(user, "--user")
+    if channel is not None:
+        check_channel(channel)
     fields: dict[str, Any] = {"words": words, "limit": limit, "whispers": whispers}
     for name, value in (("user", user), ("channel", channel), ("before", before),
                         ("since", _since_ms(since))):

@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from ..protocol import canonical_id, valid_channel, valid_user
+from ..protocol import canonical_id
 from ..removal import MAX_PURGE_SECONDS
-from .common import ConfigOpt, SocketOpt, admin_socket, fail, run_admin
+from .common import ConfigOpt, SocketOpt, admin_socket, check_channel, check_user, fail, run_admin
 from .moderation import JSON_HELP, parse_duration
 
 #: the commands; joined to the chathub command by cli/app.py
@@ -23,8 +23,8 @@ removal_app = typer.Typer()
 
 
 def _channel(channel: str | None) -> None:
-    if channel is not None and not valid_channel(channel):
-        fail(f"--channel: {channel[:70]!r} is not a channel name", 2)
+    if channel is not None:
+        check_channel(channel)
 
 
 @removal_app.command()
@@ -75,8 +75,7 @@ def purge(
     cleanup); same effects as delete."""
     from ..admin.client import call
 
-    if not valid_user(user):
-        fail(f"{user[:40]!r} is not a user name (1-32 of A-Z a-z 0-9 _ - .)", 2)
+    check_user(user)
     if since is None:
         fail("--since: say how far back, such as 10m", 2)
     try:

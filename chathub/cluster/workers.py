@@ -34,6 +34,7 @@ from ..datadir import ENV_FD, DataDirLock
 from ..db import migrate as migrations
 from ..db import pool as dbpool
 from ..errors import ChathubError
+from ..listen import check_port
 from ..services import EmbeddedPostgres, EmbeddedValkey
 
 log = logging.getLogger("chathub.cluster.workers")
@@ -153,6 +154,11 @@ def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
 def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: DataDirLock) -> int:
     sup = Supervisor(cfg, workers, config_path)
     sup.lock_fd = lock.fd
+    try:
+        check_port(cfg.server.host, sup.port)  # before anything starts: workers could not
+    except ChathubError as exc:
+        print(f"chathub: {exc}", file=sys.stderr)
+        return 1
     pg = EmbeddedPostgres(cfg.data_dir) if not cfg.database.url else None
     kv = EmbeddedValkey(cfg.data_dir) if not cfg.valkey.url else None
     try:

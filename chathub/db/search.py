@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import ChathubError
-from ..protocol import parse_id
+from ..protocol import parse_id, valid_channel, valid_user
 
 #: how ``marked`` shows a matched word
 MARK_OPEN, MARK_CLOSE = "«", "»"
@@ -80,6 +80,10 @@ class SearchQuery:
         for name in ("user", "channel", "before"):
             if req.get(name) is not None and not isinstance(req[name], str):
                 raise TypeError(f"field {name!r} must be a string")
+        if req.get("user") and not valid_user(req["user"]):
+            raise ValueError("field 'user' must be a user name (1-32 of A-Z a-z 0-9 _ - .)")
+        if req.get("channel") and not valid_channel(req["channel"]):
+            raise ValueError("field 'channel' must be a channel name")
         before = req.get("before")
         if before is not None:
             parse_id(before)  # ValueError names it

@@ -199,6 +199,9 @@ class Api:
 
     def _sender(self, args: dict[str, Any], system_only: bool) -> str:
         sender = args.get("from")
+        if sender is None:
+            raise ApiError(protocol.BAD_REQUEST, "field 'from' is required (a user name, or one "
+                                                 "of api.system_names)")
         if not isinstance(sender, str) or not protocol.valid_user(sender):
             raise ApiError(protocol.BAD_REQUEST, "field 'from' must be a user name "
                                                  "(1-32 of A-Z a-z 0-9 _ - .)")

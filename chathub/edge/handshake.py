@@ -144,8 +144,17 @@ class AnsweringProtocol(ServerProtocol):
             try:
                 request = yield from parse_request(self.reader.read_line, self.reader.read_exact,
                                                    self.max_body)
-            except EOFError:
-                raise  # the peer left before sending a request: nothing to answer
+            except EOFError as exc:
+                # The peer left before a whole request came (a TCP health check, a port
+                # scan): nothing to answer. Close as websockets does; raising here would
+                # reach the event loop and log two tracebacks at ERROR per connection.
+                self.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+                self.handshake_exc.__cause__ = exc
+                self.send_eof()
+                self.parser = self.discard()
+                next(self.parser)
+                yield
+                return
             except Exception as exc:
                 status, reason = _status_for(exc)
                 self.handshake_exc = InvalidMessage("did not receive a valid HTTP request")

@@ -1,0 +1,34 @@
+"""The README's quick-start WebSocket example, run as written against a real daemon (its
+port aside): each printed frame is the one its comment names."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def quick_start_example() -> str:
+    """The first ```python block of the README (the raw websockets example)."""
+    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert block is not None, "README has no python example"
+    return block.group(1)
+
+
+async def test_quick_start_prints_what_its_comments_say(daemon):
+    """welcome, then the chat stamped with an id, then (bob being offline) unknown_user."""
+    code = quick_start_example()
+    assert "ws://127.0.0.1:8080/ws?user=alice" in code
+    code = code.replace("127.0.0.1:8080", f"127.0.0.1:{daemon.port}")
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code],
+                                     capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    frames = [ast.literal_eval(line) for line in result.stdout.splitlines()]
+    assert [f["type"] for f in frames] == ["welcome", "chat", "error"], frames
+    assert frames[1]["text"] == "hello" and frames[1]["id"]
+    assert frames[2]["code"] == "unknown_user"
