@@ -14,8 +14,8 @@ in it: ``chathub_accept_many`` in ``cache.lua`` is loaded as
 SHA-256). Hubs of one version share one library; hubs of two versions each call
 their own. A library no hub of its version uses any more stays loaded (a few
 kilobytes); ``FUNCTION DELETE chathub_<tag>`` removes it once no hub of that
-version runs (``chathub status`` shows each hub's version). The source is read
-from the package once, when first needed.
+version runs. ``FUNCTION LIST LIBRARYNAME chathub_`` lists them, and each hub logs
+the library it loads. The source is read from the package once, when first needed.
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ class KV:
         await self.client.ping()
         # This version's library only: hubs of another version sharing this Valkey keep theirs.
         await self.client.function_load(self.library.source, replace=True)
+        log.info("Valkey functions loaded as library %s", self.library.library)
 
     def _set(self, up: bool) -> None:
         if up == self.up:
