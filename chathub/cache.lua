@@ -438,7 +438,7 @@ end
 -- optionally the channel's deleted set. ARGV[3]: the channel.
 -- Returns {entries, exhausted (1|0), oldest id scanned or '', last id issued,
 -- unflushed (1 when older messages of the channel are still on their way to PostgreSQL),
--- the channel's newest id ('0-0' for an empty stream)}.
+-- the channel's newest id ('0-0' for an empty stream), the stream's length}.
 local function history(keys, args)
   local limit = tonumber(args[2])
   local upper = args[1]
@@ -450,7 +450,7 @@ local function history(keys, args)
   -- this history can receive again, however far other channels moved top.
   local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
   local floor = newest[1] and newest[1][1] or '0-0'
-  if #out >= limit then return {out, 0, scanned, top, 0, floor} end
+  if #out >= limit then return {out, 0, scanned, top, 0, floor, redis.call('XLEN', keys[1])} end
   local oldest = scanned
   -- The stream ran out. Older messages are in PostgreSQL, unless some below the bound
   -- are still in the flush queue: then a page from PostgreSQL would have a hole.
@@ -472,7 +472,7 @@ local function history(keys, args)
       if unflushed == 1 then break end
     end
   end
-  return {out, 1, oldest, top, unflushed, floor}
+  return {out, 1, oldest, top, unflushed, floor, redis.call('XLEN', keys[1])}
 end
 
 -- What a client missed after ARGV[1] in one stream, oldest first, without deleted

@@ -16,6 +16,7 @@ See docs/protocol.md.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,8 +90,9 @@ class MessageCache:
         #: channel -> (chat rate, chat burst) of the channels in slow mode, read on every
         #: chat (kept up to date by chathub.slowmode.SlowMode)
         self.slow: Mapping[str, tuple[float, int]] = slow if slow is not None else {}
-        #: channels whose stream alone filled their last history read: a welcome or
-        #: subscribe there needs no read ahead (see prepare_welcome)
+        #: channels whose last history read was complete (its stream alone, or with a
+        #: page of the archive that fitted): a welcome or subscribe there needs no read
+        #: ahead (see prepare_welcome)
         self._settled: set[str] = set()
 
     async def setup(self) -> None:
@@ -180,13 +182,20 @@ class MessageCache:
             pipe.fcall(*self._page_args(channel, None, limit))
         pages = await self.kv.call(pipe.execute)
         out: dict[str, Recent] = {}
-        for channel, (entries, exhausted, oldest, top, _, floor) in zip(channels, pages, strict=True):
+        # A stream shorter than history_size has never been trimmed (trimming leaves at
+        # least that many), so it holds every message of its channel since it was
+        # created; it was created at most history_ttl ago if any message was stamped after
+        # an archive page was fetched (an idle stream expires after history_ttl).
+        whole_since = time.monotonic() - self.channels.history_ttl
+        for channel, reply in zip(channels, pages, strict=True):
+            entries, exhausted, oldest, top, _, floor, length = reply
             msgs = [entry_to_message(e, channel) for e in entries]
             partial = False
-            needs_archive = len(msgs) < limit and exhausted
-            if needs_archive:
+            if len(msgs) < limit and exhausted:
                 bound = str(oldest) if oldest else None
-                page = self.archive.page_for(channel, bound, limit - len(msgs))
+                page = self.archive.page_for(
+                    channel, bound, limit - len(msgs),
+                    whole_since if length < self.cfg.history_size else None)
                 if page is None:
                     partial = True
                     self.archive.prefetch(channel, bound)
@@ -194,7 +203,7 @@ class MessageCache:
                     msgs.extend(page)
             msgs.reverse()
             out[channel] = Recent(msgs, str(top), partial, str(floor))
-            if needs_archive:  # a page served now may not fit the next bound
+            if partial:
                 self._settled.discard(channel)
             elif len(self._settled) < SETTLED_KEPT:
                 self._settled.add(channel)
@@ -215,11 +224,13 @@ class MessageCache:
         ``subscribed`` reply to ``channel`` needs, waiting at most the archive's deadline.
         Not for the hub loop.
 
-        A channel whose stream held fewer messages than a welcome shows at its last read
-        is read here first (one Valkey round trip), which starts the archive's fetch when
-        the page it has does not fit the stream's oldest message: otherwise the first
-        subscriber of a new or quiet channel would get ``history_partial`` from a healthy
-        database. Valkey being down is left to the hub loop to report.
+        A channel not read yet, or whose last read lacked a page of the archive, is read
+        here first (one Valkey round trip), which starts the archive's fetch: otherwise
+        the first subscriber of a new or quiet channel would get ``history_partial`` from
+        a healthy database. A channel whose last read was complete is not (so subscribing
+        to it over and over costs no extra round trip); should its page have stopped
+        fitting since, the hub loop's read says ``history_partial`` once and fetches
+        another. Valkey being down is left to the hub loop to report.
         """
         channels = [channel] if channel is not None else list(self.channels.auto_join)
         unsettled = [c for c in channels if c not in self._settled]
@@ -248,7 +259,7 @@ class MessageCache:
         channel = channel or self.default_channel
         if before is not None and before_first(before):
             return []
-        entries, exhausted, oldest, _, unflushed, _ = await self._page(channel, before, limit)
+        entries, exhausted, oldest, _, unflushed, _, _ = await self._page(channel, before, limit)
         msgs = [entry_to_message(e, channel) for e in entries]
         if len(msgs) < limit and exhausted:
             if unflushed:
@@ -261,7 +272,7 @@ class MessageCache:
 
     async def _page(self, channel: str, before: str | None, limit: int) -> list[Any]:
         """[entries newest first, ran out (0|1), oldest id scanned, last id, unflushed (0|1),
-        the channel's newest id]."""
+        the channel's newest id, the stream's length]."""
         return await self.kv.call(self.kv.client.fcall, *self._page_args(channel, before, limit))
 
     def _page_args(self, channel: str, before: str | None, limit: int) -> tuple[Any, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from chathub.db.archive import Archive
 from chathub.protocol import Message
 
@@ -40,3 +42,22 @@ async def test_empty_database_page_serves_only_an_empty_stream() -> None:
     await a.ready()
     assert a.page_for("general", None, 5) == []
     assert a.page_for("general", "10-0", 5) is None
+
+
+async def test_a_page_fetched_at_an_empty_stream_serves_a_whole_stream_after_it() -> None:
+    """The stream has every message stamped since ``whole_since`` (short: never trimmed;
+    young enough: never expired): a page fetched at an empty stream after that time
+    serves any bound, so the first message into a quiet channel costs no partial history;
+    a page fetched before that time still needs a new one."""
+    db = [m(3), m(2), m(1)]
+
+    async def load(channel: str, ms: int, seq: int, limit: int) -> list[Message]:
+        return [x for x in db if (int(x.id.split("-")[0]), 0) < (ms, seq)][:limit]
+
+    a = Archive(load, page_size=5)
+    before = time.monotonic()
+    a.prefetch("quiet", None)
+    await a.ready()
+    assert a.page_for("quiet", "7-0", 5) is None  # nothing known about the stream
+    assert [x.id for x in a.page_for("quiet", "7-0", 5, whole_since=before)] == ["3-0", "2-0", "1-0"]
+    assert a.page_for("quiet", "7-0", 5, whole_since=time.monotonic() + 1) is None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -75,8 +76,10 @@ class Archive:
         self.available = available
         self.page_size = page_size
         self.deadline = deadline
-        #: channel -> (bound, newest-first messages older than it, whether that was all)
-        self._pages: OrderedDict[str, tuple[tuple[int, int], list[Message], bool]] = OrderedDict()
+        #: channel -> (bound, newest-first messages older than it, whether that was all,
+        #: when it was fetched: monotonic seconds)
+        self._pages: OrderedDict[str, tuple[tuple[int, int], list[Message], bool, float]] = \
+            OrderedDict()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         #: welcome pages fetched, and reads that failed or timed out
         self.fetches = 0
@@ -108,19 +111,25 @@ class Archive:
                     exc, TimeoutError) else "the message archive (PostgreSQL) is unavailable",
                 retry_after_ms=RETRY_AFTER_MS) from None
 
-    def page_for(self, channel: str, bound: str | None, limit: int) -> list[Message] | None:
+    def page_for(self, channel: str, bound: str | None, limit: int,
+                 whole_since: float | None = None) -> list[Message] | None:
         """Up to ``limit`` messages of ``channel`` older than ``bound`` from its fetched page,
         newest first; None when no fetched page covers that bound. No I/O: the hub loop
-        calls it."""
+        calls it.
+
+        ``whole_since`` (monotonic seconds): the channel's stream holds every message
+        stamped since then, none trimmed; a page fetched while the stream was empty and
+        after that time is then followed by the stream without a gap.
+        """
         page = self._pages.get(channel)
         if page is None:
             return None
         self._pages.move_to_end(channel)
-        pbound, msgs, complete = page
+        pbound, msgs, complete, fetched = page
         b = parse_id(bound) if bound else _TOP
         if pbound == _TOP and bound is not None:
             newest = parse_id(msgs[0].id) if msgs else (0, 0)
-            if b > (newest[0], newest[1] + 1):
+            if b > (newest[0], newest[1] + 1) and (whole_since is None or fetched < whole_since):
                 return None  # stamped after the fetch and trimmed since: not in the page
         if b > pbound:
             return None  # messages between the page's bound and this one are not in it
@@ -135,8 +144,8 @@ class Archive:
         page = self._pages.get(channel) if channel is not None else None
         if page is not None:
             gone = set(ids)
-            pbound, msgs, complete = page
-            self._pages[channel] = (pbound, [m for m in msgs if m.id not in gone], complete)
+            pbound, msgs, complete, fetched = page
+            self._pages[channel] = (pbound, [m for m in msgs if m.id not in gone], complete, fetched)
 
     def prefetch(self, channel: str, bound: str | None) -> None:
         """Start fetching ``channel``'s welcome page below ``bound`` unless one is in flight."""
@@ -146,6 +155,7 @@ class Archive:
 
     async def _fetch(self, channel: str, bound: str | None) -> None:
         want = self.page_size * 2  # room for later bounds a little lower than this one
+        started = time.monotonic()  # the page holds what PostgreSQL held at the latest then
         try:
             msgs = await self.older(channel, bound, want)
         except DatabaseUnavailable:
@@ -153,7 +163,7 @@ class Archive:
         finally:
             self._inflight.pop(channel, None)
         self.fetches += 1
-        self._pages[channel] = (parse_id(bound) if bound else _TOP, msgs, len(msgs) < want)
+        self._pages[channel] = (parse_id(bound) if bound else _TOP, msgs, len(msgs) < want, started)
         self._pages.move_to_end(channel)
         while len(self._pages) > PAGES_KEPT:
             self._pages.popitem(last=False)
