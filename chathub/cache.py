@@ -23,13 +23,12 @@ from typing import Any
 from .backends import Accepted, Failed, Limited, Outgoing, Recent, Resent, Stamped, UnknownUser
 from .config import CacheConfig, ChannelsConfig, RateLimitConfig
 from .db.archive import Archive
+from .entries import FLUSH_GROUP, entry_fields, entry_to_message
 from .errors import CacheUnavailable, DatabaseUnavailable
 from .keys import Keys
 from .kv import KV
 from .protocol import Message, before_first, parse_id
 
-#: the consumer group that flushes the queue to PostgreSQL
-FLUSH_GROUP = "flusher"
 #: milliseconds a client is told to wait when older history is still on its way to PostgreSQL
 UNFLUSHED_RETRY_MS = 1000
 #: flush-queue entries read per round trip when a purge looks for a sender's messages
@@ -39,31 +38,6 @@ DELETE_CHUNK = 500
 #: channels remembered as needing no archive read ahead; past it new ones are read ahead
 #: each time (one Valkey round trip per subscribe), never refused
 SETTLED_KEPT = 10_000
-
-
-def entry_fields(entry: Sequence[object]) -> dict[str, str]:
-    """The fields of a stream entry, whether the client parsed them into a dict or not."""
-    fields = entry[1]
-    if isinstance(fields, dict):
-        return fields
-    assert isinstance(fields, list)
-    return dict(zip(fields[::2], fields[1::2], strict=True))
-
-
-def entry_to_message(entry: Sequence[object], channel: str | None = None) -> Message:
-    """A stream entry ``[id, [field, value, ...]]`` as a :class:`Message`.
-
-    Entries of the flush queue name their channel (``c``); those of a channel's
-    stream do not, so the caller passes it.
-    """
-    mid = str(entry[0])
-    d = entry_fields(entry)
-    to = d.get("to")
-    if channel is None:
-        channel = d.get("c") or None
-    return Message(type="whisper" if to is not None else "chat", id=mid, from_=d["f"],
-                   text=d["t"], ts=int(mid.split("-", 1)[0]), to=to,
-                   channel=None if to is not None else channel)
 
 
 class MessageCache:

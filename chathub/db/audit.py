@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from ..cache import entry_fields
+from ..entries import entry_fields
 from ..errors import CacheUnavailable
 from ..kv import KV
 from .flusher import StreamFlusher

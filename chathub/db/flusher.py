@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from ..cache import FLUSH_GROUP, entry_fields, entry_to_message
+from ..entries import FLUSH_GROUP, entry_fields, entry_to_message
 from ..errors import CacheUnavailable
 from ..keys import Keys
 from ..kv import KV
