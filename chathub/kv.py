@@ -24,6 +24,7 @@ from valkey.exceptions import TimeoutError as VTimeoutError
 
 from .errors import CacheOutcomeUnknown, CacheUnavailable
 from .functions import Library, packaged
+from .tasks import bounded
 from .valkeywire import pool_options
 
 log = logging.getLogger("chathub.kv")
@@ -117,7 +118,7 @@ class KV:
             CacheUnavailable: Valkey cannot be reached now.
         """
         try:
-            await asyncio.wait_for(self._load(), self.timeout * 2)
+            await bounded(self._load(), self.timeout * 2)
         except _DOWN_ERRORS as exc:
             raise CacheUnavailable(f"cannot reach Valkey at {self.where}: {exc or type(exc).__name__}") from None
         self._set(True)
@@ -145,11 +146,26 @@ class KV:
                 log.exception("Valkey availability listener failed")
 
     async def _probe_loop(self) -> None:
+        """Ping every :data:`PROBE_INTERVAL` until Valkey answers and takes the functions.
+
+        Nothing else ends it (but :meth:`close`): while it runs no other probe starts, so
+        a probe that stopped would leave this client down for good while Valkey is up
+        (its hub refusing every chat and missing from the cluster). An error of a kind
+        not foreseen is logged once per kind and the probing goes on; an attempt that
+        does not finish within the timeout is abandoned, not awaited (``bounded``: the
+        cleanup of a command cancelled on a dead link must not hold the probe).
+        """
+        unforeseen: set[type[BaseException]] = set()
         while not self._closed and not self.up:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
-                await asyncio.wait_for(self._load(), self.timeout)
+                await bounded(self._load(), self.timeout)
             except (*_DOWN_ERRORS, ResponseError):
+                continue
+            except Exception as exc:  # a probe must outlive whatever a half-up server says
+                if type(exc) not in unforeseen:
+                    unforeseen.add(type(exc))
+                    log.warning("Valkey probe at %s: unexpected %r; probing on", self.where, exc)
                 continue
             self._set(True)
 

@@ -120,7 +120,8 @@ class Node:
                        bans=self.bans.active)
         self.nodes = NodeWatch(kv, node_id, cfg.hub.node_ttl, lambda: self.hub.connection_count,
                                on_reaped=lambda _node, gone, left: self.hub.users_left(
-                                   left, gone, CRASHED))
+                                   left, gone, CRASHED),
+                               on_rejoined=self.hub.resync)
         self.kicker = ClusterKick(kv, self.nodes, node_id, self.hub.kick, self.hub.kick_from,
                                   self.hub.clear_channel)
         #: channel figures and deletion in Valkey (the admin socket's channel commands)

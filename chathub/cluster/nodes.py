@@ -6,6 +6,12 @@ and ``nodes[<id>]`` (last time alive, ms) every third of the TTL. It also looks
 for nodes whose heartbeat expired — or, on this host, whose process is gone —
 and closes out their open sessions atomically (``chathub_reap``), so exactly one
 survivor does it, with reason "daemon crashed" and the last time it was alive.
+
+While Valkey is down no hub can beat, so when it comes back every heartbeat may have
+expired: a hub reaps nothing for one ``node_ttl`` after its Valkey came back (every
+live hub beats within a third of it), and beats at once itself. A hub that finds its
+own entry gone from ``nodes`` (reaped all the same, or lost with Valkey's data) says
+so through ``on_rejoined``, and its daemon writes its presence again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable
 
 from ..errors import CacheUnavailable
 from ..kv import KV
+from ..tasks import spawn
 
 log = logging.getLogger("chathub.cluster.nodes")
 
@@ -49,10 +56,11 @@ class NodeWatch:
     """Heartbeat for this node; close-out of dead ones. Run :meth:`run` as a task."""
 
     def __init__(self, kv: KV, node_id: str, ttl: float, connections: Callable[[], int],
-                 on_reaped: Callable[[str, list[str], list[tuple[str, str]]], None] | None = None
-                 ) -> None:
+                 on_reaped: Callable[[str, list[str], list[tuple[str, str]]], None] | None = None,
+                 on_rejoined: Callable[[], None] | None = None) -> None:
         """``on_reaped(node, users online nowhere now, (channel, user) pairs it alone held)``
-        after a dead node was closed out."""
+        after a dead node was closed out; ``on_rejoined()`` when a heartbeat found this
+        node missing from ``nodes`` (its presence in Valkey is gone too)."""
         self.kv = kv
         self.node_id = node_id
         self.ttl = ttl
@@ -60,7 +68,31 @@ class NodeWatch:
         self.nodes_key = kv.key("nodes")
         #: called with (node id, users) after a dead node's sessions were closed out
         self.on_reaped = on_reaped
+        self.on_rejoined = on_rejoined
         self.started = int(time.time() * 1000)
+        #: monotonic time before which this node reaps nobody (set when Valkey comes back)
+        self.quiet_until = 0.0
+        #: whether this node has written its entry in ``nodes`` (a first beat adds it anew)
+        self._joined = False
+        #: whether Valkey went down since this node first reached it
+        self._outage = False
+        kv.on_change(self._valkey_changed)
+
+    def _valkey_changed(self, up: bool) -> None:
+        """Valkey came back after an outage: beat now, and give every other hub a whole TTL
+        to beat before reaping any (their heartbeats may have expired meanwhile)."""
+        if not up:
+            self._outage = True
+        elif self._outage:
+            self._outage = False
+            self.quiet_until = time.monotonic() + self.ttl
+            spawn(self._beat_quietly())
+
+    async def _beat_quietly(self) -> None:
+        try:
+            await self.beat()
+        except CacheUnavailable:
+            pass  # down again: the next return beats again
 
     def heartbeat_key(self, node_id: str) -> str:
         return self.kv.key("node", node_id)
@@ -72,10 +104,19 @@ class NodeWatch:
         pipe = self.kv.client.pipeline(transaction=False)
         pipe.set(self.heartbeat_key(self.node_id), info, px=int(self.ttl * 1000))
         pipe.hset(self.nodes_key, self.node_id, now)
-        await self.kv.call(pipe.execute)
+        _, added = await self.kv.call(pipe.execute)
+        if added and self._joined:
+            log.warning("node %s was missing from the cluster's nodes (reaped, or lost with "
+                        "Valkey's data); writing its presence again", self.node_id)
+            if self.on_rejoined is not None:
+                self.on_rejoined()
+        self._joined = True
 
     async def reap(self) -> dict[str, list[str]]:
-        """Close out every dead node; return, by node, the users now online nowhere."""
+        """Close out every dead node; return, by node, the users now online nowhere
+        (nothing within a TTL of Valkey coming back: see the module docstring)."""
+        if time.monotonic() < self.quiet_until:
+            return {}
         nodes = await self.kv.call(self.kv.client.hgetall, self.nodes_key)
         reaped: dict[str, list[str]] = {}
         for node_id in nodes:
