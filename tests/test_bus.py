@@ -39,16 +39,6 @@ async def test_idle_daemon_never_resubscribes(daemon_factory, monkeypatch, caplo
 @pytest.fixture
 async def proxied_bus(tcp_valkey) -> AsyncIterator[tuple[Bus, FaultProxy, list[dict]]]:
     """A Bus reaching tcp_valkey through a FaultProxy (Valkey timeout 0.5 s, PING after 0.5 s)."""
-    direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1])
-
-    async def answers() -> bool:
-        try:
-            return bool(await direct.ping())
-        except Exception:
-            return False
-
-    await wait_for(answers, what="test Valkey up")
-    await direct.aclose()
     proxy = await FaultProxy(*tcp_valkey).start()
     kv = KV(f"redis://127.0.0.1:{proxy.port}", 0.5, "tb:")
     got: list[dict] = []

@@ -44,13 +44,6 @@ async def test_the_probe_outlives_an_unforeseen_error_and_brings_the_client_back
     caplog.set_level(logging.INFO, logger="chathub.kv")
     direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1])
 
-    async def answers() -> bool:
-        try:
-            return bool(await direct.ping())
-        except Exception:
-            return False
-
-    await wait_for(answers, what="test Valkey up")
     await direct.aclose()
     library = Garbled(pkgdata.read_text("cache.lua"))
     async with FaultProxy(*tcp_valkey) as proxy:

@@ -40,13 +40,6 @@ async def test_no_node_is_reaped_within_a_ttl_of_valkey_coming_back(tcp_valkey, 
     one that stays silent is reaped after."""
     direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1], decode_responses=True)
 
-    async def answers() -> bool:
-        try:
-            return bool(await direct.ping())
-        except Exception:
-            return False
-
-    await wait_for(answers, what="test Valkey up")
     async with FaultProxy(*tcp_valkey) as proxy:
         kv = KV(f"redis://127.0.0.1:{proxy.port}", 0.5, key_prefix)
         await kv.connect()
