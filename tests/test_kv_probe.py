@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 
-import valkey.asyncio as valkey
 from valkey.exceptions import InvalidResponse
 
 from chathub import pkgdata
@@ -42,9 +41,6 @@ async def test_the_probe_outlives_an_unforeseen_error_and_brings_the_client_back
     nor a reply error, silently, and the client stayed down with Valkey up: its hub
     refused every chat and dropped out of the cluster."""
     caplog.set_level(logging.INFO, logger="chathub.kv")
-    direct = valkey.Valkey(host=tcp_valkey[0], port=tcp_valkey[1])
-
-    await direct.aclose()
     library = Garbled(pkgdata.read_text("cache.lua"))
     async with FaultProxy(*tcp_valkey) as proxy:
         kv = KV(f"redis://127.0.0.1:{proxy.port}", 0.5, key_prefix, library=library)
