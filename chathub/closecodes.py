@@ -81,17 +81,21 @@ def wire_reason(reason: str) -> str:
     return data[:MAX_REASON_BYTES].decode("utf-8", "ignore")
 
 
+#: the recorded close reason of a connection that stopped answering pings
+KEEPALIVE_REASON = "keepalive timeout"
+
+
 def reason_for(code: int | None, text: str | None) -> str:
     """The session's close reason for a close the client (or the network) caused."""
     if code == INTERNAL_ERROR and text and "keepalive" in text:
-        return "keepalive timeout"
+        return KEEPALIVE_REASON
     if code is None:
         return REASONS[ABNORMAL]
     return REASONS.get(code, f"closed with {code}")
 
 
 #: every reason :func:`counted` may return besides ``closed with N``
-COUNTED = frozenset(REASONS.values()) | {"keepalive timeout"}
+COUNTED = frozenset(REASONS.values()) | {KEEPALIVE_REASON}
 
 
 def counted(code: int | None, reason: str | None) -> str:
@@ -102,6 +106,4 @@ def counted(code: int | None, reason: str | None) -> str:
     forever; the session row keeps it whole."""
     if reason in COUNTED:
         return reason
-    if code is None:
-        return REASONS[ABNORMAL]
-    return REASONS.get(code, f"closed with {code}")
+    return reason_for(code, None)

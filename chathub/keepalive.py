@@ -46,7 +46,7 @@ class Keepalive:
                 if now - c.ping_at >= self.timeout:
                     self.timeouts += 1
                     log.info("keepalive timeout: %s session=%s", c.user, c.session)
-                    c.close_soon(closecodes.KEEPALIVE_TIMEOUT, recorded="keepalive timeout")
+                    c.close_soon(closecodes.KEEPALIVE_TIMEOUT, recorded=closecodes.KEEPALIVE_REASON)
             elif now - c.ping_at >= self.interval:
                 send_ping_now(ws, PING_DATA)
                 c.ping_at = now
