@@ -55,7 +55,6 @@ class Library:
         #: the source to ``FUNCTION LOAD``, every registered name made this version's
         self.source = _REGISTERED.sub(lambda m: m.group(1) + versioned, renamed)
         self._versioned = versioned
-        self._names: dict[str, str] = {}
 
     @property
     def library(self) -> str:
@@ -65,10 +64,7 @@ class Library:
     def name(self, function: str) -> str:
         """What to ``FCALL`` for ``function`` as ``cache.lua`` names it without its prefix:
         ``name("accept_many")`` → ``chathub_<tag>_accept_many``."""
-        found = self._names.get(function)
-        if found is None:
-            found = self._names[function] = self._versioned + function
-        return found
+        return self._versioned + function
 
 
 @functools.cache
