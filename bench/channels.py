@@ -76,11 +76,16 @@ async def layout(srv: ServerProc, ctx: Any) -> dict[str, Any]:
     fan = await _load(srv, flat, pyctx)
     channels = (spec.n - spec.big_channel + spec.channel_size - 1) // spec.channel_size
     mine, theirs = out.get("deliveries_per_cpu_s"), fan.get("deliveries_per_cpu_s")
+    # were chathub's own code free, a delivery in the layout would still cost its kernel
+    # time (one send per frame: a client of a small channel gets too few to share one),
+    # against all of fan-out's per delivery: the most the ratio could reach
+    kernel, whole = out.get("server_sys_us_per_delivery"), fan.get("server_us_per_delivery")
     return {"scenario": "channels_layout", "n": spec.n, "channels": channels,
             "channel_size": spec.channel_size, "big_channel": spec.big_channel,
             "w": spec.window, **out, "fanout_deliveries_per_s": fan.get("deliveries_per_s"),
-            "fanout_deliveries_per_cpu_s": theirs,
-            "vs_fanout": round(mine / theirs, 3) if mine and theirs else None}
+            "fanout_deliveries_per_cpu_s": theirs, "fanout_us_per_delivery": whole,
+            "vs_fanout": round(mine / theirs, 3) if mine and theirs else None,
+            "vs_fanout_kernel_ceiling": round(whole / kernel, 3) if kernel and whole else None}
 
 
 async def churn(srv: ServerProc, clients: int, rounds: int, concurrency: int = 100) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def _brief(row: dict[str, Any]) -> str:
     keys = ("msgs_per_s", "deliveries_per_s", "deliveries_per_cpu_s", "delivery_ratio", "p50_ms",
             "p99_ms", "rss_per_conn_kb", "total_per_conn_kb", "lost_in_hold", "ramp_s", "conns_per_s",
             "connect_failures", "rows_per_s", "generator_cpu", "generator_us_per_delivery",
-            "server_cpu", "others_cpu", "vs_fanout", "pairs_per_s", "rss_per_subscription_kb",
+            "server_cpu", "others_cpu", "vs_fanout", "vs_fanout_kernel_ceiling", "pairs_per_s", "rss_per_subscription_kb",
             "valkey_per_subscription_kb")
     return " ".join(f"{k}={row[k]}" for k in keys if k in row)
 

@@ -122,23 +122,28 @@ def _ramp_figures(ramp: dict[str, Any]) -> dict[str, Any]:
             "connect_p50_ms": s["p50_ms"], "connect_p99_ms": s["p99_ms"]}
 
 
-async def _window_cpu(srv: ServerProc, start_ns: int, duration: float) -> tuple[float, float, float]:
-    """CPU seconds of the server and of its services over the sending window, and its length."""
+async def _window_cpu(srv: ServerProc, start_ns: int,
+                      duration: float) -> tuple[float, float, float, float]:
+    """CPU seconds of the server and of its services over the sending window, its length,
+    and the server's system (kernel) share of its CPU seconds."""
     await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
-    cpu0, svc0, t0 = srv.cpu_s(), srv.services_cpu_s(), time.monotonic()
+    cpu0, sys0, svc0, t0 = srv.cpu_s(), srv.sys_s(), srv.services_cpu_s(), time.monotonic()
     await asyncio.sleep(duration)
-    return srv.cpu_s() - cpu0, srv.services_cpu_s() - svc0, time.monotonic() - t0
+    return (srv.cpu_s() - cpu0, srv.services_cpu_s() - svc0, time.monotonic() - t0,
+            srv.sys_s() - sys0)
 
 
 def per_delivery(deliveries: int, server_cpu_s: float, services_cpu_s: float,
-                 generator_cpu_s: float) -> dict[str, Any]:
-    """Deliveries per server CPU-second (and with Valkey+PostgreSQL), CPU µs per delivery."""
+                 generator_cpu_s: float, server_sys_s: float = 0.0) -> dict[str, Any]:
+    """Deliveries per server CPU-second (and with Valkey+PostgreSQL), CPU µs per delivery
+    (the server's in all and its kernel share, ``server_sys_s`` of its seconds)."""
     def div(a: float, b: float, scale: float = 1.0) -> float | None:
         return round(scale * a / b, 3 if scale != 1.0 else 1) if b > 0 and a > 0 else None
 
     return {"deliveries_per_cpu_s": div(deliveries, server_cpu_s),
             "deliveries_per_cpu_s_all": div(deliveries, server_cpu_s + services_cpu_s),
             "server_us_per_delivery": div(server_cpu_s, deliveries, 1e6),
+            "server_sys_us_per_delivery": div(server_sys_s, deliveries, 1e6),
             "generator_us_per_delivery": div(generator_cpu_s, deliveries, 1e6)}
 
 
@@ -155,7 +160,7 @@ async def _load(srv: ServerProc, spec: LoadSpec, ctx: Ctx, profile: str | None =
         start_ns = time.monotonic_ns() + START_LEAD_NS
         window = asyncio.create_task(_window_cpu(srv, start_ns, spec.duration))
         run = await gen.run(start_ns=start_ns)
-        server_s, services_s, wall = await window
+        server_s, services_s, wall, server_sys_s = await window
         if spy is not None:
             from .profile import wait_py_spy
 
@@ -167,7 +172,7 @@ async def _load(srv: ServerProc, spec: LoadSpec, ctx: Ctx, profile: str | None =
     wall = wall or 1e-9
     out["server_cpu"] = round(server_s / wall, 3)
     out["services_cpu"] = round(services_s / wall, 3)
-    out.update(per_delivery(run["chats_window"], server_s, services_s, run["cpu_s"]))
+    out.update(per_delivery(run["chats_window"], server_s, services_s, run["cpu_s"], server_sys_s))
     out["others_cpu"] = others_cpu(out["machine_cpu"], out["server_cpu"], out["services_cpu"],
                                    run["cpu_s"] / (run["seconds"] or 1e-9))
     await _settle(srv)

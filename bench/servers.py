@@ -86,14 +86,22 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (0 when gone)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` ((0, 0) when gone). System time is the
+    kernel working for it: its socket reads and writes, and on loopback the delivery
+    into the receiving socket that a write sets off."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # after the command: state is field 3, utime 14, stime 15 (1-based in proc(5))
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (0 when gone)."""
+    return sum(cpu_split(pid))
 
 
 def _children(pid: int) -> list[int]:
@@ -276,6 +284,10 @@ class ServerProc:
     def cpu_s(self) -> float:
         """CPU seconds of the server process itself."""
         return cpu_s(self.pid)
+
+    def sys_s(self) -> float:
+        """System (kernel) CPU seconds of the server process itself."""
+        return cpu_split(self.pid)[1]
 
     def valkey_rss_kb(self) -> int:
         """VmRSS of chathub's embedded Valkey in kB (0 for other servers)."""

@@ -126,9 +126,11 @@ def test_python_connection_walks_split_frames():
 
 def test_deliveries_per_cpu_second_and_targets():
     """Per-CPU figures divide as documented; a goal against a peer needs the peer's figure."""
-    fig = per_delivery(2_000_000, server_cpu_s=1.6, services_cpu_s=0.4, generator_cpu_s=0.5)
+    fig = per_delivery(2_000_000, server_cpu_s=1.6, services_cpu_s=0.4, generator_cpu_s=0.5,
+                       server_sys_s=0.6)
     assert fig == {"deliveries_per_cpu_s": 1_250_000.0, "deliveries_per_cpu_s_all": 1_000_000.0,
-                   "server_us_per_delivery": 0.8, "generator_us_per_delivery": 0.25}
+                   "server_us_per_delivery": 0.8, "server_sys_us_per_delivery": 0.3,
+                   "generator_us_per_delivery": 0.25}
     target = TARGETS[("fanout_n1000", "deliveries_per_cpu_s")]
     ch = {"deliveries_per_cpu_s": 1_300_000.0}
     assert target.check({"chathub": ch, "go-hub": {"deliveries_per_cpu_s": 1_000_000.0}},
@@ -153,6 +155,13 @@ class _InProcess:
         from bench.loadgen import cpu_seconds
 
         return cpu_seconds()
+
+    def sys_s(self) -> float:
+        import os
+
+        from bench.servers import cpu_split
+
+        return cpu_split(os.getpid())[1]
 
     def services_cpu_s(self) -> float:
         return 0.0
@@ -187,6 +196,8 @@ async def test_channels_scenario_reports_its_figures(daemon_factory):
     assert lay["acked"] > 0 and lay["delivery_ratio"] == 1.0 and lay["errors"] == {}
     assert lay["deliveries_per_s"] > 0 and lay["fanout_deliveries_per_cpu_s"] > 0
     assert lay["vs_fanout"] > 0
+    assert 0 < lay["server_sys_us_per_delivery"] < lay["server_us_per_delivery"]
+    assert lay["vs_fanout_kernel_ceiling"] > 0
     assert churn["pairs"] == 40 and churn["pairs_per_s"] > 0 and churn["errors"] == {}
     assert rss["subscriptions"] == 30 and "rss_per_subscription_kb" in rss
     assert "valkey_per_subscription_kb" not in rss
