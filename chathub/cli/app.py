@@ -76,9 +76,11 @@ def serve(
 
         sys.exit(serve_workers(cfg, workers, config))
     from ..loop import install as install_loop
+    from ..loop import tune_gc
     from ..reload import ConfigSource
 
     install_loop(cfg.server.uvloop)
+    tune_gc()
     run_admin(run(cfg, source=ConfigSource.resolve(config, overrides)))
 
 
