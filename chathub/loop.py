@@ -26,10 +26,11 @@ def install(use_uvloop: bool) -> str:
 #: container allocations (less deallocations) between two young collections; CPython's
 #: default is 700. Under chat load the daemon allocates and frees tens of thousands of
 #: objects a second and leaves almost no cycles (a 20 s channels benchmark: 165 objects
-#: collected in 1,470 collections). At 700 the young collections promote every message
-#: in flight, the old generation fills with them, and about every 2.5 s a full
-#: collection stops the hub for about 100 ms. At 10,000 the same run saw no full
-#: collection and 15 % more deliveries per CPU-second (docs/performance.md).
+#: collected in 1,474 collections). At 700 the young collections promote every message
+#: in flight, the old generation fills with them, and about every 2 s a full collection
+#: stops the hub for about 100 ms. At 10,000 the same run saw no full collection, the
+#: channels layout 12-27 % more deliveries per CPU-second and a p99 a third lower
+#: (docs/performance.md, "The cyclic garbage collector").
 GC_YOUNG_THRESHOLD = 10_000
 
 
