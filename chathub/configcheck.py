@@ -9,6 +9,8 @@ fit the channel limits). It runs at the end of every :func:`chathub.configload.l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .clientframes import max_frame_bytes
 from .config import Config
 from .edge import proxies
@@ -21,20 +23,26 @@ DATABASE_SCHEMES = ("postgresql", "postgres")
 VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
 
 
-def validate(cfg: Config, source: str = "configuration") -> None:
+def validate(cfg: Config, source: str = "configuration",
+             origins: Mapping[str, str] | None = None) -> None:
     """Refuse impossible values.
 
     Args:
         cfg: a configuration whose keys have the schema's types.
         source: where it came from, for the message (a file path, or "configuration").
+        origins: where single keys came from when not from ``source``
+            (``{"server.port": "command-line flags"}``,
+            ``{"server.port": "environment (CHATHUB_SERVER_PORT)"}``).
 
     Raises:
         ConfigError: ``"<section>.<key> in <source>: <what it must be>"``, for the first
-            key that breaks a rule.
+            key that breaks a rule, naming the layer that set that key.
     """
+    origins = origins or {}
+
     def need(cond: bool, key: str, what: str) -> None:
         if not cond:
-            raise ConfigError(f"{key} in {source}: {what}")
+            raise ConfigError(f"{key} in {origins.get(key, source)}: {what}")
 
     s = cfg.server
     need(0 <= s.port <= 65535, "server.port", f"must be 0-65535, got {s.port}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import SECTIONS, Config, field_types
 from .configcheck import validate
-from .configenv import env_overrides
+from .configenv import env_overrides, env_var
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "chathub.toml"
@@ -55,8 +55,9 @@ def _checked(value: Any, typ: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover
 
 
-def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
-    """Apply a nested mapping (as TOML gives it) onto ``cfg``.
+def _apply(cfg: Config, data: dict[str, Any], source: str, origins: dict[str, str]) -> None:
+    """Apply a nested mapping (as TOML gives it) onto ``cfg``, and note in ``origins``
+    (``"section.key"`` → ``source``) where each key it sets came from.
 
     Raises:
         ConfigError: for an unknown section or key, a section that is not a table, or
@@ -65,6 +66,7 @@ def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
     for name, value in data.items():
         if name == "data_dir":
             cfg.data_dir = _checked(value, str, "data_dir", source)
+            origins["data_dir"] = source
             continue
         if name not in SECTIONS:
             raise ConfigError(f"unknown key '{name}' in {source}")
@@ -76,6 +78,7 @@ def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
             if key not in types_:
                 raise ConfigError(f"unknown key '{name}.{key}' in {source}")
             setattr(section, key, _checked(v, types_[key], f"{name}.{key}", source))
+            origins[f"{name}.{key}"] = source
 
 
 def load(
@@ -101,6 +104,7 @@ def load(
     if file is None and Path(DEFAULT_CONFIG_FILE).is_file():
         file = Path(DEFAULT_CONFIG_FILE)
     source = "configuration"
+    origins: dict[str, str] = {}  # "section.key" → the layer that set it last
     if file is not None:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -112,13 +116,16 @@ def load(
             raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
-        _apply(cfg, data, str(file))
+        _apply(cfg, data, str(file), origins)
         source = str(file)
-    _apply(cfg, env_overrides(os.environ if environ is None else environ), "environment")
+    env = env_overrides(os.environ if environ is None else environ)
+    _apply(cfg, env, "environment", origins)
+    for key, where in origins.items():  # name the variable, as an unknown one is named
+        if where == "environment":
+            origins[key] = f"environment ({env_var(key)})"
     if overrides:
-        cleaned = _drop_none(overrides)
-        _apply(cfg, cleaned, "command line")
-    validate(cfg, source)
+        _apply(cfg, _drop_none(overrides), "command-line flags", origins)
+    validate(cfg, source, origins)
     return cfg
 
 

@@ -98,6 +98,31 @@ def test_bad_env_value_names_the_variable_key():
         load(None, environ={"CHATHUB_SERVER_PORT": "x"})
 
 
+def test_an_out_of_range_value_names_the_layer_that_set_it(tmp_path):
+    """A port out of range from a flag or a variable is blamed on the flag or the variable,
+    not on the file that was read before them (the file's port is fine)."""
+    f = tmp_path / "ok.toml"
+    f.write_text("[server]\nport = 8080\n")
+    with pytest.raises(ConfigError, match=r"^server\.port in command-line flags: must be 0-65535"):
+        load(f, environ={}, overrides={"server": {"port": 99999}})
+    with pytest.raises(ConfigError,
+                       match=r"^server\.port in environment \(CHATHUB_SERVER_PORT\): must be 0-65535"):
+        load(f, environ={"CHATHUB_SERVER_PORT": "70000"})
+    f.write_text("[server]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=rf"^server\.port in {f}: must be 0-65535"):
+        load(f, environ={})
+
+
+def test_serve_with_a_bad_flag_says_the_flag_is_wrong(tmp_path):
+    """chathub serve --port 99999 with a good file: exit 2, one line naming the flags."""
+    f = tmp_path / "ok.toml"
+    f.write_text("[server]\nport = 8080\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(f), "--port", "99999"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == ["chathub: server.port in command-line flags: must be 0-65535, got 99999"], lines
+
+
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     """chathub serve with a bad key: exit code 2, one line, no traceback."""
     f = tmp_path / "bad.toml"
