@@ -17,8 +17,10 @@ CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
 SOCKET_HELP = "Admin socket of the daemon (default: <data_dir>/admin.sock)."
 DATA_DIR_HELP = "Where embedded PostgreSQL/Valkey and the admin socket live."
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
-SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP)]
+# readable=False: Typer would otherwise refuse a path it cannot read with a usage box;
+# loading the file and attaching to the socket say what is wrong in one line instead.
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP, readable=False)]
+SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP, readable=False)]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 
 
