@@ -76,6 +76,18 @@ def test_unit_has_exec_reload_only_once_sighup_is_handled():
     assert ("ExecReload" in _unit()["Service"]) == handles_hup
 
 
+def test_deploy_md_describes_the_units_reload():
+    """docs/deploy.md's systemd section says what the unit does on reload: with an
+    ExecReload line in the unit, the page names it and no longer says SIGHUP is unhandled."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    exec_reload = _unit()["Service"].get("ExecReload")
+    if exec_reload is None:
+        assert "ExecReload=" not in text.split("## 4.")[0].split("## 3.")[1]
+        return
+    assert f"ExecReload={exec_reload}" in text
+    assert "does not handle SIGHUP" not in text and "no `ExecReload`" not in text
+
+
 def test_dockerfile_agrees_with_the_daemon():
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)

@@ -9,6 +9,7 @@ clients connect with ``wss://`` from 127.0.0.2 and 127.0.0.3.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -119,6 +120,17 @@ class Nginx:
         with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}", context=self.ssl, timeout=5) as r:
             return r.status, r.read()
 
+    def get_from(self, local: str, path: str) -> tuple[int, bytes]:
+        """GET ``path`` over TLS from the address ``local`` (any status, no exception)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ssl, timeout=5,
+                                           source_address=(local, 0))
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         """SIGQUIT (graceful) to the master, SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
@@ -187,6 +199,20 @@ async def test_wss_through_nginx_end_to_end(daemon_factory, nginx):
         {"alice": "127.0.0.2", "bob": "127.0.0.3"}
     await alice.close()
     await bob.close()
+
+
+async def test_metrics_through_nginx_only_from_this_machine(daemon_factory, nginx):
+    """The site keeps /metrics for a local scraper: 200 from 127.0.0.1, 403 from any other
+    address, while the page and /healthz stay public."""
+    d = await daemon_factory(server={"trusted_proxies": ["127.0.0.1"]})
+    n = await nginx(d.port)
+    status, body = await asyncio.to_thread(n.get_from, "127.0.0.1", "/metrics")
+    assert status == 200 and b"chathub_connections" in body
+    status, body = await asyncio.to_thread(n.get_from, "127.0.0.2", "/metrics")
+    assert status == 403 and b"chathub_" not in body
+    for path in ("/healthz", "/"):
+        status, _ = await asyncio.to_thread(n.get_from, "127.0.0.2", path)
+        assert status == 200, path
 
 
 async def test_per_ip_limits_see_the_real_client_addresses(daemon_factory, nginx):
