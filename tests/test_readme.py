@@ -32,3 +32,16 @@ async def test_quick_start_prints_what_its_comments_say(daemon):
     assert [f["type"] for f in frames] == ["welcome", "chat", "error"], frames
     assert frames[1]["text"] == "hello" and frames[1]["id"]
     assert frames[2]["code"] == "unknown_user"
+
+
+def test_the_commands_table_names_every_command():
+    """Each top-level command and group of ``chathub --help`` has a row in the README's
+    Commands table (an operator who reads only the README finds every command)."""
+    from chathub.cli import app
+    from tests.test_cli_help import summaries
+
+    table = README.read_text().split("## Commands", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`chathub ([a-z-]+)", table))
+    commands = {path[0] for path, _ in summaries(app)}
+    assert len(commands) >= 18
+    assert commands <= named, f"missing from the README's Commands table: {sorted(commands - named)}"
