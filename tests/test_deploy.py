@@ -111,3 +111,21 @@ def test_compose_file_agrees_with_the_daemon():
     grace = re.search(r"stop_grace_period: (\d+)s", text)
     assert grace and int(grace.group(1)) >= Config().server.drain_timeout + 15
     assert "\t" not in text  # YAML forbids tabs for indentation
+
+
+def test_every_file_deploy_md_installs_on_the_server_is_copied_there():
+    """The server has only what step 1 copies to it: each file a later ``install`` line
+    takes from the current folder (the config template, the unit) is in the ``scp`` line,
+    and exists in the checkout under the path copied."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    shell = "\n".join(re.findall(r"```sh\n(.*?)```", text, re.S))
+    copies = re.findall(r"^scp (.+) server:$", shell, re.M)
+    assert len(copies) == 1, "step 1 should copy what the server needs in one scp line"
+    copied = copies[0].split()
+    assert any(c.startswith("dist/chathub-") and c.endswith(".whl") for c in copied), copied
+    for path in copied[1:]:
+        assert (ROOT / path).is_file(), path
+    sources = [m.split()[-2] for m in re.findall(r"^sudo install (?!-d).*$", shell, re.M)]
+    assert len(sources) >= 2, sources
+    for src in sources:
+        assert "/" not in src and src in {Path(c).name for c in copied}, src
