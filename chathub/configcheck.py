@@ -24,7 +24,7 @@ VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
 
 
 def validate(cfg: Config, source: str = "configuration",
-             origins: Mapping[str, str] | None = None) -> None:
+             origins: Mapping[str, str] | None = None, *, serving: bool = True) -> None:
     """Refuse impossible values.
 
     Args:
@@ -33,6 +33,10 @@ def validate(cfg: Config, source: str = "configuration",
         origins: where single keys came from when not from ``source``
             (``{"server.port": "command-line flags"}``,
             ``{"server.port": "environment (CHATHUB_SERVER_PORT)"}``).
+        serving: the configuration is a daemon's. False for the commands that only reach
+            a daemon or its database: they leave out the rules on what only the daemon
+            uses (the token secret, which the daemon's unit may keep in an environment
+            the operator's shell does not have).
 
     Raises:
         ConfigError: ``"<section>.<key> in <source>: <what it must be>"``, for the first
@@ -104,7 +108,7 @@ def validate(cfg: Config, source: str = "configuration",
     need(ch.history_ttl >= 1, "channels.history_ttl", "must be at least 1 second")
     need(0 <= cfg.auth.clock_skew <= 3600, "auth.clock_skew", "must be 0-3600 seconds")
     need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")
-    if cfg.auth.mode == "token":
+    if cfg.auth.mode == "token" and serving:
         need(len(cfg.auth.secret.encode()) >= 32, "auth.secret",
              "must be at least 32 bytes in token mode")
     m = cfg.moderation

@@ -86,6 +86,7 @@ def load(
     *,
     environ: typing.Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    serving: bool = True,
 ) -> Config:
     """Build a validated :class:`~chathub.config.Config`.
 
@@ -94,6 +95,8 @@ def load(
         environ: the environment to read (``os.environ`` by default).
         overrides: nested mapping from CLI flags, e.g. ``{"server": {"port": 0}}``;
             ``None`` values are ignored.
+        serving: False for a command that is not the daemon (see
+            :func:`chathub.configcheck.validate`).
 
     Raises:
         ConfigError: one line naming the key and its source; also when ``path`` does
@@ -125,7 +128,7 @@ def load(
             origins[key] = f"environment ({env_var(key)})"
     if overrides:
         _apply(cfg, _drop_none(overrides), "command-line flags", origins)
-    validate(cfg, source, origins)
+    validate(cfg, source, origins, serving=serving)
     return cfg
 
 

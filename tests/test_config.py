@@ -123,6 +123,27 @@ def test_serve_with_a_bad_flag_says_the_flag_is_wrong(tmp_path):
     assert lines == ["chathub: server.port in command-line flags: must be 0-65535, got 99999"], lines
 
 
+def test_commands_other_than_serve_run_without_the_daemons_token_secret(tmp_path, monkeypatch):
+    """docs/deploy.md keeps ``mode = "token"`` in the file and the secret in the unit's
+    environment file: an operator's shell lacks it. status (and every admin command) and
+    migrate still run; serve refuses; token says it needs the secret to mint."""
+    monkeypatch.delenv("CHATHUB_AUTH_SECRET", raising=False)
+    f = tmp_path / "chathub.toml"
+    f.write_text(f'data_dir = "{tmp_path / "data"}"\n[auth]\nmode = "token"\n')
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", "--config", str(f)])
+    assert status.exit_code == 2 and "no chathub daemon answers on" in status.output, status.output
+    assert "auth.secret" not in status.output
+    migrate = runner.invoke(app, ["migrate", "--config", str(f),
+                                  "--database-url", "postgresql://nobody@127.0.0.1:1/x"])
+    assert migrate.exit_code == 1 and "auth.secret" not in migrate.output, migrate.output
+    serve = runner.invoke(app, ["serve", "--config", str(f)])
+    assert serve.exit_code == 2, serve.output
+    assert "auth.secret" in serve.output and "at least 32 bytes in token mode" in serve.output
+    token = runner.invoke(app, ["token", "alice", "--config", str(f)])
+    assert token.exit_code == 2 and "to mint tokens" in token.output, token.output
+
+
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     """chathub serve with a bad key: exit code 2, one line, no traceback."""
     f = tmp_path / "bad.toml"

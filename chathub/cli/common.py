@@ -42,9 +42,12 @@ def check_channel(name: str, what: str = "--channel") -> None:
              "(1-64 of A-Z a-z 0-9 _ - . :, optionally after $)", 2)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                serving: bool = False) -> Config:
+    """The configuration, or exit 2 with its one line. ``serving``: for ``serve`` only; the
+    other commands do not need the daemon's token secret (``[auth] secret``)."""
     try:
-        return configload.load(path, overrides=overrides)
+        return configload.load(path, overrides=overrides, serving=serving)
     except ConfigError as exc:
         fail(str(exc), 2)
 
