@@ -29,7 +29,6 @@ from .config import Config
 from .datadir import DataDirLock, claim
 from .db import migrate as migrations
 from .db import pool as dbpool
-from .errors import MigrationError
 from .figures import Figures
 from .kv import KV
 from .node import Node
@@ -84,16 +83,9 @@ class Daemon:
     async def _schema(self, db_url: str) -> None:
         conn = await dbpool.connect(db_url, self.cfg.database.timeout)
         try:
-            if self.pg_service is not None or self.cfg.database.migrate:
-                done = await migrations.migrate(conn)
-                for m in done:
-                    log.info("applied migration %04d_%s", m.version, m.name)
-            else:
-                st = await migrations.status(conn)
-                if st.pending:
-                    raise MigrationError(
-                        f"the database schema is behind ({len(st.pending)} pending migrations): "
-                        "run 'chathub migrate' or start with --migrate")
+            apply = self.pg_service is not None or self.cfg.database.migrate
+            for m in await migrations.prepare(conn, apply):
+                log.info("applied migration %04d_%s", m.version, m.name)
         finally:
             await conn.close()
 

@@ -129,10 +129,13 @@ class Supervisor:
                 p.wait()
 
 
-async def _migrate(url: str, timeout: float) -> None:
+async def _schema(url: str, timeout: float, apply: bool) -> None:
+    """As a single ``serve`` does, before any worker starts: a schema that is behind
+    stops the supervisor with one line instead of failing every worker again and again."""
     conn = await dbpool.connect(url, timeout)
     try:
-        await migrations.migrate(conn)
+        for m in await migrations.prepare(conn, apply):
+            log.info("applied migration %04d_%s", m.version, m.name)
     finally:
         await conn.close()
 
@@ -164,8 +167,7 @@ def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: Dat
     try:
         db_url = pg.start() if pg else cfg.database.url
         kv_url = kv.start() if kv else cfg.valkey.url
-        if pg is not None or cfg.database.migrate:
-            asyncio.run(_migrate(db_url, cfg.database.timeout))
+        asyncio.run(_schema(db_url, cfg.database.timeout, pg is not None or cfg.database.migrate))
     except ChathubError as exc:
         print(f"chathub: {exc}", file=sys.stderr)
         for svc in (kv, pg):
