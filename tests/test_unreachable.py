@@ -32,10 +32,13 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_refused_valkey_names_it_and_hides_the_password(tmp_path, database_url):
-    """A Valkey URL with a password, nobody listening: one line, the password as ***."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_refused_valkey_names_it_and_hides_the_password(tmp_path, database_url, workers):
+    """A Valkey URL with a password, nobody listening: one line, the password as ***
+    (with --workers the workers used to be restarted for ever, each saying so)."""
     url = f"redis://app:s3cret-pw@127.0.0.1:{free_port()}/0"
-    result = serve(tmp_path, "--migrate", "--database-url", database_url, "--valkey-url", url)
+    result = serve(tmp_path, "--migrate", "--database-url", database_url, "--valkey-url", url,
+                   "--workers", workers)
     assert result.returncode == 1, result.stderr
     line = last_line(result)
     assert line.startswith("chathub: cannot reach Valkey at redis://app:***@127.0.0.1:"), line

@@ -1,7 +1,8 @@
 """``chathub serve --workers N``: N hub processes on one machine, serving one port.
 
 The parent starts the embedded PostgreSQL and Valkey once (when no URLs are
-configured) and migrates the schema, then runs N ``chathub serve`` children that
+configured), migrates the schema (or refuses one that is behind) and checks that
+Valkey answers, as a single ``serve`` would before listening, then runs N ``chathub serve`` children that
 share the port (SO_REUSEPORT: the kernel spreads new connections over them) and
 the services, and form a cluster through Valkey like hubs on different machines
 (docs/scaling.md). Worker 0 answers on the usual admin socket, worker i on
@@ -34,7 +35,9 @@ from ..datadir import ENV_FD, DataDirLock
 from ..db import migrate as migrations
 from ..db import pool as dbpool
 from ..errors import ChathubError
+from ..kv import KV
 from ..listen import check_port
+from ..loop import install as install_loop
 from ..services import EmbeddedPostgres, EmbeddedValkey
 
 log = logging.getLogger("chathub.cluster.workers")
@@ -140,6 +143,20 @@ async def _schema(url: str, timeout: float, apply: bool) -> None:
         await conn.close()
 
 
+async def _reach_valkey(url: str, timeout: float) -> None:
+    """Valkey answers (and takes this version's functions), as a single ``serve`` checks
+    before it listens: an unreachable one stops the supervisor with that line.
+
+    Raises:
+        CacheUnavailable: Valkey cannot be reached now.
+    """
+    kv = KV(url, timeout)
+    try:
+        await kv.connect()
+    finally:
+        await kv.close()
+
+
 def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
     """Run the workers until SIGTERM/SIGINT; returns the exit code (1: refused or failed)."""
     lock = DataDirLock(cfg.data_dir)
@@ -167,7 +184,9 @@ def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: Dat
     try:
         db_url = pg.start() if pg else cfg.database.url
         kv_url = kv.start() if kv else cfg.valkey.url
+        install_loop(cfg.server.uvloop)  # the workers' loop: the same errors, in the same words
         asyncio.run(_schema(db_url, cfg.database.timeout, pg is not None or cfg.database.migrate))
+        asyncio.run(_reach_valkey(kv_url, cfg.valkey.timeout))
     except ChathubError as exc:
         print(f"chathub: {exc}", file=sys.stderr)
         for svc in (kv, pg):
