@@ -129,3 +129,20 @@ def test_every_file_deploy_md_installs_on_the_server_is_copied_there():
     assert len(sources) >= 2, sources
     for src in sources:
         assert "/" not in src and src in {Path(c).name for c in copied}, src
+
+
+def test_the_configuration_of_deploy_md_finds_the_units_daemon(tmp_path: Path):
+    """The file docs/deploy.md writes, read without the unit's environment (as
+    ``chathub status --config /etc/chathub/chathub.toml`` from a shell reads it), names the
+    data dir the unit gives serve: commands reach the daemon's admin socket."""
+    from chathub.configload import load
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (toml,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    f = tmp_path / "chathub.toml"
+    f.write_text(toml)
+    cfg = load(f, environ={}, serving=False)  # the secret is in the unit's environment file
+    unit_env = dict(kv.split("=", 1) for kv in _unit()["Service"]["Environment"].split())
+    assert cfg.data_dir == unit_env["CHATHUB_DATA_DIR"]
+    assert cfg.admin_socket == Path(unit_env["CHATHUB_DATA_DIR"]) / "admin.sock"
+    assert cfg.auth.mode == "token" and cfg.server.trusted_proxies == ["127.0.0.1"]
