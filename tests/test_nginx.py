@@ -28,6 +28,8 @@ import pytest
 import websockets
 
 from chathub.admin.client import call
+from chathub.api import APIClient, AsyncAPIClient
+from chathub.client.errors import NotConnected
 from tests.helpers import RECV_TIMEOUT, wait_for
 from tests.procs import free_port
 
@@ -213,6 +215,25 @@ async def test_metrics_through_nginx_only_from_this_machine(daemon_factory, ngin
     for path in ("/healthz", "/"):
         status, _ = await asyncio.to_thread(n.get_from, "127.0.0.2", path)
         assert status == 200, path
+
+
+async def test_the_python_api_clients_over_https_through_nginx(daemon_factory, nginx):
+    """An application on another host reaches the API through the TLS site: APIClient and
+    AsyncAPIClient take https:// (they used to refuse it), the publish reaches a wss://
+    client, and a certificate that does not verify is NotConnected, not a traceback."""
+    key = "a" * 24
+    d = await daemon_factory(server={"trusted_proxies": ["127.0.0.1"]}, api={"keys": [key]})
+    n = await nginx(d.port)
+    bob, _ = await n.connect("bob", "127.0.0.3")
+    url = f"https://127.0.0.1:{n.port}"
+    sent = await asyncio.to_thread(
+        APIClient(url, key=key, ssl_context=n.ssl).publish, "general", "shipped", "system")
+    got = await _frame(bob, "chat")
+    assert (got["id"], got["from"], got["text"]) == (sent["id"], "system", "shipped")
+    assert "bob" in await AsyncAPIClient(url, key=key, ssl_context=n.ssl).users()
+    with pytest.raises(NotConnected, match="CERTIFICATE_VERIFY_FAILED"):
+        await AsyncAPIClient(url, key=key).users()  # the system's CAs know no test certificate
+    await bob.close()
 
 
 async def test_per_ip_limits_see_the_real_client_addresses(daemon_factory, nginx):
