@@ -9,6 +9,7 @@ fit the channel limits). It runs at the end of every :func:`chathub.configload.l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from .clientframes import max_frame_bytes
@@ -16,6 +17,9 @@ from .config import Config
 from .edge import proxies
 from .errors import ConfigError
 from .identifiers import is_private, valid_channel, valid_user
+
+#: longest path a Unix socket may have, in bytes (``sun_path`` holds 108 with the NUL)
+MAX_SOCKET_PATH = 107
 
 #: URL schemes asyncpg accepts for [database] url
 DATABASE_SCHEMES = ("postgresql", "postgres")
@@ -128,3 +132,16 @@ def validate(cfg: Config, source: str = "configuration",
          "each must be a valid user name (1-32 of A-Z a-z 0-9 _ - .)")
     need(a.idempotency_window >= 1, "api.idempotency_window", "must be at least 1 second")
     need(1024 <= a.max_body <= 1_048_576, "api.max_body", "must be 1024-1048576 bytes")
+    too_long = socket_path_too_long(cfg.admin_socket)
+    need(too_long is None, "admin.socket" if cfg.admin.socket else "data_dir", str(too_long))
+
+
+def socket_path_too_long(path: os.PathLike[str] | str) -> str | None:
+    """What is wrong with ``path`` as a Unix socket's path: None, or one line saying it is
+    longer than :data:`MAX_SOCKET_PATH` bytes and what to shorten."""
+    size = len(os.fsencode(os.fspath(path)))
+    if size <= MAX_SOCKET_PATH:
+        return None
+    return (f"the admin socket {os.fspath(path)} would be {size} bytes long, and a Unix socket "
+            f"path may have {MAX_SOCKET_PATH}: use a shorter data_dir, or set [admin] socket "
+            "to a shorter path")

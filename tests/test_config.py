@@ -144,6 +144,20 @@ def test_commands_other_than_serve_run_without_the_daemons_token_secret(tmp_path
     assert token.exit_code == 2 and "to mint tokens" in token.output, token.output
 
 
+def test_an_admin_socket_path_too_long_for_unix_is_refused_at_load():
+    """A data dir deep enough that <data_dir>/admin.sock passes the 107 bytes of a Unix
+    socket path: one line naming data_dir (serve used to start the services, migrate, and
+    die with a traceback, "AF_UNIX path too long"); a short [admin] socket fixes it."""
+    deep = "/srv/" + "d" * 100
+    with pytest.raises(ConfigError, match=r"^data_dir in environment \(CHATHUB_DATA_DIR\): "
+                                          r"the admin socket /srv/d+/admin\.sock would be 116 bytes"):
+        load(None, environ={"CHATHUB_DATA_DIR": deep})
+    cfg = load(None, environ={"CHATHUB_DATA_DIR": deep, "CHATHUB_ADMIN_SOCKET": "/run/chathub.sock"})
+    assert str(cfg.admin_socket) == "/run/chathub.sock"
+    fits = "/srv/" + "d" * (107 - len("/srv//admin.sock"))
+    assert len(str(load(None, environ={"CHATHUB_DATA_DIR": fits}).admin_socket)) == 107
+
+
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     """chathub serve with a bad key: exit code 2, one line, no traceback."""
     f = tmp_path / "bad.toml"

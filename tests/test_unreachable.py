@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,19 @@ def test_a_host_that_is_not_here_is_one_line(tmp_path, database_url, valkey_url)
                    valkey_url, "--host", "192.0.2.1", port=0)
     assert result.returncode == 1, result.stderr
     assert last_line(result) == "chathub: cannot listen on 192.0.2.1:0: this machine has no such address"
+
+
+def test_a_worker_socket_path_too_long_is_one_line(tmp_path):
+    """serve --workers 10 where admin.sock fits in a Unix socket path but admin-9.sock does
+    not: one line before anything starts (worker 9 used to die with a traceback, and be
+    restarted for ever)."""
+    base = str(tmp_path / "s")
+    data = Path(base) / ("d" * (106 - len(base) - len("//admin.sock")))  # admin.sock: 106 bytes
+    assert len(str(data / "admin.sock")) == 106 and len(str(data / "admin-9.sock")) == 108
+    result = serve(tmp_path, "--data-dir", str(data), "--workers", "10",
+                   "--database-url", "postgresql://u@127.0.0.1:1/x", "--valkey-url", "redis://127.0.0.1:1")
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == (
+        f"chathub: the admin socket {data / 'admin-9.sock'} would be "
+        f"{len(str(data / 'admin-9.sock'))} bytes long, and a Unix socket path may have 107: use a "
+        "shorter data_dir, or set [admin] socket to a shorter path")

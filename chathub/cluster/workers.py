@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from ..configcheck import socket_path_too_long
 from ..datadir import ENV_FD, DataDirLock
 from ..db import migrate as migrations
 from ..db import pool as dbpool
@@ -174,6 +175,10 @@ def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
 def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: DataDirLock) -> int:
     sup = Supervisor(cfg, workers, config_path)
     sup.lock_fd = lock.fd
+    too_long = socket_path_too_long(worker_socket(cfg, sup.count - 1))  # admin-<i>.sock is longer
+    if too_long is not None:
+        print(f"chathub: {too_long}", file=sys.stderr)
+        return 1
     try:
         check_port(cfg.server.host, sup.port)  # before anything starts: workers could not
     except ChathubError as exc:
