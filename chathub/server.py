@@ -31,6 +31,7 @@ from .db import migrate as migrations
 from .db import pool as dbpool
 from .figures import Figures
 from .kv import KV
+from .listen import host_port
 from .node import Node
 from .operator import Operator
 from .reload import ConfigSource
@@ -111,8 +112,8 @@ class Daemon:
         # the admin socket before the listener: once /healthz answers, so does the socket
         await self.admin.start()
         await self.node.listen()
-        log.info("chathub %s node %s listening on ws://%s:%d/ws (admin socket %s)",
-                 __version__, self.node_id, cfg.server.host, self.port, cfg.admin_socket)
+        log.info("chathub %s node %s listening on ws://%s/ws (admin socket %s)", __version__,
+                 self.node_id, host_port(cfg.server.host, self.port), cfg.admin_socket)
 
     @property
     def port(self) -> int:
@@ -259,7 +260,7 @@ async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event
         await daemon.start()
         if ready is not None:
             ready.set()
-        sdnotify.ready(f"listening on {cfg.server.host}:{daemon.port}")
+        sdnotify.ready(f"listening on {host_port(cfg.server.host, daemon.port)}")
         await stop.wait()
     finally:
         sdnotify.stopping()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from chathub.kv import redact
+from chathub.listen import host_port
 from tests.procs import free_port
 
 #: seconds serve may take to give up on a refused connection (a few tries at most)
@@ -108,3 +109,18 @@ def test_a_worker_socket_path_too_long_is_one_line(tmp_path):
         f"chathub: the admin socket {data / 'admin-9.sock'} would be "
         f"{len(str(data / 'admin-9.sock'))} bytes long, and a Unix socket path may have 107: use a "
         "shorter data_dir, or set [admin] socket to a shorter path")
+
+
+def test_an_ipv6_host_is_written_in_brackets(tmp_path, database_url, valkey_url):
+    """``--host ::1`` on a port in use: the line names [::1]:PORT, as a URL writes it (the
+    ready line likewise: ws://[::1]:PORT/ws, not ws://::1:PORT/ws)."""
+    assert host_port("::1", 8080) == "[::1]:8080" and host_port("127.0.0.1", 80) == "127.0.0.1:80"
+    with socket.socket(socket.AF_INET6) as other:
+        other.bind(("::1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = serve(tmp_path, "--migrate", "--database-url", database_url, "--valkey-url",
+                       valkey_url, "--host", "::1", port=port)
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == (f"chathub: cannot listen on [::1]:{port}: the port is in use "
+                                 "(another chathub, or another program)")
