@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tomllib
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,30 +56,36 @@ def _checked(value: Any, typ: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover
 
 
-def _apply(cfg: Config, data: dict[str, Any], source: str, origins: dict[str, str]) -> None:
+def _apply(cfg: Config, data: dict[str, Any], source: str | Callable[[str], str],
+           origins: dict[str, str]) -> None:
     """Apply a nested mapping (as TOML gives it) onto ``cfg``, and note in ``origins``
-    (``"section.key"`` → ``source``) where each key it sets came from.
+    (``"section.key"`` → where it came from) each key it sets. ``source`` names the layer,
+    or names it for a key (``"server.port"`` → ``"environment (CHATHUB_SERVER_PORT)"``).
 
     Raises:
         ConfigError: for an unknown section or key, a section that is not a table, or
             a value of the wrong type.
     """
+    def where(key: str) -> str:
+        return source(key) if callable(source) else source
+
     for name, value in data.items():
         if name == "data_dir":
-            cfg.data_dir = _checked(value, str, "data_dir", source)
-            origins["data_dir"] = source
+            cfg.data_dir = _checked(value, str, "data_dir", where("data_dir"))
+            origins["data_dir"] = where("data_dir")
             continue
         if name not in SECTIONS:
-            raise ConfigError(f"unknown key '{name}' in {source}")
+            raise ConfigError(f"unknown key '{name}' in {where(name)}")
         if not isinstance(value, dict):
-            raise ConfigError(f"[{name}] in {source}: expected a table, got {value!r}")
+            raise ConfigError(f"[{name}] in {where(name)}: expected a table, got {value!r}")
         section = getattr(cfg, name)
         types_ = field_types(type(section))
         for key, v in value.items():
+            full = f"{name}.{key}"
             if key not in types_:
-                raise ConfigError(f"unknown key '{name}.{key}' in {source}")
-            setattr(section, key, _checked(v, types_[key], f"{name}.{key}", source))
-            origins[f"{name}.{key}"] = source
+                raise ConfigError(f"unknown key '{full}' in {where(full)}")
+            setattr(section, key, _checked(v, types_[key], full, where(full)))
+            origins[full] = where(full)
 
 
 def load(
@@ -122,10 +129,7 @@ def load(
         _apply(cfg, data, str(file), origins)
         source = str(file)
     env = env_overrides(os.environ if environ is None else environ)
-    _apply(cfg, env, "environment", origins)
-    for key, where in origins.items():  # name the variable, as an unknown one is named
-        if where == "environment":
-            origins[key] = f"environment ({env_var(key)})"
+    _apply(cfg, env, lambda key: f"environment ({env_var(key)})", origins)
     if overrides:
         _apply(cfg, _drop_none(overrides), "command-line flags", origins)
     validate(cfg, source, origins, serving=serving)

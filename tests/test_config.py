@@ -94,7 +94,8 @@ def test_a_file_named_env_is_typed_like_any_file(tmp_path, monkeypatch):
 
 def test_bad_env_value_names_the_variable_key():
     """A bad value in the environment names the key and says it came from there."""
-    with pytest.raises(ConfigError, match="server.port in environment"):
+    with pytest.raises(ConfigError,
+                       match=r"^server\.port in environment \(CHATHUB_SERVER_PORT\): expected an integer"):
         load(None, environ={"CHATHUB_SERVER_PORT": "x"})
 
 
