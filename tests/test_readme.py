@@ -45,3 +45,17 @@ def test_the_commands_table_names_every_command():
     commands = {path[0] for path, _ in summaries(app)}
     assert len(commands) >= 18
     assert commands <= named, f"missing from the README's Commands table: {sorted(commands - named)}"
+
+
+def test_the_docs_examples_reach_a_daemon_on_the_default_port():
+    """Every chathub address in the README and docs/ is on the port ``serve`` listens on by
+    default, so an example pasted against a daemon started with defaults reaches it
+    (docs/api.md's examples used 8765)."""
+    from chathub.config import Config
+
+    default = Config().server.port
+    pages = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    found = {(page.name, int(port)) for page in pages
+             for port in re.findall(r"(?:https?|wss?)://127\.0\.0\.1:(\d+)", page.read_text())}
+    assert {name for name, _ in found} >= {"README.md", "api.md"}
+    assert {(name, port) for name, port in found if port != default} == set()
