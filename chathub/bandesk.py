@@ -19,6 +19,7 @@ import asyncpg
 from . import protocol
 from .bans import Ban, BanSync, channel_key, now_ms
 from .db import bans as db_bans
+from .db.pool import failure_reason
 from .errors import CacheUnavailable
 
 log = logging.getLogger("chathub.bandesk")
@@ -116,7 +117,7 @@ class BanDesk:
                 self.pool, kind, user, channel, net, why, until, by), PG_TIMEOUT)
         except _PG_ERRORS as exc:
             raise BansUnavailable(f"{kind}s are recorded in PostgreSQL, which is unavailable "
-                                  f"({type(exc).__name__}); nothing changed") from None
+                                  f"({failure_reason(exc)}); nothing changed") from None
         entry = Ban(scope, key, why, until, ban_id, at, by)
         try:
             await self.sync.store(entry)
@@ -136,7 +137,7 @@ class BanDesk:
                 db_bans.lift(self.pool, kind, user, channel, net), PG_TIMEOUT)
         except _PG_ERRORS as exc:
             raise BansUnavailable(f"{kind}s are recorded in PostgreSQL, which is unavailable "
-                                  f"({type(exc).__name__}); nothing changed") from None
+                                  f"({failure_reason(exc)}); nothing changed") from None
         try:
             held = await self.sync.lift(scope, key)
         except CacheUnavailable:

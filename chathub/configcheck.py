@@ -9,11 +9,17 @@ fit the channel limits). It runs at the end of every :func:`chathub.configload.l
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from .clientframes import max_frame_bytes
 from .config import Config
 from .edge import proxies
 from .errors import ConfigError
 from .identifiers import is_private, valid_channel, valid_user
+
+#: longest path a Unix socket may have, in bytes (``sun_path`` holds 108 with the NUL)
+MAX_SOCKET_PATH = 107
 
 #: URL schemes asyncpg accepts for [database] url
 DATABASE_SCHEMES = ("postgresql", "postgres")
@@ -21,20 +27,30 @@ DATABASE_SCHEMES = ("postgresql", "postgres")
 VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
 
 
-def validate(cfg: Config, source: str = "configuration") -> None:
+def validate(cfg: Config, source: str = "configuration",
+             origins: Mapping[str, str] | None = None, *, serving: bool = True) -> None:
     """Refuse impossible values.
 
     Args:
         cfg: a configuration whose keys have the schema's types.
         source: where it came from, for the message (a file path, or "configuration").
+        origins: where single keys came from when not from ``source``
+            (``{"server.port": "command-line flags"}``,
+            ``{"server.port": "environment (CHATHUB_SERVER_PORT)"}``).
+        serving: the configuration is a daemon's. False for the commands that only reach
+            a daemon or its database: they leave out the rules on what only the daemon
+            uses (the token secret, which the daemon's unit may keep in an environment
+            the operator's shell does not have).
 
     Raises:
         ConfigError: ``"<section>.<key> in <source>: <what it must be>"``, for the first
-            key that breaks a rule.
+            key that breaks a rule, naming the layer that set that key.
     """
+    origins = origins or {}
+
     def need(cond: bool, key: str, what: str) -> None:
         if not cond:
-            raise ConfigError(f"{key} in {source}: {what}")
+            raise ConfigError(f"{key} in {origins.get(key, source)}: {what}")
 
     s = cfg.server
     need(0 <= s.port <= 65535, "server.port", f"must be 0-65535, got {s.port}")
@@ -96,7 +112,7 @@ def validate(cfg: Config, source: str = "configuration") -> None:
     need(ch.history_ttl >= 1, "channels.history_ttl", "must be at least 1 second")
     need(0 <= cfg.auth.clock_skew <= 3600, "auth.clock_skew", "must be 0-3600 seconds")
     need(cfg.auth.mode in ("none", "token"), "auth.mode", f"must be \"none\" or \"token\", got {cfg.auth.mode!r}")
-    if cfg.auth.mode == "token":
+    if cfg.auth.mode == "token" and serving:
         need(len(cfg.auth.secret.encode()) >= 32, "auth.secret",
              "must be at least 32 bytes in token mode")
     m = cfg.moderation
@@ -116,3 +132,16 @@ def validate(cfg: Config, source: str = "configuration") -> None:
          "each must be a valid user name (1-32 of A-Z a-z 0-9 _ - .)")
     need(a.idempotency_window >= 1, "api.idempotency_window", "must be at least 1 second")
     need(1024 <= a.max_body <= 1_048_576, "api.max_body", "must be 1024-1048576 bytes")
+    too_long = socket_path_too_long(cfg.admin_socket)
+    need(too_long is None, "admin.socket" if cfg.admin.socket else "data_dir", str(too_long))
+
+
+def socket_path_too_long(path: os.PathLike[str] | str) -> str | None:
+    """What is wrong with ``path`` as a Unix socket's path: None, or one line saying it is
+    longer than :data:`MAX_SOCKET_PATH` bytes and what to shorten."""
+    size = len(os.fsencode(os.fspath(path)))
+    if size <= MAX_SOCKET_PATH:
+        return None
+    return (f"the admin socket {os.fspath(path)} would be {size} bytes long, and a Unix socket "
+            f"path may have {MAX_SOCKET_PATH}: use a shorter data_dir, or set [admin] socket "
+            "to a shorter path")

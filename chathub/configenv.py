@@ -52,6 +52,12 @@ def from_env(value: str, typ: Any) -> Any:
     return value
 
 
+def env_var(key: str) -> str:
+    """The variable that sets ``key`` (``"server.port"`` → ``CHATHUB_SERVER_PORT``,
+    ``"data_dir"`` → ``CHATHUB_DATA_DIR``)."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
 def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     """Collect ``CHATHUB_<SECTION>_<KEY>`` variables into a nested mapping.
 

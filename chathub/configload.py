@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import tomllib
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .config import SECTIONS, Config, field_types
 from .configcheck import validate
-from .configenv import env_overrides
+from .configenv import env_overrides, env_var
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "chathub.toml"
@@ -55,27 +56,36 @@ def _checked(value: Any, typ: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover
 
 
-def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
-    """Apply a nested mapping (as TOML gives it) onto ``cfg``.
+def _apply(cfg: Config, data: dict[str, Any], source: str | Callable[[str], str],
+           origins: dict[str, str]) -> None:
+    """Apply a nested mapping (as TOML gives it) onto ``cfg``, and note in ``origins``
+    (``"section.key"`` → where it came from) each key it sets. ``source`` names the layer,
+    or names it for a key (``"server.port"`` → ``"environment (CHATHUB_SERVER_PORT)"``).
 
     Raises:
         ConfigError: for an unknown section or key, a section that is not a table, or
             a value of the wrong type.
     """
+    def where(key: str) -> str:
+        return source(key) if callable(source) else source
+
     for name, value in data.items():
         if name == "data_dir":
-            cfg.data_dir = _checked(value, str, "data_dir", source)
+            cfg.data_dir = _checked(value, str, "data_dir", where("data_dir"))
+            origins["data_dir"] = where("data_dir")
             continue
         if name not in SECTIONS:
-            raise ConfigError(f"unknown key '{name}' in {source}")
+            raise ConfigError(f"unknown key '{name}' in {where(name)}")
         if not isinstance(value, dict):
-            raise ConfigError(f"[{name}] in {source}: expected a table, got {value!r}")
+            raise ConfigError(f"[{name}] in {where(name)}: expected a table, got {value!r}")
         section = getattr(cfg, name)
         types_ = field_types(type(section))
         for key, v in value.items():
+            full = f"{name}.{key}"
             if key not in types_:
-                raise ConfigError(f"unknown key '{name}.{key}' in {source}")
-            setattr(section, key, _checked(v, types_[key], f"{name}.{key}", source))
+                raise ConfigError(f"unknown key '{full}' in {where(full)}")
+            setattr(section, key, _checked(v, types_[key], full, where(full)))
+            origins[full] = where(full)
 
 
 def load(
@@ -83,6 +93,7 @@ def load(
     *,
     environ: typing.Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    serving: bool = True,
 ) -> Config:
     """Build a validated :class:`~chathub.config.Config`.
 
@@ -91,6 +102,8 @@ def load(
         environ: the environment to read (``os.environ`` by default).
         overrides: nested mapping from CLI flags, e.g. ``{"server": {"port": 0}}``;
             ``None`` values are ignored.
+        serving: False for a command that is not the daemon (see
+            :func:`chathub.configcheck.validate`).
 
     Raises:
         ConfigError: one line naming the key and its source; also when ``path`` does
@@ -101,6 +114,7 @@ def load(
     if file is None and Path(DEFAULT_CONFIG_FILE).is_file():
         file = Path(DEFAULT_CONFIG_FILE)
     source = "configuration"
+    origins: dict[str, str] = {}  # "section.key" → the layer that set it last
     if file is not None:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -112,13 +126,13 @@ def load(
             raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
-        _apply(cfg, data, str(file))
+        _apply(cfg, data, str(file), origins)
         source = str(file)
-    _apply(cfg, env_overrides(os.environ if environ is None else environ), "environment")
+    env = env_overrides(os.environ if environ is None else environ)
+    _apply(cfg, env, lambda key: f"environment ({env_var(key)})", origins)
     if overrides:
-        cleaned = _drop_none(overrides)
-        _apply(cfg, cleaned, "command line")
-    validate(cfg, source)
+        _apply(cfg, _drop_none(overrides), "command-line flags", origins)
+    validate(cfg, source, origins, serving=serving)
     return cfg
 
 

@@ -26,9 +26,14 @@ def listen_failure(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as it goes in a URL: an IPv6 address in brackets (``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cannot_listen(host: str, port: int, exc: OSError) -> ServiceError:
     """The error ``serve`` stops with: ``cannot listen on HOST:PORT: why``."""
-    return ServiceError(f"cannot listen on {host}:{port}: {listen_failure(exc)}")
+    return ServiceError(f"cannot listen on {host_port(host, port)}: {listen_failure(exc)}")
 
 
 def check_port(host: str, port: int) -> None:

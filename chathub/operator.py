@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import time
 from typing import Any
 
 from .bandesk import BanDesk
 from .config import Config
+from .datadir import ENV_FD
 from .db.audit import AuditLog
 from .db.search import SearchQuery, search
 from .edge import guard as guard_mod
@@ -88,7 +90,9 @@ class Operator:
     async def reload(self, by_uid: int | None, by_user: str | None) -> dict[str, Any]:
         """Read the configuration again and apply the keys that can change live.
 
-        Returns ``{"applied": [...], "ignored": [...]}`` ("section.key" names).
+        Returns ``{"applied": [...], "ignored": [...]}`` ("section.key" names), and
+        ``"supervisor": pid`` in a worker of ``serve --workers``: this reloaded only
+        this worker, and SIGHUP to that pid reloads them all.
 
         Raises:
             ConfigError: the file does not load now, or a filter does not import;
@@ -125,4 +129,7 @@ class Operator:
                         "(restart to apply)", ", ".join(p.ignored))
         await self.audit.record("reload", str(self.source.path or ""),
                                 {"applied": p.apply, "ignored": p.ignored}, by_uid, by_user)
-        return {"applied": p.apply, "ignored": p.ignored, "at": int(time.time() * 1000)}
+        result = {"applied": p.apply, "ignored": p.ignored, "at": int(time.time() * 1000)}
+        if os.environ.get(ENV_FD):  # the lock came from a serve --workers supervisor
+            result["supervisor"] = os.getppid()
+        return result

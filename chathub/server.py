@@ -29,9 +29,9 @@ from .config import Config
 from .datadir import DataDirLock, claim
 from .db import migrate as migrations
 from .db import pool as dbpool
-from .errors import MigrationError
 from .figures import Figures
 from .kv import KV
+from .listen import host_port
 from .node import Node
 from .operator import Operator
 from .reload import ConfigSource
@@ -84,16 +84,9 @@ class Daemon:
     async def _schema(self, db_url: str) -> None:
         conn = await dbpool.connect(db_url, self.cfg.database.timeout)
         try:
-            if self.pg_service is not None or self.cfg.database.migrate:
-                done = await migrations.migrate(conn)
-                for m in done:
-                    log.info("applied migration %04d_%s", m.version, m.name)
-            else:
-                st = await migrations.status(conn)
-                if st.pending:
-                    raise MigrationError(
-                        f"the database schema is behind ({len(st.pending)} pending migrations): "
-                        "run 'chathub migrate' or start with --migrate")
+            apply = self.pg_service is not None or self.cfg.database.migrate
+            for m in await migrations.prepare(conn, apply):
+                log.info("applied migration %04d_%s", m.version, m.name)
         finally:
             await conn.close()
 
@@ -119,8 +112,8 @@ class Daemon:
         # the admin socket before the listener: once /healthz answers, so does the socket
         await self.admin.start()
         await self.node.listen()
-        log.info("chathub %s node %s listening on ws://%s:%d/ws (admin socket %s)",
-                 __version__, self.node_id, cfg.server.host, self.port, cfg.admin_socket)
+        log.info("chathub %s node %s listening on ws://%s/ws (admin socket %s)", __version__,
+                 self.node_id, host_port(cfg.server.host, self.port), cfg.admin_socket)
 
     @property
     def port(self) -> int:
@@ -267,7 +260,7 @@ async def run(cfg: Config, *, install_signals: bool = True, ready: asyncio.Event
         await daemon.start()
         if ready is not None:
             ready.set()
-        sdnotify.ready(f"listening on {cfg.server.host}:{daemon.port}")
+        sdnotify.ready(f"listening on {host_port(cfg.server.host, daemon.port)}")
         await stop.wait()
     finally:
         sdnotify.stopping()

@@ -221,6 +221,7 @@ async def test_channel_cli(daemon):
     await subscribe(a, "games")
     res = await cli("channel", "delete", "games", "--socket", sock)
     assert res.returncode == 2 and "has 1 member" in res.stderr and res.stderr.count("\n") == 1
+    assert "--force" in res.stderr  # the flag the operator types, not only the protocol's field
     res = await cli("channel", "delete", "games", "--force", "--socket", sock)
     assert res.returncode == 0 and "deleted games (1 connection unsubscribed)" in res.stdout
 

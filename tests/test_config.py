@@ -94,8 +94,69 @@ def test_a_file_named_env_is_typed_like_any_file(tmp_path, monkeypatch):
 
 def test_bad_env_value_names_the_variable_key():
     """A bad value in the environment names the key and says it came from there."""
-    with pytest.raises(ConfigError, match="server.port in environment"):
+    with pytest.raises(ConfigError,
+                       match=r"^server\.port in environment \(CHATHUB_SERVER_PORT\): expected an integer"):
         load(None, environ={"CHATHUB_SERVER_PORT": "x"})
+
+
+def test_an_out_of_range_value_names_the_layer_that_set_it(tmp_path):
+    """A port out of range from a flag or a variable is blamed on the flag or the variable,
+    not on the file that was read before them (the file's port is fine)."""
+    f = tmp_path / "ok.toml"
+    f.write_text("[server]\nport = 8080\n")
+    with pytest.raises(ConfigError, match=r"^server\.port in command-line flags: must be 0-65535"):
+        load(f, environ={}, overrides={"server": {"port": 99999}})
+    with pytest.raises(ConfigError,
+                       match=r"^server\.port in environment \(CHATHUB_SERVER_PORT\): must be 0-65535"):
+        load(f, environ={"CHATHUB_SERVER_PORT": "70000"})
+    f.write_text("[server]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=rf"^server\.port in {f}: must be 0-65535"):
+        load(f, environ={})
+
+
+def test_serve_with_a_bad_flag_says_the_flag_is_wrong(tmp_path):
+    """chathub serve --port 99999 with a good file: exit 2, one line naming the flags."""
+    f = tmp_path / "ok.toml"
+    f.write_text("[server]\nport = 8080\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(f), "--port", "99999"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == ["chathub: server.port in command-line flags: must be 0-65535, got 99999"], lines
+
+
+def test_commands_other_than_serve_run_without_the_daemons_token_secret(tmp_path, monkeypatch):
+    """docs/deploy.md keeps ``mode = "token"`` in the file and the secret in the unit's
+    environment file: an operator's shell lacks it. status (and every admin command) and
+    migrate still run; serve refuses; token says it needs the secret to mint."""
+    monkeypatch.delenv("CHATHUB_AUTH_SECRET", raising=False)
+    f = tmp_path / "chathub.toml"
+    f.write_text(f'data_dir = "{tmp_path / "data"}"\n[auth]\nmode = "token"\n')
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", "--config", str(f)])
+    assert status.exit_code == 2 and "no chathub daemon answers on" in status.output, status.output
+    assert "auth.secret" not in status.output
+    migrate = runner.invoke(app, ["migrate", "--config", str(f),
+                                  "--database-url", "postgresql://nobody@127.0.0.1:1/x"])
+    assert migrate.exit_code == 1 and "auth.secret" not in migrate.output, migrate.output
+    serve = runner.invoke(app, ["serve", "--config", str(f)])
+    assert serve.exit_code == 2, serve.output
+    assert "auth.secret" in serve.output and "at least 32 bytes in token mode" in serve.output
+    token = runner.invoke(app, ["token", "alice", "--config", str(f)])
+    assert token.exit_code == 2 and "to mint tokens" in token.output, token.output
+
+
+def test_an_admin_socket_path_too_long_for_unix_is_refused_at_load():
+    """A data dir deep enough that <data_dir>/admin.sock passes the 107 bytes of a Unix
+    socket path: one line naming data_dir (serve used to start the services, migrate, and
+    die with a traceback, "AF_UNIX path too long"); a short [admin] socket fixes it."""
+    deep = "/srv/" + "d" * 100
+    with pytest.raises(ConfigError, match=r"^data_dir in environment \(CHATHUB_DATA_DIR\): "
+                                          r"the admin socket /srv/d+/admin\.sock would be 116 bytes"):
+        load(None, environ={"CHATHUB_DATA_DIR": deep})
+    cfg = load(None, environ={"CHATHUB_DATA_DIR": deep, "CHATHUB_ADMIN_SOCKET": "/run/chathub.sock"})
+    assert str(cfg.admin_socket) == "/run/chathub.sock"
+    fits = "/srv/" + "d" * (107 - len("/srv//admin.sock"))
+    assert len(str(load(None, environ={"CHATHUB_DATA_DIR": fits}).admin_socket)) == 107
 
 
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):

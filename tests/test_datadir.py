@@ -149,6 +149,9 @@ async def test_second_serve_and_migrate_on_live_data_dir_remove_nothing(short_di
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
             assert "another chathub daemon is running" in lines[0] and f"pid {first.pid} " in lines[0]
+            if args[0] == "migrate":  # and why there is nothing to do meanwhile
+                assert lines[0].endswith("that daemon migrated the embedded database when it "
+                                         "started (stop it to run migrate)"), lines[0]
             assert (await call(data / "admin.sock", "hello"))["pid"] == first.pid, args
         assert EmbeddedPostgres(data).is_running() and EmbeddedValkey(data).is_running()
         assert await first.terminate() == 0

@@ -76,6 +76,18 @@ def test_unit_has_exec_reload_only_once_sighup_is_handled():
     assert ("ExecReload" in _unit()["Service"]) == handles_hup
 
 
+def test_deploy_md_describes_the_units_reload():
+    """docs/deploy.md's systemd section says what the unit does on reload: with an
+    ExecReload line in the unit, the page names it and no longer says SIGHUP is unhandled."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    exec_reload = _unit()["Service"].get("ExecReload")
+    if exec_reload is None:
+        assert "ExecReload=" not in text.split("## 4.")[0].split("## 3.")[1]
+        return
+    assert f"ExecReload={exec_reload}" in text
+    assert "does not handle SIGHUP" not in text and "no `ExecReload`" not in text
+
+
 def test_dockerfile_agrees_with_the_daemon():
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
@@ -99,3 +111,38 @@ def test_compose_file_agrees_with_the_daemon():
     grace = re.search(r"stop_grace_period: (\d+)s", text)
     assert grace and int(grace.group(1)) >= Config().server.drain_timeout + 15
     assert "\t" not in text  # YAML forbids tabs for indentation
+
+
+def test_every_file_deploy_md_installs_on_the_server_is_copied_there():
+    """The server has only what step 1 copies to it: each file a later ``install`` line
+    takes from the current folder (the config template, the unit) is in the ``scp`` line,
+    and exists in the checkout under the path copied."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    shell = "\n".join(re.findall(r"```sh\n(.*?)```", text, re.S))
+    copies = re.findall(r"^scp (.+) server:$", shell, re.M)
+    assert len(copies) == 1, "step 1 should copy what the server needs in one scp line"
+    copied = copies[0].split()
+    assert any(c.startswith("dist/chathub-") and c.endswith(".whl") for c in copied), copied
+    for path in copied[1:]:
+        assert (ROOT / path).is_file(), path
+    sources = [m.split()[-2] for m in re.findall(r"^sudo install (?!-d).*$", shell, re.M)]
+    assert len(sources) >= 2, sources
+    for src in sources:
+        assert "/" not in src and src in {Path(c).name for c in copied}, src
+
+
+def test_the_configuration_of_deploy_md_finds_the_units_daemon(tmp_path: Path):
+    """The file docs/deploy.md writes, read without the unit's environment (as
+    ``chathub status --config /etc/chathub/chathub.toml`` from a shell reads it), names the
+    data dir the unit gives serve: commands reach the daemon's admin socket."""
+    from chathub.configload import load
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (toml,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    f = tmp_path / "chathub.toml"
+    f.write_text(toml)
+    cfg = load(f, environ={}, serving=False)  # the secret is in the unit's environment file
+    unit_env = dict(kv.split("=", 1) for kv in _unit()["Service"]["Environment"].split())
+    assert cfg.data_dir == unit_env["CHATHUB_DATA_DIR"]
+    assert cfg.admin_socket == Path(unit_env["CHATHUB_DATA_DIR"]) / "admin.sock"
+    assert cfg.auth.mode == "token" and cfg.server.trusted_proxies == ["127.0.0.1"]

@@ -80,12 +80,18 @@ async def test_unreachable_database_is_one_line_exit_1():
     assert "127.0.0.1:1" in res.stderr and "refused" in res.stderr and "Traceback" not in res.stderr
 
 
-async def test_serve_refuses_external_schema_that_is_behind(database_url, valkey_url, short_dir):
-    """serve against an unmigrated external database exits 1 telling to run chathub migrate."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_refuses_external_schema_that_is_behind(database_url, valkey_url, short_dir,
+                                                             workers):
+    """serve (and serve --workers 2, whose supervisor used to restart the refusing workers
+    for ever) against an unmigrated external database exits 1 telling to run chathub migrate."""
     res = await cli("serve", "--database-url", database_url, "--valkey-url", valkey_url,
-                    "--port", "0", "--data-dir", str(short_dir))
-    assert res.returncode == 1
-    assert "chathub migrate" in res.stderr and "Traceback" not in res.stderr
+                    "--port", "0", "--data-dir", str(short_dir), "--workers", workers)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"chathub: the database schema is behind ({len(m.available())} pending migrations): "
+        "run 'chathub migrate' or start with --migrate")
+    assert "restarting" not in res.stderr and "Traceback" not in res.stderr
 
 
 async def test_serve_with_unreachable_database_is_one_line(valkey_url, short_dir):

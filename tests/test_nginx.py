@@ -9,6 +9,7 @@ clients connect with ``wss://`` from 127.0.0.2 and 127.0.0.3.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -27,6 +28,8 @@ import pytest
 import websockets
 
 from chathub.admin.client import call
+from chathub.api import APIClient, AsyncAPIClient
+from chathub.client.errors import NotConnected
 from tests.helpers import RECV_TIMEOUT, wait_for
 from tests.procs import free_port
 
@@ -119,6 +122,17 @@ class Nginx:
         with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}", context=self.ssl, timeout=5) as r:
             return r.status, r.read()
 
+    def get_from(self, local: str, path: str) -> tuple[int, bytes]:
+        """GET ``path`` over TLS from the address ``local`` (any status, no exception)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ssl, timeout=5,
+                                           source_address=(local, 0))
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         """SIGQUIT (graceful) to the master, SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
@@ -186,6 +200,39 @@ async def test_wss_through_nginx_end_to_end(daemon_factory, nginx):
     assert {c["user"]: c["remote_addr"] for c in reply["clients"]} == \
         {"alice": "127.0.0.2", "bob": "127.0.0.3"}
     await alice.close()
+    await bob.close()
+
+
+async def test_metrics_through_nginx_only_from_this_machine(daemon_factory, nginx):
+    """The site keeps /metrics for a local scraper: 200 from 127.0.0.1, 403 from any other
+    address, while the page and /healthz stay public."""
+    d = await daemon_factory(server={"trusted_proxies": ["127.0.0.1"]})
+    n = await nginx(d.port)
+    status, body = await asyncio.to_thread(n.get_from, "127.0.0.1", "/metrics")
+    assert status == 200 and b"chathub_connections" in body
+    status, body = await asyncio.to_thread(n.get_from, "127.0.0.2", "/metrics")
+    assert status == 403 and b"chathub_" not in body
+    for path in ("/healthz", "/"):
+        status, _ = await asyncio.to_thread(n.get_from, "127.0.0.2", path)
+        assert status == 200, path
+
+
+async def test_the_python_api_clients_over_https_through_nginx(daemon_factory, nginx):
+    """An application on another host reaches the API through the TLS site: APIClient and
+    AsyncAPIClient take https:// (they used to refuse it), the publish reaches a wss://
+    client, and a certificate that does not verify is NotConnected, not a traceback."""
+    key = "a" * 24
+    d = await daemon_factory(server={"trusted_proxies": ["127.0.0.1"]}, api={"keys": [key]})
+    n = await nginx(d.port)
+    bob, _ = await n.connect("bob", "127.0.0.3")
+    url = f"https://127.0.0.1:{n.port}"
+    sent = await asyncio.to_thread(
+        APIClient(url, key=key, ssl_context=n.ssl).publish, "general", "shipped", "system")
+    got = await _frame(bob, "chat")
+    assert (got["id"], got["from"], got["text"]) == (sent["id"], "system", "shipped")
+    assert "bob" in await AsyncAPIClient(url, key=key, ssl_context=n.ssl).users()
+    with pytest.raises(NotConnected, match="CERTIFICATE_VERIFY_FAILED"):
+        await AsyncAPIClient(url, key=key).users()  # the system's CAs know no test certificate
     await bob.close()
 
 

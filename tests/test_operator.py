@@ -18,9 +18,11 @@ import pytest
 from chathub.admin.client import call
 from chathub.cli.moderation import parse_assignments, parse_since
 from chathub.db.audit import AuditLog
+from chathub.errors import AdminError
 from chathub.kv import KV
 from chathub.limits import parse_value
 from tests.helpers import Chatter, wait_for
+from tests.procs import START_TIMEOUT
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -234,3 +236,32 @@ async def test_sighup_applies_live_keys_and_names_the_others(spawn):
     out = await cli("reload", "--socket", sock)
     assert out.returncode == 2 and "not reloaded" in out.stderr and "Traceback" not in out.stderr
     assert (await call(sock, "limits"))["limits"]["chat_rate"] == 3.0
+
+
+async def test_reload_in_a_worker_says_it_reached_one_and_names_the_supervisor(spawn):
+    """serve --workers 2: chathub reload on worker 0's socket applies there, says the other
+    worker kept its configuration and names the supervisor's pid; SIGHUP to that pid then
+    brings worker 1 along."""
+    proc = await spawn(workers=2)
+    data = Path(proc.config).parent / Path(proc.config).stem
+    socks = [str(data / "admin.sock"), str(data / "admin-1.sock")]
+
+    async def both_up() -> bool:  # /healthz answers once one worker listens
+        try:
+            return all([await call(s, "hello") for s in socks])
+        except AdminError:
+            return False
+    await wait_for(both_up, timeout=START_TIMEOUT, what="both workers' admin sockets")
+    proc.config.write_text(proc.config.read_text().replace("chat_rate = 10000.0", "chat_rate = 7.0"))
+    out = await cli("reload", "--socket", socks[0])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "applied: ratelimit.chat_rate",
+        "this was one worker of 'serve --workers'; the others keep their configuration: "
+        f"kill -HUP {proc.pid} (the supervisor) reloads every worker"]
+    assert [(await call(s, "limits"))["limits"]["chat_rate"] for s in socks] == [7.0, 10000.0]
+    os.kill(proc.pid, signal.SIGHUP)
+
+    async def both() -> bool:
+        return [(await call(s, "limits"))["limits"]["chat_rate"] for s in socks] == [7.0, 7.0]
+    await wait_for(both, what="worker 1 reloaded by the supervisor's SIGHUP")

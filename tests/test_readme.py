@@ -32,3 +32,30 @@ async def test_quick_start_prints_what_its_comments_say(daemon):
     assert [f["type"] for f in frames] == ["welcome", "chat", "error"], frames
     assert frames[1]["text"] == "hello" and frames[1]["id"]
     assert frames[2]["code"] == "unknown_user"
+
+
+def test_the_commands_table_names_every_command():
+    """Each top-level command and group of ``chathub --help`` has a row in the README's
+    Commands table (an operator who reads only the README finds every command)."""
+    from chathub.cli import app
+    from tests.test_cli_help import summaries
+
+    table = README.read_text().split("## Commands", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`chathub ([a-z-]+)", table))
+    commands = {path[0] for path, _ in summaries(app)}
+    assert len(commands) >= 18
+    assert commands <= named, f"missing from the README's Commands table: {sorted(commands - named)}"
+
+
+def test_the_docs_examples_reach_a_daemon_on_the_default_port():
+    """Every chathub address in the README and docs/ is on the port ``serve`` listens on by
+    default, so an example pasted against a daemon started with defaults reaches it
+    (docs/api.md's examples used 8765)."""
+    from chathub.config import Config
+
+    default = Config().server.port
+    pages = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    found = {(page.name, int(port)) for page in pages
+             for port in re.findall(r"(?:https?|wss?)://127\.0\.0\.1:(\d+)", page.read_text())}
+    assert {name for name, _ in found} >= {"README.md", "api.md"}
+    assert {(name, port) for name, port in found if port != default} == set()

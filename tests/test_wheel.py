@@ -10,6 +10,7 @@ path, on embedded PostgreSQL and Valkey, until SIGTERM.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,10 @@ def test_serve_from_the_installed_wheel(installed, short_dir: Path):
         assert '"connections": 0' in status
         running = " | ".join(_processes_mentioning(str(data)))
         assert "postgres" in running and "valkey-server" in running, running
+        # the line docs/deploy.md tells the operator to look for in systemctl status
+        (said,) = re.findall(r'systemctl status chathub +# "([^"]+)" once ready',
+                             (ROOT / "docs" / "deploy.md").read_text())
+        assert said.replace(":8080/", f":{port}/") in (cwd / "serve.log").read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, (cwd / "serve.log").read_text()[-3000:]
     finally:

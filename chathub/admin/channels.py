@@ -149,7 +149,8 @@ class ChannelCommands:
         if kind == "members":
             n = len(result["members"])
             raise ValueError(f"{name} has {n} member{'s' if n != 1 else ''}; "
-                             "delete it with force to unsubscribe them")
+                             "delete it with force (chathub channel delete --force) "
+                             "to unsubscribe them")
         await self.record("channel_delete", name, {"force": force,
                                                    "unsubscribed": result["unsubscribed"]})
         return {"name": name, "deleted": True, "unsubscribed": result["unsubscribed"]}

@@ -42,10 +42,14 @@ class AdminClient:
         """Connect and say hello; returns the daemon's ``hello`` reply.
 
         Raises:
-            AdminError: no daemon answers on the socket.
+            AdminError: no daemon answers on the socket, or this user may not use it.
         """
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+        except PermissionError:
+            raise AdminError(
+                f"permission denied on the admin socket {self.path}: only the user the daemon "
+                "runs as may use it (mode 0600); run this command as that user") from None
         except (OSError, ValueError) as exc:
             raise AdminError(f"no chathub daemon answers on {self.path} ({exc.strerror or exc})") from None
         self._reader_task = asyncio.create_task(self._read())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from ..db.pool import failure_reason
 from ..db.search import SearchQuery, SearchTimeout
 from ..errors import CacheUnavailable, ConfigError
 from .bans import BanCommands
@@ -48,7 +49,7 @@ class ModerationCommands(BanCommands, RemovalCommands):
             raise ValueError(str(exc)) from None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ValueError(f"search needs PostgreSQL, which is unavailable "
-                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                             f"({failure_reason(exc)})") from None
 
     async def cmd_audit(self, req: dict[str, Any]) -> dict[str, Any]:
         since, limit = req.get("since"), req.get("limit", 100)

@@ -1,7 +1,8 @@
 """:class:`APIClient` and :class:`AsyncAPIClient`: chathub's HTTP API from Python.
 
 One request per connection (the daemon answers ``Connection: close``), HTTP/1.1
-over plain sockets with no dependency. Requests are built and answers parsed by
+over plain sockets with no dependency, or over TLS to the proxy in front of the
+daemon (``https://``). Requests are built and answers parsed by
 the same sans-I/O functions for both (:func:`build`, :func:`parse`); only the
 socket differs.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -84,17 +86,27 @@ def parse(raw: bytes) -> Any:
 
 
 class _Base:
-    def __init__(self, url: str, key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, key: str, timeout: float = DEFAULT_TIMEOUT,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         """Args:
-            url: the daemon's address, ``http://host:port`` (the WebSocket port).
+            url: the daemon's address, ``http://host:port`` (the WebSocket port), or
+                ``https://host[:port]``: the TLS proxy in front of it (docs/deploy.md).
             key: one of the daemon's ``api.keys``.
-            timeout: seconds each request may take (connect, send and answer).
+            timeout: seconds each request may take (connect, TLS handshake, send, answer).
+            ssl_context: for ``https://``, how to verify the proxy (default: the system's
+                certificate authorities, and the host name).
+
+        Raises:
+            ValueError: a URL that is neither ``http://`` nor ``https://`` with a host.
         """
         u = urlsplit(url)
-        if u.scheme != "http" or not u.hostname:
-            raise ValueError("url must be http://host:port (put TLS in a proxy in front)")
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("url must be http://host:port (the daemon) or https://host[:port] "
+                             "(a TLS proxy in front of it)")
         self.host = u.hostname
-        self.port = u.port or 80
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        #: None for plain http://
+        self.tls = (ssl_context or ssl.create_default_context()) if u.scheme == "https" else None
         self.key = key
         self.timeout = timeout
         self._hostport = u.netloc
@@ -122,9 +134,15 @@ class APIClient(_Base):
     def _call(self, data: bytes) -> Any:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
             raise ReplyTimeout(f"no connection within {self.timeout} s") from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too: a certificate that does not verify
             raise NotConnected(f"cannot reach {self.host}:{self.port}: {exc}") from None
         chunks: list[bytes] = []
         size = 0
@@ -216,8 +234,10 @@ class AsyncAPIClient(_Base):
 
     async def _exchange(self, data: bytes) -> bytes:
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls,
+                server_hostname=self.host if self.tls is not None else None)
+        except OSError as exc:  # ssl.SSLError too: a certificate that does not verify
             raise NotConnected(f"cannot reach {self.host}:{self.port}: {exc}") from None
         try:
             writer.write(data)

@@ -69,7 +69,7 @@ def serve(
     }
     if workers < 0:
         fail(f"--workers: must be 0 (one per core) or more, got {workers}", 2)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, serving=True)
     setup_logging(cfg.log)
     if workers != 1:
         from ..cluster.workers import serve_workers

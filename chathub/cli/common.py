@@ -17,8 +17,10 @@ CONFIG_HELP = "TOML config file (default: ./chathub.toml when present)."
 SOCKET_HELP = "Admin socket of the daemon (default: <data_dir>/admin.sock)."
 DATA_DIR_HELP = "Where embedded PostgreSQL/Valkey and the admin socket live."
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
-SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP)]
+# readable=False: Typer would otherwise refuse a path it cannot read with a usage box;
+# loading the file and attaching to the socket say what is wrong in one line instead.
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP, readable=False)]
+SocketOpt = Annotated[Path | None, typer.Option("--socket", help=SOCKET_HELP, readable=False)]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 
 
@@ -40,9 +42,12 @@ def check_channel(name: str, what: str = "--channel") -> None:
              "(1-64 of A-Z a-z 0-9 _ - . :, optionally after $)", 2)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                serving: bool = False) -> Config:
+    """The configuration, or exit 2 with its one line. ``serving``: for ``serve`` only; the
+    other commands do not need the daemon's token secret (``[auth] secret``)."""
     try:
-        return configload.load(path, overrides=overrides)
+        return configload.load(path, overrides=overrides, serving=serving)
     except ConfigError as exc:
         fail(str(exc), 2)
 

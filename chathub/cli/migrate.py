@@ -14,6 +14,7 @@ from ..config import Config
 from ..datadir import DataDirLock
 from ..db import migrate as migrations
 from ..db import pool as dbpool
+from ..errors import DataDirLocked
 from ..services import EmbeddedPostgres
 
 
@@ -28,7 +29,11 @@ async def run_migrate(cfg: Config, *, status: bool = False, dry_run: bool = Fals
     """
     if cfg.database.url:
         return await _migrate(cfg, cfg.database.url, status, dry_run, echo)
-    lock = DataDirLock(cfg.data_dir).acquire()
+    try:
+        lock = DataDirLock(cfg.data_dir).acquire()
+    except DataDirLocked as exc:
+        raise DataDirLocked(f"{exc}; that daemon migrated the embedded database when it started "
+                            "(stop it to run migrate)") from None
     try:
         pg = EmbeddedPostgres(cfg.data_dir)
         # Left running by a daemon that was killed: use it and leave it for the next serve.

@@ -328,3 +328,6 @@ def reload(
     typer.echo("applied: " + (", ".join(result["applied"]) or "nothing changed that can change live"))
     if result["ignored"]:
         typer.echo("left as they were (restart to apply): " + ", ".join(result["ignored"]))
+    if "supervisor" in result:
+        typer.echo("this was one worker of 'serve --workers'; the others keep their configuration: "
+                   f"kill -HUP {result['supervisor']} (the supervisor) reloads every worker")

@@ -1,7 +1,8 @@
 """``chathub serve --workers N``: N hub processes on one machine, serving one port.
 
 The parent starts the embedded PostgreSQL and Valkey once (when no URLs are
-configured) and migrates the schema, then runs N ``chathub serve`` children that
+configured), migrates the schema (or refuses one that is behind) and checks that
+Valkey answers, as a single ``serve`` would before listening, then runs N ``chathub serve`` children that
 share the port (SO_REUSEPORT: the kernel spreads new connections over them) and
 the services, and form a cluster through Valkey like hubs on different machines
 (docs/scaling.md). Worker 0 answers on the usual admin socket, worker i on
@@ -30,11 +31,14 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from ..configcheck import socket_path_too_long
 from ..datadir import ENV_FD, DataDirLock
 from ..db import migrate as migrations
 from ..db import pool as dbpool
 from ..errors import ChathubError
+from ..kv import KV
 from ..listen import check_port
+from ..loop import install as install_loop
 from ..services import EmbeddedPostgres, EmbeddedValkey
 
 log = logging.getLogger("chathub.cluster.workers")
@@ -129,12 +133,29 @@ class Supervisor:
                 p.wait()
 
 
-async def _migrate(url: str, timeout: float) -> None:
+async def _schema(url: str, timeout: float, apply: bool) -> None:
+    """As a single ``serve`` does, before any worker starts: a schema that is behind
+    stops the supervisor with one line instead of failing every worker again and again."""
     conn = await dbpool.connect(url, timeout)
     try:
-        await migrations.migrate(conn)
+        for m in await migrations.prepare(conn, apply):
+            log.info("applied migration %04d_%s", m.version, m.name)
     finally:
         await conn.close()
+
+
+async def _reach_valkey(url: str, timeout: float) -> None:
+    """Valkey answers (and takes this version's functions), as a single ``serve`` checks
+    before it listens: an unreachable one stops the supervisor with that line.
+
+    Raises:
+        CacheUnavailable: Valkey cannot be reached now.
+    """
+    kv = KV(url, timeout)
+    try:
+        await kv.connect()
+    finally:
+        await kv.close()
 
 
 def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
@@ -154,6 +175,10 @@ def serve_workers(cfg: Config, workers: int, config_path: Path | None) -> int:
 def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: DataDirLock) -> int:
     sup = Supervisor(cfg, workers, config_path)
     sup.lock_fd = lock.fd
+    too_long = socket_path_too_long(worker_socket(cfg, sup.count - 1))  # admin-<i>.sock is longer
+    if too_long is not None:
+        print(f"chathub: {too_long}", file=sys.stderr)
+        return 1
     try:
         check_port(cfg.server.host, sup.port)  # before anything starts: workers could not
     except ChathubError as exc:
@@ -164,8 +189,9 @@ def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: Dat
     try:
         db_url = pg.start() if pg else cfg.database.url
         kv_url = kv.start() if kv else cfg.valkey.url
-        if pg is not None or cfg.database.migrate:
-            asyncio.run(_migrate(db_url, cfg.database.timeout))
+        install_loop(cfg.server.uvloop)  # the workers' loop: the same errors, in the same words
+        asyncio.run(_schema(db_url, cfg.database.timeout, pg is not None or cfg.database.migrate))
+        asyncio.run(_reach_valkey(kv_url, cfg.valkey.timeout))
     except ChathubError as exc:
         print(f"chathub: {exc}", file=sys.stderr)
         for svc in (kv, pg):

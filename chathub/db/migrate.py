@@ -126,3 +126,22 @@ async def migrate(conn: asyncpg.Connection, target: int | None = None) -> list[M
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+async def prepare(conn: asyncpg.Connection, apply: bool) -> list[Migration]:
+    """Make the schema ready for a daemon: apply what is pending when ``apply`` (the
+    embedded database, or ``[database] migrate``) and return it, else refuse a schema
+    that is behind. ``serve`` and the ``serve --workers`` supervisor both start here.
+
+    Raises:
+        MigrationError: ``apply`` is False and migrations are pending (one line telling
+            to run ``chathub migrate``), or a migration failed or was changed.
+    """
+    if apply:
+        return await migrate(conn)
+    st = await status(conn)
+    if st.pending:
+        raise MigrationError(
+            f"the database schema is behind ({len(st.pending)} pending migrations): "
+            "run 'chathub migrate' or start with --migrate")
+    return []

@@ -20,7 +20,9 @@ def describe(url: str) -> str:
     return f"{host}{port}{u.path or ''}"
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """Why a call to PostgreSQL failed, in a few words (``no server socket there``,
+    ``connection refused``, ``timed out``, or the first line of the error)."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
@@ -47,7 +49,7 @@ async def connect(url: str, timeout: float = 5.0) -> asyncpg.Connection:
         return await asyncpg.connect(url, timeout=timeout)
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
-            f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None
+            f"cannot reach PostgreSQL at {describe(url)}: {failure_reason(exc)}") from None
 
 
 async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.Pool:
@@ -65,7 +67,7 @@ async def create_pool(url: str, size: int = 4, timeout: float = 5.0) -> asyncpg.
             server_settings={"application_name": f"chathub-{os.getpid()}"})
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
-            f"cannot reach PostgreSQL at {describe(url)}: {_reason(exc)}") from None
+            f"cannot reach PostgreSQL at {describe(url)}: {failure_reason(exc)}") from None
 
 
 #: seconds a pool may take to close its connections politely at shutdown before they
