@@ -66,6 +66,8 @@ class ConnectionHandler:
             return
         forget_handshake(ws)  # ~4 KB per idle connection; the admission has what is needed
         client = Client(ws, adm.user, adm.remote_addr, adm.user_agent, adm.rights)
+        client.sink = self.hub.fanout  # replies and pongs count against the backlog rule too
+        ws.peer = client
         if self.cfg.server.socket_send_buffer:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
@@ -94,6 +96,7 @@ class ConnectionHandler:
             await self._finish(client, adm)
 
     async def _finish(self, client: Client, adm: Admission) -> None:
+        client.ws.peer = None  # type: ignore[attr-defined]  # no cycle left to the collector
         self.guard.closed(adm.remote_addr)
         if client.close_code is None:
             client.close_code, client.close_reason = close_of(client.ws)
