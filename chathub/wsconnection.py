@@ -20,10 +20,10 @@ by tests/test_wsconnection.py:
   websockets calls; the queue holds at most ``max_queue`` frames). It also logs
   through one shared logger instead of one ``LoggerAdapter`` per connection that
   names the connection (chathub's log lines name the session themselves).
-- what a client may make the server do: a client that sends more than
-  ``max_frames_per_second`` frames of any kind (pings and fragments included) within
-  a second is failed with 1008, as websockets fails one that sends too big a frame;
-  reading from a client pauses while its outgoing backlog is above
+- what a client may make the server do: reading from a client that sent
+  ``max_frames_per_second`` frames of any kind (pings and fragments included) pauses
+  until that second is over, and one that gets twice as many into one second is failed
+  with 1008, as websockets fails one that sends too big a frame; reading from a client pauses while its outgoing backlog is above
   ``client_queue_limit`` (what it sends only adds to what it must receive: pongs,
   replies), and :attr:`TrackedConnection.peer` is told so the slow-consumer rule judges
   that backlog too; and a connection that websockets failed (1002, 1008, 1009) is cut
@@ -52,6 +52,12 @@ from .edge.routes import Admission
 HOLD_QUEUE = 1
 #: the outgoing backlog is above ``client_queue_limit``
 HOLD_BACKLOG = 2
+#: the client used its ``max_frames_per_second`` for the current second
+HOLD_BUDGET = 4
+#: frames within one second, as a multiple of ``max_frames_per_second``, that fail the
+#: connection with 1008: reading pauses at the budget, so only one read's worth (up to
+#: 256 KiB of tiny frames, pings or 1-byte fragments) gets that far
+FLOOD_FACTOR = 2
 
 #: the reason of the 1008 close a client gets for passing ``max_frames_per_second``
 TOO_MANY_FRAMES = "too many frames"
@@ -86,8 +92,8 @@ class TrackedConnection(ServerConnection):
         backlog_limit: bytes of outgoing backlog above which reading from the client
             pauses (``hub.client_queue_limit``); None keeps websockets' flow control.
         max_frames_per_second: frames of any kind a client may send within one second
-            (``server.max_frames_per_second``); one more fails the connection with 1008.
-            0: no limit.
+            (``server.max_frames_per_second``) before reading pauses for the rest of it;
+            :data:`FLOOD_FACTOR` times as many fail the connection with 1008. 0: no limit.
     """
 
     def __init__(self, protocol: ServerProtocol, *args: Any,
@@ -115,7 +121,7 @@ class TrackedConnection(ServerConnection):
         #: frames received in it
         self.frames_since = 0.0
         self.frames_in_window = 0
-        #: :data:`HOLD_QUEUE` | :data:`HOLD_BACKLOG`: why reading is paused (0: it is not)
+        #: ``HOLD_*`` bits: why reading is paused (0: it is not)
         self.read_holds = 0
         #: told when the backlog passes ``backlog_limit`` (a :class:`chathub.peer.Client`,
         #: set once the connection is admitted; its ``backlog_over()`` is called)
@@ -167,21 +173,36 @@ class TrackedConnection(ServerConnection):
         self.release_reading(HOLD_BACKLOG)
 
     def process_event(self, event: Any) -> None:
-        """Count a received frame against ``max_frames_per_second``; then as websockets."""
+        """Count a received frame against ``max_frames_per_second``; then as websockets.
+
+        Past the budget, reading pauses until the second is over (the client is slowed,
+        not refused); past :data:`FLOOD_FACTOR` times the budget (one read held that many
+        frames) the connection is failed with 1008, and the rest of the read is dropped.
+        """
         if self.max_frames and isinstance(event, Frame):
-            if self.frames_in_window > self.max_frames:
+            limit = self.max_frames
+            if self.frames_in_window > FLOOD_FACTOR * limit:
                 return  # failed: the rest of what the last read held is dropped
             now = self.loop.time()
             if now - self.frames_since >= 1.0:
                 self.frames_since, self.frames_in_window = now, 0
             self.frames_in_window += 1
-            if self.frames_in_window > self.max_frames and self.protocol.state is State.OPEN:
-                self.protocol.fail(POLICY_VIOLATION, TOO_MANY_FRAMES)
-                self.send_data()
-                if self.close_deadline is None and self.close_timeout is not None:
-                    self.close_deadline = self.loop.time() + self.close_timeout
-                return
+            if self.frames_in_window > limit:
+                if self.frames_in_window > FLOOD_FACTOR * limit:
+                    self._fail_flood()
+                    return
+                if not self.read_holds & HOLD_BUDGET:
+                    self.hold_reading(HOLD_BUDGET)
+                    self.loop.call_at(self.frames_since + 1.0, self.release_reading, HOLD_BUDGET)
         super().process_event(event)
+
+    def _fail_flood(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            return
+        self.protocol.fail(POLICY_VIOLATION, TOO_MANY_FRAMES)
+        self.send_data()
+        if self.close_deadline is None and self.close_timeout is not None:
+            self.close_deadline = self.loop.time() + self.close_timeout
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
