@@ -180,3 +180,36 @@ async def test_a_failed_connection_the_peer_keeps_open_is_cut(daemon_factory, pa
         assert close_code_in(data) in (closecodes.MESSAGE_TOO_BIG, closecodes.PROTOCOL_ERROR)
     finally:
         writer.close()
+
+
+async def test_many_asking_for_the_channel_list_cost_one_listing_at_a_time(daemon_factory):
+    """Twenty connections ask for ``channels`` while a listing runs: each gets an answer,
+    and Valkey lists twice (the running listing and one for all who asked during it),
+    not twenty times."""
+    d = await daemon_factory()
+    presence = d.node.hub.presence
+    real = presence.channels
+    held = asyncio.Event()
+    calls = 0
+
+    async def counted(private: bool = False) -> list[tuple[str, int, bool]]:
+        nonlocal calls
+        calls += 1
+        await held.wait()  # the first listing is slow: everyone else asks meanwhile
+        return await real(private)
+
+    presence.channels = counted
+    askers = [await Chatter.connect(d.port, f"asker{i}") for i in range(20)]
+    try:
+        await askers[0].send(type="channels", ref="first")
+        await wait_for(lambda: calls == 1, what="the first listing running")
+        for i, a in enumerate(askers[1:]):
+            await a.send(type="channels", ref=str(i))
+        await wait_for(lambda: sum(c.frames_received for c in d.node.hub.clients()) >= 20,
+                       what="every request read")
+        held.set()
+        for a in askers:
+            assert (await a.recv_type("channels"))["channels"][0]["name"] == "general"
+        assert calls == 2
+    finally:
+        await asyncio.gather(*(a.close() for a in askers))
