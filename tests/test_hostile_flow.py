@@ -213,3 +213,33 @@ async def test_many_asking_for_the_channel_list_cost_one_listing_at_a_time(daemo
         assert calls == 2
     finally:
         await asyncio.gather(*(a.close() for a in askers))
+
+
+async def test_connections_that_end_together_leave_in_one_round_trip(daemon_factory):
+    """Fifty connections close while the hub is busy with another departure: the hub takes
+    them as one batch (one presence round trip), and all are gone from ``users``."""
+    d = await daemon_factory()
+    presence = d.node.hub.presence
+    real = presence.disconnect_many
+    held = asyncio.Event()
+    batches: list[int] = []
+
+    async def counted(users: list[str]) -> list[bool]:
+        batches.append(len(users))
+        if len(batches) == 1:
+            await held.wait()  # the first departure is slow: the others queue behind it
+        return await real(users)
+
+    presence.disconnect_many = counted
+    stayer = await Chatter.connect(d.port, "stayer")
+    leavers = [await Chatter.connect(d.port, f"leaver{i}") for i in range(51)]
+    await leavers[0].close()
+    await wait_for(lambda: batches == [1], what="the first departure under way")
+    await asyncio.gather(*(c.close() for c in leavers[1:]))
+    await wait_for(lambda: d.node.hub.inbox_depth() >= 50, what="the other fifty queued")
+    held.set()
+    await wait_for(lambda: d.node.hub.connection_count == 1, what="fifty gone")
+    assert batches == [1, 50]
+    await stayer.send(type="users", ref="who")
+    assert (await stayer.recv_type("users"))["users"] == ["stayer"]
+    await stayer.close()
