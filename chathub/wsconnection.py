@@ -206,9 +206,11 @@ class TrackedConnection(ServerConnection):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.close_deadline is not None and self.cut is None:
+        if (self.close_deadline is not None and self.cut is None
+                and self.protocol.state is not State.CONNECTING):
             # websockets failed the connection (or the peer closed it) and waits for the
-            # peer to drop TCP; a peer that never does is cut at the deadline
+            # peer to drop TCP; a peer that never does is cut at the deadline. (An HTTP
+            # answer, never upgraded, is left to websockets: its body may still be on its way.)
             self.cut = self.loop.call_at(self.close_deadline, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
