@@ -163,6 +163,10 @@ class Presence(Protocol):
         """Record a closed connection; whether it was the user's last anywhere."""
         ...
 
+    async def disconnect_many(self, users: list[str]) -> list[bool]:
+        """:meth:`disconnect` for each of ``users`` in order, in one round trip."""
+        ...
+
     async def users(self) -> list[str]:
         """Everyone online on any hub, sorted."""
         ...

@@ -48,6 +48,10 @@ class ServerConfig:
     connect_rate_per_ip: float = 200.0
     #: burst of new connections per remote address
     connect_burst_per_ip: int = 2000
+    #: frames of any kind (pings and fragments included) one connection may send within
+    #: one second; past it the connection is not read until the second is over, and at
+    #: twice as many it is closed with 1008. 0: no limit
+    max_frames_per_second: int = 1000
     #: use uvloop when installed
     uvloop: bool = True
     #: kernel send buffer per connection in bytes (SO_SNDBUF); bounds what hides below the

@@ -65,6 +65,7 @@ def validate(cfg: Config, source: str = "configuration",
     need(s.handshake_timeout > 0, "server.handshake_timeout", "must be positive")
     need(s.drain_timeout > 0, "server.drain_timeout", "must be positive")
     need(s.socket_send_buffer >= 0, "server.socket_send_buffer", "must not be negative")
+    need(s.max_frames_per_second >= 0, "server.max_frames_per_second", "must not be negative")
     need(s.max_connections >= 1, "server.max_connections", "must be at least 1")
     need(s.max_connections_per_ip >= 1, "server.max_connections_per_ip", "must be at least 1")
     need(s.connect_rate_per_ip > 0, "server.connect_rate_per_ip", "must be positive")

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from . import closecodes, protocol
 from .backends import MessageCache
 from .bucket import TokenBucket
+from .coalesce import Coalesced
 from .config import Config
 from .db.archive import RETRY_AFTER_MS
 from .db.sessions import SessionRecorder
@@ -57,6 +58,11 @@ class ConnectionHandler:
         self.cache = cache
         self.sessions = sessions
         self.guard = guard
+        #: ``users`` and ``channels`` answers, one Valkey read at a time however many ask
+        #: (their cost grows with the server; see chathub/coalesce.py)
+        self.users = Coalesced(hub.users_everywhere)
+        self.channel_list: Coalesced[None, list[tuple[str, int]]] = Coalesced(
+            lambda _key: hub.channel_list())
 
     async def handle(self, ws: TrackedConnection) -> None:
         """The websockets handler: the whole life of one connection."""
@@ -66,6 +72,8 @@ class ConnectionHandler:
             return
         forget_handshake(ws)  # ~4 KB per idle connection; the admission has what is needed
         client = Client(ws, adm.user, adm.remote_addr, adm.user_agent, adm.rights)
+        client.sink = self.hub.fanout  # replies and pongs count against the backlog rule too
+        ws.peer = client
         if self.cfg.server.socket_send_buffer:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
@@ -94,6 +102,7 @@ class ConnectionHandler:
             await self._finish(client, adm)
 
     async def _finish(self, client: Client, adm: Admission) -> None:
+        client.ws.peer = None  # type: ignore[attr-defined]  # no cycle left to the collector
         self.guard.closed(adm.remote_addr)
         if client.close_code is None:
             client.close_code, client.close_reason = close_of(client.ws)
@@ -153,7 +162,7 @@ class ConnectionHandler:
             raise ProtocolError(protocol.NOT_SUBSCRIBED,
                                 f"this connection is not in {msg.channel}", msg.ref)
         try:
-            users = await self.hub.users_everywhere(msg.channel)
+            users = await self.users.get(msg.channel)
         except CacheUnavailable:
             raise ProtocolError(protocol.UNAVAILABLE, "the user list is unavailable right now",
                                 msg.ref, RETRY_AFTER_MS) from None
@@ -161,7 +170,7 @@ class ConnectionHandler:
 
     async def _channels(self, client: Client, msg: Channels) -> None:
         try:
-            listed = await self.hub.channel_list()
+            listed = await self.channel_list.get(None)
         except CacheUnavailable:
             raise ProtocolError(protocol.UNAVAILABLE, "the channel list is unavailable right now",
                                 msg.ref, RETRY_AFTER_MS) from None

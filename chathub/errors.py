@@ -12,6 +12,7 @@
     ├── ProtocolError        a client frame that cannot be served (errorcodes.py; an error frame)
     ├── TokenError           a token refused at the upgrade (edge/auth.py; HTTP 401)
     ├── AmbiguousHeader      a deciding header sent twice (edge/routes.py; HTTP 403/401)
+    │   └── AmbiguousQuery   a deciding query parameter sent twice (HTTP 400/401)
     ├── MalformedHeader      a proxy header that cannot be read (edge/proxies.py; ignored)
     ├── SubscriptionLost     the bus's pub/sub connection died (cluster/bus.py; resubscribe)
     └── RegistrationFailed   a connection could not join the hub; it carries the close

@@ -216,6 +216,20 @@ class Fanout:
             self.over.add(c)
         return verdict
 
+    def offer(self, c: Client, data: bytes) -> bool:
+        """Write ``data`` (whole frames) to ``c`` unless that makes it a slow consumer; True
+        when written. For replies and everything else written outside the queue."""
+        return self._offer(c, data, time.monotonic())
+
+    def watch(self, c: Client) -> None:
+        """Judge ``c``'s backlog from now on: something other than a write of ours (a pong
+        websockets wrote) took it above the limit; the watch cuts it after write_timeout."""
+        if c.gone:
+            return
+        if c.over_since is None:
+            c.over_since = time.monotonic()
+        self.over.add(c)
+
     def _offer(self, c: Client, data: bytes, now: float) -> bool:
         """Write ``data`` to ``c`` unless that makes it a slow consumer; True when written."""
         low = c.backlog()

@@ -373,7 +373,7 @@ class Hub:
         elif isinstance(ev, Unsubscribe):
             await self.membership.unsubscribe(batch)
         elif isinstance(ev, Unregister):
-            await self.registration.unregister(ev)
+            await self.registration.unregister(batch)
         elif isinstance(ev, Remote):
             self.arrivals.handle(ev.payload)
         elif isinstance(ev, Watching):

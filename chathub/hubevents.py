@@ -99,7 +99,7 @@ class Resync:
 Event = (Register | Subscribe | Unsubscribe | Unregister | Inbound | Remote | Watching
           | EchoDue | Resync)
 #: event kinds taken in runs as one batch
-BATCHED = (Inbound, Register, Subscribe, Unsubscribe)
+BATCHED = (Inbound, Register, Subscribe, Unsubscribe, Unregister)
 
 
 def fail_batch(batch: list[Any]) -> None:

@@ -122,7 +122,8 @@ class Membership:
             return protocol.FORBIDDEN, f"you are banned from {channel}"
         if protocol.is_private(channel) and not any(
                 fnmatch.fnmatchcase(channel, pattern) for pattern in c.rights):
-            return protocol.FORBIDDEN, f"{channel} is private and your token does not name it"
+            return protocol.FORBIDDEN, (f"{channel} is private: only a token that names it may subscribe "
+                                        "(never in auth mode none)")
         if channel not in c.channels and len(c.channels) >= self.cfg.max_per_connection:
             return (protocol.TOO_MANY_CHANNELS,
                     f"a connection may be in at most {self.cfg.max_per_connection} channels")

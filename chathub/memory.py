@@ -42,6 +42,9 @@ class MemoryPresence:
         self.counts.pop(user, None)
         return True
 
+    async def disconnect_many(self, users: list[str]) -> list[bool]:
+        return [await self.disconnect(user, "") for user in users]
+
     async def users(self) -> list[str]:
         return sorted(self.counts)
 

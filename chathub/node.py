@@ -268,7 +268,9 @@ class Node:
             create_connection=partial(TrackedConnection,
                                       on_handshake_timeout=self.guard.count_handshake_timeout,
                                       on_body_too_large=self.api.metrics.body_too_large,
-                                      max_body=cfg.api.max_body),
+                                      max_body=cfg.api.max_body,
+                                      backlog_limit=cfg.hub.client_queue_limit,
+                                      max_frames_per_second=cfg.server.max_frames_per_second),
             process_request=self.routes.process_request,
             compression=None,  # frames are built once for every recipient (framing.py)
             max_size=cfg.server.max_message_bytes,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -36,6 +36,16 @@ def is_open(ws: ServerConnection) -> bool:
 CLOSE_DEADLINE = 3.0
 
 
+class Sink(Protocol):
+    """Who judges a client's backlog by the slow-consumer rule (the hub's fan-out)."""
+
+    def offer(self, c: Client, frame: bytes) -> bool:
+        """Write ``frame`` to ``c`` unless that makes it a slow consumer; True when written."""
+        ...
+
+    def watch(self, c: Client) -> None:
+        """``c``'s backlog passed the limit outside the fan-out: judge it from now on."""
+        ...
 
 
 class Client:
@@ -46,7 +56,7 @@ class Client:
         "chats_sent", "whispers_sent", "whispers_received", "frames_received", "bytes_in",
         "bytes_out", "rate_limit_hits", "close_code", "close_reason", "gone", "ping_at",
         "channels", "rights",
-        "over_since",
+        "over_since", "sink",
     )
 
     def __init__(self, ws: ServerConnection, user: str, remote_addr: str | None = None,
@@ -83,6 +93,9 @@ class Client:
         #: monotonic seconds since which the backlog has been above client_queue_limit
         #: without falling below it (None: it is not above); kept by the fan-out
         self.over_since: float | None = None
+        #: judges every frame :meth:`send` writes, and a backlog that passes the limit
+        #: by what websockets writes itself (pongs); None: frames are written unjudged
+        self.sink: Sink | None = None
 
     def backlog(self) -> int:
         """Bytes written to this connection that the peer has not taken yet."""
@@ -103,8 +116,18 @@ class Client:
         return True
 
     def send(self, payload: bytes) -> bool:
-        """Frame ``payload`` (JSON bytes) and write it; False when not open."""
-        return self.write(framing.text_frame(payload))
+        """Frame ``payload`` (JSON bytes) and write it, judged by :attr:`sink` (a reply that
+        would pass ``client_queue_max`` closes the client with 4002 instead); False when not
+        written."""
+        frame = framing.text_frame(payload)
+        if self.sink is not None:
+            return self.sink.offer(self, frame)
+        return self.write(frame)
+
+    def backlog_over(self) -> None:
+        """The connection's backlog passed ``client_queue_limit`` (the transport said so)."""
+        if self.sink is not None:
+            self.sink.watch(self)
 
     def close_soon(self, close: Close, reason: str | None = None,
                    recorded: str | None = None) -> None:

@@ -2,7 +2,8 @@
 
 The hub loop hands :class:`Registration` each run of
 :class:`~chathub.hubevents.Register` events (:meth:`Registration.register`), each
-:class:`~chathub.hubevents.Unregister` (:meth:`Registration.unregister`) and each
+:class:`~chathub.hubevents.Unregister` (:meth:`Registration.unregister`, one presence
+and one channel round trip however many connections ended together) and each
 :class:`~chathub.hubevents.Resync` (:meth:`Registration.resync`). A batch of new
 connections costs one history read and one presence round trip to Valkey, plus the
 auto-join channels' subscription (:meth:`chathub.membership.Membership.join_presence`);
@@ -151,38 +152,49 @@ class Registration:
             if not ev.done.done():
                 ev.done.set_result(None)
 
-    async def unregister(self, ev: Unregister) -> None:
-        """Remove ``ev.client`` from the map and its channels (``leave`` where it was the
-        user's last subscription anywhere); nothing when it was never registered. The user
-        goes offline when Valkey says it was their last connection anywhere (this hub's
-        map decides while Valkey is down). ``ev.done`` completes in every case, also when
-        this raises."""
+    async def unregister(self, batch: list[Unregister]) -> None:
+        """Remove a batch of ended connections from the map and their channels (``leave``
+        where it was the user's last subscription anywhere), in one presence round trip and
+        one channel round trip however many there are; nothing for one never registered. A
+        user goes offline when Valkey says it was their last connection anywhere (this
+        hub's map decides while Valkey is down). Every ``done`` completes, also when this
+        raises."""
         try:
-            await self._unregister(ev.client)
+            await self._unregister([ev.client for ev in batch])
         finally:
-            if not ev.done.done():
-                ev.done.set_result(None)
+            for ev in batch:
+                if not ev.done.done():
+                    ev.done.set_result(None)
 
-    async def _unregister(self, c: Client) -> None:
-        if c not in self._clients:
+    async def _unregister(self, ended: list[Client]) -> None:
+        gone: list[Client] = []
+        last_here: list[bool] = []
+        for c in ended:
+            if c not in self._clients:
+                continue
+            del self._clients[c]
+            self.feed.forget(c)
+            conns = self._by_user.get(c.user, [])
+            if c in conns:
+                conns.remove(c)
+            if not conns:
+                self._by_user.pop(c.user, None)
+            gone.append(c)
+            last_here.append(not conns)
+        if not gone:
             return
-        del self._clients[c]
-        self.feed.forget(c)
-        conns = self._by_user.get(c.user, [])
-        if c in conns:
-            conns.remove(c)
-        if not conns:
-            self._by_user.pop(c.user, None)
-        reason = c.close_reason or "left"
         try:
-            last = await self.presence.disconnect(c.user, reason)
+            lasts = await self.presence.disconnect_many([c.user for c in gone])
         except CacheUnavailable:
-            last = not conns
-        if last:  # before the leaves go out: who reads them and asks `users` sees them gone
-            self.online.discard(c.user)
-        await self.membership.leave([(c, ch, reason) for ch in sorted(c.channels)])
-        self._emit({"type": "disconnect", "user": c.user, "session": c.session,
-                    "code": c.close_code, "reason": c.close_reason})
+            lasts = last_here
+        for c, last in zip(gone, lasts, strict=True):
+            if last:  # before the leaves go out: who reads them and asks `users` sees them gone
+                self.online.discard(c.user)
+        await self.membership.leave([(c, ch, c.close_reason or "left")
+                                     for c in gone for ch in sorted(c.channels)])
+        for c in gone:
+            self._emit({"type": "disconnect", "user": c.user, "session": c.session,
+                        "code": c.close_code, "reason": c.close_reason})
 
     async def users_everywhere(self, channel: str | None = None) -> list[str]:
         """Names of the users online on any hub (in ``channel`` when given), sorted.

@@ -254,6 +254,22 @@ async def test_ambiguous_authorization_is_401(daemon_factory):
     assert d.node.guard.refusals["auth"] == 1
 
 
+@pytest.mark.parametrize("query", ["user=a&user=b", "user=a&since=1-1&since=2-2"])
+async def test_a_repeated_query_parameter_is_400(daemon, query):
+    """Two ``user`` (or ``since``) values: a proxy and chathub could read different ones."""
+    answer = await http(daemon.port, upgrade(path=f"/ws?{query}"))
+    assert answer.startswith(b"HTTP/1.1 400") and b"more than once" in answer, answer[:200]
+    assert daemon.node.hub.connection_count == 0
+
+
+async def test_a_repeated_token_is_401(daemon_factory):
+    d = await daemon_factory(auth={"mode": "token", "secret": SECRET})
+    t1, t2 = auth.mint("a", SECRET, 60), auth.mint("b", SECRET, 60)
+    answer = await http(d.port, upgrade(path=f"/ws?token={t1}&token={t2}"))
+    assert answer.startswith(b"HTTP/1.1 401") and b"ambiguous query parameter token" in answer
+    assert d.node.guard.refusals["auth"] == 1
+
+
 # -- 6. token times and claim types ---------------------------------------------------------
 
 

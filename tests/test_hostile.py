@@ -20,8 +20,10 @@ from chathub.admin.client import call
 from tests.helpers import Chatter, wait_for
 
 DOCUMENTED_ERRORS = {"bad_request", "unknown_type", "too_long", "unknown_user", "rate_limited",
-                     "blocked", "unavailable"}
-REPLY_TYPES = {"error", "chat", "whisper", "users", "history", "join", "leave"}
+                     "blocked", "unavailable", "not_subscribed", "forbidden", "too_many_channels",
+                     "unknown_channel"}
+REPLY_TYPES = {"error", "chat", "whisper", "users", "history", "join", "leave", "subscribed",
+               "unsubscribed", "channels"}
 HANDSHAKE = (b"GET /ws?user=raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
@@ -31,10 +33,16 @@ json_values = st.recursive(
     max_leaves=20)
 field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3000),
                          st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers()))
+#: channel names at, inside and past every limit, private ones (refused in auth mode none)
+channel_values = st.one_of(field_values, st.sampled_from(
+    ["general", "c" * 64, "c" * 65, "$ops", "$", "", "a b", "général", "x:y.z-_"]),
+    st.text(alphabet="abc$:.-_", min_size=1, max_size=70))
 typed_frames = st.fixed_dictionaries(
-    {"type": st.sampled_from(["chat", "whisper", "users", "history", "nope", ""])},
+    {"type": st.sampled_from(["chat", "whisper", "users", "history", "subscribe", "unsubscribe",
+                              "channels", "nope", ""])},
     optional={"text": field_values, "to": field_values, "ref": field_values, "before": field_values,
-              "limit": field_values, "from": field_values})
+              "limit": field_values, "from": field_values, "channel": channel_values,
+              "since": field_values})
 text_frames = st.one_of(
     json_values.map(json.dumps),
     typed_frames.map(json.dumps),

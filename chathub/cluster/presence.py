@@ -95,6 +95,14 @@ class Presence:
             self.kv.client.fcall, self.kv.fn("disconnect"), 0, self.prefix, self.node_id, user)
         return bool(last)
 
+    async def disconnect_many(self, users: list[str]) -> list[bool]:
+        """:meth:`disconnect` for each of ``users`` (a user once per closed connection), in
+        order and in one round trip; for each, whether it was that user's last anywhere."""
+        pipe = self.kv.client.pipeline(transaction=False)
+        for user in users:
+            pipe.fcall(self.kv.fn("disconnect"), 0, self.prefix, self.node_id, user)
+        return [bool(last) for last in await self.kv.call(pipe.execute)]
+
     async def users(self) -> list[str]:
         """Everyone online on any node, sorted (from Valkey)."""
         return list(await self.kv.call(self.kv.client.fcall, self.kv.fn("users"), 0, self.prefix))

@@ -105,10 +105,9 @@ class Guard:
                                                        self.cfg.auth.clock_skew)
             except auth.TokenError as exc:
                 return self._refuse("auth", 401, str(exc))
-            since = query_one(query, "since")
             probe: dict[str, list[str]] = {"user": [user]}
-            if since is not None:
-                probe["since"] = [since]
+            if "since" in query:
+                probe["since"] = query["since"]  # admit_user refuses it when repeated
             user_ok, since, bad = admit_user(probe)
         else:
             user_ok, since, bad = admit_user(query)

@@ -160,6 +160,14 @@ class AmbiguousHeader(ChathubError, ValueError):
         self.name = name
 
 
+class AmbiguousQuery(AmbiguousHeader):
+    """A query parameter that must appear once came several times."""
+
+    def __init__(self, name: str) -> None:
+        ValueError.__init__(self, f"ambiguous query parameter {name}: sent more than once")
+        self.name = name
+
+
 def single_header(headers: Headers, name: str) -> str | None:
     """The value of a header that decides something (``Origin``, ``Authorization``).
 
@@ -191,17 +199,31 @@ def list_header(headers: Headers, name: str) -> str:
 
 
 def query_one(query: dict[str, list[str]], name: str) -> str | None:
-    """The single value of a query parameter, or None."""
+    """The single value of a query parameter, or None.
+
+    As with :func:`single_header`, a parameter that decides something must come at most
+    once: a proxy that checks one ``user`` or ``token`` and chathub that reads another
+    would disagree on who connects.
+
+    Raises:
+        AmbiguousQuery: ``name`` came more than once.
+    """
     values = query.get(name)
-    return values[0] if values else None
+    if not values:
+        return None
+    if len(values) > 1:
+        raise AmbiguousQuery(name)
+    return values[0]
 
 
 def admit_user(query: dict[str, list[str]]) -> tuple[str | None, str | None, Response | None]:
     """Validate ``user`` and ``since`` from the query (auth mode "none")."""
-    user = query_one(query, "user")
+    try:
+        user, since = query_one(query, "user"), query_one(query, "since")
+    except AmbiguousQuery as exc:
+        return None, None, refuse(400, str(exc))
     if not protocol.valid_user(user):
         return None, None, refuse(400, "missing or invalid user name: use ?user=NAME with 1-32 of A-Z a-z 0-9 _ - .")
-    since = query_one(query, "since")
     if since is not None:
         since = protocol.canonical_id(since)
         if since is None:
