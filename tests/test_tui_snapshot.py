@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import chathub.tui.format as tui_format
+import chathub.tui.widgets.bans as tui_bans
 import pytest
 from chathub.tui.app import DashApp
 from chathub.tui.feed import FeedOptions
@@ -111,8 +113,10 @@ async def test_moderation_screen_layout(short_dir: Path, monkeypatch: pytest.Mon
     unflushed messages, and a ban, a channel ban and a mute, matches the committed picture."""
     monkeypatch.setattr(tui_format, "stamp", lambda ts_ms=None, now=None: "12:00:00")
     now = int(time.time() * 1000)
+    # the table's clock stands still, so "time left" draws the same however long this runs
+    monkeypatch.setattr(tui_bans, "time", SimpleNamespace(time=lambda: now / 1000))
     hour = 3_600_000
-    bans = [  # 3h and 30s: the minutes shown hold still for half a minute
+    bans = [  # 3h and 30s left: "3h 00m"
         {"scope": "user", "key": "mallory", "user": "mallory", "channel": None, "ip": None,
          "reason": "spam links", "until": None, "id": 1, "at": now, "by": "root"},
         {"scope": "channel", "key": "games eve", "user": "eve", "channel": "games", "ip": None,

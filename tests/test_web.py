@@ -200,6 +200,8 @@ async def test_markup_in_messages_and_names_renders_as_literal_text(daemon, open
         await mallory.chat(XSS_SCRIPT)
         await mallory.chat(XSS_IMG)
         await mallory.whisper("bob", XSS_IMG)
+        # bob's page has mallory's three before it sends, so the order below is not a race
+        await expect(bob.texts).to_have_text([XSS_SCRIPT, XSS_IMG, XSS_IMG])
         await bob.send("<b>not bold</b>")
         await expect(bob.texts).to_have_text([XSS_SCRIPT, XSS_IMG, XSS_IMG, "<b>not bold</b>"])
     await expect(bob.page.locator("#messages img, #messages script, #messages b")).to_have_count(0)
