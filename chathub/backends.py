@@ -172,9 +172,11 @@ class Presence(Protocol):
         ...
 
     async def subscribe(self, subs: list[tuple[str, str, bool, bool]], *, create: bool,
-                        max_channels: int) -> list[Joined]:
+                        max_channels: int, kept: bool = False) -> list[Joined]:
         """Record (channel, user, private, want members) subscriptions, creating channels
-        when ``create`` (up to ``max_channels``); a :class:`Joined` for each."""
+        when ``create`` (up to ``max_channels``); a :class:`Joined` for each. A channel
+        created here is forgotten once it has no member and no history, unless ``kept``;
+        at ``max_channels``, such channels are forgotten to make room."""
         ...
 
     async def unsubscribe(self, subs: list[tuple[str, str, str]]) -> list[bool]:
@@ -183,7 +185,8 @@ class Presence(Protocol):
         ...
 
     async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
-        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached); a
+        channel a subscribe created is kept from then on."""
         ...
 
     async def members(self, channel: str) -> list[str]:

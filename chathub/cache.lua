@@ -288,18 +288,44 @@ local function users(keys, args)
   return all_users(args[1])
 end
 
+-- A channel a client's subscribe created (not an operator, not auto_join) is forgotten
+-- once nobody is in it and Valkey holds none of its history (never written to, or expired
+-- after history_ttl): nothing of it would be lost, PostgreSQL keeps its row and messages,
+-- and the next subscribe creates it again. Without this, clients that create channels and
+-- leave them would fill max_channels for good. Returns true when forgotten.
+local function reclaim(prefix, channel)
+  local on_demand = prefix .. 'chans:demand'
+  if redis.call('SISMEMBER', on_demand, channel) == 0 then return false end
+  local c = prefix .. '{c:' .. channel .. '}:'
+  if redis.call('EXISTS', c .. 'm', c .. 's') > 0 then return false end
+  redis.call('HDEL', prefix .. 'chans', channel)
+  redis.call('SREM', on_demand, channel)
+  return true
+end
+
+-- channels created on demand looked at (at random) when max_channels is reached, for
+-- ones to forget; bounds the work of one subscribe
+local RECLAIM_SAMPLE = 32
+
 -- Subscribe a user's connection to a channel, creating the channel when allowed.
 -- KEYS: members hash, channel registry, this node's subs hash, flush queue, ids
--- ARGV: prefix, node, channel, user, ts, create ('1' | '0'), max channels, private
--- ('1' | '0'), want members ('1' | '0')
+-- ARGV: prefix, node, channel, user, ts, create ('0': no; '1': yes, kept (auto_join);
+-- '2': yes, on demand), max channels, private ('1' | '0'), want members ('1' | '0')
 -- Returns {status, first (1|0), members or false}; status 'ok', 'unknown' (no such
 -- channel and no creating), 'full' (max channels reached).
 local function subscribe(keys, args)
   local prefix, node, channel, user = args[1], args[2], args[3], args[4]
   if redis.call('HEXISTS', keys[2], channel) == 0 then
-    if args[6] ~= '1' then return {'unknown', 0, false} end
-    if redis.call('HLEN', keys[2]) >= tonumber(args[7]) then return {'full', 0, false} end
+    if args[6] == '0' then return {'unknown', 0, false} end
+    local max = tonumber(args[7])
+    if redis.call('HLEN', keys[2]) >= max then
+      for _, old in ipairs(redis.call('SRANDMEMBER', prefix .. 'chans:demand', RECLAIM_SAMPLE)) do
+        reclaim(prefix, old)
+      end
+      if redis.call('HLEN', keys[2]) >= max then return {'full', 0, false} end
+    end
     redis.call('HSET', keys[2], channel, args[8] == '1' and 'private' or 'public')
+    if args[6] == '2' then redis.call('SADD', prefix .. 'chans:demand', channel) end
     local id = next_id(keys[5])
     redis.call('XADD', keys[4], id, 'k', 'channel', 'c', channel, 'p', args[8], 'by', user)
   end
@@ -318,10 +344,13 @@ local function subscribe(keys, args)
 end
 
 -- Create a channel (an operator's `chathub channel create`). KEYS: channel registry,
--- flush queue, ids. ARGV: channel, private ('1' | '0'), created by, max channels.
--- Returns 'ok', 'exists' or 'full'.
+-- flush queue, ids. ARGV: channel, private ('1' | '0'), created by, max channels, prefix.
+-- Returns 'ok', 'exists' or 'full'. A channel a subscribe created is kept from then on.
 local function create(keys, args)
-  if redis.call('HEXISTS', keys[1], args[1]) == 1 then return 'exists' end
+  if redis.call('HEXISTS', keys[1], args[1]) == 1 then
+    redis.call('SREM', args[5] .. 'chans:demand', args[1])
+    return 'exists'
+  end
   if redis.call('HLEN', keys[1]) >= tonumber(args[4]) then return 'full' end
   redis.call('HSET', keys[1], args[1], args[2] == '1' and 'private' or 'public')
   redis.call('XADD', keys[2], next_id(keys[3]), 'k', 'channel', 'c', args[1], 'p', args[2], 'by', args[3])
@@ -340,6 +369,7 @@ local function unsubscribe(keys, args)
   redis.call('HDEL', keys[1], user)
   publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = node, c = channel, u = user,
                                        ts = tonumber(args[5]), r = args[6]})
+  reclaim(prefix, channel)
   return 1
 end
 
@@ -658,6 +688,7 @@ local function reap(keys, args)
       left[#left + 1] = user
       publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = reaper, c = channel, u = user,
                                            ts = now, r = args[2]})
+      reclaim(prefix, channel)
     end
   end
   redis.call('DEL', subs)

@@ -25,6 +25,9 @@ class Keys:
         self.whispers_deleted = prefix + "wd"
         #: channel name -> "public" | "private"
         self.channels = prefix + "chans"
+        #: the channels in ``channels`` a client's subscribe created: forgotten once
+        #: without members and history (``reclaim`` in cache.lua, which names it too)
+        self.on_demand = prefix + "chans:demand"
         #: live node -> last heartbeat ms
         self.nodes = prefix + "nodes"
         #: the bus: whispers, kicks, limits (channel traffic has a pub/sub channel each)

@@ -68,11 +68,12 @@ class Membership:
 
     async def join_presence(self, subs: list[tuple[str, str, bool, bool]], create: bool
                              ) -> list[tuple[bool, list[str] | None]]:
-        """Record subscriptions in Valkey; (first anywhere, members when asked) for each.
+        """Record subscriptions to the auto_join channels in Valkey (created when missing,
+        and kept when empty); (first anywhere, members when asked) for each.
         When Valkey is down, first-ness is judged from this hub's own subscribers."""
         try:
             joined = await self.presence.subscribe(
-                subs, create=create, max_channels=self.cfg.max_channels)
+                subs, create=create, max_channels=self.cfg.max_channels, kept=True)
             return [(j.first, j.members) for j in joined]
         except CacheUnavailable:
             seen: set[tuple[str, str]] = set()

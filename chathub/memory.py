@@ -10,7 +10,7 @@ Set :attr:`MemoryCache.down` to make every call raise
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .backends import Accepted, Joined, Limited, Outgoing, Recent, Resent, Stamped, UnknownUser
 from .bucket import TokenBucket
@@ -19,15 +19,31 @@ from .protocol import Message, before_first, parse_id
 
 
 class MemoryPresence:
-    """Who is online and in which channel, for a hub that is alone."""
+    """Who is online and in which channel, for a hub that is alone.
 
-    def __init__(self) -> None:
+    Args:
+        has_history: whether a channel holds history (default: never); a channel a
+            subscribe created is forgotten when it has no member and no history, as in
+            Valkey (``reclaim`` in cache.lua).
+    """
+
+    def __init__(self, has_history: Callable[[str], bool] = lambda channel: False) -> None:
         #: user -> open connections
         self.counts: dict[str, int] = {}
         #: channel -> user -> subscriptions
         self.in_channel: dict[str, dict[str, int]] = {}
         #: channel -> private
         self.registry: dict[str, bool] = {}
+        #: the channels in ``registry`` a client's subscribe created (may be forgotten)
+        self.on_demand: set[str] = set()
+        self._has_history = has_history
+
+    def _reclaim(self, channel: str) -> None:
+        if (channel in self.on_demand and not self.in_channel.get(channel)
+                and not self._has_history(channel)):
+            self.registry.pop(channel, None)
+            self.in_channel.pop(channel, None)
+            self.on_demand.discard(channel)
 
     async def connect(self, users: list[str]) -> list[str] | None:
         for u in users:
@@ -49,7 +65,7 @@ class MemoryPresence:
         return sorted(self.counts)
 
     async def subscribe(self, subs: list[tuple[str, str, bool, bool]], *, create: bool,
-                        max_channels: int) -> list[Joined]:
+                        max_channels: int, kept: bool = False) -> list[Joined]:
         out = []
         for channel, user, private, want in subs:
             if channel not in self.registry:
@@ -57,9 +73,14 @@ class MemoryPresence:
                     out.append(Joined("unknown", False, None))
                     continue
                 if len(self.registry) >= max_channels:
+                    for old in list(self.on_demand):
+                        self._reclaim(old)
+                if len(self.registry) >= max_channels:
                     out.append(Joined("full", False, None))
                     continue
                 self.registry[channel] = private
+                if not kept:
+                    self.on_demand.add(channel)
             m = self.in_channel.setdefault(channel, {})
             m[user] = m.get(user, 0) + 1
             out.append(Joined("ok", m[user] == 1, sorted(m) if want else None))
@@ -76,10 +97,12 @@ class MemoryPresence:
             else:
                 m.pop(user, None)
                 out.append(True)
+                self._reclaim(channel)
         return out
 
     async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
         if channel in self.registry:
+            self.on_demand.discard(channel)
             return "exists"
         if len(self.registry) >= max_channels:
             return "full"

@@ -139,27 +139,67 @@ async def test_unknown_channel_without_auto_create_until_an_operator_creates_it(
 
 
 async def test_too_many_channels_per_connection_and_in_total(daemon_factory):
-    d = await daemon_factory(channels={"max_per_connection": 3, "max_channels": 20})
+    """max_per_connection and max_channels hold; channels clients create and leave
+    empty and quiet are forgotten, so flooders cannot fill the server for good."""
+    d = await daemon_factory(channels={"max_per_connection": 3, "max_channels": 8})
+    registry = Keys(d.kv.prefix).channels
     a = await connected(d.port, "a")
     await a.subscribe("c1")
     await a.subscribe("c2")
     with pytest.raises(TooManyChannels):  # general + 2
         await a.subscribe("c3")
     flooders = [await connected(d.port, f"f{i}") for i in range(5)]
-    codes = []
-    for i in range(200):  # a client that tries to create channel after channel
+    for i in range(200):  # clients that create channel after channel and leave each
         f = flooders[i % 5]
-        try:
-            await f.subscribe(f"spam{i}")
-        except TooManyChannels as exc:
-            codes.append(exc.code)
-            continue
-        codes.append("ok")
+        await f.subscribe(f"spam{i}")
         await f.unsubscribe(f"spam{i}")
-    # general, c1 and c2 exist: 17 more could be created, then every try is refused
-    assert codes == ["ok"] * 17 + ["too_many_channels"] * 183
-    assert await d.kv.client.hlen(Keys(d.kv.prefix).channels) == 20
+    assert sorted(await d.kv.client.hkeys(registry)) == ["c1", "c2", "general"]
+
+    held = []  # channels kept by members count until max_channels
+    for f in flooders:
+        for k in range(2):
+            try:
+                await f.subscribe(f"{f.user}-{k}")
+                held.append(f"{f.user}-{k}")
+            except TooManyChannels as exc:
+                assert exc.code == "too_many_channels"
+    assert len(held) == 5 and await d.kv.client.hlen(registry) == 8
+
+    # a channel with history stays after its last member leaves, while its history lasts
+    await flooders[0].unsubscribe(held[0])
+    await flooders[0].subscribe("talk")
+    await flooders[0].chat("still here", channel="talk")
+    await flooders[0].unsubscribe("talk")
+    assert await d.kv.client.hexists(registry, "talk")
+    with pytest.raises(TooManyChannels):
+        await flooders[3].subscribe("newcomer")
+    # history_ttl passes (the stream expires): the next create at the limit makes room
+    await d.kv.client.delete(Keys(d.kv.prefix).stream("talk"))
+    assert (await flooders[3].subscribe("newcomer")).channel == "newcomer"
+    assert not await d.kv.client.hexists(registry, "talk")
     await asyncio.gather(*(x.close() for x in (a, *flooders)))
+
+
+async def test_channels_an_operator_created_or_auto_join_are_kept_empty(daemon_factory):
+    """Only channels a client's subscribe created are forgotten; an operator's
+    ``channel create`` keeps one, even one a client created first."""
+    d = await daemon_factory(channels={"auto_join": ["general", "lobby"]})
+    registry = Keys(d.kv.prefix).channels
+    assert (await call(d.cfg.admin_socket, "channel_create", name="news"))["created"] is True
+    async with chat_client(d.port, "a") as a:
+        await a.subscribe("news")
+        await a.subscribe("adopted")
+        await a.subscribe("passing")
+        reply = await call(d.cfg.admin_socket, "channel_create", name="adopted")
+        assert reply["created"] is False
+        for name in ("news", "adopted", "passing"):
+            await a.unsubscribe(name)
+
+        async def forgotten() -> bool:
+            return not await d.kv.client.hexists(registry, "passing")
+        await wait_for(forgotten, what="the passing channel forgotten")
+    kept = sorted(await d.kv.client.hkeys(registry))
+    assert kept == ["adopted", "general", "lobby", "news"]
 
 
 async def test_private_channels_follow_the_token(daemon_factory):

@@ -8,7 +8,9 @@ import time
 import valkey.asyncio as valkey
 
 from chathub.cluster.nodes import NodeWatch
+from chathub.cluster.presence import Presence
 from chathub.errors import CacheUnavailable
+from chathub.keys import Keys
 from chathub.kv import KV
 from tests.faultproxy import FaultProxy
 from tests.helpers import wait_for
@@ -66,3 +68,25 @@ async def test_no_node_is_reaped_within_a_ttl_of_valkey_coming_back(tcp_valkey, 
         finally:
             await kv.close()
             await direct.aclose()
+
+
+async def test_a_dead_nodes_channels_created_on_demand_are_forgotten(valkey_url, key_prefix):
+    """Reaping a node removes its subscriptions; a channel one of its clients created,
+    now without members and history, is forgotten as on an unsubscribe. An auto_join
+    channel (kept) stays."""
+    kv = KV(valkey_url, 2.0, key_prefix)
+    await kv.connect()
+    registry = Keys(kv.prefix).channels
+    try:
+        there = Presence(kv, "there")
+        await kv.client.hset(kv.key("nodes"), "there", 0)  # it joined; it will never beat
+        await there.subscribe([("lobby", "ann", False, False)], create=True, max_channels=10,
+                              kept=True)
+        await there.subscribe([("pop-up", "ann", False, False)], create=True, max_channels=10)
+        assert await kv.client.hexists(registry, "pop-up")
+        watch = NodeWatch(kv, "here", TTL, lambda: 0)
+        assert "there" in await watch.reap()
+        assert not await kv.client.hexists(registry, "pop-up")
+        assert await kv.client.hexists(registry, "lobby")
+    finally:
+        await kv.close()

@@ -55,6 +55,7 @@ class ChannelDirectory:
         did not exist. Its members hash empties itself as the hubs unsubscribe everyone."""
         pipe = self.kv.client.pipeline(transaction=True)
         pipe.hdel(self.keys.channels, channel)
+        pipe.srem(self.keys.on_demand, channel)
         pipe.delete(self.keys.stream(channel), self.keys.deleted(channel))
-        removed, _ = await self.kv.call(pipe.execute)
+        removed, _, _ = await self.kv.call(pipe.execute)
         return bool(removed)

@@ -107,18 +107,21 @@ class Presence:
         """Everyone online on any node, sorted (from Valkey)."""
         return list(await self.kv.call(self.kv.client.fcall, self.kv.fn("users"), 0, self.prefix))
 
-    async def subscribe(self, subs: list[Subscription], *, create: bool, max_channels: int
-                        ) -> list[Joined]:
+    async def subscribe(self, subs: list[Subscription], *, create: bool, max_channels: int,
+                        kept: bool = False) -> list[Joined]:
         """Record ``subs`` in one round trip, creating channels when ``create``.
 
-        Each is (channel, user, private, want members).
+        Each is (channel, user, private, want members). A channel created here is
+        forgotten again once it has no member and no history in Valkey, unless ``kept``
+        (the auto_join channels); see ``reclaim`` in cache.lua.
         """
         k, now = self.keys, int(time.time() * 1000)
+        making = ("1" if kept else "2") if create else "0"
         pipe = self.kv.client.pipeline(transaction=False)
         for channel, user, private, want in subs:
             pipe.fcall(self.kv.fn("subscribe"), 5, k.members(channel), k.channels,
                        f"{self.prefix}subs:{self.node_id}", k.queue, k.ids, self.prefix,
-                       self.node_id, channel, user, now, "1" if create else "0", max_channels,
+                       self.node_id, channel, user, now, making, max_channels,
                        "1" if private else "0", "1" if want else "0")
         replies = await self.kv.call(pipe.execute)
         return [Joined(str(r[0]), bool(r[1]), list(r[2]) if r[2] is not None else None)
@@ -136,11 +139,12 @@ class Presence:
         return [bool(r) for r in await self.kv.call(pipe.execute)]
 
     async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:
-        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached)."""
+        """Create ``channel``: "ok", "exists", or "full" (``max_channels`` reached). A
+        channel that exists because a client's subscribe created it is kept from now on."""
         k = self.keys
         return str(await self.kv.call(self.kv.client.fcall, self.kv.fn("create"), 3, k.channels,
                                       k.queue, k.ids, channel, "1" if private else "0", by,
-                                      max_channels))
+                                      max_channels, self.prefix))
 
     async def members(self, channel: str) -> list[str]:
         """Who is subscribed to ``channel`` on any hub, sorted."""
