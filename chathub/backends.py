@@ -174,9 +174,9 @@ class Presence(Protocol):
     async def subscribe(self, subs: list[tuple[str, str, bool, bool]], *, create: bool,
                         max_channels: int, kept: bool = False) -> list[Joined]:
         """Record (channel, user, private, want members) subscriptions, creating channels
-        when ``create`` (up to ``max_channels``); a :class:`Joined` for each. A channel
-        created here is forgotten once it has no member and no history, unless ``kept``;
-        at ``max_channels``, such channels are forgotten to make room."""
+        when ``create`` (up to ``max_channels``); a :class:`Joined` for each. At
+        ``max_channels``, channels created here (unless ``kept``) that have no member
+        and no history are forgotten to make room."""
         ...
 
     async def unsubscribe(self, subs: list[tuple[str, str, str]]) -> list[bool]:

@@ -288,24 +288,44 @@ local function users(keys, args)
   return all_users(args[1])
 end
 
--- A channel a client's subscribe created (not an operator, not auto_join) is forgotten
--- once nobody is in it and Valkey holds none of its history (never written to, or expired
--- after history_ttl): nothing of it would be lost, PostgreSQL keeps its row and messages,
--- and the next subscribe creates it again. Without this, clients that create channels and
--- leave them would fill max_channels for good. Returns true when forgotten.
+-- A channel a client's subscribe created (not an operator, not auto_join) may be
+-- forgotten once nobody is in it and Valkey holds none of its history (never written to,
+-- or expired after history_ttl): nothing of it would be lost, PostgreSQL keeps its row
+-- and messages, and the next subscribe creates it again. Returns true when forgotten.
 local function reclaim(prefix, channel)
-  local on_demand = prefix .. 'chans:demand'
-  if redis.call('SISMEMBER', on_demand, channel) == 0 then return false end
   local c = prefix .. '{c:' .. channel .. '}:'
   if redis.call('EXISTS', c .. 'm', c .. 's') > 0 then return false end
   redis.call('HDEL', prefix .. 'chans', channel)
-  redis.call('SREM', on_demand, channel)
+  redis.call('SREM', prefix .. 'chans:demand', channel)
   return true
 end
 
--- channels created on demand looked at (at random) when max_channels is reached, for
--- ones to forget; bounds the work of one subscribe
-local RECLAIM_SAMPLE = 32
+-- channels created on demand looked at, at most, by one subscribe that finds
+-- max_channels reached: bounds its work (one EXISTS each)
+local RECLAIM_SCAN = 256
+
+-- Make room for one more channel when max channels are reached, by forgetting channels
+-- clients created and left (see reclaim). Done only at the limit, so a channel left and
+-- joined again is not forgotten and recreated each time; clients that create channels and
+-- leave them cannot fill the server for good. Walks the on-demand set with SSCAN from
+-- where the last call stopped, so repeated calls cover all of it. True when there is room.
+local function make_room(prefix, registry, max)
+  local on_demand, at = prefix .. 'chans:demand', prefix .. 'chans:demand:cursor'
+  local cursor, looked = redis.call('GET', at) or '0', 0
+  repeat
+    local page = redis.call('SSCAN', on_demand, cursor, 'COUNT', 64)
+    cursor = page[1]
+    for _, channel in ipairs(page[2]) do
+      looked = looked + 1
+      if reclaim(prefix, channel) and redis.call('HLEN', registry) < max then
+        redis.call('SET', at, cursor)
+        return true
+      end
+    end
+  until cursor == '0' or looked >= RECLAIM_SCAN
+  redis.call('SET', at, cursor)
+  return redis.call('HLEN', registry) < max
+end
 
 -- Subscribe a user's connection to a channel, creating the channel when allowed.
 -- KEYS: members hash, channel registry, this node's subs hash, flush queue, ids
@@ -318,11 +338,8 @@ local function subscribe(keys, args)
   if redis.call('HEXISTS', keys[2], channel) == 0 then
     if args[6] == '0' then return {'unknown', 0, false} end
     local max = tonumber(args[7])
-    if redis.call('HLEN', keys[2]) >= max then
-      for _, old in ipairs(redis.call('SRANDMEMBER', prefix .. 'chans:demand', RECLAIM_SAMPLE)) do
-        reclaim(prefix, old)
-      end
-      if redis.call('HLEN', keys[2]) >= max then return {'full', 0, false} end
+    if redis.call('HLEN', keys[2]) >= max and not make_room(prefix, keys[2], max) then
+      return {'full', 0, false}
     end
     redis.call('HSET', keys[2], channel, args[8] == '1' and 'private' or 'public')
     if args[6] == '2' then redis.call('SADD', prefix .. 'chans:demand', channel) end
@@ -369,7 +386,6 @@ local function unsubscribe(keys, args)
   redis.call('HDEL', keys[1], user)
   publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = node, c = channel, u = user,
                                        ts = tonumber(args[5]), r = args[6]})
-  reclaim(prefix, channel)
   return 1
 end
 
@@ -688,7 +704,6 @@ local function reap(keys, args)
       left[#left + 1] = user
       publish(prefix, 'bus:c:' .. channel, {k = 'leave', n = reaper, c = channel, u = user,
                                            ts = now, r = args[2]})
-      reclaim(prefix, channel)
     end
   end
   redis.call('DEL', subs)

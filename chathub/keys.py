@@ -25,8 +25,9 @@ class Keys:
         self.whispers_deleted = prefix + "wd"
         #: channel name -> "public" | "private"
         self.channels = prefix + "chans"
-        #: the channels in ``channels`` a client's subscribe created: forgotten once
-        #: without members and history (``reclaim`` in cache.lua, which names it too)
+        #: the channels in ``channels`` a client's subscribe created: at max_channels, one
+        #: without members and history is forgotten (``make_room`` in cache.lua, which
+        #: names it and its scan cursor, ``chans:demand:cursor``, too)
         self.on_demand = prefix + "chans:demand"
         #: live node -> last heartbeat ms
         self.nodes = prefix + "nodes"

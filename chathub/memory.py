@@ -22,9 +22,9 @@ class MemoryPresence:
     """Who is online and in which channel, for a hub that is alone.
 
     Args:
-        has_history: whether a channel holds history (default: never); a channel a
-            subscribe created is forgotten when it has no member and no history, as in
-            Valkey (``reclaim`` in cache.lua).
+        has_history: whether a channel holds history (default: never); at
+            ``max_channels``, a channel a subscribe created that has no member and no
+            history is forgotten to make room, as in Valkey (``make_room`` in cache.lua).
     """
 
     def __init__(self, has_history: Callable[[str], bool] = lambda channel: False) -> None:
@@ -97,7 +97,6 @@ class MemoryPresence:
             else:
                 m.pop(user, None)
                 out.append(True)
-                self._reclaim(channel)
         return out
 
     async def create(self, channel: str, private: bool, by: str, max_channels: int) -> str:

@@ -70,10 +70,9 @@ async def test_no_node_is_reaped_within_a_ttl_of_valkey_coming_back(tcp_valkey, 
             await direct.aclose()
 
 
-async def test_a_dead_nodes_channels_created_on_demand_are_forgotten(valkey_url, key_prefix):
-    """Reaping a node removes its subscriptions; a channel one of its clients created,
-    now without members and history, is forgotten as on an unsubscribe. An auto_join
-    channel (kept) stays."""
+async def test_a_dead_nodes_channels_created_on_demand_make_room(valkey_url, key_prefix):
+    """Reaping a node removes its subscriptions, so a channel one of its clients created
+    can be forgotten to make room at max_channels. An auto_join channel (kept) stays."""
     kv = KV(valkey_url, 2.0, key_prefix)
     await kv.connect()
     registry = Keys(kv.prefix).channels
@@ -83,10 +82,13 @@ async def test_a_dead_nodes_channels_created_on_demand_are_forgotten(valkey_url,
         await there.subscribe([("lobby", "ann", False, False)], create=True, max_channels=10,
                               kept=True)
         await there.subscribe([("pop-up", "ann", False, False)], create=True, max_channels=10)
-        assert await kv.client.hexists(registry, "pop-up")
+        here = Presence(kv, "here")
+        full = await here.subscribe([("fresh", "bob", False, False)], create=True, max_channels=2)
+        assert full[0].status == "full"  # ann, on the silent node, is still in pop-up
         watch = NodeWatch(kv, "here", TTL, lambda: 0)
         assert "there" in await watch.reap()
-        assert not await kv.client.hexists(registry, "pop-up")
-        assert await kv.client.hexists(registry, "lobby")
+        made = await here.subscribe([("fresh", "bob", False, False)], create=True, max_channels=2)
+        assert made[0].status == "ok"
+        assert sorted(await kv.client.hkeys(registry)) == ["fresh", "lobby"]
     finally:
         await kv.close()

@@ -111,9 +111,10 @@ class Presence:
                         kept: bool = False) -> list[Joined]:
         """Record ``subs`` in one round trip, creating channels when ``create``.
 
-        Each is (channel, user, private, want members). A channel created here is
-        forgotten again once it has no member and no history in Valkey, unless ``kept``
-        (the auto_join channels); see ``reclaim`` in cache.lua.
+        Each is (channel, user, private, want members). At ``max_channels``, a channel
+        created here that has no member and no history left in Valkey is forgotten to
+        make room, unless it was created ``kept`` (the auto_join channels); see
+        ``make_room`` in cache.lua.
         """
         k, now = self.keys, int(time.time() * 1000)
         making = ("1" if kept else "2") if create else "0"
