@@ -606,9 +606,10 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     on("welcome", onWelcome);
     on("subscribed", onSubscribed);
     on("unsubscribed", (f) => {
-      if (f.reason === "banned" && state.views.has(f.channel)) {
-        systemLine(state.views.get(state.defaultName),
-          "You were removed from #" + f.channel + " by an operator (banned).", "notice");
+      // a reason means the server took us out (a reply to our own /leave has none)
+      const why = f.reason ? REMOVED_TEXT[f.reason] || REMOVED_TEXT.other : null;
+      if (why && state.views.has(f.channel)) {
+        systemLine(state.views.get(state.defaultName), why("#" + f.channel, f.reason), "notice");
       }
       removeView(f.channel);
     });
@@ -638,7 +639,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     });
     on("disconnect", onDisconnect);
     on("kicked", onKicked);
-    on("banned", onKicked);
+    on("banned", onBanned);
     on("closed", onClosed);
     hub.connect();
   }
@@ -777,10 +778,29 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     unavailable: (e) => "The server could not deliver that right now (" + e.message + "). Try again.",
     bad_request: (e) => "The server refused that message: " + e.message + ".",
     not_subscribed: (e) => "You are not in that channel any more: " + e.message + ".",
-    muted: (e) => "You are muted: " + e.message + ".",
+    muted: (e) => (e.retryAfterMs == null ? "You are muted by an operator."
+      : "You are muted by an operator: you can send again in " + fmtWait(e.retryAfterMs) + "."),
     not_connected: () => "Not connected right now; your message was not sent.",
     timeout: () => "The server did not answer in time; the message may not have been sent.",
   };
+
+  /** Why the server took this tab out of a channel (`unsubscribed` with a reason). */
+  const REMOVED_TEXT = {
+    kicked: (c) => "An operator removed you from " + c + ". You can join it again.",
+    banned: (c) => "You were removed from " + c + " by an operator (banned).",
+    deleted: (c) => c + " was deleted by an operator.",
+    other: (c, reason) => "You were removed from " + c + " (" + reason + ").",
+  };
+
+  /** A wait in ms as people say it: "45 s", "3 min", "2 h 5 min". */
+  function fmtWait(ms) {
+    const s = Math.max(1, Math.ceil(ms / 1000));
+    if (s < 60) return s + " s";
+    const min = Math.ceil(s / 60);
+    if (min < 60) return min + " min";
+    const h = Math.floor(min / 60);
+    return h + " h" + (min % 60 ? " " + (min % 60) + " min" : "");
+  }
 
   /** Explain a ChatHubError next to the composer. */
   function showSendError(err, to) {
@@ -790,10 +810,24 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   }
 
   function onKicked(f) {
+    stopped("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You will not be reconnected automatically.");
+  }
+
+  /** Banned (frame "banned", close 4004): for how long, and why. */
+  function onBanned(f) {
+    // until: epoch ms, or null for a ban until lifted (absent when only the close came)
+    const until = typeof f.until === "number"
+      ? " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })
+      : f.until === null ? " until an operator lifts the ban" : "";
+    stopped("You were banned by an operator" + until + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You will not be reconnected automatically; until then the server refuses to let you back in.");
+  }
+
+  function stopped(text) {
     connectionEnded();
     setConn("offline", "Disconnected");
-    setBanner("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
-      ". You will not be reconnected automatically.", "Reconnect");
+    setBanner(text, "Reconnect");
     ui.reconnect.focus();
   }
 
