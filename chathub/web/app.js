@@ -288,7 +288,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     t.dateTime = new Date(m.ts).toISOString();
     t.title = new Date(m.ts).toLocaleString();
     meta.append(" ", t);
-    li.append(meta, node("p", "text", m.text));
+    const text = node("p", "text", m.text);
+    text.dir = "auto";  // Hebrew or Arabic reads right to left, with its punctuation in place
+    li.append(meta, text);
     return li;
   }
 
