@@ -235,6 +235,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     next.list.hidden = false;
     next.button.setAttribute("aria-current", "true");
     next.item.classList.add("active");
+    // in a narrow window the channels are a row that scrolls sideways: keep this one in sight
+    next.item.scrollIntoView({ block: "nearest", inline: "nearest" });
     next.unread = 0;
     renderBadge(next);
     ui.messagesTitle.textContent = "Messages in " + channelLabel(next);
