@@ -7,6 +7,7 @@ from chathub.tui.feed import FeedOptions
 from chathub.tui.screens import ChannelScreen, DashScreen, KickScreen
 from chathub.tui.widgets import ChannelsTable, EventLog
 from chathub.tui.widgets.channels import spark
+from textual.widgets import Static
 
 from chathub.server import Daemon
 from tests.helpers import Chatter, wait_for
@@ -65,6 +66,11 @@ async def test_channels_panel_lists_sorts_and_filters(daemon: Daemon) -> None:
             assert not isinstance(app.screen, KickScreen)
 
 
+def title_of(screen: ChannelScreen) -> str:
+    """The channel screen's title line, as plain text."""
+    return str(screen.query_one("#channel-title", Static).content)
+
+
 async def open_channel(app: DashApp, pilot, name: str) -> ChannelScreen:
     _, table = channels_of(app)
     await wait_for(lambda: name in table.names(), what=f"{name} listed")
@@ -97,6 +103,8 @@ async def test_enter_opens_a_channel_with_members_and_live_messages(daemon: Daem
             assert screen.lines == ["ann: before", "bob: live one", "ann: live two"]
             await bob.send(type="unsubscribe", channel="games")
             await wait_for(lambda: screen.members == ["ann"], what="bob gone from the members")
+            await wait_for(lambda: "games  1 user · 1 subscription (" in title_of(screen),
+                           what="one user, in the singular")
             await pilot.press("escape")
             assert isinstance(app.screen, DashScreen)
 
