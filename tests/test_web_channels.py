@@ -200,3 +200,22 @@ async def test_long_names_in_a_narrow_window_stay_inside_it(daemon, open_page):
     await expect(p.page.locator("#users .badge")).to_be_in_viewport()  # "you" beside the name
     wide = await p.page.evaluate("document.documentElement.scrollWidth")
     assert wide <= 360, f"page is {wide}px wide in a 360px window"
+
+
+async def test_the_open_public_list_follows_joins_and_leaves_of_my_channels(daemon, open_page):
+    """With the list of public channels open, a channel this tab is in shows its new
+    member count when someone joins or leaves, without pressing Refresh."""
+    alice = await open_page(daemon.port, "alice")
+    await join_channel(alice, "games")
+    await alice.page.locator("#join-box summary").click()
+    games = alice.page.locator('#public-channels button[data-channel="games"]')
+    await expect(games).to_contain_text("1 user")
+    bob = await open_page(daemon.port, "bob")
+    await join_channel(bob, "games")
+    await expect(games).to_contain_text("2 users")
+    await expect(games).to_have_attribute("aria-label", "Show #games, 2 users")
+    await bob.send("/leave")
+    await expect(games).to_contain_text("1 user")
+    await join_channel(alice, "fresh")  # not in the list when it was fetched
+    await expect(alice.page.locator('#public-channels button[data-channel="fresh"]')).to_contain_text(
+        "1 user")

@@ -475,6 +475,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   function setUsers(v, list) {
     v.users = Array.from(new Set(list)).sort();
+    updatePublic(v);
     const a = activeView();
     if (a === v || (a && a.whispers && v.key === state.defaultName)) renderUsers();
   }
@@ -567,22 +568,33 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     });
   }
 
+  /** One entry of the public channels list: "#name  N users", a button. */
+  function publicItem(name, n) {
+    const li = node("li");
+    const b = node("button", "public-chan quiet");
+    b.type = "button";
+    b.dataset.channel = name;
+    b.append(node("span", "chan-name", "#" + name), " ",
+             node("span", "members", n + (n === 1 ? " user" : " users")));
+    b.setAttribute("aria-label", (state.views.has(name) ? "Show #" : "Join #") + name +
+                   ", " + n + (n === 1 ? " user" : " users"));
+    li.append(b);
+    return li;
+  }
+
+  /** A channel this tab is in changed members: its count in the open list follows. */
+  function updatePublic(v) {
+    if (!ui.joinBox.open || v.whispers) return;
+    const b = ui.publicChannels.querySelector('button[data-channel="' + CSS.escape(v.key) + '"]');
+    if (b) b.parentElement.replaceWith(publicItem(v.key, v.users.length));
+    else if (!v.key.startsWith("$")) refreshPublic();  // new since the list was fetched
+  }
+
   function refreshPublic() {
     if (!state.hub || !state.hub.connected) return;
     state.hub.listChannels().then((list) => {
-      const items = list.filter((c) => c && typeof c.name === "string").map((c) => {
-        const li = node("li");
-        const b = node("button", "public-chan quiet");
-        b.type = "button";
-        b.dataset.channel = c.name;
-        const n = Number(c.users) || 0;
-        b.append(node("span", "chan-name", "#" + c.name), " ",
-                 node("span", "members", n + (n === 1 ? " user" : " users")));
-        b.setAttribute("aria-label", (state.views.has(c.name) ? "Show #" : "Join #") + c.name +
-                       ", " + n + (n === 1 ? " user" : " users"));
-        li.append(b);
-        return li;
-      });
+      const items = list.filter((c) => c && typeof c.name === "string")
+        .map((c) => publicItem(c.name, Number(c.users) || 0));
       if (!items.length) items.push(node("li", "hint", "No public channels yet."));
       ui.publicChannels.replaceChildren(...items);
     }, (err) => {
