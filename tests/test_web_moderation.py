@@ -37,8 +37,15 @@ async def test_a_ban_says_banned_with_its_end_and_reason(daemon, open_page):
     await expect(alice.conn).to_have_text("Disconnected")
     await expect(alice.page.get_by_role("button", name="Reconnect")).to_be_focused()
     assert len(alice.sockets) == 1
+    # Reconnect while the ban holds: refused, and the page says why rather than guessing
+    await alice.page.get_by_role("button", name="Reconnect").click()
+    await expect(alice.login_error).to_have_text(re.compile(
+        r"^The server still refuses you: you were banned until .+\. Try again when the ban ends\.$"),
+        timeout=test_web.RECONNECT_MS)
 
     await call(sock, "unban", user="alice")
+    await alice.join("alice")
+    await expect(alice.conn).to_have_text("Connected")
     bob = await open_page(daemon.port, "bob")
     await call(sock, "ban", user="bob", reason="")
     await expect(bob.banner).to_contain_text(

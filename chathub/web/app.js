@@ -58,6 +58,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     active: null,
     /** whisper target chosen by clicking a user, or null */
     target: null,
+    /** the last `banned` frame ({reason, until}) for these credentials, or null */
+    ban: null,
   };
 
   // -- small DOM helpers ----------------------------------------------------------
@@ -690,13 +692,16 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   function onClosed(d) {
     connectionEnded();
+    // a browser cannot read why an upgrade was refused; after a ban, that is the likely why
+    const refused = state.ban ? "The server still refuses you: you were banned" + banEnd(state.ban) +
+      ". Try again when the ban ends." : REFUSED;
     if (d.code === 4003) {
       stopWith("Your token expired. Paste a new token to join again.");
     } else if (d.neverConnected) {
       setConn("offline", "Not connected");
-      showLogin(d.reachable ? REFUSED : "Cannot reach the chat server at " + location.host + ". Is it running?");
+      showLogin(d.reachable ? refused : "Cannot reach the chat server at " + location.host + ". Is it running?");
     } else {
-      stopWith(REFUSED);
+      stopWith(refused);
     }
   }
 
@@ -717,6 +722,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     state.everConnected = true;
     state.shutdownSeen = false;
     state.why = null;
+    state.ban = null;
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
     if (state.defaultName === null) {
       state.defaultName = joined[0] || "general";
@@ -832,12 +838,18 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   /** Banned (frame "banned", close 4004): for how long, and why. */
   function onBanned(f) {
-    // until: epoch ms, or null for a ban until lifted (absent when only the close came)
-    const until = typeof f.until === "number"
-      ? " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })
-      : f.until === null ? " until an operator lifts the ban" : "";
-    stopped("You were banned by an operator" + until + (f.reason ? " (reason: " + f.reason + ")" : "") +
+    state.ban = f;
+    stopped("You were banned by an operator" + banEnd(f) + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You will not be reconnected automatically; until then the server refuses to let you back in.");
+  }
+
+  /** " until <date>" for a ban's end (epoch ms), " until an operator lifts the ban" for
+   *  null, "" when unknown (the close came without the `banned` frame). */
+  function banEnd(f) {
+    if (typeof f.until === "number") {
+      return " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    }
+    return f.until === null ? " until an operator lifts the ban" : "";
   }
 
   function stopped(text) {
@@ -922,7 +934,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     }
     ui.name.setAttribute("aria-invalid", "false");
     setError(ui.loginError, null);
-    state.creds = token ? { token } : { user: name };
+    const creds = token ? { token } : { user: name };
+    if (JSON.stringify(creds) !== JSON.stringify(state.creds)) state.ban = null;
+    state.creds = creds;
     state.me = token ? null : name;
     state.everConnected = false;
     ui.join.disabled = true;
