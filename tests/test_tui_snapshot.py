@@ -29,6 +29,7 @@ from chathub.tui.widgets import (
     ChannelsTable,
     ClientsTable,
     HitsTable,
+    NodesPanel,
     StatsPanel,
     StatusHeader,
 )
@@ -107,7 +108,8 @@ async def test_main_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPat
 async def test_an_80x24_terminal_shows_every_figure_and_every_client(
         short_dir: Path) -> None:
     """On the smallest usual terminal the figures are whole (their labels are cut
-    instead) and the clients and channels tables still show their rows."""
+    instead), the nodes keep their ids, and the clients and channels tables still show
+    their rows."""
     sock = short_dir / "fake.sock"
     async with FakeAdmin(sock, REPLIES):
         app = DashApp(sock, options=STILL)
@@ -125,6 +127,10 @@ async def test_an_80x24_terminal_shows_every_figure_and_every_client(
             for label, value in panel.rows():
                 shown = value.plain if isinstance(value, Text) else value
                 assert shown in drawn, f"{label}'s {shown!r} is cut: {drawn}"
+            nodes = main.query_one(NodesPanel)
+            console = Console(width=nodes.content_region.width, file=io.StringIO(), record=True)
+            console.print(nodes.render())
+            assert "hub-1 *" in console.export_text(), console.export_text()
             for table in (clients, channels):  # the header and the three rows
                 assert table.scrollable_content_region.height >= 4, table.region
 
