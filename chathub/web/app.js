@@ -908,11 +908,36 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       if (!ui.text.value) {  // the text comes back to fix and resend
         ui.text.value = raw;
         autosize();
+      } else if (ui.text.value !== raw) {  // the box holds another: keep this one aside
+        unsentLine(v, raw);
       }
       showSendError(err, to);
     });
     setError(ui.sendError, null);
     return true;
+  }
+
+  /** A refused message that could not go back into the box (it held another one):
+   *  a line in its view, with a button that puts it back once the box is empty. */
+  function unsentLine(v, raw) {
+    if (!v) return;
+    const li = node("li", "sys unsent");
+    const b = node("button", "quiet put-back", "Put back in the box");
+    b.type = "button";
+    b.addEventListener("click", () => {
+      if (ui.text.value.trim()) {
+        setError(ui.sendError, "Send or clear the message box first, then put the message back.", "usage");
+        return;
+      }
+      ui.text.value = raw;
+      autosize();
+      li.remove();
+      ui.text.focus();
+    });
+    li.append(node("span", "unsent-text", "Not sent: “" + raw + "”"), " ", b);
+    const follow = v.key === state.active && nearBottom();
+    v.list.append(li);
+    if (follow) toBottom();
   }
 
   function autosize() {
