@@ -192,6 +192,8 @@ async def test_long_names_in_a_narrow_window_stay_inside_it(daemon, open_page):
     await join_channel(p, long_a)
     await join_channel(p, long_b)
     await expect(chan(p, long_b)).to_be_in_viewport(ratio=0.9)
+    # one line of box: the placeholder names the channel without the keys' hint
+    await expect(p.page.locator("#text")).to_have_attribute("placeholder", f"Message #{long_b}")
     title = p.page.locator("#users-title")
     await expect(p.page.locator("#users-label")).to_have_text(f"In #{long_b}")
     spill = await title.evaluate("e => e.scrollWidth - e.clientWidth")

@@ -17,6 +17,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** px from the bottom within which the list follows new messages */
   const STICK_TO_BOTTOM_PX = 80;
   const NAME_KEY = "chathub.name";
+  /** the layout's narrow windows (style.css: @media (max-width: 680px)) */
+  const NARROW = matchMedia("(max-width: 680px)");
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -485,15 +487,19 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function setPlaceholder() {
     const v = activeView();
     const name = state.target;
+    let text;
     if (name) {
-      ui.text.placeholder = "Whisper to " + name + " — Enter sends, Esc stops whispering";
+      text = "Whisper to " + name + " — Enter sends, Esc stops whispering";
     } else if (v && v.whispers) {
-      ui.text.placeholder = "Choose a user to whisper to, or type /w name text";
+      text = "Choose a user to whisper to, or type /w name text";
     } else {
-      ui.text.placeholder = "Message " + (v ? channelLabel(v) : "everyone") +
+      text = "Message " + (v ? channelLabel(v) : "everyone") +
         " — Enter sends, Shift+Enter for a new line, /w name text whispers";
     }
+    // a narrow box has one line: the keys' hint would be cut mid-word, so it goes
+    ui.text.placeholder = NARROW.matches ? text.split(" — ")[0] : text;
   }
+  NARROW.addEventListener("change", setPlaceholder);
 
   function setTarget(name) {
     state.target = name;
