@@ -90,6 +90,10 @@ async def test_rows_come_and_go_in_place(daemon: Daemon) -> None:
         await bob.chat("two")
         bob_key = bob.welcome["session"]
         await wait_for(lambda: table.get_cell(bob_key, "sent").text == "2", what="bob's sent count")
+        await bob.send(type="subscribe", channel="games")
+        await wait_for(lambda: table.get_cell(bob_key, "channels").text == "games general",
+                       what="bob's channels, games added")
+        assert table.get_cell(alice.welcome["session"], "channels").text == "general"
 
         await aaron.close()
         await wait_for(lambda: table.users() == ["alice", "bob"], what="aaron's row removed")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from chathub.tui.app import DashApp
+from chathub.tui.feed import FeedOptions
 from chathub.tui.screens import ChannelScreen, DashScreen, KickScreen
 from chathub.tui.widgets import ChannelsTable, EventLog
 from chathub.tui.widgets.channels import spark
+from textual.widgets import Static
 
 from chathub.server import Daemon
 from tests.helpers import Chatter, wait_for
-from tests.test_tui import FAST, SIZE, connected
+from tests.test_tui import FAST, SIZE, connected, logged
 
 
 async def subscribe(c: Chatter, channel: str) -> None:
@@ -64,6 +66,11 @@ async def test_channels_panel_lists_sorts_and_filters(daemon: Daemon) -> None:
             assert not isinstance(app.screen, KickScreen)
 
 
+def title_of(screen: ChannelScreen) -> str:
+    """The channel screen's title line, as plain text."""
+    return str(screen.query_one("#channel-title", Static).content)
+
+
 async def open_channel(app: DashApp, pilot, name: str) -> ChannelScreen:
     _, table = channels_of(app)
     await wait_for(lambda: name in table.names(), what=f"{name} listed")
@@ -96,6 +103,8 @@ async def test_enter_opens_a_channel_with_members_and_live_messages(daemon: Daem
             assert screen.lines == ["ann: before", "bob: live one", "ann: live two"]
             await bob.send(type="unsubscribe", channel="games")
             await wait_for(lambda: screen.members == ["ann"], what="bob gone from the members")
+            await wait_for(lambda: "games  1 user · 1 subscription (" in title_of(screen),
+                           what="one user, in the singular")
             await pilot.press("escape")
             assert isinstance(app.screen, DashScreen)
 
@@ -127,3 +136,27 @@ async def test_k_removes_a_member_from_the_channel_after_confirming(daemon: Daem
             assert (left["user"], left["channel"]) == ("ann", "games")
             await ann.chat("still connected")
             assert (await ann.recv_type("chat"))["text"] == "still connected"
+
+
+async def test_joins_and_leaves_are_logged_as_lines_and_refresh_the_counts(daemon: Daemon) -> None:
+    """A join or leave of a channel is a readable line in the log (not the raw event) and
+    updates the channel's user count at once, well before the next poll."""
+    slow_poll = FeedOptions(min_poll_gap=0.05, poll_interval=60.0)  # only events refresh
+    app = DashApp(daemon.cfg.admin_socket, options=slow_poll)
+    async with app.run_test(size=SIZE):
+        main, table = channels_of(app)
+        await connected(app, daemon.node_id)
+        events = main.query_one(EventLog)
+        async with (await Chatter.connect(daemon.port, "ann") as ann,
+                    await Chatter.connect(daemon.port, "bob") as bob):
+            await subscribe(ann, "games")
+            await wait_for(lambda: "games" in table.names(), what="games listed")
+            await subscribe(bob, "games")
+            await wait_for(lambda: table.get_cell("games", "users").text == "2",
+                           what="games counted with 2 users after bob's join")
+            await bob.send(type="unsubscribe", channel="games")
+            await wait_for(lambda: table.get_cell("games", "users").text == "1",
+                           what="games back to 1 user after bob's leave")
+            await wait_for(lambda: logged(events, "- bob left games (left)"), what="bob's leave")
+        assert logged(events, "+ ann joined games") and logged(events, "+ bob joined games")
+        assert not [line for line in events.entries if "{'" in line], list(events.entries)

@@ -434,3 +434,27 @@ async def test_delete_and_purge_against_a_real_daemon(daemon: Daemon) -> None:
         assert await history(bob) == ["pills are bad for you"]
         assert [a["action"] for a in (await call(sock, "audit"))["actions"]][:2] == [
             "purge", "delete"]
+
+
+async def test_ban_dialog_fits_an_80x24_terminal_and_reaches_its_buttons(fake: FakeAdmin) -> None:
+    """On 80x24 the ban dialog, the tallest, is shown whole: its question, its three
+    fields and its buttons; Tab reaches the Ban button and Enter on it bans."""
+    app = DashApp(fake.path, options=STILL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_moderation(app, pilot)
+        await search(pilot, screen, "cheap", [f"{T0 + 3}-0", f"{T0 + 2}-0"])
+        await pilot.press("b")
+        dialog = app.screen
+        assert isinstance(dialog, SanctionScreen)
+        await pilot.pause()
+        box = dialog.query_one("#sanction-dialog")
+        assert box.region.bottom <= 24, box.region
+        assert box.max_scroll_y == 0  # all of it shown: the question, the fields, the buttons
+        await pilot.press(*"1h", "tab", "tab", "tab")
+        button = dialog.query_one("#sanction-confirm")
+        assert button.has_focus
+        await pilot.pause()
+        assert box.content_region.contains_region(button.region), (box.content_region, button.region)
+        await pilot.press("enter")
+        await wait_for(lambda: fake.sent("ban") != [], what="the ban sent")
+        assert fake.sent("ban") == [{"user": "mallory", "seconds": 3600.0}]

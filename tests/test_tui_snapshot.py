@@ -13,6 +13,7 @@ hour), so the same figures always draw the same picture.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -25,7 +26,17 @@ from chathub.tui.app import DashApp
 from chathub.tui.feed import FeedOptions
 from chathub.tui.messages import LinkState
 from chathub.tui.screens import DashScreen, ModerationScreen
-from chathub.tui.widgets import BansTable, ChannelsTable, ClientsTable, HitsTable, StatusHeader
+from chathub.tui.widgets import (
+    BansTable,
+    ChannelsTable,
+    ClientsTable,
+    HitsTable,
+    NodesPanel,
+    StatsPanel,
+    StatusHeader,
+)
+from rich.console import Console
+from rich.text import Text
 
 from tests.fakeadmin import FakeAdmin
 from tests.fakemoderation import FakeModeration, hit
@@ -94,6 +105,36 @@ async def test_main_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPat
             svg = app.export_screenshot()
         assert fake.asked.get("channels") == 1  # one poll: nothing moved after it
     compare(svg, SNAPSHOT)
+
+
+async def test_an_80x24_terminal_shows_every_figure_and_every_client(
+        short_dir: Path) -> None:
+    """On the smallest usual terminal the figures are whole (their labels are cut
+    instead), the nodes keep their ids, and the clients and channels tables still show
+    their rows."""
+    sock = short_dir / "fake.sock"
+    async with FakeAdmin(sock, REPLIES):
+        app = DashApp(sock, options=STILL)
+        async with app.run_test(size=(80, 24)) as pilot:
+            main = app.screen
+            clients = main.query_one("#clients", ClientsTable)
+            channels = main.query_one(ChannelsTable)
+            await wait_for(lambda: clients.row_count == 3 and channels.row_count == 3,
+                           what="the fake figures on screen")
+            await pilot.pause()
+            panel = main.query_one(StatsPanel)
+            console = Console(width=panel.content_region.width, file=io.StringIO(), record=True)
+            console.print(panel.render())
+            drawn = console.export_text()
+            for label, value in panel.rows():
+                shown = value.plain if isinstance(value, Text) else value
+                assert shown in drawn, f"{label}'s {shown!r} is cut: {drawn}"
+            nodes = main.query_one(NodesPanel)
+            console = Console(width=nodes.content_region.width, file=io.StringIO(), record=True)
+            console.print(nodes.render())
+            assert "hub-1 *" in console.export_text(), console.export_text()
+            for table in (clients, channels):  # the header and the three rows
+                assert table.scrollable_content_region.height >= 4, table.region
 
 
 def compare(svg: str, snapshot: Path) -> None:

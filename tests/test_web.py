@@ -215,6 +215,21 @@ async def test_markup_in_messages_and_names_renders_as_literal_text(daemon, open
     # the dialogs/problems lists are checked when the fixture closes the pages
 
 
+async def test_right_to_left_text_reads_right_to_left(daemon, open_page):
+    """A Hebrew or Arabic message (and the box while typing one) takes its own direction,
+    so its punctuation stays at its end; an English one stays left to right."""
+    bob = await open_page(daemon.port, "bob")
+    rtl = ["שלום, מה שלומך?", "مرحبا بالعالم!"]
+    for text in [*rtl, "hello 👋"]:
+        await bob.send(text)
+    await expect(bob.texts).to_have_text([*rtl, "hello 👋"])
+    dirs = await bob.texts.evaluate_all("els => els.map(e => e.matches(':dir(rtl)') ? 'rtl' : 'ltr')")
+    assert dirs == ["rtl", "rtl", "ltr"]
+    box = bob.page.locator("#text")
+    await box.fill(rtl[0])
+    assert await box.evaluate("e => e.matches(':dir(rtl)')")
+
+
 async def test_kick_shows_a_notice_and_does_not_reconnect_by_itself(daemon, open_page):
     """Kicked (admin call, then the real CLI): a notice, no auto-reconnect, a button."""
     alice = await open_page(daemon.port, "alice")

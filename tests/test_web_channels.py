@@ -182,3 +182,42 @@ async def test_private_channel_refused_and_allowed_and_markup_stays_text(daemon_
     await expect(alice.page.locator("#messages script")).to_have_count(0)
     await expect(alice.page.locator("#users li")).to_have_text(["alice you"])
     # the dialogs/problems lists are checked when the fixture closes the pages
+
+
+async def test_long_names_in_a_narrow_window_stay_inside_it(daemon, open_page):
+    """A 64-character channel and a 32-character user in a 360px window: the channel row
+    scrolls the one shown into sight, "In #…" is cut with …, and nothing spills out."""
+    user, long_a, long_b = "U" * 32, "a" * 64, "b" * 64
+    p = await open_page(daemon.port, user, viewport=(360, 640))
+    await join_channel(p, long_a)
+    await join_channel(p, long_b)
+    await expect(chan(p, long_b)).to_be_in_viewport(ratio=0.9)
+    # one line of box: the placeholder names the channel without the keys' hint
+    await expect(p.page.locator("#text")).to_have_attribute("placeholder", f"Message #{long_b}")
+    title = p.page.locator("#users-title")
+    await expect(p.page.locator("#users-label")).to_have_text(f"In #{long_b}")
+    spill = await title.evaluate("e => e.scrollWidth - e.clientWidth")
+    assert spill <= 0, f"the users heading spills {spill}px out of its pane"
+    await expect(p.page.locator("#user-count")).to_be_in_viewport()
+    await expect(p.page.locator("#users .badge")).to_be_in_viewport()  # "you" beside the name
+    wide = await p.page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 360, f"page is {wide}px wide in a 360px window"
+
+
+async def test_the_open_public_list_follows_joins_and_leaves_of_my_channels(daemon, open_page):
+    """With the list of public channels open, a channel this tab is in shows its new
+    member count when someone joins or leaves, without pressing Refresh."""
+    alice = await open_page(daemon.port, "alice")
+    await join_channel(alice, "games")
+    await alice.page.locator("#join-box summary").click()
+    games = alice.page.locator('#public-channels button[data-channel="games"]')
+    await expect(games).to_contain_text("1 user")
+    bob = await open_page(daemon.port, "bob")
+    await join_channel(bob, "games")
+    await expect(games).to_contain_text("2 users")
+    await expect(games).to_have_attribute("aria-label", "Show #games, 2 users")
+    await bob.send("/leave")
+    await expect(games).to_contain_text("1 user")
+    await join_channel(alice, "fresh")  # not in the list when it was fetched
+    await expect(alice.page.locator('#public-channels button[data-channel="fresh"]')).to_contain_text(
+        "1 user")

@@ -34,7 +34,7 @@ from .messages import (
 #: what a lost or refused admin connection can raise
 LINK_ERRORS = (AdminError, ConnectionError, OSError, TimeoutError)
 #: events after which the client list is fetched at once instead of at the next tick
-REFRESH_ON = frozenset({"connect", "disconnect", "kick", "slow_consumer", "channel_created",
+REFRESH_ON = frozenset({"connect", "disconnect", "join", "leave", "kick", "slow_consumer", "channel_created",
                         "channel_emptied", "channel_deleted"})
 
 

@@ -39,6 +39,11 @@ def count(n: float | None) -> str:
     return "—" if n is None else f"{int(n):,}"
 
 
+def counted(n: float | None, noun: str) -> str:
+    """``count(n)`` and ``noun``, plural unless n is 1: "1 user", "3 users", "— users"."""
+    return f"{count(n)} {noun}{'' if n == 1 else 's'}"
+
+
 def rate(n: float | None) -> str:
     """A per-second figure with one decimal; ``—`` when unknown."""
     return "—" if n is None else f"{float(n):,.1f}"

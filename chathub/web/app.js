@@ -17,6 +17,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** px from the bottom within which the list follows new messages */
   const STICK_TO_BOTTOM_PX = 80;
   const NAME_KEY = "chathub.name";
+  /** the layout's narrow windows (style.css: @media (max-width: 680px)) */
+  const NARROW = matchMedia("(max-width: 680px)");
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -58,6 +60,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     active: null,
     /** whisper target chosen by clicking a user, or null */
     target: null,
+    /** the last `banned` frame ({reason, until}) for these credentials, or null */
+    ban: null,
   };
 
   // -- small DOM helpers ----------------------------------------------------------
@@ -235,6 +239,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     next.list.hidden = false;
     next.button.setAttribute("aria-current", "true");
     next.item.classList.add("active");
+    // in a narrow window the channels are a row that scrolls sideways: keep this one in sight
+    next.item.scrollIntoView({ block: "nearest", inline: "nearest" });
     next.unread = 0;
     renderBadge(next);
     ui.messagesTitle.textContent = "Messages in " + channelLabel(next);
@@ -288,7 +294,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     t.dateTime = new Date(m.ts).toISOString();
     t.title = new Date(m.ts).toLocaleString();
     meta.append(" ", t);
-    li.append(meta, node("p", "text", m.text));
+    const text = node("p", "text", m.text);
+    text.dir = "auto";  // Hebrew or Arabic reads right to left, with its punctuation in place
+    li.append(meta, text);
     return li;
   }
 
@@ -471,6 +479,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   function setUsers(v, list) {
     v.users = Array.from(new Set(list)).sort();
+    updatePublic(v);
     const a = activeView();
     if (a === v || (a && a.whispers && v.key === state.defaultName)) renderUsers();
   }
@@ -478,15 +487,19 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function setPlaceholder() {
     const v = activeView();
     const name = state.target;
+    let text;
     if (name) {
-      ui.text.placeholder = "Whisper to " + name + " — Enter sends, Esc stops whispering";
+      text = "Whisper to " + name + " — Enter sends, Esc stops whispering";
     } else if (v && v.whispers) {
-      ui.text.placeholder = "Choose a user to whisper to, or type /w name text";
+      text = "Choose a user to whisper to, or type /w name text";
     } else {
-      ui.text.placeholder = "Message " + (v ? channelLabel(v) : "everyone") +
+      text = "Message " + (v ? channelLabel(v) : "everyone") +
         " — Enter sends, Shift+Enter for a new line, /w name text whispers";
     }
+    // a narrow box has one line: the keys' hint would be cut mid-word, so it goes
+    ui.text.placeholder = NARROW.matches ? text.split(" — ")[0] : text;
   }
+  NARROW.addEventListener("change", setPlaceholder);
 
   function setTarget(name) {
     state.target = name;
@@ -563,22 +576,33 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     });
   }
 
+  /** One entry of the public channels list: "#name  N users", a button. */
+  function publicItem(name, n) {
+    const li = node("li");
+    const b = node("button", "public-chan quiet");
+    b.type = "button";
+    b.dataset.channel = name;
+    b.append(node("span", "chan-name", "#" + name), " ",
+             node("span", "members", n + (n === 1 ? " user" : " users")));
+    b.setAttribute("aria-label", (state.views.has(name) ? "Show #" : "Join #") + name +
+                   ", " + n + (n === 1 ? " user" : " users"));
+    li.append(b);
+    return li;
+  }
+
+  /** A channel this tab is in changed members: its count in the open list follows. */
+  function updatePublic(v) {
+    if (!ui.joinBox.open || v.whispers) return;
+    const b = ui.publicChannels.querySelector('button[data-channel="' + CSS.escape(v.key) + '"]');
+    if (b) b.parentElement.replaceWith(publicItem(v.key, v.users.length));
+    else if (!v.key.startsWith("$")) refreshPublic();  // new since the list was fetched
+  }
+
   function refreshPublic() {
     if (!state.hub || !state.hub.connected) return;
     state.hub.listChannels().then((list) => {
-      const items = list.filter((c) => c && typeof c.name === "string").map((c) => {
-        const li = node("li");
-        const b = node("button", "public-chan quiet");
-        b.type = "button";
-        b.dataset.channel = c.name;
-        const n = Number(c.users) || 0;
-        b.append(node("span", "chan-name", "#" + c.name), " ",
-                 node("span", "members", n + (n === 1 ? " user" : " users")));
-        b.setAttribute("aria-label", (state.views.has(c.name) ? "Show #" : "Join #") + c.name +
-                       ", " + n + (n === 1 ? " user" : " users"));
-        li.append(b);
-        return li;
-      });
+      const items = list.filter((c) => c && typeof c.name === "string")
+        .map((c) => publicItem(c.name, Number(c.users) || 0));
       if (!items.length) items.push(node("li", "hint", "No public channels yet."));
       ui.publicChannels.replaceChildren(...items);
     }, (err) => {
@@ -606,9 +630,10 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     on("welcome", onWelcome);
     on("subscribed", onSubscribed);
     on("unsubscribed", (f) => {
-      if (f.reason === "banned" && state.views.has(f.channel)) {
-        systemLine(state.views.get(state.defaultName),
-          "You were removed from #" + f.channel + " by an operator (banned).", "notice");
+      // a reason means the server took us out (a reply to our own /leave has none)
+      const why = f.reason ? REMOVED_TEXT[f.reason] || REMOVED_TEXT.other : null;
+      if (why && state.views.has(f.channel)) {
+        systemLine(state.views.get(state.defaultName), why("#" + f.channel, f.reason), "notice");
       }
       removeView(f.channel);
     });
@@ -638,7 +663,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     });
     on("disconnect", onDisconnect);
     on("kicked", onKicked);
-    on("banned", onKicked);
+    on("banned", onBanned);
     on("closed", onClosed);
     hub.connect();
   }
@@ -673,13 +698,16 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
 
   function onClosed(d) {
     connectionEnded();
+    // a browser cannot read why an upgrade was refused; after a ban, that is the likely why
+    const refused = state.ban ? "The server still refuses you: you were banned" + banEnd(state.ban) +
+      ". Try again when the ban ends." : REFUSED;
     if (d.code === 4003) {
       stopWith("Your token expired. Paste a new token to join again.");
     } else if (d.neverConnected) {
       setConn("offline", "Not connected");
-      showLogin(d.reachable ? REFUSED : "Cannot reach the chat server at " + location.host + ". Is it running?");
+      showLogin(d.reachable ? refused : "Cannot reach the chat server at " + location.host + ". Is it running?");
     } else {
-      stopWith(REFUSED);
+      stopWith(refused);
     }
   }
 
@@ -700,6 +728,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     state.everConnected = true;
     state.shutdownSeen = false;
     state.why = null;
+    state.ban = null;
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
     if (state.defaultName === null) {
       state.defaultName = joined[0] || "general";
@@ -777,10 +806,29 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     unavailable: (e) => "The server could not deliver that right now (" + e.message + "). Try again.",
     bad_request: (e) => "The server refused that message: " + e.message + ".",
     not_subscribed: (e) => "You are not in that channel any more: " + e.message + ".",
-    muted: (e) => "You are muted: " + e.message + ".",
+    muted: (e) => (e.retryAfterMs == null ? "You are muted by an operator."
+      : "You are muted by an operator: you can send again in " + fmtWait(e.retryAfterMs) + "."),
     not_connected: () => "Not connected right now; your message was not sent.",
     timeout: () => "The server did not answer in time; the message may not have been sent.",
   };
+
+  /** Why the server took this tab out of a channel (`unsubscribed` with a reason). */
+  const REMOVED_TEXT = {
+    kicked: (c) => "An operator removed you from " + c + ". You can join it again.",
+    banned: (c) => "You were removed from " + c + " by an operator (banned).",
+    deleted: (c) => c + " was deleted by an operator.",
+    other: (c, reason) => "You were removed from " + c + " (" + reason + ").",
+  };
+
+  /** A wait in ms as people say it: "45 s", "3 min", "2 h 5 min". */
+  function fmtWait(ms) {
+    const s = Math.max(1, Math.ceil(ms / 1000));
+    if (s < 60) return s + " s";
+    const min = Math.ceil(s / 60);
+    if (min < 60) return min + " min";
+    const h = Math.floor(min / 60);
+    return h + " h" + (min % 60 ? " " + (min % 60) + " min" : "");
+  }
 
   /** Explain a ChatHubError next to the composer. */
   function showSendError(err, to) {
@@ -790,10 +838,30 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   }
 
   function onKicked(f) {
+    stopped("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You will not be reconnected automatically.");
+  }
+
+  /** Banned (frame "banned", close 4004): for how long, and why. */
+  function onBanned(f) {
+    state.ban = f;
+    stopped("You were banned by an operator" + banEnd(f) + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You will not be reconnected automatically; until then the server refuses to let you back in.");
+  }
+
+  /** " until <date>" for a ban's end (epoch ms), " until an operator lifts the ban" for
+   *  null, "" when unknown (the close came without the `banned` frame). */
+  function banEnd(f) {
+    if (typeof f.until === "number") {
+      return " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    }
+    return f.until === null ? " until an operator lifts the ban" : "";
+  }
+
+  function stopped(text) {
     connectionEnded();
     setConn("offline", "Disconnected");
-    setBanner("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
-      ". You will not be reconnected automatically.", "Reconnect");
+    setBanner(text, "Reconnect");
     ui.reconnect.focus();
   }
 
@@ -846,11 +914,36 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       if (!ui.text.value) {  // the text comes back to fix and resend
         ui.text.value = raw;
         autosize();
+      } else if (ui.text.value !== raw) {  // the box holds another: keep this one aside
+        unsentLine(v, raw);
       }
       showSendError(err, to);
     });
     setError(ui.sendError, null);
     return true;
+  }
+
+  /** A refused message that could not go back into the box (it held another one):
+   *  a line in its view, with a button that puts it back once the box is empty. */
+  function unsentLine(v, raw) {
+    if (!v) return;
+    const li = node("li", "sys unsent");
+    const b = node("button", "quiet put-back", "Put back in the box");
+    b.type = "button";
+    b.addEventListener("click", () => {
+      if (ui.text.value.trim()) {
+        setError(ui.sendError, "Send or clear the message box first, then put the message back.", "usage");
+        return;
+      }
+      ui.text.value = raw;
+      autosize();
+      li.remove();
+      ui.text.focus();
+    });
+    li.append(node("span", "unsent-text", "Not sent: “" + raw + "”"), " ", b);
+    const follow = v.key === state.active && nearBottom();
+    v.list.append(li);
+    if (follow) toBottom();
   }
 
   function autosize() {
@@ -872,7 +965,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     }
     ui.name.setAttribute("aria-invalid", "false");
     setError(ui.loginError, null);
-    state.creds = token ? { token } : { user: name };
+    const creds = token ? { token } : { user: name };
+    if (JSON.stringify(creds) !== JSON.stringify(state.creds)) state.ban = null;
+    state.creds = creds;
     state.me = token ? null : name;
     state.everConnected = false;
     ui.join.disabled = true;

@@ -380,8 +380,10 @@ export class ChatHub extends EventTarget {
       case "delete":
         return this._emit(f.type, f);
       case "kicked":
-      case "banned":
         return this._stop(f.type, { reason: String(f.reason || "") });
+      case "banned":
+        return this._stop(f.type, { reason: String(f.reason || ""),
+                                    until: typeof f.until === "number" ? f.until : null });
       default:
         return this._emit("unknown", f);
     }

@@ -93,8 +93,9 @@ class ChannelScreen(Screen[None]):
         nodes = ", ".join(f"{n} {c}" for n, c in sorted((info.get("nodes") or {}).items()))
         title.update(Text.assemble(
             (self.channel, "bold"), " (private)" if info.get("private") else "",
-            f"  {fmt.count(info.get('users'))} users · {fmt.count(info.get('subscriptions'))} "
-            f"subscriptions ({nodes or '—'}) · {fmt.rate(info.get('messages_per_min'))} msgs/min"
+            f"  {fmt.counted(info.get('users'), 'user')} · "
+            f"{fmt.counted(info.get('subscriptions'), 'subscription')} "
+            f"({nodes or '—'}) · {fmt.rate(info.get('messages_per_min'))} msgs/min"
             f" · {fmt.count(info.get('history'))} in Valkey"))
         self._sync_members([str(u) for u in info.get("members") or []])
         log = self.query_one("#messages", RichLog)

@@ -44,6 +44,7 @@ COLUMNS = (
     Column("backlog", "backlog", descending=True, right=True),
     Column("over", "over limit", descending=True, right=True),
     Column("hits", "rate-limit hits", descending=True, right=True),
+    Column("channels", "channels", descending=False),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
@@ -58,6 +59,7 @@ def cells(client: dict[str, Any], now: float) -> dict[str, Cell]:
     over = float(client.get("over_limit_s") or 0.0)
     hits = int(client.get("rate_limit_hits") or 0)
     addr = str(client.get("remote_addr") or "")
+    joined = [str(c) for c in client.get("channels") or []]
     return {
         "user": Cell(user, user.lower()),
         "address": Cell(addr, addr),
@@ -67,6 +69,8 @@ def cells(client: dict[str, Any], now: float) -> dict[str, Cell]:
         "backlog": Cell(fmt.size(backlog), backlog, right=True),
         "over": Cell(f"{over:.1f}s" if over else "", over, right=True),
         "hits": Cell(fmt.count(hits), hits, right=True),
+        # the channels this connection is in, as the daemon sorts them
+        "channels": Cell(" ".join(joined), " ".join(joined)),
     }
 
 

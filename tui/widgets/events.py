@@ -1,5 +1,5 @@
-"""The event log: connects, disconnects, kicks, bans, deletions, slow consumers, rate limits,
-service changes."""
+"""The event log: connects, disconnects, channel joins and leaves, kicks, bans, deletions,
+slow consumers, rate limits, service changes."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
         n = event.get("connections", 0)
         return (f"✕ {user} removed from {event['channel']}: {event.get('reason', '')} "
                 f"({n} connection{'s' if n != 1 else ''})"), "magenta"
+    if name == "join":
+        return f"+ {user} joined {event.get('channel', '?')}", "dim"
+    if name == "leave":
+        reason = event.get("reason") or ""
+        return f"- {user} left {event.get('channel', '?')}{f' ({reason})' if reason else ''}", "dim"
     if name == "channel_created":
         private = " (private)" if event.get("private") else ""
         return f"+ channel {event.get('channel')} created{private}", "cyan"

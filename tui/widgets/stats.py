@@ -54,10 +54,12 @@ class StatsPanel(Widget):
         raise KeyError(label)
 
     def render(self) -> Table:
+        # On a narrow terminal the labels give way (cut with …), never the figures:
+        # a value column is as wide as its widest value, the labels share the rest.
         grid = Table.grid(padding=(0, 1), expand=True)
         for _ in range(3):
-            grid.add_column(style="dim", no_wrap=True)
-            grid.add_column(justify="right", no_wrap=True, ratio=1)
+            grid.add_column(style="dim", no_wrap=True, overflow="ellipsis", ratio=1)
+            grid.add_column(justify="right", no_wrap=True)
         cells = self.rows()
         per_column = -(-len(cells) // 3)
         columns = [cells[i:i + per_column] for i in range(0, len(cells), per_column)]
