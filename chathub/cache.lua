@@ -362,13 +362,17 @@ end
 
 -- Create a channel (an operator's `chathub channel create`). KEYS: channel registry,
 -- flush queue, ids. ARGV: channel, private ('1' | '0'), created by, max channels, prefix.
--- Returns 'ok', 'exists' or 'full'. A channel a subscribe created is kept from then on.
+-- Returns 'ok', 'exists' or 'full'. A channel a subscribe created is kept from then on;
+-- at max channels, room is made as for a subscribe.
 local function create(keys, args)
   if redis.call('HEXISTS', keys[1], args[1]) == 1 then
     redis.call('SREM', args[5] .. 'chans:demand', args[1])
     return 'exists'
   end
-  if redis.call('HLEN', keys[1]) >= tonumber(args[4]) then return 'full' end
+  local max = tonumber(args[4])
+  if redis.call('HLEN', keys[1]) >= max and not make_room(args[5], keys[1], max) then
+    return 'full'
+  end
   redis.call('HSET', keys[1], args[1], args[2] == '1' and 'private' or 'public')
   redis.call('XADD', keys[2], next_id(keys[3]), 'k', 'channel', 'c', args[1], 'p', args[2], 'by', args[3])
   return 'ok'

@@ -38,12 +38,17 @@ class MemoryPresence:
         self.on_demand: set[str] = set()
         self._has_history = has_history
 
-    def _reclaim(self, channel: str) -> None:
-        if (channel in self.on_demand and not self.in_channel.get(channel)
-                and not self._has_history(channel)):
-            self.registry.pop(channel, None)
-            self.in_channel.pop(channel, None)
-            self.on_demand.discard(channel)
+    def _room(self, max_channels: int) -> bool:
+        """Whether one more channel fits, after forgetting channels created on demand
+        that have no member and no history when there are ``max_channels`` already."""
+        for channel in list(self.on_demand):
+            if len(self.registry) < max_channels:
+                break
+            if not self.in_channel.get(channel) and not self._has_history(channel):
+                self.registry.pop(channel, None)
+                self.in_channel.pop(channel, None)
+                self.on_demand.discard(channel)
+        return len(self.registry) < max_channels
 
     async def connect(self, users: list[str]) -> list[str] | None:
         for u in users:
@@ -72,10 +77,7 @@ class MemoryPresence:
                 if not create:
                     out.append(Joined("unknown", False, None))
                     continue
-                if len(self.registry) >= max_channels:
-                    for old in list(self.on_demand):
-                        self._reclaim(old)
-                if len(self.registry) >= max_channels:
+                if not self._room(max_channels):
                     out.append(Joined("full", False, None))
                     continue
                 self.registry[channel] = private
@@ -103,7 +105,7 @@ class MemoryPresence:
         if channel in self.registry:
             self.on_demand.discard(channel)
             return "exists"
-        if len(self.registry) >= max_channels:
+        if not self._room(max_channels):
             return "full"
         self.registry[channel] = private
         return "ok"

@@ -100,6 +100,19 @@ async def test_a_burst_over_the_budget_is_slowed_not_refused(daemon_factory):
         assert (await eager.recv_type("chat"))["text"] == "still open"
 
 
+async def peak_backlog_until_closed(client, what: str) -> int:
+    """Watch a server-side client until it is closed; the largest backlog seen (bytes)."""
+    most = 0
+
+    def closed() -> bool:
+        nonlocal most
+        most = max(most, client.backlog())
+        return client.close_code is not None
+
+    await wait_for(closed, timeout=20, what=what)
+    return most
+
+
 async def test_pongs_a_client_never_reads_stop_at_the_backlog_limit(daemon_factory):
     """A client that pings without reading: the server stops reading it once its backlog of
     pongs passes client_queue_limit, and cuts it as a slow consumer (4002)."""
@@ -111,14 +124,7 @@ async def test_pongs_a_client_never_reads_stop_at_the_backlog_limit(daemon_facto
         client = await server_side(d, "pinger")
         # 16 MiB of pings, bounded; the server would answer every one if it read them all
         writer.write(client_frame(0x9, b"p" * 125) * (16 * 1024 * 1024 // 131))
-        most = 0
-
-        def cut() -> bool:
-            nonlocal most
-            most = max(most, client.backlog())
-            return client.close_code is not None
-
-        await wait_for(cut, timeout=20, what="pinger cut")
+        most = await peak_backlog_until_closed(client, "pinger cut")
         assert client.close_code == closecodes.SLOW_CONSUMER
         # the limit plus what one read of pings asks for (256 KiB), never the whole flood
         assert most < limit + 512 * 1024
@@ -143,14 +149,7 @@ async def test_replies_a_client_never_reads_are_capped_at_client_queue_max(daemo
         client = await server_side(d, "hoarder")
         ask = client_frame(0x1, json.dumps({"type": "history", "limit": 100}).encode())
         writer.write(ask * 10)  # ten pages of about 190 KB each, in one read
-        most = 0
-
-        def cut() -> bool:
-            nonlocal most
-            most = max(most, client.backlog())
-            return client.close_code is not None
-
-        await wait_for(cut, timeout=20, what="hoarder cut")
+        most = await peak_backlog_until_closed(client, "hoarder cut")
         assert client.close_code == closecodes.SLOW_CONSUMER
         assert most <= cap
     finally:
