@@ -128,8 +128,9 @@ async def test_results_follow_typing_with_one_search_per_pause(
         assert text.plain == "cheap pills here, cheap"
         assert [(s.start, s.end) for s in text.spans if str(s.style) == MARK_STYLE] == [
             (0, 5), (18, 23)]
+        # the time as the table draws it: HH:MM:SS today, with the date once T0 is yesterday
         assert [str(c) for c in table.get_row(f"{T0 + 2}-0")[:4]] == [
-            f"{T0 + 2}-0", "games", "mallory", fmt.clock(T0 + 2)]
+            f"{T0 + 2}-0", "games", "mallory", fmt.stamp(T0 + 2)]
         assert "2 hits for “cheap”" in screen.status
         assert "3 newer messages not searchable yet" in screen.status
 
