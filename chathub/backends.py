@@ -159,12 +159,9 @@ class Presence(Protocol):
         None (``join`` is per channel: :meth:`subscribe` says when one is due)."""
         ...
 
-    async def disconnect(self, user: str, reason: str) -> bool:
-        """Record a closed connection; whether it was the user's last anywhere."""
-        ...
-
     async def disconnect_many(self, users: list[str]) -> list[bool]:
-        """:meth:`disconnect` for each of ``users`` in order, in one round trip."""
+        """Record a closed connection for each of ``users`` (a user once per connection),
+        in order and in one round trip; for each, whether it was the user's last anywhere."""
         ...
 
     async def users(self) -> list[str]:

@@ -292,10 +292,10 @@ end
 -- forgotten once nobody is in it and Valkey holds none of its history (never written to,
 -- or expired after history_ttl): nothing of it would be lost, PostgreSQL keeps its row
 -- and messages, and the next subscribe creates it again. Returns true when forgotten.
-local function reclaim(prefix, channel)
+local function reclaim(prefix, registry, channel)
   local c = prefix .. '{c:' .. channel .. '}:'
   if redis.call('EXISTS', c .. 'm', c .. 's') > 0 then return false end
-  redis.call('HDEL', prefix .. 'chans', channel)
+  redis.call('HDEL', registry, channel)
   redis.call('SREM', prefix .. 'chans:demand', channel)
   return true
 end
@@ -317,7 +317,7 @@ local function make_room(prefix, registry, max)
     cursor = page[1]
     for _, channel in ipairs(page[2]) do
       looked = looked + 1
-      if reclaim(prefix, channel) and redis.call('HLEN', registry) < max then
+      if reclaim(prefix, registry, channel) and redis.call('HLEN', registry) < max then
         redis.call('SET', at, cursor)
         return true
       end

@@ -55,16 +55,16 @@ class MemoryPresence:
             self.counts[u] = self.counts.get(u, 0) + 1
         return None
 
-    async def disconnect(self, user: str, reason: str) -> bool:
-        n = self.counts.get(user, 0) - 1
-        if n > 0:
-            self.counts[user] = n
-            return False
-        self.counts.pop(user, None)
-        return True
-
     async def disconnect_many(self, users: list[str]) -> list[bool]:
-        return [await self.disconnect(user, "") for user in users]
+        lasts = []
+        for user in users:
+            n = self.counts.get(user, 0) - 1
+            if n > 0:
+                self.counts[user] = n
+            else:
+                self.counts.pop(user, None)
+            lasts.append(n <= 0)
+        return lasts
 
     async def users(self) -> list[str]:
         return sorted(self.counts)

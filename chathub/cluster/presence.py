@@ -89,14 +89,8 @@ class Presence:
         *_, everyone = await self.kv.call(pipe.execute)
         return list(everyone) if everyone else None
 
-    async def disconnect(self, user: str, reason: str) -> bool:
-        """Count a closed connection of ``user``; True when it was the last anywhere."""
-        last = await self.kv.call(
-            self.kv.client.fcall, self.kv.fn("disconnect"), 0, self.prefix, self.node_id, user)
-        return bool(last)
-
     async def disconnect_many(self, users: list[str]) -> list[bool]:
-        """:meth:`disconnect` for each of ``users`` (a user once per closed connection), in
+        """Count a closed connection for each of ``users`` (a user once per connection), in
         order and in one round trip; for each, whether it was that user's last anywhere."""
         pipe = self.kv.client.pipeline(transaction=False)
         for user in users:
