@@ -1,5 +1,6 @@
 """The moderation screen's parts that need no daemon: marked text, time left, the
-request that lifts a ban, the ban/mute/purge request built from a dialog, log lines."""
+request that lifts a ban, the ban/mute/purge request built from a dialog, log lines;
+and the dash's tables drawn again when their columns widen."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import time
 import pytest
 from chathub.tui import format as fmt
 from chathub.tui.screens.sanction import KINDS, build
+from chathub.tui.widgets import BansTable, ChannelsTable, ClientsTable, HitsTable
 from chathub.tui.widgets.bans import lift, time_left
 from chathub.tui.widgets.events import describe
 from chathub.tui.widgets.hits import MARK_STYLE, marked
+from textual.app import App, ComposeResult
 
+from tests.helpers import wait_for
 from tests.test_tui_moderation import CHANNEL_BAN, IP_BAN, MUTE, T0
 
 
@@ -61,3 +65,30 @@ def test_stamp_shows_a_date_for_other_days():
     assert fmt.stamp(T0, now=T0 / 1000) == fmt.clock(T0)
     assert fmt.stamp(T0, now=T0 / 1000 + 3 * day).startswith(time.strftime("%Y-", time.localtime(T0 / 1000)))
     assert fmt.stamp(None) == "—"
+
+
+@pytest.mark.parametrize("table_class", [HitsTable, BansTable, ClientsTable, ChannelsTable])
+async def test_rows_drawn_before_the_columns_widen_are_drawn_again(table_class):
+    """A row drawn between add_row and the table's next Idle (when it widens its columns
+    to fit) is drawn again at the new widths, not left cut to the labels' widths.
+
+    The table has a fixed height and the row fits its width, as in the dash, so no
+    resize redraws it by chance."""
+
+    class One(App[None]):
+        CSS = "#t { height: 8; }"
+
+        def compose(self) -> ComposeResult:
+            yield table_class(id="t")
+
+    wide = "x" * 16
+    async with One().run_test(size=(200, 10)) as pilot:
+        table = pilot.app.query_one("#t", table_class)
+        await pilot.pause()
+        table.add_row(wide, *[""] * (len(table.columns) - 1), key="r")
+        first = "".join(s.text for s in table.render_line(1))  # drawn before the Idle
+        assert first.split() != [wide], first  # the column is as wide as its label so far
+        await wait_for(lambda: not table._require_update_dimensions, what="the columns widened")
+        await pilot.pause()
+        again = "".join(s.text for s in table.render_line(1))
+        assert again.split() == [wide], again

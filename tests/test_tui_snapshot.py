@@ -13,8 +13,11 @@ hour), so the same figures always draw the same picture.
 
 from __future__ import annotations
 
+import html
 import io
+import itertools
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +40,8 @@ from chathub.tui.widgets import (
 )
 from rich.console import Console
 from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from tests.fakeadmin import FakeAdmin
 from tests.fakemoderation import FakeModeration, hit
@@ -101,7 +106,7 @@ async def test_main_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPat
             await wait_for(lambda: header.state is LinkState.CONNECTED
                            and clients.row_count == 3 and channels.row_count == 3,
                            what="the fake figures on screen")
-            await pilot.pause()
+            await settle(pilot)
             svg = app.export_screenshot()
         assert fake.asked.get("channels") == 1  # one poll: nothing moved after it
     compare(svg, SNAPSHOT)
@@ -121,7 +126,7 @@ async def test_an_80x24_terminal_shows_every_figure_and_every_client(
             channels = main.query_one(ChannelsTable)
             await wait_for(lambda: clients.row_count == 3 and channels.row_count == 3,
                            what="the fake figures on screen")
-            await pilot.pause()
+            await settle(pilot)
             panel = main.query_one(StatsPanel)
             console = Console(width=panel.content_region.width, file=io.StringIO(), record=True)
             console.print(panel.render())
@@ -137,16 +142,56 @@ async def test_an_80x24_terminal_shows_every_figure_and_every_client(
                 assert table.scrollable_content_region.height >= 4, table.region
 
 
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait until the screen is drawn as it will stay, then lay it out.
+
+    A DataTable sizes its columns to the rows added on its next ``Idle`` message (until
+    then they are as wide as their labels), and :meth:`Pilot.pause` cannot be trusted to
+    get that far: it waits for the process to look idle by its CPU time, which a busy
+    machine fakes. So this waits for the tables' own pending-update flags (textual's
+    private ``_require_update_dimensions`` and ``_updated_cells``: no public one says it).
+    """
+    screen = pilot.app.screen
+    await wait_for(lambda: not any(t._require_update_dimensions or t._updated_cells
+                                   for t in screen.query(DataTable)),
+                   what="the tables sized to their rows")
+    await pilot.pause()  # runs the screen's pending layout and repaint
+
+
 def compare(svg: str, snapshot: Path) -> None:
-    """Assert ``svg`` equals the committed picture (write it when asked to, or when new)."""
+    """Assert ``svg`` equals the committed picture (write it when asked to, or when new).
+
+    On a difference the failure names the rows whose text differs (every class name of
+    an export changes with any change, so a diff of the SVG itself says nothing), and the
+    picture drawn is left beside the snapshot as ``<name>.actual.svg`` to look at.
+    """
     if os.environ.get("CHATHUB_UPDATE_SNAPSHOTS") or not snapshot.exists():
         snapshot.parent.mkdir(exist_ok=True)
         snapshot.write_text(svg)
         if not os.environ.get("CHATHUB_UPDATE_SNAPSHOTS"):
             pytest.fail(f"wrote the first {snapshot.name}: look at it, commit it, run again")
-    assert svg == snapshot.read_text(), (
-        f"the screen differs from {snapshot}; if the change is intended, regenerate it "
-        "(see this module's docstring)")
+    expected = snapshot.read_text()
+    if svg == expected:
+        return
+    actual = snapshot.with_suffix(".actual.svg")
+    actual.write_text(svg)
+    drawn, committed = rows_of(svg), rows_of(expected)
+    changed = [f"row {i}: {a!r}\n    was {b!r}"
+               for i, (a, b) in enumerate(itertools.zip_longest(drawn, committed)) if a != b]
+    pytest.fail(f"the screen differs from {snapshot.name} (drawn: {actual}); if the change "
+                "is intended, regenerate it (see this module's docstring).\n"
+                + ("\n".join(changed) or "the same text in other colours or styles"),
+                pytrace=False)
+
+
+def rows_of(svg: str) -> list[str]:
+    """The text of an exported screen, a string per row (top to bottom)."""
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)</text>',
+                         svg):
+        rows.setdefault(float(m[2]), []).append((float(m[1]), html.unescape(m[3])))
+    return ["".join(t for _, t in sorted(row)).replace("\xa0", " ")
+            for _, row in sorted(rows.items())]
 
 
 async def test_moderation_screen_layout(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,6 +226,6 @@ async def test_moderation_screen_layout(short_dir: Path, monkeypatch: pytest.Mon
             hits, table = screen.query_one(HitsTable), screen.query_one(BansTable)
             await wait_for(lambda: hits.row_count == 3 and table.row_count == 3,
                            what="hits and bans on screen")
-            await pilot.pause()
+            await settle(pilot)
             svg = app.export_screenshot()
     compare(svg, MODERATION)

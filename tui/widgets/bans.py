@@ -9,10 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from textual.widgets import DataTable
-
 from .. import format as fmt
-from .rows import cursor_key
+from .rows import Table, cursor_key
 
 
 def target(ban: dict[str, Any]) -> str:
@@ -49,7 +47,7 @@ def row_key(ban: dict[str, Any]) -> str:
     return f"{ban.get('scope')}:{ban.get('key')}"
 
 
-class BansTable(DataTable[Any]):
+class BansTable(Table[Any]):
     """Every ban and mute in force: scope, target, reason, by whom, time left."""
 
     COLUMNS = (("scope", "scope"), ("target", "target"), ("reason", "reason"), ("by", "by"),

@@ -11,7 +11,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from .. import format as fmt
-from .rows import cursor_key
+from .rows import Table, cursor_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ def cells(client: dict[str, Any], now: float) -> dict[str, Cell]:
     }
 
 
-class ClientsTable(DataTable[Cell]):
+class ClientsTable(Table[Cell]):
     """One row per connection (keyed by session id), reconciled with each ``clients`` reply.
 
     Rows are added and removed as clients come and go and cells are updated only

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from .. import format as fmt
-from .rows import cursor_key
+from .rows import Table, cursor_key
 
 #: characters of a message's text shown in its row (the rest is cut with "…")
 MAX_TEXT = 300
@@ -37,7 +36,7 @@ def sender(hit: dict[str, Any]) -> str:
     return str(hit.get("from", "?")) + (f" → {hit['to']}" if hit.get("to") else "")
 
 
-class HitsTable(DataTable[Any]):
+class HitsTable(Table[Any]):
     """Search hits: id, channel, sender, time, text with the matched words marked."""
 
     COLUMNS = (("id", "id"), ("channel", "channel"), ("from", "from"), ("time", "time"),
