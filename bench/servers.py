@@ -55,6 +55,21 @@ CHATHUB_ENV = {
 }
 
 
+def chathub_env(src: str | None) -> dict[str, str]:
+    """:data:`CHATHUB_ENV`, less the settings an older tree in ``src`` does not know.
+
+    chathub refuses an unknown setting (exit 2), so a before/after run against a commit
+    older than a setting would not start. A setting counts as known when its key (the
+    part after the section, lower case) appears in ``src``'s ``chathub/config.py``.
+    """
+    config = Path(src, "chathub", "config.py") if src else None
+    if config is None or not config.exists():
+        return dict(CHATHUB_ENV)
+    text = config.read_text()
+    return {k: v for k, v in CHATHUB_ENV.items()
+            if k.split("_", 2)[2].lower() in text}
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (bound and released; fine for a benchmark)."""
     with socket.socket() as s:
@@ -233,7 +248,7 @@ class ServerProc:
         env = dict(os.environ)
         env = {k: v for k, v in env.items() if not k.startswith("CHATHUB_")}
         if self.kind == "chathub":
-            env.update(CHATHUB_ENV)
+            env.update(chathub_env(self.chathub_src))
         if self._node_dir is not None:
             env["CHATHUB_BENCH_NODE_DIR"] = str(self._node_dir)
         env.update(self.extra_env)

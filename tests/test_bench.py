@@ -13,6 +13,7 @@ from bench import peers, reference
 from bench.loadgen import LoadSpec, ProcessGenerator, Shard, merge_runs, summarize_run
 from bench.report import TARGETS, markdown_table
 from bench.scenarios import per_delivery
+from bench.servers import CHATHUB_ENV, chathub_env
 from bench.wsproto import Conn, Tally
 
 
@@ -122,6 +123,20 @@ def test_python_connection_walks_split_frames():
         return conn
 
     assert asyncio.run(go()).chats == 3
+
+
+def test_settings_an_older_tree_does_not_know_are_left_out(tmp_path):
+    """A before/after run against a commit older than a bench setting still starts: the
+    settings its config.py does not name are dropped, the others kept."""
+    (tmp_path / "chathub").mkdir()
+    (tmp_path / "chathub" / "config.py").write_text(
+        "chat_rate = 1\nchat_burst = 1\nmax_connections = 1\n")
+    kept = chathub_env(str(tmp_path))
+    assert kept["CHATHUB_RATELIMIT_CHAT_RATE"] == CHATHUB_ENV["CHATHUB_RATELIMIT_CHAT_RATE"]
+    assert "CHATHUB_SERVER_MAX_CONNECTIONS" in kept
+    assert "CHATHUB_SERVER_MAX_FRAMES_PER_SECOND" not in kept
+    assert "CHATHUB_MODERATION_FLOOD_REPEATS" not in kept
+    assert chathub_env(None) == CHATHUB_ENV  # the installed chathub knows them all
 
 
 def test_deliveries_per_cpu_second_and_targets():
