@@ -132,9 +132,12 @@ class BanList:
         if ban.scope == "ip":
             self._rebuild_nets()
 
-    def remove(self, scope: str, key: str) -> None:
-        if self._by_scope[scope].pop(key, None) is not None and scope == "ip":
+    def remove(self, scope: str, key: str) -> Ban | None:
+        """Forget an entry; the entry if it was in force."""
+        b = self._by_scope[scope].pop(key, None)
+        if b is not None and scope == "ip":
             self._rebuild_nets()
+        return b if b is not None and b.active(now_ms()) else None
 
     def _rebuild_nets(self) -> None:
         nets = []
@@ -191,12 +194,17 @@ class BanSync:
         node_id: this hub (the origin of bus payloads).
         enforce: called with a ban that was just added (here or on another hub), to
             close or unsubscribe the connections it covers on this hub; must not block.
+        lifted: called with ``(scope, key)`` of an entry in force that an operator just
+            lifted (here or on another hub), to tell the connections it covered; must
+            not block. Entries that run out are not reported.
     """
 
-    def __init__(self, kv: KV, node_id: str, enforce: Callable[[Ban], None]) -> None:
+    def __init__(self, kv: KV, node_id: str, enforce: Callable[[Ban], None],
+                 lifted: Callable[[str, str], object] = lambda _s, _k: None) -> None:
         self.kv = kv
         self.node_id = node_id
         self.enforce = enforce
+        self.lifted = lifted
         #: what this hub enforces
         self.active = BanList()
         #: changes applied since start (a refresh that read Valkey before one of them is dropped)
@@ -264,8 +272,7 @@ class BanSync:
     async def lift(self, scope: str, key: str) -> bool:
         """Delete an entry everywhere; whether Valkey held it. Raises CacheUnavailable."""
         n = await self.kv.call(self.kv.client.hdel, self.key(scope), key)
-        self._changes += 1
-        self.active.remove(scope, key)
+        self._removed(scope, key)
         await self._tell({"k": BUS_KIND, "op": "del", "s": scope, "key": key})
         return bool(n)
 
@@ -294,6 +301,11 @@ class BanSync:
         if ban.active(now_ms()):
             self.enforce(ban)
 
+    def _removed(self, scope: str, key: str) -> None:
+        self._changes += 1
+        if self.active.remove(scope, key) is not None:
+            self.lifted(scope, key)
+
     def receive(self, payload: dict[str, Any]) -> bool:
         """Apply a ``ban`` payload from another hub; False for any other payload."""
         if payload.get("k") != BUS_KIND:
@@ -303,8 +315,7 @@ class BanSync:
             spawn(self.refresh())
             return True
         if payload.get("op") == "del":
-            self._changes += 1
-            self.active.remove(scope, key)
+            self._removed(scope, key)
             return True
         try:
             self._added(Ban.from_stored(scope, key, payload.get("v") or ""))

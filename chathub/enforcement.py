@@ -67,14 +67,16 @@ class Enforcement:
             self._emit({"type": "kick", "user": user, "reason": reason, "connections": len(conns)})
         return len(conns)
 
-    def kick_from(self, user: str, channel: str, reason: str = "kicked") -> int:
+    def kick_from(self, user: str, channel: str, message: str | None = None) -> int:
         """Take every connection of ``user`` on this hub out of ``channel`` (they get
-        ``unsubscribed`` with ``reason`` and stay connected); return how many."""
+        ``unsubscribed`` with reason ``kicked`` and the operator's ``message``, and stay
+        connected); return how many."""
         conns = [c for c in self._by_user.get(user, ()) if not c.gone and channel in c.channels]
         for c in conns:
-            self._put_soon(Unsubscribe(c, channel, None, reason))
+            self._put_soon(Unsubscribe(c, channel, None, "kicked", message))
         if conns:
-            log.info("%s %s from %s (%d connections)", reason, user, channel, len(conns))
+            log.info("kicked %s from %s (%d connections): %s", user, channel, len(conns),
+                     message or "")
         return len(conns)
 
     def clear_channel(self, channel: str, reason: str = "deleted") -> int:
@@ -90,17 +92,22 @@ class Enforcement:
         """Apply a ban that was just added to this hub's connections; return how many it hit.
 
         A user or address ban sends ``banned`` and closes 4004; a channel ban takes the
-        user's connections out of the channel (``unsubscribed``, reason ``banned``); a
-        mute changes nothing here (the hub refuses the next chat).
+        user's connections out of the channel (``unsubscribed``, reason ``banned``, with
+        the ban's reason and end); a mute tells the user's connections (``muted``, with
+        its reason and end) and leaves them open: the hub refuses their chats.
         """
         if ban.scope == "mute":
-            return 0
+            conns = [c for c in self._by_user.get(ban.user or "", ()) if not c.gone]
+            frame = protocol.encode_muted(ban.reason, ban.until)
+            for c in conns:
+                c.send(frame)
+            return len(conns)
         if ban.scope == "channel":
             channel = ban.channel or ""
             hit = [c for c in self._by_user.get(ban.user or "", ())
                    if not c.gone and channel in c.channels]
             for c in hit:
-                self._put_soon(Unsubscribe(c, channel, None, "banned"))
+                self._put_soon(Unsubscribe(c, channel, None, "banned", ban.reason, ban.until))
             return len(hit)
         hit = [c for c in self._clients if not c.gone and ban.covers(c.user, c.remote_addr)]
         frame = protocol.encode_banned(ban.reason, ban.until)
@@ -112,6 +119,16 @@ class Enforcement:
             self._emit({"type": "ban", "scope": ban.scope, "target": ban.key,
                         "reason": ban.reason, "connections": len(hit)})
         return len(hit)
+
+    def ban_lifted(self, scope: str, key: str) -> int:
+        """An operator lifted a ban or mute (not one that ran out): a lifted mute tells
+        the user's connections here (``unmuted``); return how many were told."""
+        if scope != "mute":
+            return 0
+        conns = [c for c in self._by_user.get(key, ()) if not c.gone]
+        for c in conns:
+            c.send(protocol.UNMUTED_FRAME)
+        return len(conns)
 
 
 __all__ = ["Enforcement"]

@@ -309,9 +309,9 @@ class Hub:
         """Close every connection of ``user`` here; see :meth:`.Enforcement.kick`."""
         return self.enforcement.kick(user, reason)
 
-    def kick_from(self, user: str, channel: str, reason: str = "kicked") -> int:
+    def kick_from(self, user: str, channel: str, message: str | None = None) -> int:
         """Take ``user`` out of ``channel`` here; see :meth:`.Enforcement.kick_from`."""
-        return self.enforcement.kick_from(user, channel, reason)
+        return self.enforcement.kick_from(user, channel, message)
 
     def clear_channel(self, channel: str, reason: str = "deleted") -> int:
         """Empty ``channel`` here; see :meth:`.Enforcement.clear_channel`."""

@@ -44,8 +44,12 @@ class Unsubscribe:
     client: Client
     channel: str
     ref: str | None
-    #: why, when the server removes the client (an operator's kick from a channel)
+    #: why, when the server removes the client: ``kicked``, ``banned`` or ``deleted``
     reason: str | None = None
+    #: the operator's words (a kick's or a channel ban's reason), told to the client
+    message: str | None = None
+    #: when a channel ban ends (epoch ms; None: until lifted)
+    until: int | None = None
 
 
 @dataclass(slots=True)

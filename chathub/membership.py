@@ -207,7 +207,8 @@ class Membership:
             todo.append(ev)
         await self.leave([(ev.client, ev.channel, ev.reason or "left") for ev in todo])
         for ev in todo:
-            ev.client.send(protocol.encode_unsubscribed(ev.channel, ev.ref, ev.reason))
+            ev.client.send(protocol.encode_unsubscribed(ev.channel, ev.ref, ev.reason,
+                                                        ev.message, ev.until))
 
     async def leave(self, leaving: list[tuple[Client, str, str]]) -> None:
         """Take connections out of channels, here and in Valkey; ``leave`` where it was the

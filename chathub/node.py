@@ -111,7 +111,7 @@ class Node:
                                   slow=self.slow.active)
         self.sessions = SessionRecorder(kv, node_id)
         #: bans and mutes every hub enforces from memory (chathub ban / mute)
-        self.bans = BanSync(kv, node_id, self._enforce_ban)
+        self.bans = BanSync(kv, node_id, self._enforce_ban, self._ban_lifted)
         self.bus = Bus(kv, node_id, self._from_bus, self._bus_back,
                        on_watching=self._bus_watching, on_dropped=self._bus_dropped)
         self.hub = Hub(self.cache, Presence(kv, node_id), cfg.hub, node_id,
@@ -168,6 +168,9 @@ class Node:
 
     def _enforce_ban(self, ban: Ban) -> None:
         self.hub.enforce_ban(ban)
+
+    def _ban_lifted(self, scope: str, key: str) -> None:
+        self.hub.enforcement.ban_lifted(scope, key)
 
     def _bus_back(self) -> None:
         self.hub.resubscribed()

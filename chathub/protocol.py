@@ -69,6 +69,7 @@ from .identifiers import (
 from .serverframes import (
     PROTOCOL_VERSION,
     SHUTDOWN_FRAME,
+    UNMUTED_FRAME,
     Message,
     encode,
     encode_banned,
@@ -78,6 +79,7 @@ from .serverframes import (
     encode_history,
     encode_kicked,
     encode_message,
+    encode_muted,
     encode_presence,
     encode_subscribed,
     encode_unsubscribed,
@@ -100,8 +102,8 @@ __all__ = [
     "CHANNEL_RE", "FIRST_ID", "ID_PART_MAX", "ID_RE", "USER_RE", "before_first",
     "canonical_id", "is_private", "parse_id", "valid_channel", "valid_user",
     # serverframes
-    "PROTOCOL_VERSION", "SHUTDOWN_FRAME", "Message", "encode", "encode_banned",
-    "encode_channels", "encode_delete", "encode_error", "encode_history", "encode_kicked",
-    "encode_message", "encode_presence", "encode_subscribed", "encode_unsubscribed",
+    "PROTOCOL_VERSION", "SHUTDOWN_FRAME", "UNMUTED_FRAME", "Message", "encode",
+    "encode_banned", "encode_channels", "encode_delete", "encode_error", "encode_history",
+    "encode_kicked", "encode_message", "encode_muted", "encode_presence", "encode_subscribed", "encode_unsubscribed",
     "encode_users", "encode_welcome",
 ]

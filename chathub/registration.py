@@ -141,10 +141,14 @@ class Registration:
             if members is None:
                 members = list(self.subs.members(self.default_channel).sorted())
             for ch in auto:  # a channel ban on an auto-join channel: out right after the welcome
-                if self.bans.channel(ch, c.user, now) is not None:
-                    self._put_soon(Unsubscribe(c, ch, None, "banned"))
+                ban = self.bans.channel(ch, c.user, now)
+                if ban is not None:
+                    self._put_soon(Unsubscribe(c, ch, None, "banned", ban.reason, ban.until))
             c.send(protocol.encode_welcome(c.user, c.session, members, welcome.messages,
                                            recovered, welcome.partial, list(auto)))
+            mute = self.bans.muted(c.user, now)
+            if mute is not None:  # told at once, as a connection open when it began was
+                c.send(protocol.encode_muted(mute.reason, mute.until))
             self.feed.welcomed(c, None, welcome.top)  # its whispers up to top were recovered
             self.stats.connects += 1
             self._emit({"type": "connect", "user": c.user, "session": c.session,

@@ -117,9 +117,16 @@ def encode_subscribed(channel: str, users: list[str], history: list[Message],
                    ref=ref)
 
 
-def encode_unsubscribed(channel: str, ref: str | None = None, reason: str | None = None) -> bytes:
-    """The reply to ``unsubscribe`` (or an operator's removal, with ``reason``)."""
-    return _encode({"type": "unsubscribed", "channel": channel}, reason=reason, ref=ref)
+def encode_unsubscribed(channel: str, ref: str | None = None, reason: str | None = None,
+                        message: str | None = None, until: int | None = None) -> bytes:
+    """The reply to ``unsubscribe``, or an operator's removal with ``reason`` (``kicked``,
+    ``banned``, ``deleted``) and the operator's words in ``message`` when there are any.
+    A removal for a channel ban also carries ``until`` (epoch ms; ``null`` until lifted)."""
+    frame: dict[str, Any] = {"type": "unsubscribed", "channel": channel}
+    if reason == "banned":
+        frame.update(reason=reason, until=until)
+        reason = None
+    return _encode(frame, reason=reason, message=message or None, ref=ref)
 
 
 def encode_channels(channels: list[tuple[str, int]], ref: str | None = None) -> bytes:
@@ -138,6 +145,16 @@ def encode_banned(reason: str, until: int | None) -> bytes:
     """Sent before close 4004; ``until`` is epoch ms, or None (``null``) for a ban until
     lifted."""
     return _encoder.encode({"type": "banned", "reason": reason, "until": until})
+
+
+def encode_muted(reason: str, until: int | None) -> bytes:
+    """An operator muted this user (the connection stays open; chats and whispers are
+    refused with ``muted`` until ``until``, epoch ms, or ``null`` until lifted)."""
+    return _encoder.encode({"type": "muted", "reason": reason, "until": until})
+
+
+#: an operator lifted this user's mute before it ran out
+UNMUTED_FRAME = b'{"type":"unmuted"}'
 
 
 def encode_delete(mid: str, channel: str | None) -> bytes:

@@ -85,7 +85,8 @@ async def test_kick_from_a_channel_keeps_the_connection(daemon):
     reply = await call(sock, "kick", user="ann", channel="games", reason="spoilers")
     assert (reply["closed"], reply["channel"]) == (1, "games")
     frame = await a.recv_type("unsubscribed")
-    assert frame == {"type": "unsubscribed", "channel": "games", "reason": "kicked"}
+    assert frame == {"type": "unsubscribed", "channel": "games", "reason": "kicked",
+                     "message": "spoilers"}
     leave = await b.recv_type("leave")
     assert (leave["user"], leave["channel"], leave["reason"]) == ("ann", "games", "kicked")
     await a.chat("still here")  # in general, the default channel
@@ -122,7 +123,8 @@ async def test_delete_refuses_members_unless_forced(daemon):
 
 
 async def test_two_hubs_channel_kick_delete_and_per_node_counts(daemon_factory):
-    """Across hubs: per-node subscriptions, kick from a channel and delete reach the other hub."""
+    """Across hubs: per-node subscriptions, kick from a channel (with its reason) and delete
+    reach the other hub."""
     here = await daemon_factory(hub={"node_id": "ch-a"})
     there = await daemon_factory(hub={"node_id": "ch-b"})
     a = await Chatter.connect(here.port, "ann")
@@ -133,10 +135,12 @@ async def test_two_hubs_channel_kick_delete_and_per_node_counts(daemon_factory):
     games = by_name(await call(here.cfg.admin_socket, "channels"))["games"]
     assert games["nodes"] == {"ch-a": 1, "ch-b": 2} and games["users"] == 2
 
-    reply = await call(here.cfg.admin_socket, "kick", user="bob", channel="games")
+    reply = await call(here.cfg.admin_socket, "kick", user="bob", channel="games",
+                       reason="take it outside")
     assert reply["closed"] == 2
-    for c in (b, b2):
-        assert (await c.recv_type("unsubscribed"))["reason"] == "kicked"
+    for c in (b, b2):  # the operator's words reach the other hub too
+        frame = await c.recv_type("unsubscribed")
+        assert (frame["reason"], frame["message"]) == ("kicked", "take it outside")
     assert (await a.recv_type("leave"))["user"] == "bob"
 
     await subscribe(b, "games")

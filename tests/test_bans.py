@@ -175,7 +175,8 @@ async def test_channel_ban_takes_the_user_out_of_the_channel(daemon_factory):
                            seconds=600, reason="off topic")
         assert reply["ban"]["channel"] == "dev"
         frame = await carl.recv_type("unsubscribed")
-        assert (frame["channel"], frame["reason"]) == ("dev", "banned")
+        assert frame == {"type": "unsubscribed", "channel": "dev", "reason": "banned",
+                         "until": reply["ban"]["until"], "message": "off topic"}
         leave = await dana.recv_type("leave")
         assert (leave["user"], leave["channel"]) == ("carl", "dev")
         await carl.send(type="subscribe", channel="dev", ref="again")
@@ -190,14 +191,23 @@ async def test_channel_ban_takes_the_user_out_of_the_channel(daemon_factory):
 
 async def test_mute_refuses_chat_and_whisper_with_retry_after(daemon_factory):
     """A muted user stays connected and reads, but chat and whisper get 'muted' with
-    retry_after_ms; unmute lets them speak again."""
+    retry_after_ms; unmute lets them speak again. Every connection of the user, on every
+    hub, is told of the mute (``muted``: reason, until), so is one opened while it lasts
+    (right after its welcome), and of its early end (``unmuted``)."""
     hubs = [await daemon_factory(hub={"node_id": f"mu{i}"}) for i in range(2)]
     async with await Chatter.connect(hubs[1].port, "mia") as mia, \
+            await Chatter.connect(hubs[0].port, "mia") as mia_here, \
             await Chatter.connect(hubs[1].port, "ned") as ned:
-        out = await cli("mute", "mia", "--for", "10m", "--socket", str(hubs[0].cfg.admin_socket))
+        before = time.time() * 1000
+        out = await cli("mute", "mia", "--for", "10m", "--reason", "shouting",
+                        "--socket", str(hubs[0].cfg.admin_socket))
         assert out.returncode == 0 and "muted mia until" in out.stdout, out.stderr
-        await wait_for(lambda: hubs[1].node.bans.active.muted("mia") is not None,
-                       what="the mute on mia's hub")
+        for c in (mia, mia_here):  # the mute is in force on that hub once this arrives
+            told = await c.recv_type("muted")
+            assert told["reason"] == "shouting"
+            assert before + 590_000 < told["until"] <= time.time() * 1000 + 600_000
+        async with await Chatter.connect(hubs[1].port, "mia") as later:
+            assert (await later.recv())["type"] == "muted"  # the first frame after the welcome
         await mia.chat("hello?", ref="c1")
         await mia.whisper("ned", "psst", ref="w1")
         for ref in ("c1", "w1"):
@@ -208,8 +218,8 @@ async def test_mute_refuses_chat_and_whisper_with_retry_after(daemon_factory):
         assert (await mia.recv_type("chat"))["text"] == "you can still read"
         out = await cli("unmute", "mia", "--socket", str(hubs[0].cfg.admin_socket))
         assert out.returncode == 0, out.stderr
-        await wait_for(lambda: hubs[1].node.bans.active.muted("mia") is None,
-                       what="the mute lifted on mia's hub")
+        for c in (mia, mia_here):  # lifted on that hub once this arrives
+            assert (await c.recv_type("unmuted")) == {"type": "unmuted"}
         await mia.chat("back", ref="c2")
         assert (await mia.recv_type("chat", "error"))["type"] == "chat"
     actions = [a["action"] for a in (await call(hubs[1].cfg.admin_socket, "audit"))["actions"]]

@@ -39,7 +39,8 @@ def test_every_server_frame_of_protocol_v1_decodes_to_its_event():
 
 
 def test_channel_frames_of_protocol_v2_decode():
-    """subscribed/unsubscribed/channels and the channel fields, from the server's encoders."""
+    """subscribed/unsubscribed (with an operator's reason), muted/unmuted, channels and the
+    channel fields, from the server's encoders."""
     m = protocol.Message(type="chat", id="1-1", from_="a", text="x", ts=1, channel="ops")
     welcome = events.decode(protocol.encode_welcome("a", "s", [], [m], None, channels=["general", "ops"]))
     assert welcome.channels == ["general", "ops"] and welcome.history[0].channel == "ops"
@@ -48,6 +49,15 @@ def test_channel_frames_of_protocol_v2_decode():
                                     history=[events.Chat(id="1-1", from_="a", text="x", ts=1, channel="ops")])
     assert events.decode(protocol.encode_unsubscribed("ops", "r2", "deleted")) == events.Unsubscribed(
         channel="ops", ref="r2", reason="deleted")
+    assert events.decode(protocol.encode_unsubscribed("ops", None, "banned", "spam", 17)) == (
+        events.Unsubscribed(channel="ops", reason="banned", message="spam", until=17))
+    assert events.decode(protocol.encode_unsubscribed("ops", None, "kicked", "calm down")) == (
+        events.Unsubscribed(channel="ops", reason="kicked", message="calm down"))
+    assert events.decode(protocol.encode_muted("shouting", None)) == events.Muted(
+        reason="shouting", until=None)
+    assert events.decode(protocol.encode_muted("", 99)).until == 99
+    assert events.decode(protocol.UNMUTED_FRAME) == events.Unmuted()
+    assert events.decode(protocol.encode_banned("spam", 5)) == events.Banned(reason="spam", until=5)
     chans = events.decode(protocol.encode_channels([("general", 3), ("ops", 1)]))
     assert chans.channels == [events.ChannelInfo(name="general", users=3), events.ChannelInfo(name="ops", users=1)]
     assert events.decode(protocol.encode_presence("join", "b", 2, channel="ops")).channel == "ops"

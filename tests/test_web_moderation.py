@@ -54,23 +54,34 @@ async def test_a_ban_says_banned_with_its_end_and_reason(daemon, open_page):
 
 
 async def test_a_mute_says_how_long_is_left_and_gives_the_text_back(daemon, open_page):
-    """A refusal as muted reads as minutes left, not the server's milliseconds."""
+    """A mute is said as it happens (until when, why), before anything is sent; a refusal
+    as muted reads as minutes left, not the server's milliseconds; an early unmute is said
+    too."""
     alice = await open_page(daemon.port, "alice")
+    notices = alice.page.locator('#messages li.notice')
     await call(daemon.cfg.admin_socket, "mute", user="alice", seconds=600, reason="cool off")
+    told = re.compile(r"^An operator muted you until .+ \(reason: cool off\)\. You can read, "
+                      r"but your messages will be refused\.$")
+    await expect(notices).to_have_text([told])
+    await expect(alice.send_error).to_have_attribute("data-code", "muted")
+    await expect(alice.send_error).to_have_text(told)
     await alice.send("can I still talk?")
     await expect(alice.send_error).to_have_attribute("data-code", "muted")
     await expect(alice.send_error).to_have_text(
         re.compile(r"^You are muted by an operator: you can send again in (10|9) min\.$"))
     await expect(alice.page.locator("#text")).to_have_value("can I still talk?")
     await call(daemon.cfg.admin_socket, "unmute", user="alice")
+    await expect(notices).to_have_text([told, "An operator lifted your mute: you can send again."])
+    await expect(alice.send_error).to_be_hidden()
     await alice.send("can I still talk?")
     await expect(alice.texts).to_have_text(["can I still talk?"])
 
 
 async def test_removed_from_a_channel_or_its_deletion_is_said_in_the_default_channel(
         daemon, open_page):
-    """A kick from #ops and the deletion of #games each leave a line saying what happened,
-    and the page goes back to #general; #ops can be joined again."""
+    """A kick from #ops, the deletion of #games and a ban from #ops each leave a line saying
+    what happened (with the operator's reason), and the page goes back to #general; #ops
+    can be joined again after the kick."""
     alice = await open_page(daemon.port, "alice")
     for name in ("games", "ops"):
         await alice.send(f"/join {name}")
@@ -80,14 +91,22 @@ async def test_removed_from_a_channel_or_its_deletion_is_said_in_the_default_cha
     await call(daemon.cfg.admin_socket, "kick", user="alice", channel="ops", reason="off topic")
     await expect(chan(alice, "ops")).to_have_count(0)
     await expect(chan(alice, "general")).to_have_attribute("aria-current", "true")
-    await expect(notices).to_have_text(["An operator removed you from #ops. You can join it again."])
+    kicked = "An operator removed you from #ops. You can join it again. Reason: off topic"
+    await expect(notices).to_have_text([kicked])
 
     await call(daemon.cfg.admin_socket, "channel_delete", name="games", force=True)
     await expect(chan(alice, "games")).to_have_count(0)
-    await expect(notices).to_have_text(["An operator removed you from #ops. You can join it again.",
-                                        "#games was deleted by an operator."])
+    await expect(notices).to_have_text([kicked, "#games was deleted by an operator."])
     await alice.send("/join ops")
     await expect(chan(alice, "ops")).to_have_attribute("aria-current", "true")
     await alice.send("/leave")  # our own leave: no notice
     await expect(chan(alice, "ops")).to_have_count(0)
     await expect(notices).to_have_count(2)
+
+    await alice.send("/join ops")
+    await expect(chan(alice, "ops")).to_have_attribute("aria-current", "true")
+    await call(daemon.cfg.admin_socket, "ban", user="alice", channel="ops", reason="spam")
+    await expect(chan(alice, "ops")).to_have_count(0)
+    await expect(notices.nth(2)).to_have_text(
+        "You were removed from #ops by an operator and banned from it until an operator lifts "
+        "the ban. Reason: spam")

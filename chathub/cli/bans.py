@@ -104,12 +104,14 @@ def mute(
     user: Annotated[str, typer.Argument(help="The user.")],
     duration: Annotated[str | None, typer.Option(
         "--for", help="How long: 30s, 10m, 2h, 7d (required).")] = None,
-    reason: Annotated[str, typer.Option(help="Recorded in the audit trail.")] = "",
+    reason: Annotated[str, typer.Option(
+        help="Told to the user (frame 'muted') and recorded in the audit trail.")] = "",
     config: ConfigOpt = None,
     socket: SocketOpt = None,
 ) -> None:
     """Mute USER on every hub: still connected and reading, but chat and whisper are
-    refused (error 'muted' with retry_after_ms)."""
+    refused (error 'muted' with retry_after_ms). USER's connections are told (frame
+    'muted'), and told again when it is lifted early (frame 'unmuted')."""
     from ..admin.client import call
 
     fields = _checked(user, None, None, mute=True)

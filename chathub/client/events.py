@@ -7,7 +7,7 @@ becomes :class:`Unknown` carrying the decoded JSON, so a newer server never brea
 older client. Field names follow docs/protocol.md; ``from`` is ``from_`` in Python.
 
 Frames of protocol v2 (channels) are read too: ``subscribed``, ``unsubscribed``,
-``channels``, ``delete``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
+``channels``, ``delete``, ``muted``, ``unmuted``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
 and ``history``; a v1 server never sends them, and their fields default to None.
 """
 
@@ -139,9 +139,24 @@ class Kicked(_Frame, tag="kicked", frozen=True, kw_only=True):
 
 
 class Banned(_Frame, tag="banned", frozen=True, kw_only=True):
-    """Terminal: this user is banned (a future frame/close code). The client does not reconnect."""
+    """Terminal: an operator banned this user (close 4004) until ``until`` (epoch ms; None:
+    until lifted). The client does not reconnect."""
 
     reason: str = ""
+    until: int | None = None
+
+
+class Muted(_Frame, tag="muted", frozen=True, kw_only=True):
+    """An operator muted this user until ``until`` (epoch ms; None: until lifted); chats and
+    whispers are refused with ``muted`` meanwhile. Also sent right after the welcome
+    while a mute is in force. The connection stays open."""
+
+    reason: str = ""
+    until: int | None = None
+
+
+class Unmuted(_Frame, tag="unmuted", frozen=True, kw_only=True):
+    """An operator lifted this user's mute (a mute that runs out sends nothing)."""
 
 
 class Delete(_Frame, tag="delete", frozen=True, kw_only=True):
@@ -168,11 +183,15 @@ class Subscribed(_Frame, tag="subscribed", frozen=True, kw_only=True):
 
 
 class Unsubscribed(_Frame, tag="unsubscribed", frozen=True, kw_only=True):
-    """v2: reply to ``unsubscribe``, or the server ended a subscription (``reason``)."""
+    """v2: reply to ``unsubscribe``, or the server ended a subscription: ``reason`` is
+    ``kicked``, ``banned`` or ``deleted``, ``message`` the operator's words, and ``until``
+    when a channel ban ends (epoch ms; None: until lifted, or not a ban)."""
 
     channel: str
     ref: str | None = None
     reason: str | None = None
+    message: str | None = None
+    until: int | None = None
 
 
 class ChannelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,7 +277,7 @@ TERMINAL = (Kicked, Banned, Closed)
 _FRAMES: dict[str, type[_Frame]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (Chat, Whisper, Welcome, Join, Leave, Users, History, Error, Kicked, Banned,
-                Shutdown, Subscribed, Unsubscribed, Channels, Delete)
+                Muted, Unmuted, Shutdown, Subscribed, Unsubscribed, Channels, Delete)
 }
 _json = msgspec.json.Decoder()
 

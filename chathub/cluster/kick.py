@@ -42,9 +42,9 @@ class ClusterKick:
 
     def __init__(self, kv: KV, nodes: NodeWatch, node_id: str,
                  kick_local: Callable[[str, str], int],
-                 kick_from: Callable[[str, str], int] = lambda _u, _c: 0,
+                 kick_from: Callable[[str, str, str], int] = lambda _u, _c, _r: 0,
                  clear_local: Callable[[str], int] = lambda _c: 0) -> None:
-        """``kick_from(user, channel)`` takes a user out of a channel on this hub and
+        """``kick_from(user, channel, reason)`` takes a user out of a channel on this hub and
         ``clear_local(channel)`` everyone; each returns how many connections it moved."""
         self.kv = kv
         self.nodes = nodes
@@ -59,7 +59,7 @@ class ClusterKick:
         them out of it); return how many connections (low when a hub did not answer in
         time; that is logged)."""
         if channel is not None:
-            return await self._ask(self.kick_from(user, channel),
+            return await self._ask(self.kick_from(user, channel, reason),
                                    {"k": "kick", "u": user, "r": reason, "c": channel})
         return await self._ask(self.kick_local(user, reason), {"k": "kick", "u": user, "r": reason})
 
@@ -98,7 +98,7 @@ class ClusterKick:
             if kind == "clear":
                 n = self.clear_local(str(channel))
             elif channel is not None:
-                n = self.kick_from(str(payload["u"]), str(channel))
+                n = self.kick_from(str(payload["u"]), str(channel), str(payload.get("r") or ""))
             else:
                 n = self.kick_local(str(payload["u"]), str(payload.get("r") or ""))
             spawn(publish(self.kv, self.node_id, {"k": "kick_reply", "q": payload["q"], "c": n}))

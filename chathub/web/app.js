@@ -62,6 +62,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     target: null,
     /** the last `banned` frame ({reason, until}) for these credentials, or null */
     ban: null,
+    /** the `muted` frame ({reason, until}) in force, or null */
+    mute: null,
   };
 
   // -- small DOM helpers ----------------------------------------------------------
@@ -633,10 +635,13 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       // a reason means the server took us out (a reply to our own /leave has none)
       const why = f.reason ? REMOVED_TEXT[f.reason] || REMOVED_TEXT.other : null;
       if (why && state.views.has(f.channel)) {
-        systemLine(state.views.get(state.defaultName), why("#" + f.channel, f.reason), "notice");
+        systemLine(state.views.get(state.defaultName), why("#" + f.channel, f.reason, f) +
+          (f.message ? " Reason: " + f.message : ""), "notice");
       }
       removeView(f.channel);
     });
+    on("muted", onMuted);
+    on("unmuted", onUnmuted);
     on("message", (m) => route([m], true));
     on("delete", (f) => removeMessage(f.id));
     on("join", (f) => {
@@ -815,7 +820,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** Why the server took this tab out of a channel (`unsubscribed` with a reason). */
   const REMOVED_TEXT = {
     kicked: (c) => "An operator removed you from " + c + ". You can join it again.",
-    banned: (c) => "You were removed from " + c + " by an operator (banned).",
+    banned: (c, _r, f) => "You were removed from " + c + " by an operator and banned from it" +
+      banEnd(f) + ".",
     deleted: (c) => c + " was deleted by an operator.",
     other: (c, reason) => "You were removed from " + c + " (" + reason + ").",
   };
@@ -840,6 +846,32 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function onKicked(f) {
     stopped("You were disconnected by an operator" + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You will not be reconnected automatically.");
+  }
+
+  /** Muted (frame "muted"): said once in the channel shown and kept beside the composer;
+   *  the same mute told again (after a reconnect's welcome) is not repeated. */
+  function onMuted(f) {
+    const same = state.mute && state.mute.until === f.until && state.mute.reason === f.reason;
+    state.mute = f;
+    const text = "An operator muted you" + muteEnd(f) + (f.reason ? " (reason: " + f.reason + ")" : "") +
+      ". You can read, but your messages will be refused.";
+    if (!same) systemLine(state.views.get(state.active) || state.views.get(state.defaultName), text, "notice");
+    setError(ui.sendError, text, "muted");
+  }
+
+  /** Unmuted (frame "unmuted"): an operator lifted the mute early. */
+  function onUnmuted() {
+    state.mute = null;
+    systemLine(state.views.get(state.active) || state.views.get(state.defaultName),
+      "An operator lifted your mute: you can send again.", "notice");
+    if (ui.sendError.dataset.code === "muted") setError(ui.sendError, null);
+  }
+
+  /** " until <date>" for a mute's end (epoch ms), " until an operator lifts it" for null. */
+  function muteEnd(f) {
+    return typeof f.until === "number"
+      ? " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })
+      : " until an operator lifts it";
   }
 
   /** Banned (frame "banned", close 4004): for how long, and why. */

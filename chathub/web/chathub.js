@@ -16,6 +16,9 @@
 //   delete        {id, channel}: an operator removed message id (channel absent for a
 //                 whisper); take it off the screen. History never returns it again
 //   error         an error frame no request was waiting for (a ChatHubError in detail)
+//   muted         {reason, until}: an operator muted this user (chats are refused until
+//                 then; also right after each welcome while it lasts)
+//   unmuted       an operator lifted the mute early
 //   kicked        terminal: an operator kicked this user (close 4001); no reconnect
 //   banned        terminal: reserved close 4004 / frame "banned"; no reconnect
 //   gap           {channel, since}: the server could not recover what was missed;
@@ -378,6 +381,8 @@ export class ChatHub extends EventTarget {
       case "leave":
       case "shutdown":
       case "delete":
+      case "muted":
+      case "unmuted":
         return this._emit(f.type, f);
       case "kicked":
         return this._stop(f.type, { reason: String(f.reason || "") });
