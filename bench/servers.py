@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -60,14 +61,15 @@ def chathub_env(src: str | None) -> dict[str, str]:
 
     chathub refuses an unknown setting (exit 2), so a before/after run against a commit
     older than a setting would not start. A setting counts as known when its key (the
-    part after the section, lower case) appears in ``src``'s ``chathub/config.py``.
+    part after the section, lower case) appears as a whole word in ``src``'s
+    ``chathub/config.py`` (``max_connections`` is not found in ``max_connections_per_ip``).
     """
     config = Path(src, "chathub", "config.py") if src else None
     if config is None or not config.exists():
         return dict(CHATHUB_ENV)
     text = config.read_text()
     return {k: v for k, v in CHATHUB_ENV.items()
-            if k.split("_", 2)[2].lower() in text}
+            if re.search(rf"\b{k.split('_', 2)[2].lower()}\b", text)}
 
 
 def free_port() -> int:

@@ -243,14 +243,30 @@ class BanSync:
 
     async def refresh(self) -> None:
         """Read the stored bans now; an outage leaves the list as it is, and so does a
-        change that arrived while reading (the next refresh reads it)."""
+        change that arrived while reading (the next refresh reads it).
+
+        What the read changed is enforced or reported as lifted, as a bus message would
+        have been: a hub that missed one (its bus down, or the sender's publish failed)
+        closes, removes or tells the connections it covers within :data:`REFRESH_INTERVAL`.
+        """
         changes = self._changes
         try:
             loaded = await self.load()
         except CacheUnavailable:
             return
-        if changes == self._changes:
-            self.active.replace(loaded)
+        if changes != self._changes:
+            return
+        before = {(b.scope, b.key): b for b in self.active.all()}
+        self.active.replace(loaded)
+        after = {(b.scope, b.key): b for b in loaded}
+        for k, b in after.items():
+            old = before.get(k)
+            if old is None or old.stored() != b.stored():
+                self.enforce(b)
+        now = now_ms()
+        for (scope, key), old in before.items():
+            if (scope, key) not in after and old.active(now):  # lifted, not run out
+                self.lifted(scope, key)
 
     async def run(self) -> None:
         """Read the stored bans every :data:`REFRESH_INTERVAL` seconds, forever."""

@@ -1,4 +1,5 @@
-"""Enforcement: an operator's actions on this hub's connections (kick, ban, clear a channel).
+"""Enforcement: an operator's actions on this hub's connections (kick, ban, mute, clear a
+channel), and telling the users they touch.
 
 The cluster's kick relay (:mod:`chathub.cluster.kick`, which the admin socket and the
 HTTP API reach) and the ban sync (:class:`~chathub.bans.BanSync`) call these through the
@@ -29,7 +30,7 @@ log = logging.getLogger("chathub.hub")
 
 
 class Enforcement:
-    """Kicks, bans and channel clearing on one hub; see the module docstring.
+    """Kicks, bans, mutes and channel clearing on one hub; see the module docstring.
 
     The hub owns ``by_user``, ``clients`` and ``subs``; this only reads them.
     """
@@ -56,7 +57,7 @@ class Enforcement:
     def kick(self, user: str, reason: str) -> int:
         """Send ``kicked`` and close 4001 on every connection of ``user`` on this hub;
         return how many (0 when ``user`` has none here)."""
-        conns = [c for c in self._by_user.get(user, ()) if not c.gone]
+        conns = self._live(user)
         frame = protocol.encode_kicked(reason)
         for c in conns:
             c.send(frame)
@@ -71,7 +72,7 @@ class Enforcement:
         """Take every connection of ``user`` on this hub out of ``channel`` (they get
         ``unsubscribed`` with reason ``kicked`` and the operator's ``message``, and stay
         connected); return how many."""
-        conns = [c for c in self._by_user.get(user, ()) if not c.gone and channel in c.channels]
+        conns = [c for c in self._live(user) if channel in c.channels]
         for c in conns:
             self._put_soon(Unsubscribe(c, channel, None, "kicked", message))
         if conns:
@@ -97,15 +98,14 @@ class Enforcement:
         its reason and end) and leaves them open: the hub refuses their chats.
         """
         if ban.scope == "mute":
-            conns = [c for c in self._by_user.get(ban.user or "", ()) if not c.gone]
+            conns = self._live(ban.user or "")
             frame = protocol.encode_muted(ban.reason, ban.until)
             for c in conns:
                 c.send(frame)
             return len(conns)
         if ban.scope == "channel":
             channel = ban.channel or ""
-            hit = [c for c in self._by_user.get(ban.user or "", ())
-                   if not c.gone and channel in c.channels]
+            hit = [c for c in self._live(ban.user or "") if channel in c.channels]
             for c in hit:
                 self._put_soon(Unsubscribe(c, channel, None, "banned", ban.reason, ban.until))
             return len(hit)
@@ -125,10 +125,14 @@ class Enforcement:
         the user's connections here (``unmuted``); return how many were told."""
         if scope != "mute":
             return 0
-        conns = [c for c in self._by_user.get(key, ()) if not c.gone]
+        conns = self._live(key)
         for c in conns:
             c.send(protocol.UNMUTED_FRAME)
         return len(conns)
+
+    def _live(self, user: str) -> list[Client]:
+        """``user``'s connections on this hub that are not closing."""
+        return [c for c in self._by_user.get(user, ()) if not c.gone]
 
 
 __all__ = ["Enforcement"]

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import closecodes, protocol
 from .backends import MessageCache, Presence
-from .bans import Ban, BanList
+from .bans import BanList
 from .cluster.arrivals import Arrivals
 from .cluster.presence import Online
 from .cluster.relay import RemoteFeed
@@ -316,10 +316,6 @@ class Hub:
     def clear_channel(self, channel: str, reason: str = "deleted") -> int:
         """Empty ``channel`` here; see :meth:`.Enforcement.clear_channel`."""
         return self.enforcement.clear_channel(channel, reason)
-
-    def enforce_ban(self, ban: Ban) -> int:
-        """Apply a new ban here; see :meth:`.Enforcement.enforce_ban`."""
-        return self.enforcement.enforce_ban(ban)
 
     def shutdown(self) -> list[Client]:
         """Stop accepting registrations; send ``shutdown`` and close 1001 to everyone."""

@@ -197,13 +197,20 @@ class Membership:
             return {}
 
     async def unsubscribe(self, batch: list[Unsubscribe]) -> None:
+        """Take each connection out of its channel once (a second event for the same pair
+        in one batch finds it gone). A client's own ``unsubscribe`` from a channel it is
+        not in gets ``not_subscribed``; the server's (a kick and a ban of one user from
+        one channel at once, or a removal racing the client's own leave) is dropped."""
         todo = []
+        taken: set[tuple[Client, str]] = set()
         for ev in batch:
-            if ev.channel not in ev.client.channels:
-                if not ev.client.gone:
+            pair = (ev.client, ev.channel)
+            if ev.channel not in ev.client.channels or pair in taken:
+                if not ev.client.gone and ev.reason is None:
                     self._error(ev.client, protocol.NOT_SUBSCRIBED,
                                 f"this connection is not in {ev.channel}", ev.ref)
                 continue
+            taken.add(pair)
             todo.append(ev)
         await self.leave([(ev.client, ev.channel, ev.reason or "left") for ev in todo])
         for ev in todo:

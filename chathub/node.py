@@ -167,7 +167,7 @@ class Node:
             self.hub.remote(payload)
 
     def _enforce_ban(self, ban: Ban) -> None:
-        self.hub.enforce_ban(ban)
+        self.hub.enforcement.enforce_ban(ban)
 
     def _ban_lifted(self, scope: str, key: str) -> None:
         self.hub.enforcement.ban_lifted(scope, key)

@@ -16,7 +16,7 @@ import websockets
 from chathub import closecodes, protocol
 from chathub.admin.client import call
 from chathub.bandesk import target
-from chathub.bans import Ban, BanList
+from chathub.bans import BUS_KIND, REFRESH_INTERVAL, Ban, BanList, BanSync
 from chathub.cli.moderation import parse_duration
 from tests.helpers import Chatter, wait_for, ws_url
 
@@ -90,6 +90,29 @@ def test_targets_and_durations_are_checked():
     for bad in ("0s", "soon", "10", "-5m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_lifting_is_reported_only_for_entries_still_in_force():
+    """A bus ``del`` of a mute in force reports it lifted once; one that ran out, a repeat,
+    and an unknown entry report nothing; a new mute over an old one is enforced again."""
+    enforced: list[Ban] = []
+    lifted: list[tuple[str, str]] = []
+    sync = BanSync(None, "n1", enforced.append, lambda s, k: lifted.append((s, k)))  # type: ignore[arg-type]
+    soon = int(time.time() * 1000) + 60_000
+
+    def add(key: str, until: int | None, reason: str = "") -> None:
+        sync.receive({"k": BUS_KIND, "op": "add", "s": "mute", "key": key,
+                      "v": Ban("mute", key, reason, until).stored()})
+
+    add("amy", soon, "loud")
+    add("amy", None, "louder")  # replaced: told again, nothing lifted
+    assert [(b.key, b.reason, b.until) for b in enforced] == [("amy", "loud", soon),
+                                                             ("amy", "louder", None)]
+    add("old", 1)  # ran out long ago: never enforced
+    for key in ("amy", "amy", "old", "nobody"):
+        sync.receive({"k": BUS_KIND, "op": "del", "s": "mute", "key": key})
+    assert lifted == [("mute", "amy")]
+    assert BanList().remove("mute", "nobody") is None
 
 
 def test_banned_frame_and_close_code():
@@ -224,6 +247,23 @@ async def test_mute_refuses_chat_and_whisper_with_retry_after(daemon_factory):
         assert (await mia.recv_type("chat", "error"))["type"] == "chat"
     actions = [a["action"] for a in (await call(hubs[1].cfg.admin_socket, "audit"))["actions"]]
     assert actions[:2] == ["unmute", "mute"]
+
+
+async def test_a_hub_that_missed_the_bus_message_still_tells_the_user(daemon):
+    """A mute written to Valkey without its bus message (the sender's publish failed) is
+    told to the user's connection at the hub's next read of the stored bans, and so is
+    its removal."""
+    node = daemon.node
+    async with await Chatter.connect(daemon.port, "rex") as rex:
+        until = int(time.time() * 1000) + 600_000
+        await node.kv.call(node.kv.client.hset, node.bans.key("mute"), "rex",
+                           Ban("mute", "rex", "quiet", until).stored())
+        told = await rex.recv_type("muted", timeout=3 * REFRESH_INTERVAL)
+        assert (told["reason"], told["until"]) == ("quiet", until)
+        await node.kv.call(node.kv.client.hdel, node.bans.key("mute"), "rex")
+        assert await rex.recv_type("unmuted", timeout=3 * REFRESH_INTERVAL) == {"type": "unmuted"}
+        await rex.chat("heard again", ref="c")
+        assert (await rex.recv_type("chat", "error"))["type"] == "chat"
 
 
 async def test_address_range_ban(daemon):

@@ -130,10 +130,11 @@ def test_settings_an_older_tree_does_not_know_are_left_out(tmp_path):
     settings its config.py does not name are dropped, the others kept."""
     (tmp_path / "chathub").mkdir()
     (tmp_path / "chathub" / "config.py").write_text(
-        "chat_rate = 1\nchat_burst = 1\nmax_connections = 1\n")
+        "chat_rate = 1\nchat_burst = 1\nmax_connections_per_ip = 1\n")
     kept = chathub_env(str(tmp_path))
     assert kept["CHATHUB_RATELIMIT_CHAT_RATE"] == CHATHUB_ENV["CHATHUB_RATELIMIT_CHAT_RATE"]
-    assert "CHATHUB_SERVER_MAX_CONNECTIONS" in kept
+    assert "CHATHUB_SERVER_MAX_CONNECTIONS_PER_IP" in kept
+    assert "CHATHUB_SERVER_MAX_CONNECTIONS" not in kept  # a whole word, not a prefix
     assert "CHATHUB_SERVER_MAX_FRAMES_PER_SECOND" not in kept
     assert "CHATHUB_MODERATION_FLOOD_REPEATS" not in kept
     assert chathub_env(None) == CHATHUB_ENV  # the installed chathub knows them all

@@ -130,7 +130,8 @@ async def test_k_removes_a_member_from_the_channel_after_confirming(daemon: Daem
             assert isinstance(app.screen, KickScreen) and app.screen.user == "ann"
             await pilot.press(*"off topic", "enter")
             frame = await ann.recv_type("unsubscribed")
-            assert frame == {"type": "unsubscribed", "channel": "games", "reason": "kicked"}
+            assert frame == {"type": "unsubscribed", "channel": "games", "reason": "kicked",
+                             "message": "off topic"}  # the reason typed in the dialog
             await wait_for(lambda: screen.members == ["bob"], what="ann gone from the members")
             left = await bob.recv_type("leave")
             assert (left["user"], left["channel"]) == ("ann", "games")

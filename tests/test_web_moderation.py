@@ -77,6 +77,17 @@ async def test_a_mute_says_how_long_is_left_and_gives_the_text_back(daemon, open
     await expect(alice.texts).to_have_text(["can I still talk?"])
 
 
+async def test_a_mute_that_runs_out_takes_its_note_away(daemon, open_page):
+    """A mute sends no frame when it runs out: the page clears its note at the mute's end
+    by itself, and sending works again."""
+    alice = await open_page(daemon.port, "alice")
+    await call(daemon.cfg.admin_socket, "mute", user="alice", seconds=2, reason="breathe")
+    await expect(alice.send_error).to_have_attribute("data-code", "muted")
+    await expect(alice.send_error).to_be_hidden(timeout=10_000)
+    await alice.send("and we are back")
+    await expect(alice.texts).to_have_text(["and we are back"])
+
+
 async def test_removed_from_a_channel_or_its_deletion_is_said_in_the_default_channel(
         daemon, open_page):
     """A kick from #ops, the deletion of #games and a ban from #ops each leave a line saying

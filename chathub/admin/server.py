@@ -281,12 +281,15 @@ class AdminServer(ModerationCommands, ChannelCommands):
         user = req["user"]
         if not isinstance(user, str) or not valid_user(user):
             raise ValueError("field 'user' must be a user name (1-32 of A-Z a-z 0-9 _ - .)")
-        reason = req.get("reason") or "kicked by an operator"
-        if not isinstance(reason, str):
+        given = req.get("reason") or ""
+        if not isinstance(given, str):
             raise TypeError("field 'reason' must be a string")
         channel = req.get("channel")
         if channel is not None and (not isinstance(channel, str) or not valid_channel(channel)):
             raise ValueError("field 'channel' must be a channel name")
+        # a disconnect always says why; a channel kick passes on only the operator's words
+        # (its unsubscribed frame already says "kicked")
+        reason = given or ("" if channel is not None else "kicked by an operator")
         closed = await self.control.kick(user, reason[:200], channel)
         arguments: dict[str, Any] = {"reason": reason[:200], "closed": closed}
         if channel is not None:

@@ -102,7 +102,9 @@ def migrate_cmd(
 @app.command()
 def kick(
     user: Annotated[str, typer.Argument(help="User to disconnect.")],
-    reason: Annotated[str, typer.Option(help="Told to the user.")] = "kicked by an operator",
+    reason: Annotated[str, typer.Option(
+        help="Told to the user (without it: 'kicked by an operator' for a disconnect, "
+             "nothing more than 'kicked' for --channel).")] = "",
     channel: Annotated[str | None, typer.Option(
         "--channel", help="Only take USER out of this channel (they get 'unsubscribed' with "
                           "reason 'kicked' and stay connected).")] = None,

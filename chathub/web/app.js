@@ -62,8 +62,13 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     target: null,
     /** the last `banned` frame ({reason, until}) for these credentials, or null */
     ban: null,
-    /** the `muted` frame ({reason, until}) in force, or null */
+    /** the `muted` frame ({reason, until}) in force, or null; the server says it again
+     *  right after each welcome while the mute lasts */
     mute: null,
+    /** the last mute said in the page (a repeat after a reconnect is not said again) */
+    lastMute: null,
+    /** the timer that clears the mute note at the mute's `until` */
+    muteTimer: null,
   };
 
   // -- small DOM helpers ----------------------------------------------------------
@@ -704,7 +709,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function onClosed(d) {
     connectionEnded();
     // a browser cannot read why an upgrade was refused; after a ban, that is the likely why
-    const refused = state.ban ? "The server still refuses you: you were banned" + banEnd(state.ban) +
+    const refused = state.ban ? "The server still refuses you: you were banned" + endOf(state.ban, "the ban") +
       ". Try again when the ban ends." : REFUSED;
     if (d.code === 4003) {
       stopWith("Your token expired. Paste a new token to join again.");
@@ -734,6 +739,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     state.shutdownSeen = false;
     state.why = null;
     state.ban = null;
+    setMute(null);  // a mute still in force is told again right after this welcome
     try { localStorage.setItem(NAME_KEY, state.creds.token ? "" : state.creds.user); } catch { /* private mode */ }
     if (state.defaultName === null) {
       state.defaultName = joined[0] || "general";
@@ -821,7 +827,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   const REMOVED_TEXT = {
     kicked: (c) => "An operator removed you from " + c + ". You can join it again.",
     banned: (c, _r, f) => "You were removed from " + c + " by an operator and banned from it" +
-      banEnd(f) + ".",
+      endOf(f, "the ban") + ".",
     deleted: (c) => c + " was deleted by an operator.",
     other: (c, reason) => "You were removed from " + c + " (" + reason + ").",
   };
@@ -851,43 +857,54 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   /** Muted (frame "muted"): said once in the channel shown and kept beside the composer;
    *  the same mute told again (after a reconnect's welcome) is not repeated. */
   function onMuted(f) {
-    const same = state.mute && state.mute.until === f.until && state.mute.reason === f.reason;
-    state.mute = f;
-    const text = "An operator muted you" + muteEnd(f) + (f.reason ? " (reason: " + f.reason + ")" : "") +
+    const last = state.lastMute;
+    const same = last && last.until === f.until && last.reason === f.reason;
+    state.lastMute = f;
+    const text = "An operator muted you" + endOf(f, "it") + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You can read, but your messages will be refused.";
     if (!same) systemLine(state.views.get(state.active) || state.views.get(state.defaultName), text, "notice");
-    setError(ui.sendError, text, "muted");
+    setMute(f, text);
   }
 
   /** Unmuted (frame "unmuted"): an operator lifted the mute early. */
   function onUnmuted() {
-    state.mute = null;
+    state.lastMute = null;
+    setMute(null);
     systemLine(state.views.get(state.active) || state.views.get(state.defaultName),
       "An operator lifted your mute: you can send again.", "notice");
-    if (ui.sendError.dataset.code === "muted") setError(ui.sendError, null);
   }
 
-  /** " until <date>" for a mute's end (epoch ms), " until an operator lifts it" for null. */
-  function muteEnd(f) {
-    return typeof f.until === "number"
-      ? " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })
-      : " until an operator lifts it";
+  /** Keep the mute note beside the composer while mute `f` lasts (null: none); a mute
+   *  that runs out sends no frame, so a timer clears the note at its `until`. */
+  function setMute(f, text) {
+    clearTimeout(state.muteTimer);
+    state.mute = f;
+    if (f) {
+      setError(ui.sendError, text, "muted");
+      if (typeof f.until === "number") {
+        // setTimeout holds at most 2^31-1 ms (about 24.8 days); a longer mute keeps its note
+        const wait = f.until - Date.now();
+        if (wait < 2 ** 31) state.muteTimer = setTimeout(() => setMute(null), Math.max(0, wait));
+      }
+    } else if (ui.sendError.dataset.code === "muted") {
+      setError(ui.sendError, null);
+    }
   }
 
   /** Banned (frame "banned", close 4004): for how long, and why. */
   function onBanned(f) {
     state.ban = f;
-    stopped("You were banned by an operator" + banEnd(f) + (f.reason ? " (reason: " + f.reason + ")" : "") +
+    stopped("You were banned by an operator" + endOf(f, "the ban") + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You will not be reconnected automatically; until then the server refuses to let you back in.");
   }
 
-  /** " until <date>" for a ban's end (epoch ms), " until an operator lifts the ban" for
-   *  null, "" when unknown (the close came without the `banned` frame). */
-  function banEnd(f) {
+  /** " until <date>" for the end (epoch ms) of a ban or mute `f`, " until an operator
+   *  lifts <what>" for null, "" when unknown (a close that came without its frame). */
+  function endOf(f, what) {
     if (typeof f.until === "number") {
       return " until " + new Date(f.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
     }
-    return f.until === null ? " until an operator lifts the ban" : "";
+    return f.until === null ? " until an operator lifts " + what : "";
   }
 
   function stopped(text) {
@@ -998,7 +1015,10 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     ui.name.setAttribute("aria-invalid", "false");
     setError(ui.loginError, null);
     const creds = token ? { token } : { user: name };
-    if (JSON.stringify(creds) !== JSON.stringify(state.creds)) state.ban = null;
+    if (JSON.stringify(creds) !== JSON.stringify(state.creds)) {
+      state.ban = null;
+      state.lastMute = null;
+    }
     state.creds = creds;
     state.me = token ? null : name;
     state.everConnected = false;
