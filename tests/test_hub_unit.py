@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chathub import closecodes
+from chathub.bans import Ban
 from chathub.config import HubConfig
 from chathub.errors import RegistrationFailed
 from chathub.hub import Hub
@@ -212,3 +213,21 @@ async def test_a_gap_fill_delivers_an_orphan_once_and_answers_its_ref(hub):
     hub.fanout.drain()
     assert [f["text"] for f in b.of_type("chat")] == ["lost"]
     assert [(f["text"], f.get("ref")) for f in a.of_type("chat")] == [("lost", "r9")]
+
+
+async def test_two_removals_from_one_channel_at_once_are_one(hub):
+    """A kick from a channel and a channel ban of the same user, at once: the connection
+    is taken out once (one ``unsubscribed``, one ``leave``), with no error for the second;
+    its own ``unsubscribe`` afterwards still gets ``not_subscribed``."""
+    alice = await join(hub, "alice")
+    bob = await join(hub, "bob")
+    assert hub.kick_from("alice", "general", "spam") == 1
+    assert hub.enforcement.enforce_ban(Ban("channel", "general alice", "spam", None)) == 1
+    await hub.unsubscribe(alice.client, "general", ref="mine")
+    await wait_for(lambda: alice.of_type("error"), what="the reply to alice's own unsubscribe")
+    assert [(e["code"], e.get("ref")) for e in alice.of_type("error")] == [
+        ("not_subscribed", "mine")]
+    assert [(u["reason"], u["message"]) for u in alice.of_type("unsubscribed")] == [
+        ("kicked", "spam")]
+    await wait_for(lambda: bob.of_type("leave"), what="bob told alice left")
+    assert len(bob.of_type("leave")) == 1
