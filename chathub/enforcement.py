@@ -2,14 +2,17 @@
 channel), and telling the users they touch.
 
 The cluster's kick relay (:mod:`chathub.cluster.kick`, which the admin socket and the
-HTTP API reach) and the ban sync (:class:`~chathub.bans.BanSync`) call these through the
-hub (:meth:`chathub.hub.Hub.kick` and the like). Each is a plain function on the hub's event loop: it never awaits, and changes
-neither the connection map nor the subscriptions itself. Closing a connection writes
-the frame that says why (``kicked``, ``banned``) and asks the connection to close
-(:meth:`~chathub.peer.Client.close_soon`); its handler then unregisters it. Taking a
-connection out of a channel puts an :class:`~chathub.hubevents.Unsubscribe` with the
-reason on the hub's queue, so the hub loop does it in order with everything else
-(the client gets ``unsubscribed`` with that reason and stays connected).
+HTTP API reach) calls these through the hub (:meth:`chathub.hub.Hub.kick` and the like);
+the ban sync (:class:`~chathub.bans.BanSync`) calls :meth:`Enforcement.enforce_ban` and
+:meth:`Enforcement.ban_lifted` (the node wires them). Each is a plain function on the
+hub's event loop: it never awaits, and changes neither the connection map nor the
+subscriptions itself. Closing a connection writes the frame that says why (``kicked``,
+``banned``) and asks the connection to close (:meth:`~chathub.peer.Client.close_soon`);
+its handler then unregisters it. A mute and its early end are told (``muted``,
+``unmuted``) and close nothing. Taking a connection out of a channel puts an
+:class:`~chathub.hubevents.Unsubscribe` with the reason on the hub's queue, so the hub
+loop does it in order with everything else (the client gets ``unsubscribed`` with that
+reason and the operator's words, and stays connected).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ becomes :class:`Unknown` carrying the decoded JSON, so a newer server never brea
 older client. Field names follow docs/protocol.md; ``from`` is ``from_`` in Python.
 
 Frames of protocol v2 (channels) are read too: ``subscribed``, ``unsubscribed``,
-``channels``, ``delete``, ``muted``, ``unmuted``, and the ``channel`` field of ``chat``, ``join``, ``leave``, ``users``
-and ``history``; a v1 server never sends them, and their fields default to None.
+``channels``, ``delete``, ``muted``, ``unmuted``, and the ``channel`` field of ``chat``,
+``join``, ``leave``, ``users`` and ``history``; a v1 server never sends them, and their
+fields default to None.
 """
 
 from __future__ import annotations
