@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+import pytest
+
+from chathub.listen import page_url
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -32,6 +38,29 @@ async def test_quick_start_prints_what_its_comments_say(daemon):
     assert [f["type"] for f in frames] == ["welcome", "chat", "error"], frames
     assert frames[1]["text"] == "hello" and frames[1]["id"]
     assert frames[2]["code"] == "unknown_user"
+
+
+async def test_the_start_up_line_names_the_browser_page(daemon_factory, caplog):
+    """The README says ``make serve`` runs the daemon on http://127.0.0.1:8080/ and to open
+    it in a browser: the start-up line names that address (it used to name only the
+    WebSocket URL), and the address serves the chat page."""
+    with caplog.at_level(logging.INFO, logger="chathub.server"):
+        daemon = await daemon_factory()
+    lines = [r.getMessage() for r in caplog.records if "listening on" in r.getMessage()]
+    url = f"http://127.0.0.1:{daemon.port}/"
+    assert len(lines) == 1 and f"ws://127.0.0.1:{daemon.port}/ws" in lines[0], lines
+    assert f"the browser page is {url} " in lines[0], lines
+    page = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert b"<title>chathub</title>" in page
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("127.0.0.1", "http://127.0.0.1:8080/"), ("0.0.0.0", "http://127.0.0.1:8080/"),
+    ("::", "http://[::1]:8080/"), ("::1", "http://[::1]:8080/"),
+    ("chat.example.org", "http://chat.example.org:8080/")])
+def test_the_page_address_is_one_a_browser_can_open(host, url):
+    """A wildcard listener is named on loopback; an IPv6 address goes in brackets."""
+    assert page_url(host, 8080) == url
 
 
 def test_the_commands_table_names_every_command():
