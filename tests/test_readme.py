@@ -9,21 +9,28 @@ import logging
 import re
 import subprocess
 import sys
+import textwrap
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from chathub.listen import page_url
+from tests.helpers import chat_client
 
 README = Path(__file__).parent.parent / "README.md"
 
 
+def python_examples() -> list[str]:
+    """The README's ```python blocks, dedented (the Clients list indents its own)."""
+    blocks = re.findall(r"^( *)```python\n(.*?)^ *```", README.read_text(), re.S | re.M)
+    assert blocks, "README has no python example"
+    return [textwrap.dedent(code) for _, code in blocks]
+
+
 def quick_start_example() -> str:
     """The first ```python block of the README (the raw websockets example)."""
-    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert block is not None, "README has no python example"
-    return block.group(1)
+    return python_examples()[0]
 
 
 async def test_quick_start_prints_what_its_comments_say(daemon):
@@ -61,6 +68,29 @@ async def test_the_start_up_line_names_the_browser_page(daemon_factory, caplog):
 def test_the_page_address_is_one_a_browser_can_open(host, url):
     """A wildcard listener is named on loopback; an IPv6 address goes in brackets."""
     assert page_url(host, 8080) == url
+
+
+async def test_the_client_library_example_runs_as_written(daemon):
+    """The Clients section's ``chathub.client`` example is a whole program: pasted into a
+    file it runs (it used to be a bare ``async with`` that Python refuses outside a
+    coroutine) and prints its own chat, then another user's."""
+    code = python_examples()[1]
+    assert "ChatClient(" in code and "ws://127.0.0.1:8080/ws" in code
+    code = code.replace("127.0.0.1:8080", f"127.0.0.1:{daemon.port}")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-u", "-c", code,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        # 30 s: a Python start-up and one chat, on a loaded 2-CPU machine
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert first == b"alice hello\n", first + await proc.stderr.read()
+        async with chat_client(daemon.port, "bob") as bob:
+            await bob.chat("hi alice")
+            assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"bob hi alice\n"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
 
 def test_the_commands_table_names_every_command():
