@@ -107,14 +107,18 @@ def test_the_commands_table_names_every_command():
 
 
 def test_the_docs_examples_reach_a_daemon_on_the_default_port():
-    """Every chathub address in the README and docs/ is on the port ``serve`` listens on by
-    default, so an example pasted against a daemon started with defaults reaches it
-    (docs/api.md's examples used 8765)."""
+    """Every chathub address in the README, docs/, examples/ and the package's own
+    docstrings is on the port ``serve`` listens on by default, so an example pasted against
+    a daemon started with defaults reaches it (docs/api.md's examples used 8765, and so did
+    the docstrings of chathub.client and chathub.api and the FastAPI example)."""
     from chathub.config import Config
 
     default = Config().server.port
-    pages = [README, *sorted((README.parent / "docs").glob("*.md"))]
-    found = {(page.name, int(port)) for page in pages
+    root = README.parent
+    pages = [README, *sorted((root / "docs").glob("*.md")), *sorted((root / "examples").rglob("*.*")),
+             *sorted((root / "chathub").rglob("*.py")), *sorted((root / "tui").rglob("*.py"))]
+    found = {(str(page.relative_to(root)), int(port)) for page in pages if page.is_file()
              for port in re.findall(r"(?:https?|wss?)://127\.0\.0\.1:(\d+)", page.read_text())}
-    assert {name for name, _ in found} >= {"README.md", "api.md"}
-    assert {(name, port) for name, port in found if port != default} == set()
+    assert {name for name, _ in found} >= {"README.md", "docs/api.md", "chathub/api/__init__.py"}
+    shop = ("examples/fastapi_app/app.py", 8000)  # the example shop's own address, not chathub's
+    assert {(name, port) for name, port in found if port != default} - {shop} == set()
