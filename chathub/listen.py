@@ -31,6 +31,19 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def page_url(host: str, port: int) -> str:
+    """The browser page's address on a listener bound to ``host:port``, for a person to open.
+
+    A wildcard host (``0.0.0.0``, ``::``, empty) is not an address a browser should be
+    pointed at, so the page is then named on loopback (``http://127.0.0.1:8080/``).
+    """
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{host_port(host, port)}/"
+
+
 def cannot_listen(host: str, port: int, exc: OSError) -> ServiceError:
     """The error ``serve`` stops with: ``cannot listen on HOST:PORT: why``."""
     return ServiceError(f"cannot listen on {host_port(host, port)}: {listen_failure(exc)}")

@@ -31,7 +31,7 @@ from .db import migrate as migrations
 from .db import pool as dbpool
 from .figures import Figures
 from .kv import KV
-from .listen import host_port
+from .listen import host_port, page_url
 from .node import Node
 from .operator import Operator
 from .reload import ConfigSource
@@ -112,8 +112,10 @@ class Daemon:
         # the admin socket before the listener: once /healthz answers, so does the socket
         await self.admin.start()
         await self.node.listen()
-        log.info("chathub %s node %s listening on ws://%s/ws (admin socket %s)", __version__,
-                 self.node_id, host_port(cfg.server.host, self.port), cfg.admin_socket)
+        log.info("chathub %s node %s listening on ws://%s/ws; the browser page is %s "
+                 "(admin socket %s)", __version__, self.node_id,
+                 host_port(cfg.server.host, self.port), page_url(cfg.server.host, self.port),
+                 cfg.admin_socket)
 
     @property
     def port(self) -> int:

@@ -1,4 +1,5 @@
-"""The CLI when the operator's user may not use the daemon's files: one line saying so.
+"""The CLI when the operator's user may not use the daemon's files, or finds no daemon
+where it looks: one line saying so.
 
 The admin socket is mode 0600 and the configuration 0640 (docs/deploy.md), so a command
 run as the wrong user meets a file it cannot read. The suite runs as root, which reads
@@ -61,3 +62,18 @@ def test_permission_denied_on_the_socket_says_whose_it_is(tmp_path: Path,
         (line,) = result.output.strip().splitlines()
         assert line == (f"chathub: permission denied on the admin socket {sock}: only the user "
                         "the daemon runs as may use it (mode 0600); run this command as that user")
+
+
+def test_no_daemon_names_the_socket_it_tried_as_an_absolute_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default socket is ``./.chathub/admin.sock``: a command run in another directory
+    than ``make serve``'s finds no daemon, and its line says where it looked (it said
+    ``.chathub/admin.sock``, the same whichever directory it ran in)."""
+    for name in ("CHATHUB_DATA_DIR", "CHATHUB_ADMIN_SOCKET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["mute", "bob", "--for", "10m"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"chathub: no chathub daemon answers on "
+                           f"{tmp_path / '.chathub' / 'admin.sock'} ("), line

@@ -152,6 +152,19 @@ async def test_a_wrong_name_is_refused_with_its_http_status(daemon):
     assert e.value.status == 400
 
 
+async def test_a_banned_user_is_refused_with_403_and_the_ban(daemon):
+    """docs/client.md: connecting while banned raises ``Refused`` with status 403 and the
+    ban's end and reason in its text."""
+    from chathub.admin.client import call
+
+    await call(daemon.cfg.admin_socket, "ban", user="eve", seconds=600, reason="spam links")
+    with pytest.raises(Refused) as e:
+        async with ChatClient(url(daemon.port), user="eve"):
+            pass
+    assert e.value.status == 403
+    assert "you are banned until" in str(e.value) and "spam links" in str(e.value)
+
+
 async def test_kicked_yields_a_terminal_event_and_does_not_reconnect(daemon):
     c = ChatClient(url(daemon.port), user="alice", backoff=Backoff(initial=0.05, cap=0.05))
     async with c:

@@ -321,18 +321,23 @@ async def test_admin_refuses_bad_requests(daemon):
 
 
 async def test_api_delete_and_purge(daemon_factory, db):
-    """POST /api/v1/delete and /purge do what the admin commands do; the rows say "api"."""
-    from chathub.api.client import build, parse
-    from tests.test_api import KEY, _send, raw
+    """POST /api/v1/delete and /purge do what the admin commands do, also through
+    ``chathub.api``'s clients (which had no ``delete`` or ``purge``); the rows say "api"."""
+    from chathub.api import APIClient, AsyncAPIClient, BadRequest
+    from chathub.api.client import build
+    from tests.test_api import KEY, raw
 
     d = await daemon_factory(api={"keys": [KEY], "rate": 10000.0, "burst": 10000})
+    url = f"http://127.0.0.1:{d.port}"
     a = await Chatter.connect(d.port, "a")
     one, two, three = [await said(a, f"t{i}") for i in range(3)]
-    reply = parse(await _send(d.port, build("h", KEY, "POST", "delete", body={"id": one})))
+    reply = await AsyncAPIClient(url, KEY).delete(one)
     assert reply == {"id": one, "channel": "general", "deleted": True}
     assert (await a.recv_type("delete"))["id"] == one
-    reply = parse(await _send(d.port, build("h", KEY, "POST", "purge",
-                                            body={"user": "a", "seconds": 60})))
+    assert (await AsyncAPIClient(url, KEY).delete(one, channel="general"))["deleted"] is False
+    with pytest.raises(BadRequest, match="not a message id"):
+        await AsyncAPIClient(url, KEY).delete("zz")
+    reply = await asyncio.to_thread(APIClient(url, KEY).purge, "a", 60)
     assert reply == {"user": "a", "deleted": 2, "ids": [two, three]}
     status, body = await raw(d.port, build("h", KEY, "POST", "delete", body={"id": "zz"}))
     assert status == 400 and "not a message id" in json.loads(body)["message"]
@@ -344,7 +349,7 @@ async def test_api_delete_and_purge(daemon_factory, db):
                    what="the rows marked by the API")
     # both in the audit trail, under the key's fingerprint (never the key)
     from chathub.edge.api import fingerprint
-    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM admin_actions"),
+    await wait_for(lambda: db.fetchval("SELECT count(*) = 3 FROM admin_actions"),
                    what="the API's removals in admin_actions")
     rows = await db.fetch("SELECT action, target, by_user FROM admin_actions")
     assert {(r["action"], r["target"], r["by_user"]) for r in rows} == {

@@ -198,6 +198,8 @@ async def test_cli_help_bad_input_and_no_daemon(short_dir):
     for args, needle in (
             (["set", "--channel", "raid", "whisper_rate=1"], "only chat_rate and chat_burst"),
             (["set", "--channel", "raid", "flood_repeats=2"], "only chat_rate and chat_burst"),
+            # an unknown key: named as slow mode names them, not the eight global ones
+            (["set", "--channel", "raid", "speed=3"], "only chat_rate and chat_burst"),
             (["set", "--channel", "bad name", "chat_rate=1"], "not a channel name"),
             (["set", "--channel", "raid", "chat_rate=0"], "more than 0"),
             (["reset", "--channel", "no/slash"], "not a channel name")):

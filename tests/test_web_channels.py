@@ -161,7 +161,8 @@ async def test_private_channel_refused_and_allowed_and_markup_stays_text(daemon_
     await eve.page.locator("#join-box summary").click()
     await eve.page.locator("#channel-name").fill("$ops")
     await eve.page.locator("#channel-name").press("Enter")
-    await expect(eve.page.locator("#channel-error")).to_contain_text("You may not join “$ops”")
+    await expect(eve.page.locator("#channel-error")).to_have_text(
+        "You may not join “$ops”: it is private and your login does not name it.")
     await expect(eve.page.locator("#channel-error")).to_have_attribute("data-code", "forbidden")
     await expect(chan(eve, "$ops")).to_have_count(0)
 

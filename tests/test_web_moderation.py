@@ -121,3 +121,8 @@ async def test_removed_from_a_channel_or_its_deletion_is_said_in_the_default_cha
     await expect(notices.nth(2)).to_have_text(
         "You were removed from #ops by an operator and banned from it until an operator lifts "
         "the ban. Reason: spam")
+    # joining again is refused for the ban, said as such (#ops is not private)
+    await alice.send("/join ops")
+    await expect(alice.send_error).to_have_text(
+        "You may not join “ops”: an operator banned you from it.")
+    await expect(chan(alice, "ops")).to_have_count(0)

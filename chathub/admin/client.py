@@ -51,7 +51,10 @@ class AdminClient:
                 f"permission denied on the admin socket {self.path}: only the user the daemon "
                 "runs as may use it (mode 0600); run this command as that user") from None
         except (OSError, ValueError) as exc:
-            raise AdminError(f"no chathub daemon answers on {self.path} ({exc.strerror or exc})") from None
+            # absolute: the default socket is under ./.chathub, so a command run in another
+            # directory than the daemon's says where it looked
+            raise AdminError(f"no chathub daemon answers on {self.path.absolute()} "
+                             f"({exc.strerror or exc})") from None
         self._reader_task = asyncio.create_task(self._read())
         try:
             return await self.request("hello")

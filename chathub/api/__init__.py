@@ -2,7 +2,7 @@
 
     from chathub.api import APIClient
 
-    api = APIClient("http://127.0.0.1:8765", key="...")
+    api = APIClient("http://127.0.0.1:8080", key="...")
     msg = api.publish("orders", "order 1234 shipped", sender="system")
     print(msg["id"], msg["ts"])
 

@@ -123,6 +123,13 @@ class _Base:
     def _unban_req(self, user: str | None, ip: str | None, channel: str | None) -> bytes:
         return self._req("POST", "unban", body={"user": user, "ip": ip, "channel": channel})
 
+    def _delete_req(self, msg_id: str, channel: str | None) -> bytes:
+        return self._req("POST", "delete", body={"id": msg_id, "channel": channel})
+
+    def _purge_req(self, user: str, seconds: float, channel: str | None) -> bytes:
+        return self._req("POST", "purge", body={"user": user, "seconds": seconds,
+                                                "channel": channel})
+
     def _mute_req(self, user: str, seconds: float, reason: str | None) -> bytes:
         return self._req("POST", "mute", body={"user": user, "seconds": seconds,
                                                "reason": reason})
@@ -191,6 +198,27 @@ class APIClient(_Base):
         """Close every connection of ``user`` on every hub; how many were closed."""
         return self._call(self._req("POST", "kick", body={"user": user,
                                                           "reason": reason}))["closed"]
+
+    def delete(self, msg_id: str, channel: str | None = None) -> dict[str, Any]:
+        """Remove message ``msg_id`` on every hub (checked to be in ``channel`` when given):
+        ``{"id", "channel", "deleted"}``, ``deleted`` False when no message has that id or
+        it was removed before.
+
+        Raises:
+            BadRequest: not a message id, or a bad channel name.
+            Unavailable: PostgreSQL or Valkey could not take it (``retry_after``).
+        """
+        return self._call(self._delete_req(msg_id, channel))
+
+    def purge(self, user: str, seconds: float, channel: str | None = None) -> dict[str, Any]:
+        """Remove what ``user`` sent in the last ``seconds`` (at most 30 days; at most 10,000
+        messages a call), in ``channel`` only when given: ``{"user", "deleted", "ids"}``.
+
+        Raises:
+            BadRequest: a bad name, channel or duration.
+            Unavailable: PostgreSQL or Valkey could not take it (``retry_after``).
+        """
+        return self._call(self._purge_req(user, seconds, channel))
 
     def ban(self, user: str | None = None, *, ip: str | None = None, channel: str | None = None,
             seconds: float | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -278,6 +306,15 @@ class AsyncAPIClient(_Base):
         """See :meth:`APIClient.kick`."""
         return (await self._call(self._req("POST", "kick", body={
             "user": user, "reason": reason})))["closed"]
+
+    async def delete(self, msg_id: str, channel: str | None = None) -> dict[str, Any]:
+        """See :meth:`APIClient.delete`."""
+        return await self._call(self._delete_req(msg_id, channel))
+
+    async def purge(self, user: str, seconds: float, channel: str | None = None
+                    ) -> dict[str, Any]:
+        """See :meth:`APIClient.purge`."""
+        return await self._call(self._purge_req(user, seconds, channel))
 
     async def ban(self, user: str | None = None, *, ip: str | None = None,
                   channel: str | None = None, seconds: float | None = None,

@@ -229,21 +229,26 @@ def limits_show(
     _show(run_admin(call(admin_socket(config, socket), "limits")), as_json)
 
 
-def parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """``["chat_rate=2", "chat_burst=4"]`` as a mapping, each value checked.
+def parse_assignments(pairs: list[str], per_channel: bool = False) -> dict[str, Any]:
+    """``["chat_rate=2", "chat_burst=4"]`` as a mapping, each value checked; with
+    ``per_channel`` only the keys slow mode takes (``chat_rate``, ``chat_burst``).
 
     Raises:
-        ValueError: not KEY=VALUE, an unknown key or an impossible value (one line).
+        ValueError: not KEY=VALUE, an unknown key (for slow mode: any other key) or an
+            impossible value (one line).
     """
     from ..limits import parse_value
+    from ..slowmode import check_values
 
-    out: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{pair!r} is not KEY=VALUE (e.g. chat_rate=2)")
-        out[key.strip()] = parse_value(key.strip(), value)
-    return out
+        raw[key.strip()] = value
+    if per_channel:
+        return check_values(raw)
+    return {key: parse_value(key, value) for key, value in raw.items()}
 
 
 @limits_app.command("set")
@@ -268,12 +273,11 @@ def limits_set(
 
     parent = ctx.obj or {}
     try:
-        values = parse_assignments(pairs)
         if channel is not None:
-            from ..slowmode import check_channel, check_values
+            from ..slowmode import check_channel
 
             check_channel(channel)
-            check_values(values)
+        values = parse_assignments(pairs, per_channel=channel is not None)
     except ValueError as exc:
         fail(str(exc), 2)
     sock = admin_socket(config or parent.get("config"), socket or parent.get("socket"))

@@ -2,7 +2,7 @@
 
     from chathub.client import ChatClient, Chat
 
-    async with ChatClient("ws://127.0.0.1:8765/ws", user="alice") as c:
+    async with ChatClient("ws://127.0.0.1:8080/ws", user="alice") as c:
         await c.chat("hello")
         async for event in c:
             if isinstance(event, Chat):

@@ -1,6 +1,6 @@
 """ChatClient: one user's connection to a chathub daemon, kept alive across drops.
 
-    async with ChatClient("ws://127.0.0.1:8765/ws", user="alice") as c:
+    async with ChatClient("ws://127.0.0.1:8080/ws", user="alice") as c:
         msg = await c.chat("hello")            # the stamped message, matched by ref
         async for event in c:                  # typed events (chathub.client.events)
             ...

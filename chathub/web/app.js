@@ -519,8 +519,10 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   // -- channels -------------------------------------------------------------------
 
   const CHANNEL_ERRORS = {
-    forbidden: (name) => "You may not join “" + name + "”: it is private and your login does not name it, " +
-      "or you are banned from it.",
+    // the server's message says which: "you are banned from NAME" or "NAME is private: ..."
+    forbidden: (name, e) => "You may not join “" + name + "”: " +
+      (/\bbanned\b/.test(e.message || "") ? "an operator banned you from it."
+        : "it is private and your login does not name it."),
     bad_request: (name, e) => "“" + name + "” is not a valid channel name: " + e.message + ".",
     unknown_channel: (name) => "There is no channel “" + name + "”.",
     too_many_channels: (name, e) => "Could not join “" + name + "”: " + e.message + ".",

@@ -3,7 +3,7 @@
 Run it next to a daemon in auth mode "token" with an API key:
 
     CHATHUB_AUTH_MODE=token CHATHUB_AUTH_SECRET=... CHATHUB_API_KEYS=... chathub serve
-    SHOP_CHATHUB_URL=http://127.0.0.1:8765 SHOP_CHATHUB_SECRET=... SHOP_CHATHUB_API_KEY=... \\
+    SHOP_CHATHUB_URL=http://127.0.0.1:8080 SHOP_CHATHUB_SECRET=... SHOP_CHATHUB_API_KEY=... \\
         uvicorn --factory examples.fastapi_app.app:from_env --port 8000
 
 Then open http://127.0.0.1:8000/login?user=alice and, in another terminal,
