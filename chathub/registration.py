@@ -194,7 +194,11 @@ class Registration:
         for c, last in zip(gone, lasts, strict=True):
             if last:  # before the leaves go out: who reads them and asks `users` sees them gone
                 self.online.discard(c.user)
-        await self.membership.leave([(c, ch, c.close_reason or "left")
+        # the others read how the connection ended in chathub's words (``kicked``,
+        # ``banned``, ``connection lost``): an operator's reason is for the user and the
+        # session row, not for the whole channel
+        await self.membership.leave([(c, ch, closecodes.counted(c.close_code, c.close_reason)
+                                      if c.close_reason else "left")
                                      for c in gone for ch in sorted(c.channels)])
         for c in gone:
             self._emit({"type": "disconnect", "user": c.user, "session": c.session,

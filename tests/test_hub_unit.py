@@ -153,12 +153,17 @@ async def test_a_stopped_reader_is_cut_as_a_slow_consumer_and_others_receive(hub
 
 
 async def test_kick_with_a_long_reason_closes_with_a_short_one(hub):
+    """The kicked user reads the whole reason; the others' leave says only ``kicked``."""
     victim = await join(hub, "victim")
+    other = await join(hub, "other")
     assert hub.kick("victim", "中" * 100) == 1
     await asyncio.wait_for(victim.closed_event.wait(), 2)
     code, reason = victim.closed
     assert code == closecodes.KICKED and len(reason.encode()) <= 123 and reason == "中" * 41
     assert victim.of_type("kicked")[0]["reason"] == "中" * 100
+    await hub.unregister(victim.client)  # as the connection's handler does once it closed
+    await wait_for(lambda: other.of_type("leave"), what="the others told")
+    assert [(f["user"], f["reason"]) for f in other.of_type("leave")] == [("victim", "kicked")]
 
 
 async def test_whispers_and_chats_arrive_in_id_order(hub):
