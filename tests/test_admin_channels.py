@@ -211,6 +211,7 @@ async def test_channel_cli(daemon):
     assert by_name({"channels": json.loads(res.stdout)})["games"]["users"] == 1
     res = await cli("channel", "info", "games", "--socket", sock)
     assert res.returncode == 0 and "members: ann" in res.stdout
+    assert "1 user, 1 subscription " in res.stdout and "0 messages in" in res.stdout
     res = await cli("channel", "info", "games", "--socket", sock, "--json")
     assert json.loads(res.stdout)["members"] == ["ann"]
     res = await cli("channel", "create", "$team", "--private", "--socket", sock)

@@ -34,6 +34,11 @@ def _strip(reply: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
 
+def _many(n: int | None, noun: str) -> str:
+    """``3 users``, ``1 user``; ``— users`` when unknown."""
+    return f"{'—' if n is None else n} {noun}{'' if n == 1 else 's'}"
+
+
 def _nodes(nodes: dict[str, int]) -> str:
     return ", ".join(f"{n} {c}" for n, c in sorted(nodes.items())) or "—"
 
@@ -125,10 +130,11 @@ def info(
     console = Console()
     history = reply.get("history")
     console.print(f"[bold]{reply['name']}[/bold]{' (private)' if reply['private'] else ''}: "
-                  f"{reply['users']} users, {reply['subscriptions']} subscriptions "
+                  f"{_many(reply['users'], 'user')}, "
+                  f"{_many(reply['subscriptions'], 'subscription')} "
                   f"({_nodes(reply.get('nodes') or {})}), "
                   f"{reply['messages_per_min']:.1f} messages/min, "
-                  f"{'—' if history is None else history} messages in Valkey")
+                  f"{_many(history, 'message')} in Valkey")
     console.print("members: " + (", ".join(reply["members"]) or "none"), highlight=False)
     if reply["messages"]:
         table = Table("time (UTC)", "from", "text", title="recent messages, oldest first")
