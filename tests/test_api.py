@@ -24,7 +24,7 @@ from chathub.api import (
     UnknownUser,
 )
 from chathub.api.client import build, parse
-from chathub.client import Chat, Kicked
+from chathub.client import Chat, Kicked, Unsubscribed
 from chathub.client import Whisper as WhisperEvent
 
 from .helpers import Chatter, chat_client, event
@@ -136,7 +136,8 @@ async def test_whisper_from_system_name(api_daemon: Any) -> None:
 
 
 async def test_users_channels_kick(api_daemon: Any) -> None:
-    """users, channels and kick answer as the hub sees it."""
+    """users, channels and kick answer as the hub sees it; a kick with a channel takes the
+    user out of that channel only, with the reason as the frame's message."""
     port = api_daemon.port
     c = client(port)
     async with chat_client(port, "fred") as fred:
@@ -144,6 +145,14 @@ async def test_users_channels_kick(api_daemon: Any) -> None:
         assert "fred" in await c.users("general")
         names = {ch["name"]: ch["members"] for ch in await c.channels()}
         assert names["general"] >= 1
+        await fred.subscribe("games")
+        assert await c.kick("fred", "off topic", channel="games") == 1
+        out = await event(fred, Unsubscribed)
+        assert (out.channel, out.reason, out.message) == ("games", "kicked", "off topic")
+        assert "fred" not in await c.users("games")
+        assert "fred" in await c.users("general")  # still connected
+        with pytest.raises(BadRequest, match="'channel'"):
+            await c.kick("fred", channel="no spaces")
         assert await c.kick("fred", "bye") == 1
         assert (await event(fred, Kicked)).reason == "bye"
 

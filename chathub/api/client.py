@@ -123,6 +123,10 @@ class _Base:
     def _unban_req(self, user: str | None, ip: str | None, channel: str | None) -> bytes:
         return self._req("POST", "unban", body={"user": user, "ip": ip, "channel": channel})
 
+    def _kick_req(self, user: str, reason: str | None, channel: str | None) -> bytes:
+        return self._req("POST", "kick", body={"user": user, "reason": reason,
+                                               "channel": channel})
+
     def _delete_req(self, msg_id: str, channel: str | None) -> bytes:
         return self._req("POST", "delete", body={"id": msg_id, "channel": channel})
 
@@ -194,10 +198,10 @@ class APIClient(_Base):
         return self._call(self._req("GET", "history", {"channel": channel, "before": before,
                                                        "limit": limit}))["messages"]
 
-    def kick(self, user: str, reason: str | None = None) -> int:
-        """Close every connection of ``user`` on every hub; how many were closed."""
-        return self._call(self._req("POST", "kick", body={"user": user,
-                                                          "reason": reason}))["closed"]
+    def kick(self, user: str, reason: str | None = None, channel: str | None = None) -> int:
+        """Close every connection of ``user`` on every hub, or with ``channel`` take them out
+        of it (they stay connected); how many connections."""
+        return self._call(self._kick_req(user, reason, channel))["closed"]
 
     def delete(self, msg_id: str, channel: str | None = None) -> dict[str, Any]:
         """Remove message ``msg_id`` on every hub (checked to be in ``channel`` when given):
@@ -302,10 +306,10 @@ class AsyncAPIClient(_Base):
         return (await self._call(self._req("GET", "history", {
             "channel": channel, "before": before, "limit": limit})))["messages"]
 
-    async def kick(self, user: str, reason: str | None = None) -> int:
+    async def kick(self, user: str, reason: str | None = None,
+                   channel: str | None = None) -> int:
         """See :meth:`APIClient.kick`."""
-        return (await self._call(self._req("POST", "kick", body={
-            "user": user, "reason": reason})))["closed"]
+        return (await self._call(self._kick_req(user, reason, channel)))["closed"]
 
     async def delete(self, msg_id: str, channel: str | None = None) -> dict[str, Any]:
         """See :meth:`APIClient.delete`."""

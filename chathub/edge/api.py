@@ -39,7 +39,7 @@ from ..hub import Hub
 from ..kv import KV
 from ..protocol import Message, ProtocolError
 from ..removal import MessageRemoval, RemovalUnavailable
-from .apibans import ApiBans, Record
+from .apibans import ApiBans, Kick, Record
 from .apierror import ApiError, from_protocol
 from .apimetrics import ApiMetrics
 from .guard import Guard
@@ -52,8 +52,6 @@ log = logging.getLogger("chathub.edge.api")
 
 #: longest idempotency_key accepted
 IDEMPOTENCY_KEY_MAX = 128
-#: the longest kick reason kept
-REASON_MAX = 200
 #: seconds an unknown-availability answer asks the caller to wait
 RETRY_AFTER_MS = 1000
 #: hex digits of a key's SHA-256 that name it in the audit trail and logs
@@ -84,10 +82,11 @@ class Api:
         hub: where messages go and who is online.
         guard: the moderation chain.
         kv: Valkey, for idempotency keys shared by every hub.
-        kick: closes a user's connections on every hub; returns how many.
+        kick: closes a user's connections on every hub, or takes them out of a channel
+            (``user, reason, channel``); returns how many.
         removal: removes messages everywhere (``delete``, ``purge``); None: 503.
-        bans: the ban desk the admin socket uses too (``ban``, ``unban``, ``mute``,
-            ``unmute``, ``bans``; :mod:`chathub.edge.apibans`).
+        bans: the ban desk the admin socket uses too (``kick``, ``ban``, ``unban``,
+            ``mute``, ``unmute``, ``bans``; :mod:`chathub.edge.apibans`).
         record: the audit trail (:meth:`chathub.db.audit.AuditLog.record`); a kick, ban,
             mute, delete or purge made through the API is recorded with ``by_user`` = the
             key's :func:`fingerprint`.
@@ -95,27 +94,26 @@ class Api:
     """
 
     def __init__(self, cfg: Config, hub: Hub, guard: Guard, kv: KV,
-                 kick: Callable[[str, str], Awaitable[int]], removal: MessageRemoval | None,
+                 kick: Kick, removal: MessageRemoval | None,
                  bans: BanDesk, record: Record, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.hub = hub
         self.guard = guard
         self.kv = kv
-        self.kick_everywhere = kick
         self.removal = removal
         self.record = record
-        self.bans = ApiBans(bans, record)
+        self.bans = ApiBans(bans, record, kick)
         self._keys: list[_Key] = []
         self._budget = (cfg.api.rate, cfg.api.burst)
         self.reload()
         self._routes: dict[str, tuple[str, Callable[[dict[str, Any], _Key], Awaitable[Any]]]] = {
             "publish": ("POST", self.publish), "whisper": ("POST", self.whisper),
-            "kick": ("POST", self.kick), "users": ("GET", self.users),
+            "users": ("GET", self.users),
             "channels": ("GET", self.channels), "history": ("GET", self.history),
             "delete": ("POST", self.delete), "purge": ("POST", self.purge),
-            **{name: (method, self._banning(name)) for name, method in (
-                ("ban", "POST"), ("unban", "POST"), ("mute", "POST"), ("unmute", "POST"),
-                ("bans", "GET"))},
+            **{name: (method, self._moderating(name)) for name, method in (
+                ("kick", "POST"), ("ban", "POST"), ("unban", "POST"), ("mute", "POST"),
+                ("unmute", "POST"), ("bans", "GET"))},
         }
         #: requests, refusals and publish latency on /metrics
         self.metrics = ApiMetrics(registry, frozenset([*self._routes, "openapi.json"]))
@@ -291,19 +289,6 @@ class Api:
                            exc.retry_after_ms) from None
         return {"channel": msg.channel, "messages": [_message(m) for m in msgs]}
 
-    async def kick(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
-        user = args.get("user")
-        if not isinstance(user, str) or not protocol.valid_user(user):
-            raise ApiError(protocol.BAD_REQUEST, "field 'user' is required (a user name)")
-        reason = args.get("reason") or "kicked"
-        if not isinstance(reason, str):
-            raise ApiError(protocol.BAD_REQUEST, "field 'reason' must be a string")
-        closed = await self.kick_everywhere(user, reason[:REASON_MAX])
-        log.info("API kick %s by %s: %d connections", user, key.who, closed)
-        await self.record("kick", user, {"reason": reason[:REASON_MAX], "closed": closed},
-                          None, key.who)
-        return {"user": user, "closed": closed}
-
     async def delete(self, args: dict[str, Any], key: _Key) -> dict[str, Any]:
         """Remove one message everywhere (docs/operations.md); marked deleted by "api" and
         recorded in the audit trail under the key's fingerprint."""
@@ -337,7 +322,7 @@ class Api:
         except ValueError as exc:
             raise ApiError(protocol.BAD_REQUEST, str(exc)) from None
 
-    def _banning(self, name: str) -> Callable[[dict[str, Any], _Key], Awaitable[Any]]:
+    def _moderating(self, name: str) -> Callable[[dict[str, Any], _Key], Awaitable[Any]]:
         """The endpoint ``name`` of :class:`ApiBans`, its errors as refusals."""
         verb = getattr(self.bans, name)
 

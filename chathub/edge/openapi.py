@@ -110,10 +110,13 @@ def document(cfg: Config) -> dict[str, Any]:
                  "from": {"type": "string", "enum": list(cfg.api.system_names)}},
                 msg_ref, 403, 404, 503),
             "/kick": _post(
-                "Close every connection of a user on every hub", ["user"],
-                {"user": _NAME, "reason": {"type": "string", "maxLength": 200}},
+                "Close every connection of a user on every hub, or with channel take them "
+                "out of that channel only", ["user"],
+                {"user": _NAME, "reason": {"type": "string", "maxLength": 200},
+                 "channel": {"type": "string", "description": "a channel name"}},
                 {"type": "object", "properties": {"user": {"type": "string"},
-                                                  "closed": {"type": "integer"}}}, 503),
+                                                  "closed": {"type": "integer"},
+                                                  "channel": {"type": "string"}}}, 503),
             "/delete": _post(
                 "Delete a message on every hub (history, paging and recovery never serve it "
                 "again; clients showing it remove it)", ["id"],
