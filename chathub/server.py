@@ -81,15 +81,6 @@ class Daemon:
             db_url = await asyncio.to_thread(self.pg_service.start)
         return db_url, kv_url
 
-    async def _schema(self, db_url: str) -> None:
-        conn = await dbpool.connect(db_url, self.cfg.database.timeout)
-        try:
-            apply = self.pg_service is not None or self.cfg.database.migrate
-            for m in await migrations.prepare(conn, apply):
-                log.info("applied migration %04d_%s", m.version, m.name)
-        finally:
-            await conn.close()
-
     async def start(self) -> None:
         """Bring everything up; raises a :class:`ChathubError` with one clear line on failure.
 
@@ -101,7 +92,8 @@ class Daemon:
         cfg.server.max_connections = fdlimit.ensure_room(cfg.server.max_connections)
         self.admin.claim()  # refuse early when another daemon owns the socket
         db_url, kv_url = await self._services()
-        await self._schema(db_url)
+        await migrations.prepare(db_url, cfg.database.timeout,
+                                 self.pg_service is not None or cfg.database.migrate)
         self.pool = await dbpool.create_pool(db_url, cfg.database.pool_size, cfg.database.timeout)
         self.kv = KV(kv_url, cfg.valkey.timeout, cfg.valkey.key_prefix)
         await self.kv.connect()

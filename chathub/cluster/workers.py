@@ -34,7 +34,6 @@ from ..config import Config
 from ..configcheck import socket_path_too_long
 from ..datadir import ENV_FD, DataDirLock
 from ..db import migrate as migrations
-from ..db import pool as dbpool
 from ..errors import ChathubError
 from ..kv import KV
 from ..listen import check_port
@@ -133,17 +132,6 @@ class Supervisor:
                 p.wait()
 
 
-async def _schema(url: str, timeout: float, apply: bool) -> None:
-    """As a single ``serve`` does, before any worker starts: a schema that is behind
-    stops the supervisor with one line instead of failing every worker again and again."""
-    conn = await dbpool.connect(url, timeout)
-    try:
-        for m in await migrations.prepare(conn, apply):
-            log.info("applied migration %04d_%s", m.version, m.name)
-    finally:
-        await conn.close()
-
-
 async def _reach_valkey(url: str, timeout: float) -> None:
     """Valkey answers (and takes this version's functions), as a single ``serve`` checks
     before it listens: an unreachable one stops the supervisor with that line.
@@ -190,7 +178,10 @@ def _serve_locked(cfg: Config, workers: int, config_path: Path | None, lock: Dat
         db_url = pg.start() if pg else cfg.database.url
         kv_url = kv.start() if kv else cfg.valkey.url
         install_loop(cfg.server.uvloop)  # the workers' loop: the same errors, in the same words
-        asyncio.run(_schema(db_url, cfg.database.timeout, pg is not None or cfg.database.migrate))
+        # as a single serve does, before any worker starts: a schema that is behind stops
+        # the supervisor with one line instead of failing every worker again and again
+        asyncio.run(migrations.prepare(db_url, cfg.database.timeout,
+                                       pg is not None or cfg.database.migrate))
         asyncio.run(_reach_valkey(kv_url, cfg.valkey.timeout))
     except ChathubError as exc:
         print(f"chathub: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ applied migration whose file changed since is refused with :class:`MigrationErro
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +17,9 @@ from importlib import resources
 import asyncpg
 
 from ..errors import MigrationError
+from . import pool as dbpool
+
+log = logging.getLogger("chathub.db.migrate")
 
 #: the advisory lock key that serialises migration runs ("chathub" in ASCII)
 LOCK_KEY = 0x63686174687562
@@ -128,20 +132,27 @@ async def migrate(conn: asyncpg.Connection, target: int | None = None) -> list[M
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def prepare(conn: asyncpg.Connection, apply: bool) -> list[Migration]:
-    """Make the schema ready for a daemon: apply what is pending when ``apply`` (the
-    embedded database, or ``[database] migrate``) and return it, else refuse a schema
-    that is behind. ``serve`` and the ``serve --workers`` supervisor both start here.
+async def prepare(url: str, timeout: float, apply: bool) -> None:
+    """Make the schema at ``url`` ready for a daemon: apply what is pending when ``apply``
+    (the embedded database, or ``[database] migrate``), logging each, else refuse a
+    schema that is behind. ``serve`` and the ``serve --workers`` supervisor both start
+    here. ``timeout``: seconds to connect.
 
     Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached.
         MigrationError: ``apply`` is False and migrations are pending (one line telling
             to run ``chathub migrate``), or a migration failed or was changed.
     """
-    if apply:
-        return await migrate(conn)
-    st = await status(conn)
-    if st.pending:
-        raise MigrationError(
-            f"the database schema is behind ({len(st.pending)} pending migrations): "
-            "run 'chathub migrate' or start with --migrate")
-    return []
+    conn = await dbpool.connect(url, timeout)
+    try:
+        if apply:
+            for m in await migrate(conn):
+                log.info("applied migration %04d_%s", m.version, m.name)
+            return
+        st = await status(conn)
+        if st.pending:
+            raise MigrationError(
+                f"the database schema is behind ({len(st.pending)} pending migrations): "
+                "run 'chathub migrate' or start with --migrate")
+    finally:
+        await conn.close()
