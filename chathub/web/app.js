@@ -62,10 +62,8 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     target: null,
     /** the last `banned` frame ({reason, until}) for these credentials, or null */
     ban: null,
-    /** the `muted` frame ({reason, until}) in force, or null; the server says it again
-     *  right after each welcome while the mute lasts */
-    mute: null,
-    /** the last mute said in the page (a repeat after a reconnect is not said again) */
+    /** the last `muted` frame ({reason, until}) said in the page (the server says it again
+     *  right after each welcome while the mute lasts; a repeat is not said again) */
     lastMute: null,
     /** the timer that clears the mute note at the mute's `until` */
     muteTimer: null,
@@ -395,9 +393,13 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   }
 
   function systemLine(v, text, kind) {
-    if (!v) return;
+    if (v) appendLine(v, node("li", "sys" + (kind ? " " + kind : ""), text));
+  }
+
+  /** Add `li` at the end of view `v`, keeping the reader at the bottom if they were there. */
+  function appendLine(v, li) {
     const follow = v.key === state.active && nearBottom();
-    v.list.append(node("li", "sys" + (kind ? " " + kind : ""), text));
+    v.list.append(li);
     if (follow) toBottom();
   }
 
@@ -591,10 +593,9 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     const b = node("button", "public-chan quiet");
     b.type = "button";
     b.dataset.channel = name;
-    b.append(node("span", "chan-name", "#" + name), " ",
-             node("span", "members", n + (n === 1 ? " user" : " users")));
-    b.setAttribute("aria-label", (state.views.has(name) ? "Show #" : "Join #") + name +
-                   ", " + n + (n === 1 ? " user" : " users"));
+    const users = n + (n === 1 ? " user" : " users");
+    b.append(node("span", "chan-name", "#" + name), " ", node("span", "members", users));
+    b.setAttribute("aria-label", (state.views.has(name) ? "Show #" : "Join #") + name + ", " + users);
     li.append(b);
     return li;
   }
@@ -864,7 +865,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
     state.lastMute = f;
     const text = "An operator muted you" + endOf(f, "it") + (f.reason ? " (reason: " + f.reason + ")" : "") +
       ". You can read, but your messages will be refused.";
-    if (!same) systemLine(state.views.get(state.active) || state.views.get(state.defaultName), text, "notice");
+    if (!same) systemLine(activeView() || state.views.get(state.defaultName), text, "notice");
     setMute(f, text);
   }
 
@@ -872,7 +873,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
   function onUnmuted() {
     state.lastMute = null;
     setMute(null);
-    systemLine(state.views.get(state.active) || state.views.get(state.defaultName),
+    systemLine(activeView() || state.views.get(state.defaultName),
       "An operator lifted your mute: you can send again.", "notice");
   }
 
@@ -880,7 +881,6 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
    *  that runs out sends no frame, so a timer clears the note at its `until`. */
   function setMute(f, text) {
     clearTimeout(state.muteTimer);
-    state.mute = f;
     if (f) {
       setError(ui.sendError, text, "muted");
       if (typeof f.until === "number") {
@@ -992,9 +992,7 @@ import { ChatHub, compareIds as cmpId } from "./chathub.js";
       ui.text.focus();
     });
     li.append(node("span", "unsent-text", "Not sent: “" + raw + "”"), " ", b);
-    const follow = v.key === state.active && nearBottom();
-    v.list.append(li);
-    if (follow) toBottom();
+    appendLine(v, li);
   }
 
   function autosize() {
