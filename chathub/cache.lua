@@ -288,6 +288,11 @@ local function users(keys, args)
   return all_users(args[1])
 end
 
+-- The set of channels a client's subscribe created (Keys.on_demand in keys.py).
+local function on_demand_key(prefix)
+  return prefix .. 'chans:demand'
+end
+
 -- A channel a client's subscribe created (not an operator, not auto_join) may be
 -- forgotten once nobody is in it and Valkey holds none of its history (never written to,
 -- or expired after history_ttl): nothing of it would be lost, PostgreSQL keeps its row
@@ -296,7 +301,7 @@ local function reclaim(prefix, registry, channel)
   local c = prefix .. '{c:' .. channel .. '}:'
   if redis.call('EXISTS', c .. 'm', c .. 's') > 0 then return false end
   redis.call('HDEL', registry, channel)
-  redis.call('SREM', prefix .. 'chans:demand', channel)
+  redis.call('SREM', on_demand_key(prefix), channel)
   return true
 end
 
@@ -310,7 +315,8 @@ local RECLAIM_SCAN = 256
 -- leave them cannot fill the server for good. Walks the on-demand set with SSCAN from
 -- where the last call stopped, so repeated calls cover all of it. True when there is room.
 local function make_room(prefix, registry, max)
-  local on_demand, at = prefix .. 'chans:demand', prefix .. 'chans:demand:cursor'
+  local on_demand = on_demand_key(prefix)
+  local at = on_demand .. ':cursor'
   local cursor, looked = redis.call('GET', at) or '0', 0
   repeat
     local page = redis.call('SSCAN', on_demand, cursor, 'COUNT', 64)
@@ -342,7 +348,7 @@ local function subscribe(keys, args)
       return {'full', 0, false}
     end
     redis.call('HSET', keys[2], channel, args[8] == '1' and 'private' or 'public')
-    if args[6] == '2' then redis.call('SADD', prefix .. 'chans:demand', channel) end
+    if args[6] == '2' then redis.call('SADD', on_demand_key(prefix), channel) end
     local id = next_id(keys[5])
     redis.call('XADD', keys[4], id, 'k', 'channel', 'c', channel, 'p', args[8], 'by', user)
   end
@@ -366,7 +372,7 @@ end
 -- at max channels, room is made as for a subscribe.
 local function create(keys, args)
   if redis.call('HEXISTS', keys[1], args[1]) == 1 then
-    redis.call('SREM', args[5] .. 'chans:demand', args[1])
+    redis.call('SREM', on_demand_key(args[5]), args[1])
     return 'exists'
   end
   local max = tonumber(args[4])
